@@ -1,0 +1,462 @@
+"""Data preparation: captioned images -> HDF5 pixels + fixed-length JSON captions, word map, references, names.
+
+Readers (Karpathy json, CSV, synthetic) turn a source into a CaptionSet; prepare_dataset() turns a CaptionSet
+into the files training and evaluation read. Every output is written under a temporary name and renamed only
+once all of them are complete, so a crash never leaves files that look finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from captioning.preprocess import load_image, resize_square
+from captioning.synthetic import make_synthetic
+from captioning.text import tokenize
+from captioning.vocab import build_word_map, encode_caption, save_word_map
+
+SPLITS = ("train", "val", "test")
+SPLIT_NAMES = {"train": "train", "restval": "train", "val": "val", "test": "test"}  # restval trains, as usual
+KARPATHY_DATASETS = ("flickr8k", "flickr30k", "coco")
+VOCAB_SPLITS = ("train", "all")
+CSV_SPLIT_SEED = 28
+SYNTHETIC_IMAGE_SIZE = 128
+TEMP_PREFIX = ".tmp-"
+COPY_BLOCK = 256  # images per block when compacting an HDF5 file
+
+
+class DataError(ValueError):
+    """Input that cannot be prepared (missing file, malformed json/csv); the CLI reports it in one line."""
+
+
+@dataclass
+class CaptionSet:
+    """What a reader found: each image's split (first-appearance order) and every caption in reading order."""
+
+    image_dir: str
+    splits: dict[str, str]  # image name (relative to image_dir) -> "train" | "val" | "test"
+    captions: list[tuple[str, list[str]]]  # (image name, tokens), in the order they were read
+    boxes: dict[str, list[dict]] | None = None  # image name -> [{"shape", "color", "box"}] (synthetic only)
+
+    @property
+    def by_split(self) -> dict[str, dict[str, list[list[str]]]]:
+        """Per split, the ordered caption map {image name: [token lists]} of images that have captions."""
+        return group_by_split(self.splits, self.captions)
+
+
+@dataclass
+class PrepareSummary:
+    """What prepare_dataset() stored, dropped and wrote."""
+
+    base_name: str
+    output_dir: str
+    images: dict[str, int]  # stored images per split
+    captions: dict[str, int]  # stored (encoded) captions per split
+    captions_read: int
+    captions_kept: int  # distinct usable references (after the three exclusions below)
+    too_long: int
+    empty: int
+    duplicates: int
+    vocab_size: int  # word map entries, special tokens included
+    images_sampled: int  # images with more captions than captions_per_image (random subset stored)
+    images_topped_up: int  # images with fewer (random repeats stored)
+    skipped_images: dict[str, str] = field(default_factory=dict)  # image name -> why (missing / unreadable)
+    images_without_captions: list[str] = field(default_factory=list)
+    empty_splits: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    removed_stale: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# readers
+
+
+def read_json_file(path) -> dict:
+    """Parsed JSON, or a DataError naming the file."""
+    if not os.path.isfile(path):
+        raise DataError(f"file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON: {e}") from e
+
+
+def split_name(value: str, where: str) -> str:
+    """'train' | 'val' | 'test' for a split label ('restval' counts as train)."""
+    split = SPLIT_NAMES.get(str(value).strip().lower())
+    if split is None:
+        raise DataError(f"{where}: unknown split {value!r} (expected one of {', '.join(SPLIT_NAMES)})")
+    return split
+
+
+def assign_split(splits: dict[str, str], name: str, split: str, where: str) -> None:
+    """Record an image's split, refusing an image that is listed under two different splits."""
+    if splits.setdefault(name, split) != split:
+        raise DataError(f"{where}: image {name!r} is in split {splits[name]!r} and {split!r}")
+
+
+def read_karpathy(json_path, image_dir, dataset_name: str) -> CaptionSet:
+    """Karpathy split file (flickr8k | flickr30k | coco): captions come from 'raw', tokenized with tokenize()."""
+    if dataset_name not in KARPATHY_DATASETS:
+        raise DataError(f"unknown Karpathy dataset {dataset_name!r} (expected one of {', '.join(KARPATHY_DATASETS)})")
+    data = read_json_file(json_path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f"{json_path}: expected a Karpathy split file with an 'images' list")
+    splits, captions = {}, []
+    for i, entry in enumerate(data["images"]):
+        where = f"{json_path}: images[{i}]"
+        try:
+            name = os.path.join(entry.get("filepath", ""), entry["filename"])  # filepath: coco only
+            assign_split(splits, name, split_name(entry["split"], where), where)
+            for sentence in entry["sentences"]:
+                text = sentence["raw"] if "raw" in sentence else " ".join(sentence["tokens"])
+                captions.append((name, tokenize(text)))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise DataError(f"{where}: malformed entry ({type(e).__name__}: {e})") from e
+    return CaptionSet(image_dir=str(image_dir), splits=splits, captions=captions)
+
+
+def split_80_10_10(names: list[str], seed: int) -> dict[str, str]:
+    """Shuffle names with random.Random(seed), cut at int(0.8 n) and int(0.9 n); returned in the given order."""
+    shuffled = list(names)
+    random.Random(seed).shuffle(shuffled)
+    n = len(shuffled)
+    cut_val, cut_test = int(0.8 * n), int(0.9 * n)
+    split_of = {name: "train" for name in shuffled[:cut_val]}
+    split_of.update((name, "val") for name in shuffled[cut_val:cut_test])
+    split_of.update((name, "test") for name in shuffled[cut_test:])
+    return {name: split_of[name] for name in names}
+
+
+def is_csv_header(row: list[str]) -> bool:
+    """True for a header like image,caption[,split]."""
+    fields = [f.strip().lower() for f in row]
+    return len(fields) >= 2 and fields[0] in ("image", "filename", "file") and fields[1] in ("caption", "text")
+
+
+def read_csv_rows(csv_path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank row; a UTF-8 byte-order mark is ignored."""
+    if not os.path.isfile(csv_path):
+        raise DataError(f"file not found: {csv_path}")
+    rows = []
+    try:
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                if any(field.strip() for field in row):
+                    rows.append((reader.line_num, row))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{csv_path} is not a readable UTF-8 CSV file: {e}") from e
+    return rows
+
+
+def has_split_column(header: list[str] | None, rows: list[tuple[int, list[str]]]) -> bool:
+    """Header says so, or (no header) every row ends in a split label after image and caption."""
+    if header is not None:
+        return len(header) >= 3 and header[2].strip().lower() == "split"
+    return bool(rows) and all(len(row) >= 3 and row[-1].strip().lower() in SPLIT_NAMES for _, row in rows)
+
+
+def read_csv_captions(csv_path, image_dir, seed: int = CSV_SPLIT_SEED) -> CaptionSet:
+    """Rows image,caption[,split], several per image; without a split column images are cut 80/10/10 by seed."""
+    rows = read_csv_rows(csv_path)
+    header = rows.pop(0)[1] if rows and is_csv_header(rows[0][1]) else None
+    with_split = has_split_column(header, rows)
+    splits, captions = {}, []
+    for line, row in rows:
+        where = f"{csv_path}:{line}"
+        name = row[0].strip()
+        if not name:
+            raise DataError(f"{where}: row has no image name")
+        caption_fields = row[1:-1] if with_split else row[1:]  # unquoted commas stay part of the caption
+        if with_split:
+            if len(row) < 3:
+                raise DataError(f"{where}: expected image,caption,split")
+            assign_split(splits, name, split_name(row[-1], where), where)
+        else:
+            splits.setdefault(name, "")
+        captions.append((name, tokenize(",".join(caption_fields))))
+    if not with_split:
+        splits = split_80_10_10(list(splits), seed)
+    return CaptionSet(image_dir=str(image_dir), splits=splits, captions=captions)
+
+
+def read_synthetic(num_images: int, image_dir, seed: int = 123, image_size: int = SYNTHETIC_IMAGE_SIZE) -> CaptionSet:
+    """Generate shape images as PNG files in image_dir (deterministic in seed), split 80/10/10 by seed."""
+    os.makedirs(image_dir, exist_ok=True)
+    samples = make_synthetic(num_images, image_size=image_size, seed=seed)
+    names = [f"synthetic_{i:05d}.png" for i in range(num_images)]
+    for name, sample in zip(names, samples):
+        sample.image.save(os.path.join(image_dir, name))
+    captions = [(name, tokenize(text)) for name, sample in zip(names, samples) for text in sample.captions]
+    boxes = {name: sample.objects for name, sample in zip(names, samples)}
+    return CaptionSet(image_dir=str(image_dir), splits=split_80_10_10(names, seed), captions=captions, boxes=boxes)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# captions and vocabulary
+
+
+def group_by_split(splits: dict[str, str], captions: list[tuple[str, list[str]]]) -> dict[str, dict]:
+    """{split: {image name: [token lists]}}, images in first-appearance order, those without captions left out."""
+    per_image = {name: [] for name in splits}
+    for name, tokens in captions:
+        per_image[name].append(tokens)
+    by_split = {split: {} for split in SPLITS}
+    for name, image_captions in per_image.items():
+        if image_captions:
+            by_split[splits[name]][name] = image_captions
+    return by_split
+
+
+def clean_captions(captions: list[tuple[str, list[str]]], max_len: int) -> tuple[list, Counter]:
+    """Drop empty captions, repeats of an image's caption, and captions over max_len words (never truncated)."""
+    kept, dropped, seen = [], Counter(), set()
+    for name, tokens in captions:
+        if not tokens:
+            dropped["empty"] += 1
+        elif (name, tuple(tokens)) in seen:
+            dropped["duplicate"] += 1
+        elif len(tokens) > max_len:
+            dropped["too_long"] += 1
+        else:
+            seen.add((name, tuple(tokens)))
+            kept.append((name, tokens))
+    return kept, dropped
+
+
+def count_words(captions: list[tuple[str, list[str]]], splits: dict[str, str], vocab_splits: str) -> Counter:
+    """Word frequencies in reading order, over train captions only or over all splits ('all')."""
+    word_freq = Counter()
+    for name, tokens in captions:
+        if vocab_splits == "all" or splits[name] == "train":
+            word_freq.update(tokens)
+    return word_freq
+
+
+def pick_captions(captions: list[list[str]], k: int, rng: random.Random) -> list[list[str]]:
+    """Exactly k captions: a random subset when there are more, all plus random repeats when fewer."""
+    if len(captions) > k:
+        return rng.sample(captions, k)
+    if len(captions) < k:
+        return captions + rng.choices(captions, k=k - len(captions))
+    return list(captions)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# output files
+
+
+def base_name(dataset: str, captions_per_image: int, min_word_freq: int) -> str:
+    """Shared suffix of every output file (the tutorial's naming)."""
+    return f"{dataset}_{captions_per_image}_cap_per_img_{min_word_freq}_min_word_freq"
+
+
+def split_file_names(split: str, base: str, with_boxes: bool) -> dict[str, str]:
+    """Output file name per kind for one split."""
+    prefix = split.upper()
+    names = {kind: f"{prefix}_{kind}_{base}.json" for kind in ("CAPTIONS", "CAPLENS", "REFS", "NAMES")}
+    names["IMAGES"] = f"{prefix}_IMAGES_{base}.hdf5"
+    if with_boxes:
+        names["BOXES"] = f"{prefix}_BOXES_{base}.json"
+    return names
+
+
+def write_json(path, obj) -> None:
+    """Deterministic UTF-8 JSON."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False)
+
+
+def create_images_file(path, count: int, image_size: int, captions_per_image: int) -> h5py.File:
+    """Open HDF5 file with an 'images' (count, 3, S, S) uint8 dataset; no timestamps so bytes are reproducible."""
+    h5 = h5py.File(path, "w", libver="earliest")
+    h5.attrs["captions_per_image"] = captions_per_image
+    images = h5.create_dataset("images", (count, 3, image_size, image_size), dtype="uint8", track_times=False)
+    images.attrs["captions_per_image"] = captions_per_image
+    return h5
+
+
+def copy_first_images(src_path, dst_path, count: int, captions_per_image: int) -> None:
+    """Copy the first count images into a new file of exactly that size, block by block (bounded memory)."""
+    with h5py.File(src_path, "r") as src:
+        image_size = src["images"].shape[-1]
+        with create_images_file(dst_path, count, image_size, captions_per_image) as dst:
+            for start in range(0, count, COPY_BLOCK):
+                stop = min(start + COPY_BLOCK, count)
+                dst["images"][start:stop] = src["images"][start:stop]  # (B, 3, S, S)
+
+
+def load_pixels(path: str, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """resize_square() pixels (3, S, S) of an image file and its original (width, height)."""
+    image = load_image(path)
+    return resize_square(image, image_size), image.size
+
+
+def scale_boxes(objects: list[dict], original_size: tuple[int, int], image_size: int) -> list[dict]:
+    """Boxes [x0, y0, x1, y1] from original pixel coordinates to the stored square image."""
+    sx, sy = image_size / original_size[0], image_size / original_size[1]
+    scaled = []
+    for obj in objects:
+        x0, y0, x1, y1 = obj["box"]
+        box = [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2), round(y1 * sy, 2)]
+        scaled.append({"shape": obj["shape"], "color": obj["color"], "box": box})
+    return scaled
+
+
+@dataclass
+class SplitOptions:
+    """Settings write_split() needs besides the split's own data."""
+
+    output_dir: str
+    base: str
+    word_map: dict[str, int]
+    captions_per_image: int
+    max_len: int
+    image_size: int
+    progress: bool
+
+
+def write_split(split: str, images: dict[str, list[list[str]]], caption_set: CaptionSet, opts: SplitOptions,
+                rng: random.Random, summary: PrepareSummary, staged: dict[str, str]) -> bool:
+    """Write one split's files under temporary names, registered in staged {temp: final}; False if none readable."""
+    names = split_file_names(split, opts.base, with_boxes=caption_set.boxes is not None)
+    temp = {kind: os.path.join(opts.output_dir, TEMP_PREFIX + name) for kind, name in names.items()}
+    stage_path = os.path.join(opts.output_dir, TEMP_PREFIX + "stage-" + names["IMAGES"])
+    stored, encoded, lengths, refs, boxes = [], [], [], [], []
+    try:
+        with create_images_file(stage_path, len(images), opts.image_size, opts.captions_per_image) as h5:
+            for name, image_captions in tqdm(images.items(), desc=f"{split:5s}", unit="img", disable=not opts.progress):
+                path = os.path.join(caption_set.image_dir, name)
+                if not os.path.isfile(path):
+                    summary.skipped_images[name] = "missing file"
+                    continue
+                try:
+                    pixels, original_size = load_pixels(path, opts.image_size)  # (3, S, S)
+                except Exception as e:  # any undecodable file is skipped, never a crash halfway
+                    summary.skipped_images[name] = f"unreadable ({type(e).__name__}: {e})"
+                    continue
+                h5["images"][len(stored)] = pixels
+                stored.append(name)
+                summary.images_sampled += int(len(image_captions) > opts.captions_per_image)
+                summary.images_topped_up += int(len(image_captions) < opts.captions_per_image)
+                for tokens in pick_captions(image_captions, opts.captions_per_image, rng):
+                    encoded.append(encode_caption(tokens, opts.word_map, opts.max_len))
+                    lengths.append(len(tokens) + 2)
+                refs.append([" ".join(tokens) for tokens in image_captions])
+                if caption_set.boxes is not None:
+                    boxes.append(scale_boxes(caption_set.boxes[name], original_size, opts.image_size))
+        if not stored:
+            return False
+        staged.update((temp[kind], os.path.join(opts.output_dir, names[kind])) for kind in names)
+        if len(stored) == len(images):
+            os.replace(stage_path, temp["IMAGES"])
+        else:
+            copy_first_images(stage_path, temp["IMAGES"], len(stored), opts.captions_per_image)
+    finally:
+        if os.path.exists(stage_path):
+            os.remove(stage_path)
+    contents = {"CAPTIONS": encoded, "CAPLENS": lengths, "REFS": refs, "NAMES": stored, "BOXES": boxes}
+    for kind in names:
+        if kind != "IMAGES":
+            write_json(temp[kind], contents[kind])
+    summary.images[split] = len(stored)
+    summary.captions[split] = len(encoded)
+    return True
+
+
+def stale_outputs(output_dir: str, split: str, base: str) -> list[str]:
+    """Existing files of an earlier run for a split this run does not write (they would look current)."""
+    paths = [os.path.join(output_dir, name) for name in split_file_names(split, base, with_boxes=True).values()]
+    return [path for path in paths if os.path.isfile(path)]
+
+
+def check_options(captions_per_image: int, min_word_freq: int, max_len: int, image_size: int, vocab_splits: str):
+    """Refuse settings that cannot produce a dataset."""
+    if captions_per_image < 1 or max_len < 1 or image_size < 1 or min_word_freq < 0:
+        raise ValueError("captions_per_image, max_len and image_size must be >= 1, min_word_freq >= 0")
+    if vocab_splits not in VOCAB_SPLITS:
+        raise ValueError(f"vocab_splits must be one of {VOCAB_SPLITS}, got {vocab_splits!r}")
+
+
+def prepare_dataset(caption_set: CaptionSet, output_dir, dataset: str, captions_per_image: int = 5,
+                    min_word_freq: int = 5, max_len: int = 50, image_size: int = 256, vocab_splits: str = "train",
+                    seed: int = 123, progress: bool = True) -> PrepareSummary:
+    """Write WORDMAP and per split IMAGES/CAPTIONS/CAPLENS/REFS/NAMES(/BOXES) files; same inputs+seed -> same bytes."""
+    check_options(captions_per_image, min_word_freq, max_len, image_size, vocab_splits)
+    output_dir = str(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    base = base_name(dataset, captions_per_image, min_word_freq)
+    kept, dropped = clean_captions(caption_set.captions, max_len)
+    by_split = group_by_split(caption_set.splits, kept)
+    word_map = build_word_map(count_words(kept, caption_set.splits, vocab_splits), min_word_freq)
+    with_captions = {name for images in by_split.values() for name in images}
+    summary = PrepareSummary(
+        base_name=base, output_dir=output_dir, images={}, captions={}, captions_read=len(caption_set.captions),
+        captions_kept=len(kept), too_long=dropped["too_long"], empty=dropped["empty"],
+        duplicates=dropped["duplicate"], vocab_size=len(word_map), images_sampled=0, images_topped_up=0,
+        images_without_captions=[name for name in caption_set.splits if name not in with_captions])
+    opts = SplitOptions(output_dir, base, word_map, captions_per_image, max_len, image_size, progress)
+    rng = random.Random(seed)
+    staged = {}  # temporary path -> final path
+    try:
+        for split in SPLITS:
+            if not (by_split[split] and write_split(split, by_split[split], caption_set, opts, rng, summary, staged)):
+                summary.empty_splits.append(split)
+        if not staged:
+            raise DataError(f"no readable images in {caption_set.image_dir} (is the image directory right?)")
+        word_map_name = f"WORDMAP_{base}.json"
+        word_map_temp = os.path.join(output_dir, TEMP_PREFIX + word_map_name)
+        staged[word_map_temp] = os.path.join(output_dir, word_map_name)
+        save_word_map(word_map_temp, word_map)
+        for split in summary.empty_splits:
+            summary.removed_stale += stale_outputs(output_dir, split, base)
+        for path in summary.removed_stale:
+            os.remove(path)
+        for temp_path, final_path in staged.items():
+            os.replace(temp_path, final_path)
+            summary.files.append(final_path)
+    finally:
+        for temp_path in staged:
+            if os.path.exists(temp_path):
+                os.remove(temp_path)
+    return summary
+
+
+def format_summary(summary: PrepareSummary, max_names: int = 20) -> str:
+    """Human-readable report of a prepare_dataset() run."""
+    def name_list(names):
+        shown = ", ".join(names[:max_names])
+        return shown + (f", ... ({len(names) - max_names} more)" if len(names) > max_names else "")
+
+    lines = [f"output dir: {summary.output_dir}"]
+    for split in SPLITS:
+        if split in summary.images:
+            lines.append(f"  {split:5s}: {summary.images[split]} images, {summary.captions[split]} captions")
+        else:
+            lines.append(f"  {split:5s}: no images (split skipped)")
+    lines.append(f"captions: {summary.captions_read} read, {summary.captions_kept} kept; excluded "
+                 f"{summary.too_long} too long, {summary.empty} empty, {summary.duplicates} duplicate")
+    lines.append(f"images with more captions than needed (sampled): {summary.images_sampled}; "
+                 f"with fewer (topped up with repeats): {summary.images_topped_up}")
+    lines.append(f"vocabulary: {summary.vocab_size} entries (4 special tokens included)")
+    if summary.images_without_captions:
+        lines.append(f"images skipped, no usable caption ({len(summary.images_without_captions)}): "
+                     f"{name_list(summary.images_without_captions)}")
+    skipped = [f"{name} [{why}]" for name, why in summary.skipped_images.items()]
+    lines.append(f"images skipped, missing/unreadable ({len(skipped)}): {name_list(skipped) if skipped else 'none'}")
+    if summary.removed_stale:
+        lines.append(f"removed stale files of skipped splits: {', '.join(summary.removed_stale)}")
+    lines.append(f"files written ({len(summary.files)}):")
+    lines += [f"  {path}" for path in summary.files]
+    lines.append(f"base name: {summary.base_name}")
+    return "\n".join(lines)
