@@ -1,0 +1,91 @@
+"""A model is a directory: config.json, wordmap.json and model.safetensors. Loading never unpickles code."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from captioning.config import ModelConfig
+
+CONFIG_FILE, WORDMAP_FILE, WEIGHTS_FILE = "config.json", "wordmap.json", "model.safetensors"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
+
+
+class CheckpointError(ValueError):
+    """A model directory that cannot be loaded, with the reason in words."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(temp_path) then rename over path, so a kill never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model_dir(directory: str | Path, config: ModelConfig, word_map: dict[str, int],
+                   state: dict[str, torch.Tensor], fp16: bool = False) -> Path:
+    """Write the three files atomically; fp16 halves the weights file (floating tensors only)."""
+    directory = Path(directory)
+    tensors = {k: (v.half() if fp16 and v.is_floating_point() else v).detach().contiguous().cpu()
+               for k, v in state.items()}
+    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    atomic_write(directory / WORDMAP_FILE, lambda p: p.write_text(json.dumps(word_map)))
+    atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(config.to_json()))
+    return directory
+
+
+def read_model_dir(directory: str | Path) -> tuple[ModelConfig, dict[str, int], dict[str, torch.Tensor]]:
+    """Config, word map and tensors of a model directory, with clear errors for anything missing or unsafe."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"model directory {directory} does not exist")
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        hint = f" (found {pickles}: pickle files are refused because loading them can run code)" if pickles else ""
+        raise CheckpointError(f"{directory} has no {WEIGHTS_FILE}{hint}")
+    for name in (CONFIG_FILE, WORDMAP_FILE):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory} has no {name}")
+    try:
+        config = ModelConfig.load(directory / CONFIG_FILE)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{directory / CONFIG_FILE} is not a valid model config: {error}") from error
+    word_map = json.loads((directory / WORDMAP_FILE).read_text())
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights} is not a safetensors file ({error}); pickles are never loaded") from error
+    if len(word_map) != config.vocab_size:
+        raise CheckpointError(f"vocabulary size mismatch: wordmap.json has {len(word_map)} words, "
+                              f"config.json says vocab_size={config.vocab_size}")
+    return config, word_map, state
+
+
+def check_state_matches(expected: dict[str, torch.Tensor], stored: dict[str, torch.Tensor], where: str) -> None:
+    """Raise a CheckpointError naming every missing, unexpected or differently shaped tensor."""
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    shapes = [f"{k}: weights {tuple(stored[k].shape)} vs config {tuple(v.shape)}"
+              for k, v in expected.items() if k in stored and tuple(stored[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    if shapes:
+        problems.append("shape mismatch " + "; ".join(shapes[:5]))
+    if problems:
+        raise CheckpointError(f"{where}: config.json does not match the weights: " + ", ".join(problems))

@@ -1,0 +1,43 @@
+"""Caption metrics with pycocoevalcap: BLEU-1..4, METEOR (needs Java), ROUGE-L, CIDEr."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+
+def bleu4(references: dict, hypotheses: dict) -> float:
+    """Corpus BLEU-4 of already tokenised, space-joined captions ({id: [refs]}, {id: [hyp]})."""
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    scores, _ = Bleu(4).compute_score(references, hypotheses, verbose=0)
+    return float(scores[3])
+
+
+def coco_metrics(references: dict, hypotheses: dict, meteor: bool = True) -> dict[str, float]:
+    """All metrics after the PTB tokenizer (Java); without Java the text is used as already tokenised."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    has_java = shutil.which("java") is not None
+    if has_java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        tokenizer = PTBTokenizer()
+        references = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
+        hypotheses = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in hypotheses.items()})
+    else:
+        warnings.warn("Java not found: PTB tokenizer and METEOR skipped", stacklevel=2)
+    results = {}
+    bleu, _ = Bleu(4).compute_score(references, hypotheses, verbose=0)
+    results.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
+    if meteor and has_java:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        scorer = Meteor()
+        results["METEOR"] = float(scorer.compute_score(references, hypotheses)[0])
+        scorer.close() if hasattr(scorer, "close") else None
+    results["ROUGE-L"] = float(Rouge().compute_score(references, hypotheses)[0])
+    results["CIDEr"] = float(Cider().compute_score(references, hypotheses)[0])
+    return results

@@ -1,0 +1,98 @@
+"""The captioner: encoder + decoder + vocabulary, loaded from a model directory; caption PIL images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from captioning.checkpoint import CheckpointError, check_state_matches, read_model_dir, save_model_dir
+from captioning.config import ModelConfig
+from captioning.decoder import Decoder
+from captioning.encoder import Encoder
+from captioning.preprocess import preprocess_image
+from captioning.search import Hypothesis, decode
+
+SPECIAL_WORDS = ("<pad>", "<start>", "<end>")
+
+
+@dataclass
+class Caption:
+    """A caption for one image: its words, where the model looked for each word, and the log-probability."""
+
+    words: list[str]
+    alphas: np.ndarray  # (n_words, 14, 14)
+    score: float
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+class Captioner(nn.Module):
+    """Show, Attend and Tell: timm encoder -> 196 annotation vectors -> attention LSTM decoder -> words."""
+
+    def __init__(self, config: ModelConfig, word_map: dict[str, int], encoder: Encoder | None = None):
+        super().__init__()
+        self.config = config
+        self.word_map = word_map
+        self.id_to_word = {i: w for w, i in word_map.items()}
+        self.encoder = encoder or Encoder(config.backbone, config.encoder_weights, config.grid_size)
+        if self.encoder.dim != config.encoder_dim:
+            raise CheckpointError(f"backbone {config.backbone} gives {self.encoder.dim} channels, "
+                                  f"config says encoder_dim={config.encoder_dim}")
+        self.encoder.finetune(config.encoder_finetuned)
+        self.decoder = Decoder(config.vocab_size, config.encoder_dim, config.embed_dim, config.attention_dim,
+                               config.decoder_dim, config.dropout)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """What a model directory stores: the decoder, plus encoder parts only if they were fine-tuned."""
+        state = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
+        if self.config.encoder_finetuned:
+            state.update({f"encoder.{k}": v for k, v in self.encoder.trainable_state_dict().items()})
+        return state
+
+    def save(self, directory: str | Path, fp16: bool = False) -> Path:
+        return save_model_dir(directory, self.config, self.word_map, self.checkpoint_state(), fp16=fp16)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> Captioner:
+        """Rebuild a model from its directory (safetensors only; the encoder source weights come from config)."""
+        config, word_map, state = read_model_dir(directory)
+        model = cls(config, word_map)
+        expected = model.checkpoint_state()
+        check_state_matches(expected, state, str(directory))
+        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
+        return model.to(device).eval()
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, I, I) -> annotation vectors (B, 196, C), as the feature cache made them."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.encoder_bf16 and images.device.type == "cpu"):
+            return self.encoder(images).float()  # (B, 196, C)
+
+    def to_caption(self, hypothesis: Hypothesis) -> Caption:
+        words = [self.id_to_word[i] for i in hypothesis.tokens]
+        grid = self.config.grid_size
+        alphas = hypothesis.alphas.float().reshape(-1, grid, grid).numpy()  # (n_words, 14, 14)
+        return Caption(words, alphas, hypothesis.score)
+
+    @torch.no_grad()
+    def caption_features(self, features: torch.Tensor, beam_size: int = 3, length_penalty: float = 0.0,
+                         max_len: int | None = None) -> list[Caption]:
+        """Captions for encoder features (B, 196, C)."""
+        hypotheses = decode(self.decoder, features, self.word_map, beam_size,
+                            max_len or self.config.max_caption_len, length_penalty)
+        return [self.to_caption(h) for h in hypotheses]
+
+    @torch.no_grad()
+    def caption(self, images: Image.Image | list[Image.Image], beam_size: int = 3,
+                length_penalty: float = 0.0) -> list[Caption]:
+        """Caption one or more PIL images with the same preprocessing that training used."""
+        images = [images] if isinstance(images, Image.Image) else list(images)
+        device = next(self.decoder.parameters()).device
+        batch = torch.cat([preprocess_image(image, self.config.preprocessing) for image in images]).to(device)
+        return self.caption_features(self.encode(batch), beam_size, length_penalty)
