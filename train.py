@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"done: {state['epoch']} epochs, best val BLEU-4 {state['best_bleu4']:.4f}; model in {config.output_dir}/best")
+    best = state["best_bleu4"]
+    print(f"done: {state['epoch']} epochs, best val BLEU-4 {best:.4f}; model in {config.output_dir}/best")
     return 0
 
 

@@ -66,7 +66,8 @@ class Encoder(nn.Module):
         for parameter in self.trunk.parameters():
             parameter.requires_grad = False
         if enabled:
-            tail = list(self.trunk.blocks[-3:]) + [m for n, m in self.trunk.named_children() if n in ("conv_head", "bn2")]
+            head = [m for n, m in self.trunk.named_children() if n in ("conv_head", "bn2")]
+            tail = list(self.trunk.blocks[-3:]) + head
             for module in tail:
                 for parameter in module.parameters():
                     parameter.requires_grad = True

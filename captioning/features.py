@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -138,9 +139,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         def load_pixels(start: int, stop: int) -> np.ndarray:
             return np.stack([resize_square(load_image(p), args.image_size) for p in paths[start:stop]])  # (b, 3, S, S)
 
-    metadata = {"backbone": args.backbone, "weights": weights, "preprocessing": prep.__dict__ | {}}
-    metadata["preprocessing"] = {k: list(v) if isinstance(v, tuple) else v for k, v in metadata["preprocessing"].items()}
-    path = cache_features(encoder, load_pixels, names, args.cache_dir, split, prep, args.batch_size, not args.fp32, metadata)
+    prep_json = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(prep).items()}
+    metadata = {"backbone": args.backbone, "weights": weights, "preprocessing": prep_json}
+    bf16 = not args.fp32
+    path = cache_features(encoder, load_pixels, names, args.cache_dir, split, prep, args.batch_size, bf16, metadata)
     print(f"features for {len(names)} images in {path}")
 
 

@@ -27,6 +27,7 @@ class Caption:
     words: list[str]
     alphas: np.ndarray  # (n_words, 14, 14)
     score: float
+    complete: bool = True  # the search ended the caption with <end> (not cut at max_len)
 
     @property
     def text(self) -> str:
@@ -71,14 +72,15 @@ class Captioner(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, I, I) -> annotation vectors (B, 196, C), as the feature cache made them."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.encoder_bf16 and images.device.type == "cpu"):
+        bf16 = self.config.encoder_bf16 and images.device.type == "cpu"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return self.encoder(images).float()  # (B, 196, C)
 
     def to_caption(self, hypothesis: Hypothesis) -> Caption:
         words = [self.id_to_word[i] for i in hypothesis.tokens]
         grid = self.config.grid_size
         alphas = hypothesis.alphas.float().reshape(-1, grid, grid).numpy()  # (n_words, 14, 14)
-        return Caption(words, alphas, hypothesis.score)
+        return Caption(words, alphas, hypothesis.score, hypothesis.complete)
 
     @torch.no_grad()
     def caption_features(self, features: torch.Tensor, beam_size: int = 3, length_penalty: float = 0.0,

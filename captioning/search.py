@@ -16,6 +16,7 @@ class Hypothesis:
     tokens: list[int]
     alphas: torch.Tensor  # (n_words, 196)
     score: float
+    complete: bool = True  # False when max_len was reached before <end>
 
 
 @torch.no_grad()
@@ -41,8 +42,9 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_i
     alphas = torch.stack(alphas, dim=1)  # (B, steps, 196)
     results = []
     for b in range(batch):
-        n = tokens[b].index(end_id) if end_id in tokens[b] else len(tokens[b])
-        results.append(Hypothesis(tokens[b][:n], alphas[b, :n].cpu(), float(scores[b])))
+        complete = end_id in tokens[b]
+        n = tokens[b].index(end_id) if complete else len(tokens[b])
+        results.append(Hypothesis(tokens[b][:n], alphas[b, :n].cpu(), float(scores[b]), complete))
     return results
 
 
@@ -80,7 +82,7 @@ def beam_search(
     done = torch.zeros(batch, dtype=torch.bool)
     offsets = (torch.arange(batch, device=device) * k)[:, None]  # (B, 1)
 
-    for step in range(max_len):
+    for _ in range(max_len):
         logits, alpha, state = decoder.step(words, state)  # (B*k, V), (B*k, 196)
         vocab = logits.size(1)
         log_probs = _never_emit(torch.log_softmax(logits.float(), dim=1), start_id).view(batch, k, vocab)  # (B, k, V)
@@ -122,7 +124,7 @@ def beam_search(
         pool = list(finished[b])
         if not pool:  # no beam emitted <end> within max_len: best live beam
             row = b * k + int(beam_scores[b].argmax())
-            pool = [Hypothesis(history[row].tolist(), alpha_history[row].cpu(), float(beam_scores[b].max()))]
+            pool = [Hypothesis(history[row].tolist(), alpha_history[row].cpu(), float(beam_scores[b].max()), False)]
         results.append(max(pool, key=lambda h: _normalised(h.score, len(h.tokens) + 1, length_penalty)))
     return results
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from captioning.checkpoint import atomic_write
 from captioning.config import ModelConfig
 from captioning.data import ImageCaptions, collate_images, load_split, split_file
+from captioning.decoder import DecoderOutput
 from captioning.encoder import Encoder, default_weights, preprocessing_for
 from captioning.features import load_cached_features
 from captioning.loss import caption_loss
@@ -161,7 +162,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: Tra
         inputs, captions, lengths, image_index = (t.to(device) for t in (inputs, captions, lengths, image_index))
         with autocast(config, device):
             logits, alphas, mask = model(inputs, captions, lengths, image_index)
-        output = _output(logits, alphas, mask)
+        output = DecoderOutput(logits, alphas, mask)
         loss, cross_entropy, _ = caption_loss(output, captions, config.attention_penalty)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -182,12 +183,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: Tra
             "batch_time": meters["batch_time"].avg, "data_time": meters["data_time"].avg}
 
 
-def _output(logits, alphas, mask):
-    from captioning.decoder import DecoderOutput
-
-    return DecoderOutput(logits, alphas, mask)
-
-
 @torch.no_grad()
 def validate(captioner: Captioner, dataset: ImageCaptions, config: TrainConfig, device, from_features: bool) -> dict:
     """Teacher-forced loss and top-5 on the validation captions, and BLEU-4 of real decoding on unique images."""
@@ -202,8 +197,11 @@ def validate(captioner: Captioner, dataset: ImageCaptions, config: TrainConfig, 
         inputs, captions, lengths, image_index = (t.to(device) for t in (inputs, captions, lengths, image_index))
         with autocast(config, device):
             logits, alphas, mask = module(inputs, captions, lengths, image_index)
-            _, cross_entropy, _ = caption_loss(_output(logits, alphas, mask), captions, config.attention_penalty)
-            features = inputs if from_features else captioner.encoder(to_model_input(inputs, captioner.config.preprocessing))
+            _, cross_entropy, _ = caption_loss(DecoderOutput(logits, alphas, mask), captions, config.attention_penalty)
+            if from_features:
+                features = inputs  # (N, 196, C)
+            else:
+                features = captioner.encoder(to_model_input(inputs, captioner.config.preprocessing))  # (N, 196, C)
             found = captioner.caption_features(features.float(), beam_size=config.val_beam_size)
         tokens = int(mask.sum())
         loss_meter.update(float(cross_entropy), tokens)
@@ -314,7 +312,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
             print(f"resumed from {resume} after epoch {state['epoch']} (best BLEU-4 {state['best_bleu4']:.4f})")
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "train_config.json", lambda p: p.write_text(json.dumps(dataclasses.asdict(config), indent=2)))
+        config_json = json.dumps(dataclasses.asdict(config), indent=2)
+        atomic_write(run_dir / "train_config.json", lambda p: p.write_text(config_json))
 
     for epoch in range(state["epoch"], config.epochs):
         if state["epochs_since_improvement"] >= config.early_stop_patience:

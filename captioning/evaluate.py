@@ -1,0 +1,122 @@
+"""Evaluate a model directory: caption each image once (batched beam search), score with pycocoevalcap.
+
+Prepared split:  python -m captioning.evaluate --model DIR --data-dir data --data-name BASE --split VAL
+Raw data:        python -m captioning.evaluate --model DIR --karpathy-json FILE --image-dir DIR --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from captioning.checkpoint import CheckpointError
+from captioning.features import load_cached_features
+from captioning.metrics import coco_metrics
+from captioning.model import Caption, Captioner
+from captioning.preprocess import load_image, resize_square, to_model_input
+
+
+def caption_all(model: Captioner, count: int, load_batch: Callable[[int, int], torch.Tensor], batch_size: int,
+                beam_size: int, length_penalty: float = 0.0, from_features: bool = False) -> list[Caption]:
+    """Caption images [0, count) in batches; load_batch gives uint8 pixels (b, 3, S, S) or features (b, 196, C)."""
+    captions = []
+    for start in tqdm(range(0, count, batch_size), desc=f"captioning (beam {beam_size})", unit="batch"):
+        batch = load_batch(start, min(start + batch_size, count))
+        features = batch if from_features else model.encode(to_model_input(batch, model.config.preprocessing))
+        captions.extend(model.caption_features(features.float(), beam_size, length_penalty))
+    return captions
+
+
+def prepared_split(data_dir: str, data_name: str, split: str, image_size: int):
+    """(names, references, pixel loader) of a split written by prepare_data.py."""
+    from captioning.data import load_split, split_file
+
+    captions = load_split(data_dir, data_name, split)
+    images = h5py.File(split_file(data_dir, "IMAGES", split, data_name), "r")["images"]
+    if images.shape[-1] != image_size:
+        raise ValueError(f"prepared images are {images.shape[-1]} px, the model expects {image_size} px")
+    return captions.names, captions.references, lambda a, b: torch.from_numpy(images[a:b])
+
+
+def raw_split(karpathy_json: str, image_dir: str, split: str, image_size: int):
+    """(names, references, pixel loader) read straight from a Karpathy-format json and its images."""
+    entries = [e for e in json.loads(Path(karpathy_json).read_text())["images"]
+               if e["split"] == split.lower() or (split.lower() == "train" and e["split"] == "restval")]
+    if not entries:
+        raise ValueError(f"{karpathy_json} has no {split!r} images")
+    paths = [Path(image_dir) / e.get("filepath", "") / e["filename"] for e in entries]
+    references = [[s["raw"] for s in e["sentences"]] for e in entries]
+
+    def load(a: int, b: int) -> torch.Tensor:
+        return torch.from_numpy(np.stack([resize_square(load_image(p), image_size) for p in paths[a:b]]))
+
+    return [e["filename"] for e in entries], references, load
+
+
+def evaluate(model: Captioner, names: Sequence[str], references: Sequence[list[str]], load_batch, batch_size: int,
+             beam_size: int, length_penalty: float = 0.0, from_features: bool = False, meteor: bool = True):
+    """Metrics dict (with image count and beam size) and the generated captions by image name."""
+    captions = caption_all(model, len(names), load_batch, batch_size, beam_size, length_penalty, from_features)
+    hypotheses = {i: [c.text] for i, c in enumerate(captions)}
+    metrics = coco_metrics({i: list(r) for i, r in enumerate(references)}, hypotheses, meteor=meteor)
+    metrics.update(images=len(names), beam_size=beam_size, length_penalty=length_penalty)
+    return metrics, {name: c.text for name, c in zip(names, captions)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="assets/model", help="model directory")
+    parser.add_argument("--split", default="VAL")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--data-name")
+    parser.add_argument("--karpathy-json")
+    parser.add_argument("--image-dir")
+    parser.add_argument("--cache-dir", help="cached features of this split made with the model's encoder")
+    parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--length-penalty", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-meteor", action="store_true")
+    parser.add_argument("--json-out", help="write the metrics here")
+    parser.add_argument("--captions-out", help="write {image: caption} here")
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = Captioner.load(args.model)
+        image_size = model.config.preprocessing.image_size
+        if args.data_dir:
+            names, references, load_batch = prepared_split(args.data_dir, args.data_name, args.split, image_size)
+        elif args.karpathy_json:
+            names, references, load_batch = raw_split(args.karpathy_json, args.image_dir, args.split, image_size)
+        else:
+            parser.error("give --data-dir/--data-name or --karpathy-json/--image-dir")
+        from_features = bool(args.cache_dir)
+        if from_features:
+            features, cached_names = load_cached_features(args.cache_dir, args.split.upper())
+            if list(cached_names) != list(names):
+                raise ValueError(f"feature cache {args.cache_dir} holds other images than this split")
+            load_batch = lambda a, b: torch.from_numpy(np.asarray(features[a:b], dtype=np.float32))  # noqa: E731
+    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    metrics, captions = evaluate(model, names, references, load_batch, args.batch_size, args.beam_size,
+                                 args.length_penalty, from_features, meteor=not args.no_meteor)
+    print(json.dumps(metrics, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(metrics, indent=2))
+    if args.captions_out:
+        Path(args.captions_out).write_text(json.dumps(captions, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Attention maps as pictures: per-word heatmaps over the whole image, fast colour overlays, the classic figure."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+if TYPE_CHECKING:
+    from captioning.model import Caption
+
+DISPLAY_MAX_SIDE = 640  # overlays are drawn on a copy no larger than this: fast, and plenty for a browser
+
+
+def display_image(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
+    """RGB copy whose longer side is at most max_side (never upscaled), aspect ratio kept."""
+    image = image.convert("RGB")
+    scale = max_side / max(image.size)
+    if scale >= 1.0:
+        return image.copy()
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.BILINEAR, reducing_gap=2.0)
+
+
+def attention_heatmap(alpha: np.ndarray, size: tuple[int, int], smooth_sigma: float = 1.0) -> np.ndarray:
+    """One word's attention grid (14, 14) -> float32 (H, W) in [0, 1] stretched over an image of size (W, H).
+
+    The model saw the whole image squashed to a square, so grid cell (i, j) covers the same fraction of the
+    image in both directions: a plain (non-uniform) resize to (W, H) puts every cell back where it came from.
+    """
+    grid = np.asarray(alpha, dtype=np.float32)  # (14, 14)
+    if smooth_sigma > 0:
+        grid = gaussian_filter(grid, sigma=smooth_sigma, mode="nearest")  # (14, 14)
+    heat = np.asarray(Image.fromarray(grid, mode="F").resize(size, Image.BICUBIC), dtype=np.float32)  # (H, W)
+    low, high = float(heat.min()), float(heat.max())
+    if high - low < 1e-12:
+        return np.zeros_like(heat)  # (H, W) flat attention: nothing to highlight
+    return (heat - low) / (high - low)  # (H, W) in [0, 1]
+
+
+@lru_cache(maxsize=8)
+def colormap_lut(cmap: str = "jet") -> np.ndarray:
+    """256-entry uint8 RGB lookup table of a matplotlib colormap, built once per name."""
+    colors = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3]  # (256, 3) float in [0, 1]
+    lut = (colors * 255.0 + 0.5).astype(np.uint8)  # (256, 3)
+    lut.setflags(write=False)
+    return lut
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray, cmap: str = "jet", opacity: float = 0.5) -> Image.Image:
+    """Blend a colour-mapped heatmap (H, W) in [0, 1] over an RGB image of the same size."""
+    height, width = heatmap.shape
+    if image.size != (width, height):
+        raise ValueError(f"heatmap is {width}x{height} but the image is {image.width}x{image.height}")
+    index = (np.clip(heatmap, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # (H, W)
+    colors = Image.fromarray(colormap_lut(cmap)[index])  # (H, W, 3) uint8
+    return Image.blend(image.convert("RGB"), colors, opacity)
+
+
+def render_word_overlays(image: Image.Image, caption: Caption, max_side: int = DISPLAY_MAX_SIDE,
+                         smooth_sigma: float = 1.0, cmap: str = "jet", opacity: float = 0.5) -> list[Image.Image]:
+    """One overlay per caption word, drawn on the image downscaled to max_side."""
+    shown = display_image(image, max_side)
+    return [overlay(shown, attention_heatmap(alpha, shown.size, smooth_sigma), cmap, opacity)
+            for alpha in caption.alphas]  # alphas (n_words, 14, 14)
+
+
+def attention_figure(image: Image.Image, caption: Caption, columns: int = 5, max_side: int = 320,
+                     panel_inches: float = 2.4) -> Figure:
+    """The Show, Attend and Tell figure: the image, then each word's attention over it, word as the title."""
+    panels = [display_image(image, max_side)] + render_word_overlays(image, caption, max_side)
+    titles = ["(image)"] + list(caption.words)
+    columns = max(1, min(columns, len(panels)))
+    rows = math.ceil(len(panels) / columns)
+    aspect = panels[0].height / panels[0].width
+    figure = Figure(figsize=(columns * panel_inches, rows * (panel_inches * aspect + 0.4)))
+    FigureCanvasAgg(figure)  # Agg canvas: renders without any GUI backend or pyplot state
+    for i, (panel, title) in enumerate(zip(panels, titles)):
+        axis = figure.add_subplot(rows, columns, i + 1)
+        axis.imshow(panel)
+        axis.set_title(title, fontsize=11)
+        axis.axis("off")
+    figure.suptitle(caption.text, fontsize=12)
+    figure.tight_layout()
+    return figure
