@@ -132,8 +132,10 @@ class Decoder(nn.Module):
         hidden, cell = state.hidden, state.cell  # (B, D), (B, D)
         hiddens, alphas = [], []
         for t, rows in enumerate(active):
-            hidden, cell = hidden[:rows], cell[:rows]  # (b, D)
-            context, alpha = self.attention(state.features[:rows], state.image_projection[:rows], hidden)  # (b, C)
+            if rows < hidden.size(0):  # finished captions drop out of the (sorted) batch
+                hidden, cell = hidden[:rows], cell[:rows]  # (b, D)
+                state = DecoderState(state.features[:rows], state.image_projection[:rows], hidden, cell)
+            context, alpha = self.attention(state.features, state.image_projection, hidden)  # (b, C), (b, 196)
             gate = torch.sigmoid(self.f_beta(hidden))  # (b, C)
             gates = (word_gates[:rows, t] + F.linear(gate * context, context_weight)
                      + F.linear(hidden, self.lstm.weight_hh))  # (b, 4D)
