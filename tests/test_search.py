@@ -1,0 +1,153 @@
+"""Greedy and beam search: beam 1 == greedy, batched == one image at a time, scores are real log-probabilities,
+per-word attention, no <end> within max_len, length normalisation, never <pad>/<start>; Captioner.caption."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captioning.decoder import Decoder
+from captioning.model import Caption, Captioner
+from captioning.search import beam_search, decode, greedy_search
+
+V, C, START, END = 20, 24, 17, 18  # 0 is <pad>, 1..16 words, 19 <unk>
+SEEDS = range(6)
+
+
+def make_decoder(seed: int, end_bias: float = 0.5) -> Decoder:
+    """A random decoder with peaked word distributions, so captions of varied lengths end by themselves."""
+    torch.manual_seed(seed)
+    decoder = Decoder(V, C, embed_dim=12, attention_dim=10, decoder_dim=14).eval()
+    torch.nn.init.normal_(decoder.fc.weight, std=8.0)
+    torch.nn.init.normal_(decoder.lstm.weight_hh, std=0.5)
+    torch.nn.init.normal_(decoder.embedding.weight, std=1.0)
+    decoder.fc.bias.data[END] = end_bias
+    return decoder
+
+
+def features(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, 196, C, generator=torch.Generator().manual_seed(100 + seed))
+
+
+def log_probability(decoder: Decoder, feats: torch.Tensor, tokens: list[int], ended: bool) -> float:
+    """Sum of log p(word) along <start> tokens (<end>), by stepping the decoder."""
+    words = [START, *tokens]
+    targets = [*tokens, END] if ended else tokens
+    state, total = decoder.start(feats[None]), 0.0
+    with torch.no_grad():
+        for word, target in zip(words, targets):
+            logits, _, state = decoder.step(torch.tensor([word]), state)
+            total += float(torch.log_softmax(logits, dim=1)[0, target])
+    return total
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_beam_size_one_equals_greedy(seed):
+    decoder, feats = make_decoder(seed), features(4, seed)
+    greedy = greedy_search(decoder, feats, START, END, max_len=20)
+    beam = beam_search(decoder, feats, START, END, beam_size=1, max_len=20)
+    for g, b in zip(greedy, beam, strict=True):
+        assert g.tokens == b.tokens
+        assert g.score == pytest.approx(b.score, abs=1e-5)
+        assert torch.allclose(g.alphas, b.alphas, atol=1e-6)
+
+
+def test_greedy_picks_the_most_likely_word_and_scores_it():
+    decoder, feats = make_decoder(1), features(1, 1)
+    hyp = greedy_search(decoder, feats, START, END, max_len=20)[0]
+    state, word = decoder.start(feats), torch.tensor([START])
+    with torch.no_grad():
+        for expected in [*hyp.tokens, END][:20]:
+            logits, _, state = decoder.step(word, state)
+            logits[0, [0, START]] = float("-inf")
+            assert int(logits.argmax()) == expected
+            word = torch.tensor([expected])
+    ended = len(hyp.tokens) < 20
+    assert hyp.score == pytest.approx(log_probability(decoder, feats[0], hyp.tokens, ended), abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_batched_beam_equals_one_image_at_a_time(seed):
+    decoder, feats = make_decoder(seed), features(4, seed)
+    batched = beam_search(decoder, feats, START, END, beam_size=3, max_len=20)
+    assert len(batched) == 4
+    for i, hyp in enumerate(batched):
+        single = beam_search(decoder, feats[i : i + 1], START, END, beam_size=3, max_len=20)[0]
+        assert hyp.tokens == single.tokens
+        assert hyp.score == pytest.approx(single.score, abs=1e-4)
+        ended = len(hyp.tokens) < 20
+        assert hyp.score == pytest.approx(log_probability(decoder, feats[i], hyp.tokens, ended), abs=1e-4)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_per_word_alphas_are_distributions(beam_size):
+    decoder, feats = make_decoder(2), features(4, 2)
+    for hyp in beam_search(decoder, feats, START, END, beam_size=beam_size, max_len=20):
+        assert hyp.alphas.shape == (len(hyp.tokens), 196)
+        assert torch.allclose(hyp.alphas.sum(dim=1), torch.ones(len(hyp.tokens)), atol=1e-5)
+    assert any(len(h.tokens) > 0 for h in beam_search(decoder, feats, START, END, beam_size, 20))
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_no_end_within_max_len_returns_max_len_words(beam_size):
+    decoder, feats = make_decoder(0), features(2, 0)
+    decoder.fc.bias.data[END] = -1e9  # <end> is impossible
+    hyps = decode(decoder, feats, {"<start>": START, "<end>": END}, beam_size=beam_size, max_len=7)
+    assert len(hyps) == 2
+    for i, hyp in enumerate(hyps):
+        assert len(hyp.tokens) == 7
+        assert END not in hyp.tokens
+        assert hyp.alphas.shape == (7, 196)
+        assert hyp.score == pytest.approx(log_probability(decoder, feats[i], hyp.tokens, ended=False), abs=1e-4)
+
+
+def test_length_penalty_prefers_longer_captions():
+    longer = 0
+    for seed in SEEDS:
+        decoder, feats = make_decoder(seed), features(4, seed)
+        plain = beam_search(decoder, feats, START, END, beam_size=3, max_len=20, length_penalty=0.0)
+        normalised = beam_search(decoder, feats, START, END, beam_size=3, max_len=20, length_penalty=2.0)
+        for p, n in zip(plain, normalised):
+            assert all(0 < t < V and t not in (START, END) for t in n.tokens)
+            assert n.alphas.shape == (len(n.tokens), 196)
+            assert len(n.tokens) >= len(p.tokens)
+            assert n.score <= p.score + 1e-5  # the raw log-probability of the plain winner is the best
+            longer += len(n.tokens) > len(p.tokens)
+    assert longer > 0
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_pad_and_start_are_never_emitted(beam_size):
+    decoder, feats = make_decoder(3), features(3, 3)
+    decoder.fc.bias.data[0] = 50.0  # the model would love to say <pad> and <start>
+    decoder.fc.bias.data[START] = 50.0
+    hyps = decode(decoder, feats, {"<start>": START, "<end>": END}, beam_size=beam_size, max_len=10)
+    assert len(hyps) == 3
+    for hyp in hyps:
+        assert 0 not in hyp.tokens and START not in hyp.tokens
+
+
+def test_captioner_caption_returns_words_and_14x14_maps(tiny_config, word_map):
+    torch.manual_seed(0)
+    model = Captioner(tiny_config, word_map).eval()
+    torch.nn.init.normal_(model.decoder.fc.weight, std=8.0)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(2)]
+    captions = model.caption(images[0], beam_size=3)
+    assert len(captions) == 1
+    caption = captions[0]
+    assert isinstance(caption, Caption)
+    n = len(caption.words)
+    assert 0 < n <= tiny_config.max_caption_len
+    assert set(caption.words) <= set(word_map) - {"<pad>", "<start>", "<end>"}
+    assert caption.text == " ".join(caption.words)
+    assert caption.alphas.shape == (n, 14, 14)
+    assert np.allclose(caption.alphas.sum(axis=(1, 2)), 1.0, atol=1e-5)
+    assert np.isfinite(caption.score) and caption.score <= 0
+
+    both = model.caption(images, beam_size=3)  # a list of images is captioned as one batch
+    assert [c.words for c in both] == [caption.words, model.caption(images[1], beam_size=3)[0].words]
+    greedy = model.caption(images[0], beam_size=1)[0]
+    assert greedy.alphas.shape == (len(greedy.words), 14, 14)
