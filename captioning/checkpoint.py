@@ -63,7 +63,10 @@ def read_model_dir(directory: str | Path) -> tuple[ModelConfig, dict[str, int], 
         config = ModelConfig.load(directory / CONFIG_FILE)
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{directory / CONFIG_FILE} is not a valid model config: {error}") from error
-    word_map = json.loads((directory / WORDMAP_FILE).read_text())
+    try:
+        word_map = json.loads((directory / WORDMAP_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{directory / WORDMAP_FILE} is not valid JSON: {error}") from error
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as error:

@@ -66,24 +66,29 @@ class Encoder(nn.Module):
         for parameter in self.trunk.parameters():
             parameter.requires_grad = False
         if enabled:
-            head = [m for n, m in self.trunk.named_children() if n in ("conv_head", "bn2")]
-            tail = list(self.trunk.blocks[-3:]) + head
-            for module in tail:
+            for module in self.tail():
                 for parameter in module.parameters():
                     parameter.requires_grad = True
         self.train(self.training)
 
+    def tail(self) -> list[nn.Module]:
+        """The part fine-tuning trains: the last three stages of blocks and the head conv (+ its BatchNorm)."""
+        head = [m for n, m in self.trunk.named_children() if n in ("conv_head", "bn2")]
+        return list(self.trunk.blocks[-3:]) + head
+
     def train(self, mode: bool = True) -> Encoder:
-        """A frozen trunk stays in eval() so BatchNorm statistics never drift."""
+        """Frozen layers stay in eval() so their BatchNorm statistics never drift; only a fine-tuned tail trains."""
         super().train(mode)
-        if not self.finetuning:
-            self.trunk.eval()
+        self.trunk.eval()
+        if self.finetuning and mode:
+            for module in self.tail():
+                module.train()
         return self
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The fine-tuned part of the weights (empty when frozen): what a checkpoint needs beyond the source."""
         names = {name for name, p in self.named_parameters() if p.requires_grad}
-        modules = {name.rsplit(".", 2)[0] for name in names}
+        modules = {name.rsplit(".", 1)[0] for name in names}
         return {k: v for k, v in self.state_dict().items() if k in names or k.rsplit(".", 1)[0] in modules}
 
 

@@ -96,9 +96,6 @@ def test_frozen_encoder_has_nothing_to_save_and_finetuned_one_saves_its_tail():
     assert not any(k.startswith(("trunk.conv_stem", "trunk.blocks.0.", "trunk.bn1.")) for k in keys)
 
 
-@pytest.mark.xfail(strict=True, reason="Encoder.trainable_state_dict keeps a buffer only if its parent module is "
-                   "name.rsplit('.', 2)[0] of a trainable parameter (one level too high), so the BatchNorm running "
-                   "statistics of the fine-tuned stages are never saved")
 def test_finetuned_state_includes_batchnorm_statistics_of_the_tail():
     encoder = Encoder(LITE0, "random")
     encoder.finetune(True)
