@@ -1,0 +1,262 @@
+"""Gradio demo: caption a photo, then step through the words to see where the model looked for each one.
+
+    python app.py                       # serves assets/model on http://127.0.0.1:7860
+    python app.py --model runs/x/best --host 0.0.0.0 --auth me:secret
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from captioning.checkpoint import CheckpointError
+from captioning.model import Caption, Captioner
+from captioning.preprocess import load_image
+from captioning.visualize import attention_heatmap, display_image, overlay, render_word_overlays
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL = ROOT / "assets" / "model"
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+GALLERY_SIDE = 320  # longer side of the gallery tiles (the main heatmap uses visualize.DISPLAY_MAX_SIDE)
+CURRENT, OTHER = "attending", "word"  # HighlightedText categories: the word whose heatmap is shown, the others
+
+INTRO = """# Show, Attend and Tell
+Upload a photo and press **Caption**. The model writes a caption one word at a time, and for each word it
+*attends* to part of the image. Click a word (or move the slider) to see where it looked for that word:
+red = strong attention, blue = little. The heatmap is spread over the whole photo because the model sees the
+whole photo, squashed to a square.
+"""
+
+log = logging.getLogger("app")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# per-word data: everything the step handler needs travels in one JSON-able dict (no server-side session state)
+
+
+def encode_image(image: Image.Image, quality: int = 90) -> str:
+    """PIL image -> base64 JPEG data URL (small enough to live in the page's hidden JSON)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_image(data_url: str) -> Image.Image:
+    """Inverse of encode_image."""
+    payload = data_url.split(",", 1)[-1]
+    with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
+        return image.convert("RGB")
+
+
+def caption_data(caption: Caption, shown: Image.Image) -> dict:
+    """The hidden JSON: words, their (n_words, 14, 14) attention grids and the display-size image."""
+    return {
+        "caption": caption.text,
+        "words": list(caption.words),
+        "alphas": np.round(caption.alphas.astype(np.float64), 6).tolist(),  # (n_words, 14, 14) nested lists
+        "image": encode_image(shown),
+    }
+
+
+def word_chips(words: list[str], current: int) -> list[tuple[str, str]]:
+    """HighlightedText value: every word a chip, the current one in the highlight category."""
+    return [(word, CURRENT if i == current else OTHER) for i, word in enumerate(words)]
+
+
+def word_index(index, n_words: int) -> int:
+    """Slider/click value -> a valid word index."""
+    return int(min(max(round(float(index or 0)), 0), max(n_words - 1, 0)))
+
+
+def render_step(data: dict | None, index) -> tuple[Image.Image, list[tuple[str, str]]]:
+    """Heatmap image and chips for word `index`, from the hidden JSON alone (the model is not run)."""
+    if not data or not data.get("words"):
+        raise gr.Error("Caption an image first.")
+    words = data["words"]
+    i = word_index(index, len(words))
+    shown = decode_image(data["image"])
+    alpha = np.asarray(data["alphas"][i], dtype=np.float32)  # (14, 14)
+    return overlay(shown, attention_heatmap(alpha, shown.size)), word_chips(words, i)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the page
+
+
+def example_paths(directory: Path = EXAMPLES_DIR) -> list[str]:
+    return [str(p) for p in sorted(directory.glob("*.jpg"))]
+
+
+def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
+               examples: list[str] | None = None, cache_examples: bool | str = "lazy") -> gr.Blocks:
+    """The Blocks app around a loaded captioner. cache_examples: True (at launch), "lazy" (on first use) or False."""
+    examples = example_paths() if examples is None else examples
+
+    def caption_image(path: str | None, beam: float = beam_size):
+        """Run the model once; return the caption first, then everything the word views need."""
+        if not path:
+            raise gr.Error("Please upload an image first.")
+        try:
+            image = load_image(path)
+        except Exception as error:  # unreadable, truncated, not an image, too many pixels
+            log.info("refused upload %s: %s", path, error)
+            raise gr.Error(f"Could not read this image ({type(error).__name__}). Please try a JPEG or PNG.") from None
+        try:
+            caption = captioner.caption(image, beam_size=int(min(max(round(float(beam)), 1), 5)))[0]
+        except Exception:
+            log.exception("captioning failed for %s", path)
+            raise gr.Error("The model could not caption this image. Please try another one.") from None
+        shown = display_image(image)
+        data = caption_data(caption, shown)
+        if not caption.words:
+            return "(the model produced an empty caption)", [], shown, [], data
+        heatmap = overlay(shown, attention_heatmap(caption.alphas[0], shown.size))
+        tiles = render_word_overlays(shown, caption, max_side=GALLERY_SIDE)  # small tiles: cheap to draw and send
+        gallery = [(tile, f"{i}: {word}") for i, (tile, word) in enumerate(zip(tiles, caption.words))]
+        return caption.text, word_chips(caption.words, 0), heatmap, gallery, data
+
+    def step(index: float, data: dict | None):
+        """Show word `index`: heatmap + chips, from the hidden JSON (no model call)."""
+        return render_step(data, index)
+
+    def fit_slider(data: dict | None):
+        """New caption (button or example): the slider spans its words and starts at the first."""
+        n_words = len(data["words"]) if data else 0
+        return gr.update(maximum=max(n_words - 1, 1), value=0)
+
+    def select_word(data: dict | None, event: gr.SelectData):
+        """A word chip or a gallery tile was clicked: show that word and move the slider to it."""
+        heatmap, chips = render_step(data, event.index)
+        return heatmap, chips, word_index(event.index, len(data["words"]))
+
+    with gr.Blocks(title="Show, Attend and Tell", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=1) as left:
+                image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Photo",
+                                 elem_id="image-input")
+                beam = gr.Slider(1, 5, value=beam_size, step=1, label="Beam size",
+                                 info="1 = greedy (fastest); larger searches more captions", elem_id="beam-size")
+                button = gr.Button("Caption", variant="primary", elem_id="caption-button")
+            with gr.Column(scale=1):
+                text = gr.Textbox(label="Caption", interactive=False, elem_id="caption-text")
+                words = gr.HighlightedText(label="Words: click one to see where the model looked",
+                                           color_map={CURRENT: "#f97316", OTHER: "#e5e7eb"}, show_legend=False,
+                                           show_inline_category=False, combine_adjacent=False, elem_id="words")
+                slider = gr.Slider(0, 1, value=0, step=1, label="Word index", elem_id="word-slider")
+                heatmap = gr.Image(label="Attention for the selected word", type="pil", format="jpeg",
+                                   interactive=False, elem_id="heatmap")
+        gallery = gr.Gallery(label="Every word's attention", columns=6, height="auto", format="jpeg",
+                             allow_preview=False, elem_id="gallery")
+        data = gr.JSON(visible=False, elem_id="attention-data")
+        outputs = [text, words, heatmap, gallery, data]
+
+        button.click(caption_image, [image, beam], outputs, api_name="caption", concurrency_limit=concurrency,
+                     concurrency_id="model")
+        # The slider range follows the hidden JSON, so cached examples need no slider output (and gradio's lazy
+        # example caching, which fails on property updates, never sees one).
+        data.change(fit_slider, [data], [slider], api_name="fit_slider", api_visibility="private",
+                    show_progress="hidden")
+        slider.input(step, [slider, data], [heatmap, words], api_name="slider_step", api_visibility="private",
+                     trigger_mode="always_last", show_progress="hidden", concurrency_limit=8, concurrency_id="step")
+        # API-only twin of the slider: a Number has no bounds, so /step never depends on the session's slider range.
+        index = gr.Number(visible=False, precision=0, label="word index")
+        gr.Button(visible=False).click(step, [index, data], [heatmap, words], api_name="step",
+                                       concurrency_limit=8, concurrency_id="step")
+        for clickable in (words, gallery):
+            clickable.select(select_word, [data], [heatmap, words, slider], api_name="select_word",
+                             api_visibility="private", show_progress="hidden", concurrency_limit=8,
+                             concurrency_id="step")
+        if examples:
+            with left:  # under the Caption button; created last because it needs the outputs
+                gr.Examples(examples=[[path] for path in examples], inputs=[image], outputs=outputs,
+                            fn=lambda path: caption_image(path, beam_size), run_on_click=True,
+                            cache_examples=bool(cache_examples),
+                            cache_mode="lazy" if cache_examples == "lazy" else "eager",
+                            example_labels=[Path(p).stem for p in examples], label="Examples (click one)",
+                            elem_id="examples")
+    return demo
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Show, Attend and Tell captioning demo (Gradio).")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory (config.json, wordmap.json, "
+                        "model.safetensors); default: %(default)s")
+    # GRADIO_SERVER_NAME/PORT are honoured as defaults: Hugging Face Spaces sets them (0.0.0.0:7860).
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to bind (default %(default)s); 0.0.0.0 serves the whole network")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", help="also create a temporary public *.gradio.live link")
+    parser.add_argument("--auth", type=auth_pair, metavar="USER:PASS",
+                        help="require this login (recommended with --share)")
+    parser.add_argument("--beam-size", type=int, default=3, choices=range(1, 6), help="default beam size (1-5)")
+    parser.add_argument("--max-file-size", default="10mb", help="largest upload accepted, e.g. 10mb")
+    parser.add_argument("--concurrency", type=int, default=2, help="captions computed at once")
+    parser.add_argument("--queue-size", type=int, default=32, help="requests allowed to wait; more are refused")
+    parser.add_argument("--cache-examples", choices=["eager", "lazy", "off"], default="eager",
+                        help="caption the example photos at start-up (eager), on first click (lazy) or never")
+    return parser.parse_args(argv)
+
+
+def auth_pair(value: str) -> tuple[str, str]:
+    """argparse type for --auth USER:PASS."""
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError("must look like USER:PASS")
+    return user, password
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        captioner = Captioner.load(args.model)
+    except (CheckpointError, OSError, ImportError, ValueError) as error:
+        print(f"error: cannot load the model from {args.model}: {error}", file=sys.stderr)
+        if Path(args.model).resolve() == DEFAULT_MODEL:
+            print("(the default model is assets/model; pass --model DIR to use another)", file=sys.stderr)
+        return 2
+    if args.share and args.auth is None:
+        print("warning: --share without --auth: anyone with the link can use this demo (and your CPU).",
+              file=sys.stderr)
+    cache = {"eager": True, "lazy": "lazy", "off": False}[args.cache_examples]
+    # A fresh examples cache per process: gradio keys its cache by component id, not by model, so a cache left
+    # by another model (or beam size) would show stale captions.
+    with tempfile.TemporaryDirectory(prefix="show-attend-tell-examples-") as cache_dir:
+        os.environ.setdefault("GRADIO_EXAMPLES_CACHE", cache_dir)
+        demo = build_demo(captioner, args.beam_size, args.concurrency, cache_examples=cache)
+        demo.queue(max_size=args.queue_size)
+        try:
+            _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                                                  auth=args.auth, max_file_size=args.max_file_size,
+                                                  prevent_thread_lock=True)
+        except OSError as error:  # port taken, address not available
+            print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+            return 2
+        if args.share and not share_url:
+            print(f"could not create a public share link (no network?) — serving locally at {local_url}",
+                  file=sys.stderr)
+        try:
+            demo.block_thread()
+        finally:
+            demo.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

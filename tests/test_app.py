@@ -1,0 +1,160 @@
+"""The Gradio app, served in-process with a tiny random model and driven through gradio_client."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from captioning.config import ModelConfig
+from captioning.model import Captioner
+from captioning.preprocess import Preprocessing, load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "assets" / "examples" / "cat.jpg"
+
+
+def make_tiny_model(directory: Path) -> Path:
+    """Random-weights captioner saved as a model directory: fast, deterministic, garbage captions."""
+    words = "a cat dog sits on the mat red blue cup of coffee man woman rocket sky".split()
+    word_map = {"<pad>": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
+    config = ModelConfig(backbone="tf_efficientnet_lite0", encoder_weights="lite-wheel", encoder_bf16=True,
+                         encoder_dim=1280, vocab_size=len(word_map), embed_dim=32, attention_dim=32, decoder_dim=32,
+                         max_caption_len=10, preprocessing=Preprocessing(image_size=256, input_size=224))
+    torch.manual_seed(0)
+    model = Captioner(config, word_map)
+    with torch.no_grad():
+        model.decoder.attention.full_att.weight.mul_(30.0)  # peaked attention, so words' heatmaps differ visibly
+    return model.save(directory, fp16=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(captioner, client, calls): the demo on a free local port; calls counts model invocations."""
+    captioner = Captioner.load(make_tiny_model(tmp_path_factory.mktemp("model")))
+    calls = []
+    caption = captioner.caption
+    captioner.caption = lambda *args, **kwargs: calls.append(1) or caption(*args, **kwargs)
+    with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
+        demo = app.build_demo(captioner, cache_examples=True)
+    demo.queue(max_size=8)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield captioner, Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads"))), calls
+    finally:
+        demo.close()
+
+
+def test_caption_returns_text_first_then_per_word_alphas(served):
+    captioner, client, _ = served
+    text, chips, heatmap, gallery, data = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")
+    assert isinstance(text, str) and text
+    assert text == captioner.caption(load_image(EXAMPLE), beam_size=3)[0].text  # the slider's default beam size
+    alphas = np.asarray(data["alphas"])  # (n_words, 14, 14)
+    assert alphas.shape == (len(data["words"]), 14, 14) and data["words"] == text.split()
+    np.testing.assert_allclose(alphas.sum(axis=(1, 2)), 1.0, atol=1e-3)
+    assert [c["token"] for c in chips] == data["words"]
+    assert [c["class_or_confidence"] for c in chips][:2] == [app.CURRENT, app.OTHER]  # word 0 is highlighted
+    assert len(gallery) == len(data["words"])
+    assert Image.open(heatmap).size == load_image(EXAMPLE).size  # small photo: shown at its own size
+
+
+def test_beam_size_is_an_optional_input(served):
+    captioner, client, _ = served
+    text = client.predict(handle_file(str(EXAMPLE)), 1, api_name="/caption")[0]
+    assert text == captioner.caption(load_image(EXAMPLE), beam_size=1)[0].text
+
+
+def test_step_renders_each_word_without_running_the_model(served):
+    _, client, calls = served
+    data = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")[-1]
+    n_calls, last = len(calls), len(data["words"]) - 1
+    first_image, first_chips = client.predict(0, data, api_name="/step")
+    last_image, last_chips = client.predict(last, data, api_name="/step")
+    assert len(calls) == n_calls  # stepping reuses the hidden JSON
+    first, final = np.asarray(Image.open(first_image)), np.asarray(Image.open(last_image))  # (H, W, 3)
+    assert first.shape == final.shape
+    assert np.abs(first.astype(int) - final.astype(int)).mean() > 1.0  # a different word, a different heatmap
+    assert first_chips[0]["class_or_confidence"] == app.CURRENT
+    assert last_chips[last]["class_or_confidence"] == app.CURRENT
+    assert Image.open(client.predict(99, data, api_name="/step")[0]).size == Image.open(last_image).size  # clamped
+
+
+def test_step_before_caption_is_a_friendly_error(served):
+    _, client, _ = served
+    with pytest.raises(AppError, match="Caption an image first"):
+        client.predict(0, None, api_name="/step")
+
+
+def test_unreadable_image_is_a_friendly_error(served, tmp_path):
+    _, client, _ = served
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(EXAMPLE.read_bytes()[:600])  # valid header, truncated pixels
+    with pytest.raises(AppError, match="Could not read this image"):
+        client.predict(handle_file(str(broken)), api_name="/caption")
+
+
+def test_examples_are_cached_with_captions(served):
+    _, client, calls = served
+    n_calls = len(calls)
+    text, *_, data = client.predict(0, api_name="/load_example")  # example 0, computed at launch
+    assert text and np.asarray(data["alphas"]).shape == (len(text.split()), 14, 14)
+    assert len(calls) == n_calls
+
+
+def test_render_step_is_pure():
+    data = {"words": ["a", "cat"], "alphas": np.full((2, 14, 14), 1 / 196).tolist(),
+            "image": app.encode_image(Image.new("RGB", (40, 30), "white"))}
+    image, chips = app.render_step(data, 1)
+    assert image.size == (40, 30) and chips == [("a", app.OTHER), ("cat", app.CURRENT)]
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path, capsys):
+    assert app.main(["--model", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the model" in err and "Traceback" not in err
+
+
+def test_command_line_defaults_and_auth(monkeypatch):
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    args = app.parse_args([])
+    assert (args.host, args.port, args.beam_size, args.max_file_size, args.concurrency) == (
+        "127.0.0.1", 7860, 3, "10mb", 2)
+    assert Path(args.model) == app.DEFAULT_MODEL and not args.share and args.auth is None
+    assert app.parse_args(["--auth", "me:pa:ss"]).auth == ("me", "pa:ss")
+    with pytest.raises(SystemExit):
+        app.parse_args(["--auth", "nopassword"])
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # what Hugging Face Spaces sets
+    assert app.parse_args([]).host == "0.0.0.0"
+
+
+def test_readme_front_matter():
+    """README.md starts with Hugging Face Spaces front matter pointing at this app."""
+    readme = ROOT / "README.md"
+    assert readme.is_file(), "README.md is missing"
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    assert lines and lines[0].strip() == "---", "README.md must start with a '---' front matter block"
+    end = next((i for i, line in enumerate(lines[1:], start=1) if line.strip() == "---"), None)
+    assert end, "README.md front matter has no closing '---'"
+    fields = dict(line.split(":", 1) for line in lines[1:end] if ":" in line and not line.startswith((" ", "#")))
+    fields = {k.strip(): v.strip().strip("'\"") for k, v in fields.items()}
+    assert fields.get("sdk") == "gradio"
+    assert fields.get("app_file") == "app.py"
+    assert fields.get("title")

@@ -1,0 +1,138 @@
+"""The demo in a real browser: upload, caption, then click a word and move the slider (headless Chromium).
+
+SAVE_SCREENSHOT=docs/demo.png also saves the final page there; BROWSER_TEST_MODEL=assets/model serves a real model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from playwright.sync_api import sync_playwright
+
+import app
+from captioning.config import ModelConfig
+from captioning.model import Captioner
+from captioning.preprocess import Preprocessing
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "assets" / "examples" / "coffee.jpg"
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CURRENT_WORD_JS = """() => [...document.querySelectorAll('#words .token')]
+    .findIndex(t => t.style.backgroundColor.replace(/ /g, '').startsWith('rgba(249,115,22'))"""  # app's #f97316
+
+
+def make_tiny_model(directory: Path) -> Path:
+    """Random-weights captioner saved as a model directory (same recipe as tests/test_app.py)."""
+    words = "a cat dog sits on the mat red blue cup of coffee man woman rocket sky".split()
+    word_map = {"<pad>": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
+    config = ModelConfig(backbone="tf_efficientnet_lite0", encoder_weights="lite-wheel", encoder_bf16=True,
+                         encoder_dim=1280, vocab_size=len(word_map), embed_dim=32, attention_dim=32, decoder_dim=32,
+                         max_caption_len=10, preprocessing=Preprocessing(image_size=256, input_size=224))
+    torch.manual_seed(0)
+    model = Captioner(config, word_map)
+    with torch.no_grad():
+        model.decoder.attention.full_att.weight.mul_(30.0)  # peaked attention, so words' heatmaps differ visibly
+    return model.save(directory, fp16=True)
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    """The demo on a free local port: the tiny random model, or BROWSER_TEST_MODEL (e.g. for a README screenshot)."""
+    model_dir = os.environ.get("BROWSER_TEST_MODEL") or make_tiny_model(tmp_path_factory.mktemp("model"))
+    captioner = Captioner.load(model_dir)
+    with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
+        demo = app.build_demo(captioner, cache_examples="lazy")
+    demo.queue(max_size=8)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield local_url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    assert CHROMIUM.is_file(), (f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium) "
+                                "or point CHROMIUM_PATH at a Chromium binary")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(20_000)
+        page.goto(url)
+        page.wait_for_selector("#image-input input[type=file]", state="attached")
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_for_current_word(page, index: int) -> None:
+    page.wait_for_function(f"i => ({CURRENT_WORD_JS})() === i", arg=index)
+
+
+def heatmap_src(page) -> str:
+    return page.locator("#heatmap img").get_attribute("src")
+
+
+def wait_for_new_heatmap(page, old_src: str) -> str:
+    page.wait_for_function("old => { const img = document.querySelector('#heatmap img');"
+                           " return img && img.src !== old && img.complete && img.naturalWidth > 0; }", arg=old_src)
+    return heatmap_src(page)
+
+
+def test_upload_caption_then_step_through_words(page, tmp_path):
+    page.locator("#image-input input[type=file]").set_input_files(str(EXAMPLE))
+    page.wait_for_selector("#image-input img")
+    page.click("#caption-button")
+    page.wait_for_function("() => document.querySelector('#caption-text textarea')?.value.trim().length > 0")
+    caption = page.locator("#caption-text textarea").input_value()
+    chips = page.locator("#words .token")
+    assert chips.count() == len(caption.split()) >= 3
+    first = wait_for_new_heatmap(page, "")
+    wait_for_current_word(page, 0)
+
+    chips.nth(2).click()  # a word chip: heatmap, highlighted chip and slider follow, no model call
+    second = wait_for_new_heatmap(page, first)
+    wait_for_current_word(page, 2)
+    assert page.locator("#word-slider input[type=number]").input_value() == "2"
+
+    number = page.locator("#word-slider input[type=number]")  # the slider's number box
+    number.fill("1")
+    number.press("Enter")
+    third = wait_for_new_heatmap(page, second)
+    wait_for_current_word(page, 1)
+
+    page.locator("#word-slider input[type=range]").press("ArrowRight")  # keyboard on the slider itself
+    wait_for_new_heatmap(page, third)
+    wait_for_current_word(page, 2)
+    assert page.locator("#gallery img").count() == len(caption.split())
+
+    shot = tmp_path / "demo.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("SAVE_SCREENSHOT"):
+        Path(os.environ["SAVE_SCREENSHOT"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, os.environ["SAVE_SCREENSHOT"])
+
+
+def test_clicking_an_example_captions_it(page):
+    before = heatmap_src(page) or ""
+    page.locator("#examples").get_by_text("cat", exact=True).click()
+    page.wait_for_function("() => (document.querySelector('#image-input img')?.src || '').includes('cat')")
+    wait_for_new_heatmap(page, before)
+    assert page.locator("#caption-text textarea").input_value().strip()
+    wait_for_current_word(page, 0)

@@ -1,0 +1,73 @@
+"""python -m captioning.caption: text and JSON output, attention figures, bad inputs (tiny random model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from captioning.caption import main
+from captioning.config import ModelConfig
+from captioning.model import Captioner
+from captioning.preprocess import Preprocessing, load_image
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+CAT, COFFEE = str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "coffee.jpg")
+
+
+def make_tiny_model(directory: Path) -> Path:
+    """Random-weights captioner saved as a model directory (same recipe as tests/test_app.py)."""
+    words = "a cat dog sits on the mat red blue cup of coffee man woman rocket sky".split()
+    word_map = {"<pad>": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
+    config = ModelConfig(backbone="tf_efficientnet_lite0", encoder_weights="lite-wheel", encoder_bf16=True,
+                         encoder_dim=1280, vocab_size=len(word_map), embed_dim=32, attention_dim=32, decoder_dim=32,
+                         max_caption_len=10, preprocessing=Preprocessing(image_size=256, input_size=224))
+    torch.manual_seed(0)
+    return Captioner(config, word_map).save(directory, fp16=True)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    return str(make_tiny_model(tmp_path_factory.mktemp("model")))
+
+
+def test_prints_path_and_caption_per_image(model_dir, capsys):
+    assert main([CAT, COFFEE, "--model", model_dir, "--beam-size", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = Captioner.load(model_dir).caption(load_image(CAT), beam_size=2)[0].text
+    assert lines[0] == f"{CAT}: {expected}" and expected
+    assert len(lines) == 2 and lines[1].startswith(f"{COFFEE}: ")
+
+
+def test_json_lines_and_attention_figures(model_dir, capsys, tmp_path):
+    assert main([CAT, COFFEE, "--model", model_dir, "--json", "--out-dir", str(tmp_path / "figs")]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in records] == [CAT, COFFEE]
+    for record in records:
+        assert set(record) == {"image", "caption", "words", "alphas_shape", "score"}
+        assert record["caption"] == " ".join(record["words"]) and record["words"]
+        assert record["alphas_shape"] == [len(record["words"]), 14, 14]
+        assert isinstance(record["score"], float)
+    for stem in ("cat", "coffee"):
+        with Image.open(tmp_path / "figs" / f"{stem}_attention.png") as figure:
+            assert figure.format == "PNG" and figure.width > 300 and figure.height > 200
+
+
+def test_unreadable_image_is_reported_and_the_rest_still_captioned(model_dir, capsys, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not an image")
+    missing = tmp_path / "missing.png"
+    assert main([str(broken), str(missing), CAT, "--model", model_dir]) == 1
+    out, err = capsys.readouterr()
+    assert f"{broken}: cannot read image" in err and f"{missing}: cannot read image" in err
+    assert "Traceback" not in err
+    assert out.splitlines() == [line for line in out.splitlines() if line.startswith(f"{CAT}: ")] and out
+
+
+def test_missing_model_is_a_clear_error(tmp_path, capsys):
+    assert main([CAT, "--model", str(tmp_path / "nowhere")]) == 2
+    assert "cannot load the model" in capsys.readouterr().err
