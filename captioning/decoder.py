@@ -86,7 +86,8 @@ class Decoder(nn.Module):
     def start(self, features: torch.Tensor) -> DecoderState:
         """Once per image: attention projection and h0, c0 from the mean annotation through two MLPs."""
         mean = features.mean(dim=1)  # (N, C)
-        image_projection = self.attention.project_image(features)  # (N, 196, A)
+        image_projection = self.attention.project_image(features)  # (N, 196, A) bf16 under autocast
+        features = features.to(image_projection.dtype)  # (N, 196, C) cast once, not at every step
         return DecoderState(features, image_projection, self.init_h(mean).float(), self.init_c(mean).float())
 
     def step(self, words: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
@@ -127,6 +128,7 @@ class Decoder(nn.Module):
 
         embedded = self.embedding(captions[order, :steps])  # (B, L, E)
         embed_weight, context_weight = self.lstm.weight_ih.split([self.embed_dim, features.size(2)], dim=1)
+        context_weight = context_weight.to(state.image_projection.dtype)  # (4D, C) cast once per forward
         word_gates = F.linear(embedded, embed_weight, self.lstm.bias_ih + self.lstm.bias_hh)  # (B, L, 4D)
 
         hidden, cell = state.hidden, state.cell  # (B, D), (B, D)
