@@ -23,7 +23,12 @@ class Attention(nn.Module):
         self, features: torch.Tensor, image_projection: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, 196, C), image_projection (B, 196, A), hidden (B, D) -> context (B, C), alpha (B, 196)."""
-        att2 = self.decoder_att(hidden)  # (B, A)
+        return self.attend(features, image_projection, self.decoder_att(hidden))
+
+    def attend(
+        self, features: torch.Tensor, image_projection: torch.Tensor, att2: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same with the hidden half of the score, att2 = decoder_att(h) (B, A), already computed."""
         scores = self.full_att(torch.relu(image_projection + att2[:, None])).squeeze(2)  # (B, 196)
         alpha = torch.softmax(scores, dim=1)  # (B, 196)
         context = torch.bmm(alpha[:, None].to(features.dtype), features).squeeze(1)  # (B, C)

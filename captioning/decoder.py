@@ -131,16 +131,23 @@ class Decoder(nn.Module):
         context_weight = context_weight.to(state.image_projection.dtype)  # (4D, C) cast once per forward
         word_gates = F.linear(embedded, embed_weight, self.lstm.bias_ih + self.lstm.bias_hh)  # (B, L, 4D)
 
+        # Everything computed from h at each step in one GEMM: decoder_att(h), f_beta(h) and W_hh h.
+        hidden_weight = torch.cat([self.attention.decoder_att.weight, self.f_beta.weight, self.lstm.weight_hh])
+        hidden_bias = torch.cat([self.attention.decoder_att.bias, self.f_beta.bias, self.lstm.bias_hh.new_zeros(
+            self.lstm.weight_hh.size(0))])  # (A + C + 4D,)
+        hidden_weight = hidden_weight.to(state.image_projection.dtype)  # (A + C + 4D, D)
+        splits = [self.attention.decoder_att.out_features, self.f_beta.out_features, self.lstm.weight_hh.size(0)]
+
         hidden, cell = state.hidden, state.cell  # (B, D), (B, D)
         hiddens, alphas = [], []
         for t, rows in enumerate(active):
             if rows < hidden.size(0):  # finished captions drop out of the (sorted) batch
                 hidden, cell = hidden[:rows], cell[:rows]  # (b, D)
                 state = DecoderState(state.features[:rows], state.image_projection[:rows], hidden, cell)
-            context, alpha = self.attention(state.features, state.image_projection, hidden)  # (b, C), (b, 196)
-            gate = torch.sigmoid(self.f_beta(hidden))  # (b, C)
-            gates = (word_gates[:rows, t] + F.linear(gate * context, context_weight)
-                     + F.linear(hidden, self.lstm.weight_hh))  # (b, 4D)
+            att2, gate, recurrent = F.linear(hidden, hidden_weight, hidden_bias).split(splits, dim=1)  # (b, A|C|4D)
+            context, alpha = self.attention.attend(state.features, state.image_projection, att2)  # (b, C), (b, 196)
+            gated = torch.sigmoid(gate) * context  # (b, C)
+            gates = word_gates[:rows, t] + F.linear(gated, context_weight) + recurrent  # (b, 4D)
             hidden, cell = lstm_pointwise(gates, cell)  # (b, D), (b, D)
             hiddens.append(hidden)
             alphas.append(alpha)
