@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
+import hashlib
 import io
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -17,18 +20,23 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from PIL import Image
+from gradio import processing_utils
+from PIL import Image, UnidentifiedImageError
 
 from captioning.checkpoint import CheckpointError
 from captioning.model import Caption, Captioner
-from captioning.preprocess import load_image
-from captioning.visualize import attention_heatmap, display_image, overlay, render_word_overlays
+from captioning.preprocess import UPLOAD_FORMATS, ImageTooLargeError, load_image
+from captioning.visualize import DISPLAY_MAX_SIDE, attention_heatmap, display_image, overlay, render_word_overlays
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "assets" / "model"
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 GALLERY_SIDE = 320  # longer side of the gallery tiles (the main heatmap uses visualize.DISPLAY_MAX_SIDE)
 CURRENT, OTHER = "attending", "word"  # HighlightedText categories: the word whose heatmap is shown, the others
+SUPPORTED_TYPES = "JPEG, PNG, GIF, WebP, BMP or TIFF"  # what load_image(..., UPLOAD_FORMATS) decodes
+MAX_GRID_SIDE = 64  # largest attention grid /step accepts from a client (models use 14x14)
+# Gradio writes uploads and rendered heatmaps to its temp folder: every 30 min, delete this app's files older than 1 h.
+DELETE_CACHE = (1800, 3600)
 
 INTRO = """# Show, Attend and Tell
 Upload a photo and press **Caption**. The model writes a caption one word at a time, and for each word it
@@ -51,11 +59,42 @@ def encode_image(image: Image.Image, quality: int = 90) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def decode_image(data_url: str) -> Image.Image:
-    """Inverse of encode_image."""
+def decode_image(data_url: str, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
+    """Inverse of encode_image. The data URL comes back from the client, so only a display-size JPEG/PNG is
+    accepted (checked from the header, before decoding): /step cannot be made to decode anything bigger."""
     payload = data_url.split(",", 1)[-1]
-    with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
+    with Image.open(io.BytesIO(base64.b64decode(payload, validate=True)), formats=("JPEG", "PNG")) as image:
+        if max(image.size) > max_side:
+            raise ValueError(f"display image is {image.width}x{image.height}, larger than {max_side} px")
         return image.convert("RGB")
+
+
+def cache_image(image: Image.Image, cache_dir: str | None = None) -> str:
+    """Save an output image as JPEG in Gradio's cache, named by its content, and return the path.
+
+    Gradio's own saver for PIL outputs rewrites the file in place on every request, so two requests that render the
+    same image at once (the same photo uploaded twice) truncate a file while it is being downloaded, and a download
+    fails. Here the file is written under a temporary name and renamed into place: a cached file is always whole.
+    """
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG")  # Gradio's format="jpeg" encoding (Pillow's default quality)
+    payload = buffer.getvalue()
+    directory = Path(cache_dir or gr.utils.get_upload_folder()) / hashlib.sha256(payload).hexdigest()
+    path = directory / "image.jpeg"
+    try:
+        os.utime(path)  # handed out again: restart its delete_cache clock (Gradio ages cache files by ctime)
+        return str(path)
+    except FileNotFoundError:
+        pass
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, suffix=".part", delete=False) as part:
+        try:
+            part.write(payload)
+        except BaseException:
+            Path(part.name).unlink(missing_ok=True)
+            raise
+    os.replace(part.name, path)
+    return str(path)
 
 
 def caption_data(caption: Caption, shown: Image.Image) -> dict:
@@ -73,20 +112,85 @@ def word_chips(words: list[str], current: int) -> list[tuple[str, str]]:
     return [(word, CURRENT if i == current else OTHER) for i, word in enumerate(words)]
 
 
+def finite(value, default: float) -> float:
+    """A number from a client (slider, API) as a finite float; anything else (None, NaN, text) -> default."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
 def word_index(index, n_words: int) -> int:
     """Slider/click value -> a valid word index."""
-    return int(min(max(round(float(index or 0)), 0), max(n_words - 1, 0)))
+    return int(min(max(round(finite(index, 0.0)), 0), max(n_words - 1, 0)))
+
+
+def beam_width(beam, default: int = 3) -> int:
+    """Beam-size input -> an int in 1..5."""
+    return int(min(max(round(finite(beam, default)), 1), 5))
 
 
 def render_step(data: dict | None, index) -> tuple[Image.Image, list[tuple[str, str]]]:
-    """Heatmap image and chips for word `index`, from the hidden JSON alone (the model is not run)."""
-    if not data or not data.get("words"):
+    """Heatmap image and chips for word `index`, from the hidden JSON alone (the model is not run).
+
+    The JSON travels through the client, so it is checked: anything malformed is a friendly error, not a crash.
+    """
+    if not isinstance(data, dict) or not data.get("words"):
         raise gr.Error("Caption an image first.")
-    words = data["words"]
-    i = word_index(index, len(words))
-    shown = decode_image(data["image"])
-    alpha = np.asarray(data["alphas"][i], dtype=np.float32)  # (14, 14)
-    return overlay(shown, attention_heatmap(alpha, shown.size)), word_chips(words, i)
+    try:
+        words = [str(word) for word in data["words"]]
+        i = word_index(index, len(words))
+        shown = decode_image(data["image"])
+        alpha = np.asarray(data["alphas"][i], dtype=np.float32)  # (14, 14)
+        if alpha.ndim != 2 or not 0 < max(alpha.shape) <= MAX_GRID_SIDE or not np.isfinite(alpha).all():
+            raise ValueError(f"attention grid of shape {alpha.shape}")
+        heatmap = overlay(shown, attention_heatmap(alpha, shown.size))
+    except Exception as error:
+        log.info("refused /step data: %s: %s", type(error).__name__, error)
+        raise gr.Error("This caption's word data is damaged or incomplete. Please caption the image again.") from None
+    return heatmap, word_chips(words, i)
+
+
+def image_error_message(error: BaseException) -> str:
+    """Why an upload could not be read, in one sentence for the page (never a stack trace)."""
+    if isinstance(error, ImageTooLargeError):
+        size = f"is {error.width}x{error.height} pixels" if error.width else "has far too many pixels"
+        return (f"Could not read this image: it {size}, over the {error.limit / 1e6:g}-megapixel limit. "
+                "Please upload a smaller image.")
+    if isinstance(error, UnidentifiedImageError):
+        return f"Could not read this image: the file is not a {SUPPORTED_TYPES} image. Please upload a photo."
+    if isinstance(error, MemoryError):
+        return "Could not read this image: the server has too little free memory for it. Please try a smaller one."
+    return "Could not read this image: the file looks damaged or incomplete. Please try another JPEG or PNG."
+
+
+def upload_path(component: gr.Image, payload) -> str | None:
+    """Preprocess for the photo input: the uploaded file's path, with the file left unopened (see photo_input)."""
+    if payload is None:
+        return None
+    if payload.url and payload.url.startswith("data:"):  # API callers may inline the image as a data URL
+        try:
+            return processing_utils.save_base64_to_cache(payload.url, component.GRADIO_CACHE)  # bytes, no decoding
+        except Exception:
+            raise gr.Error("Could not read this image: the data URL is not valid base64.") from None
+    if payload.path is None:
+        raise gr.Error("Please upload an image first.")
+    return str(payload.path)
+
+
+def photo_input(**kwargs) -> gr.Image:
+    """gr.Image(type="filepath") whose handler receives the uploaded file's path without the file being opened.
+
+    A plain gr.Image opens every upload with Pillow before the event handler runs, so a file that is not an image,
+    or a decompression bomb, fails inside Gradio with a generic error (and Pillow's looser bomb limit). Here nothing
+    is decoded until caption_image calls load_image: pixel limit checked from the header, friendly messages.
+    (An instance override rather than a subclass: Gradio writes a .pyi stub next to any module that subclasses
+    one of its components.)
+    """
+    image = gr.Image(type="filepath", image_mode=None, **kwargs)
+    image.preprocess = functools.partial(upload_path, image)
+    return image
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -107,44 +211,44 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
         if not path:
             raise gr.Error("Please upload an image first.")
         try:
-            image = load_image(path)
-        except Exception as error:  # unreadable, truncated, not an image, too many pixels
-            log.info("refused upload %s: %s", path, error)
-            raise gr.Error(f"Could not read this image ({type(error).__name__}). Please try a JPEG or PNG.") from None
+            image = load_image(path, formats=UPLOAD_FORMATS)  # pixel limit checked before decoding
+        except Exception as error:  # not an image, truncated, too many pixels, out of memory
+            log.info("refused upload %s: %s: %s", path, type(error).__name__, error)
+            raise gr.Error(image_error_message(error)) from None
         try:
-            caption = captioner.caption(image, beam_size=int(min(max(round(float(beam)), 1), 5)))[0]
+            caption = captioner.caption(image, beam_size=beam_width(beam, beam_size))[0]
         except Exception:
             log.exception("captioning failed for %s", path)
             raise gr.Error("The model could not caption this image. Please try another one.") from None
         shown = display_image(image)
         data = caption_data(caption, shown)
         if not caption.words:
-            return "(the model produced an empty caption)", [], shown, [], data
+            return "(the model produced an empty caption)", [], cache_image(shown), [], data
         heatmap = overlay(shown, attention_heatmap(caption.alphas[0], shown.size))
         tiles = render_word_overlays(shown, caption, max_side=GALLERY_SIDE)  # small tiles: cheap to draw and send
-        gallery = [(tile, f"{i}: {word}") for i, (tile, word) in enumerate(zip(tiles, caption.words))]
-        return caption.text, word_chips(caption.words, 0), heatmap, gallery, data
+        gallery = [(cache_image(tile), f"{i}: {word}") for i, (tile, word) in enumerate(zip(tiles, caption.words))]
+        return caption.text, word_chips(caption.words, 0), cache_image(heatmap), gallery, data
 
     def step(index: float, data: dict | None):
         """Show word `index`: heatmap + chips, from the hidden JSON (no model call)."""
-        return render_step(data, index)
+        heatmap, chips = render_step(data, index)
+        return cache_image(heatmap), chips
 
     def fit_slider(data: dict | None):
         """New caption (button or example): the slider spans its words and starts at the first."""
-        n_words = len(data["words"]) if data else 0
+        n_words = len(data.get("words") or []) if isinstance(data, dict) else 0
         return gr.update(maximum=max(n_words - 1, 1), value=0)
 
     def select_word(data: dict | None, event: gr.SelectData):
         """A word chip or a gallery tile was clicked: show that word and move the slider to it."""
         heatmap, chips = render_step(data, event.index)
-        return heatmap, chips, word_index(event.index, len(data["words"]))
+        return cache_image(heatmap), chips, word_index(event.index, len(data["words"]))
 
-    with gr.Blocks(title="Show, Attend and Tell", analytics_enabled=False) as demo:
+    with gr.Blocks(title="Show, Attend and Tell", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1) as left:
-                image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Photo",
-                                 elem_id="image-input")
+                image = photo_input(sources=["upload", "clipboard"], label="Photo", elem_id="image-input")
                 beam = gr.Slider(1, 5, value=beam_size, step=1, label="Beam size",
                                  info="1 = greedy (fastest); larger searches more captions", elem_id="beam-size")
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
@@ -205,11 +309,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="require this login (recommended with --share)")
     parser.add_argument("--beam-size", type=int, default=3, choices=range(1, 6), help="default beam size (1-5)")
     parser.add_argument("--max-file-size", default="10mb", help="largest upload accepted, e.g. 10mb")
-    parser.add_argument("--concurrency", type=int, default=2, help="captions computed at once")
-    parser.add_argument("--queue-size", type=int, default=32, help="requests allowed to wait; more are refused")
+    parser.add_argument("--concurrency", type=positive_int, default=2, help="captions computed at once")
+    parser.add_argument("--queue-size", type=positive_int, default=32,
+                        help="requests allowed to wait; more are refused with 'Queue is full'")
     parser.add_argument("--cache-examples", choices=["eager", "lazy", "off"], default="eager",
                         help="caption the example photos at start-up (eager), on first click (lazy) or never")
     return parser.parse_args(argv)
+
+
+def positive_int(value: str) -> int:
+    """argparse type for counts that must be at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def share_warning(share: bool, auth: tuple[str, str] | None) -> str | None:
+    """What to print when --share would open the demo to anyone holding the link; None when it is safe."""
+    if share and auth is None:
+        return ("warning: --share without --auth: the public link is open to anyone who has it: they can use this "
+                "demo, its API and your CPU. Add --auth USER:PASS to require a login.")
+    return None
 
 
 def auth_pair(value: str) -> tuple[str, str]:
@@ -231,9 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         if Path(args.model).resolve() == DEFAULT_MODEL:
             print("(the default model is assets/model; pass --model DIR to use another)", file=sys.stderr)
         return 2
-    if args.share and args.auth is None:
-        print("warning: --share without --auth: anyone with the link can use this demo (and your CPU).",
-              file=sys.stderr)
+    warning = share_warning(args.share, args.auth)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     cache = {"eager": True, "lazy": "lazy", "off": False}[args.cache_examples]
     # A fresh examples cache per process: gradio keys its cache by component id, not by model, so a cache left
     # by another model (or beam size) would show stale captions.

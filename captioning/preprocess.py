@@ -11,6 +11,21 @@ from PIL import Image, ImageOps
 
 # Refuse images whose pixel count would blow up memory before decoding them (decompression bombs).
 MAX_IMAGE_PIXELS = 64_000_000
+# Decoders for images from untrusted sources (the app's uploads): the common photo formats only, so an upload can
+# never reach Pillow's rarer plugins (EPS runs Ghostscript, for one). "JPEG" includes multi-picture (MPO) JPEGs.
+UPLOAD_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+
+
+class ImageTooLargeError(ValueError):
+    """The image has more than MAX_IMAGE_PIXELS pixels; raised from its header alone, before any decoding.
+
+    width and height are None when Pillow's own decompression-bomb guard refused the header first.
+    """
+
+    def __init__(self, width: int | None = None, height: int | None = None, limit: int = MAX_IMAGE_PIXELS):
+        size = f"is {width}x{height} pixels" if width and height else "has far more pixels than that"
+        super().__init__(f"image {size}; the limit is {limit:,} pixels")
+        self.width, self.height, self.limit = width, height, limit
 
 
 @dataclass(frozen=True)
@@ -24,27 +39,62 @@ class Preprocessing:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Upright 8-bit RGB copy of any PIL image (EXIF rotation, palette, alpha, CMYK, 16-bit, grey)."""
-    image = ImageOps.exif_transpose(image)
+    """Upright 8-bit RGB copy of any PIL image (EXIF rotation, palette, alpha, CMYK, 16-bit, float, grey)."""
     if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image.seek(0)  # animations (GIF, APNG, WebP): the first frame
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # malformed EXIF block: keep the pixels as stored rather than refuse the image
+        pass
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = Image.fromarray(_to_8bit(image))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
+        image = Image.alpha_composite(background, rgba)  # transparent areas become white
     return image.convert("RGB")
 
 
-def load_image(source) -> Image.Image:
-    """Open a path or file object as upright RGB, refusing oversized images before decoding."""
-    with Image.open(source) as image:
-        width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ValueError(f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels")
+def _to_8bit(image: Image.Image) -> np.ndarray:
+    """Single-channel 16/32-bit integer or float image -> uint8 (H, W), scaled by the range its values suggest:
+    [0, 1] floats, 8-bit values, 16-bit values, or (beyond) the image's own maximum."""
+    array = np.array(image, dtype=np.float32)  # (H, W) copy; float32 + in-place ops keep big 16-bit scans affordable
+    if image.mode == "F":
+        np.nan_to_num(array, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(array.max()) if array.size else 0.0
+    if image.mode == "F" and peak <= 1.0:
+        top = 1.0
+    elif peak <= 255.0:
+        top = 255.0
+    elif peak <= 65535.0:
+        top = 65535.0
+    else:
+        top = peak
+    array *= 255.0 / top
+    array += 0.5
+    np.clip(array, 0.0, 255.0, out=array)
+    return array.astype(np.uint8)  # (H, W)
+
+
+def check_pixels(width: int, height: int) -> None:
+    """Raise ImageTooLargeError if an image of this size is over MAX_IMAGE_PIXELS."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(width, height)
+
+
+def load_image(source, formats: tuple[str, ...] | None = None) -> Image.Image:
+    """Open a path or file object as upright RGB, refusing oversized images before decoding.
+
+    The size check reads the header only: an image over MAX_IMAGE_PIXELS raises ImageTooLargeError (a ValueError)
+    without its pixels ever being decompressed. formats limits the decoders tried (e.g. UPLOAD_FORMATS for
+    untrusted uploads); None tries every format Pillow knows. Not an image: PIL.UnidentifiedImageError (an OSError).
+    """
+    try:
+        opened = Image.open(source, formats=formats)
+    except Image.DecompressionBombError:  # Pillow's own, looser guard: it fires inside open, from the header
+        raise ImageTooLargeError() from None
+    with opened as image:
+        check_pixels(*image.size)
         image.load()
         return to_rgb(image)
 

