@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -93,15 +94,15 @@ class TeacherForcing(nn.Module):
         return output.logits, output.alphas, output.mask
 
 
-def build_captioner(config: TrainConfig, word_map: dict[str, int]) -> Captioner:
-    """A fresh model for this run's data and hyperparameters."""
+def build_captioner(config: TrainConfig, word_map: dict[str, int], image_size: int = 256) -> Captioner:
+    """A fresh model for this run's data (image_size: side of its stored square images) and hyperparameters."""
     weights = config.encoder_weights or default_weights(config.backbone)
     encoder = Encoder(config.backbone, weights)
     model_config = ModelConfig(
         backbone=config.backbone, encoder_weights=weights, encoder_finetuned=config.finetune_encoder,
         encoder_bf16=config.encoder_bf16, encoder_dim=encoder.dim, vocab_size=len(word_map),
         embed_dim=config.embed_dim, attention_dim=config.attention_dim, decoder_dim=config.decoder_dim,
-        dropout=config.dropout, preprocessing=preprocessing_for(encoder, input_size=config.input_size),
+        dropout=config.dropout, preprocessing=preprocessing_for(encoder, image_size, config.input_size),
     )
     captioner = Captioner(model_config, word_map, encoder=encoder)
     captioner.decoder.fine_tune_embeddings(config.fine_tune_embeddings)
@@ -298,7 +299,9 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     torch.manual_seed(config.seed)
     run_dir = Path(config.output_dir)
     word_map = load_word_map(Path(config.data_dir) / f"WORDMAP_{config.data_name}.json")
-    captioner = build_captioner(config, word_map).to(device)
+    with h5py.File(split_file(config.data_dir, "IMAGES", "TRAIN", config.data_name), "r") as h5:
+        image_size = int(h5["images"].shape[-1])  # the model's preprocessing must say what it was trained on
+    captioner = build_captioner(config, word_map, image_size).to(device)
     from_features = bool(config.cache_dir) and not config.finetune_encoder
     train_set = make_dataset(config, "TRAIN", from_features)
     val_set = make_dataset(config, "VAL", from_features)

@@ -66,3 +66,50 @@ def make_tiny_model(directory: Path) -> Path:
 def tiny_model_dir(tmp_path_factory) -> Path:
     """One tiny random model directory (make_tiny_model) shared by every test of the session."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+# --- training / evaluation / fault tests: a tiny prepared shapes dataset and tiny training configs ---------------
+
+SHAPES_IMAGES = 40  # 32 train / 4 val / 4 test
+SHAPES_IMAGE_SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory) -> dict:
+    """A tiny synthetic shapes dataset written by the real pipeline: {"data_dir", "data_name", "image_dir",
+    "images": {split: count}}; 40 images of 32 px, 5 captions each, every word kept."""
+    from captioning.prepare import prepare_dataset, read_synthetic
+
+    root = tmp_path_factory.mktemp("shapes")
+    caption_set = read_synthetic(SHAPES_IMAGES, root / "images", seed=11, image_size=SHAPES_IMAGE_SIZE)
+    summary = prepare_dataset(caption_set, root / "data", "synthetic", captions_per_image=5, min_word_freq=0,
+                              image_size=SHAPES_IMAGE_SIZE, progress=False)
+    return {"data_dir": str(root / "data"), "data_name": summary.base_name, "image_dir": str(root / "images"),
+            "images": dict(summary.images)}
+
+
+@pytest.fixture
+def tiny_train_config(shapes_data):
+    """Factory: a TrainConfig that trains in about a second on shapes_data (timm's random `test_efficientnet`, 64 px
+    input, 16-d decoder, one thread, 3 steps per epoch); keyword arguments override fields."""
+    from captioning.training import TrainConfig
+
+    def make(output_dir, **overrides):
+        values = dict(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(output_dir),
+                      backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
+                      attention_dim=16, decoder_dim=16, dropout=0.5, epochs=1, batch_size=10, max_steps_per_epoch=3,
+                      val_max_images=4, threads=1, seed=28, device="cpu")
+        values.update(overrides)
+        return TrainConfig(**values)
+
+    return make
+
+
+@pytest.fixture
+def restore_torch_threads():
+    """train() sets torch's global thread count; put it back for the tests that follow."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,156 @@
+"""`python -m captioning.evaluate`: metrics and captions for a prepared split, for raw Karpathy-format input (the
+same images give the same captions and scores), from cached features, with METEOR (Java), and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from captioning import evaluate
+from captioning.metrics import coco_metrics
+from captioning.model import Captioner
+
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr")
+
+
+@pytest.fixture(scope="module")
+def model_dir(shapes_data, tmp_path_factory):
+    """A tiny model trained for a few seconds on the shapes data (its preprocessing matches the stored 32 px)."""
+    from captioning.training import TrainConfig, train
+
+    threads = torch.get_num_threads()
+    run = tmp_path_factory.mktemp("evaluate") / "run"
+    train(TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(run),
+                      backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
+                      attention_dim=16, decoder_dim=32, dropout=0.1, epochs=4, batch_size=10, decoder_lr=1e-2,
+                      val_max_images=4, threads=1, seed=1, device="cpu"))
+    torch.set_num_threads(threads)
+    return run / "best"
+
+
+@pytest.fixture
+def counted_images(monkeypatch):
+    """How many images Captioner.caption_features decoded, call by call."""
+    calls = []
+    caption_features = Captioner.caption_features
+
+    def counting(self, features, *args, **kwargs):
+        calls.append(features.size(0))
+        return caption_features(self, features, *args, **kwargs)
+
+    monkeypatch.setattr(Captioner, "caption_features", counting)
+    return calls
+
+
+def split_names_refs(shapes_data, split: str) -> tuple[list[str], list[list[str]]]:
+    data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
+    names = json.loads((data_dir / f"{split}_NAMES_{base}.json").read_text())
+    return names, json.loads((data_dir / f"{split}_REFS_{base}.json").read_text())
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    threads = torch.get_num_threads()
+    try:
+        code = evaluate.main([*args, "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_prepared_split_metrics_and_captions(model_dir, shapes_data, tmp_path, capsys, counted_images):
+    names, references = split_names_refs(shapes_data, "VAL")
+    code, out, _ = run_main(["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name",
+                             shapes_data["data_name"], "--split", "VAL", "--beam-size", "3", "--batch-size", "3",
+                             "--no-meteor", "--json-out", str(tmp_path / "metrics.json"),
+                             "--captions-out", str(tmp_path / "captions.json")], capsys)
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert json.loads(out[out.index("{"):]) == metrics  # printed and written alike
+    assert metrics["images"] == len(names) == shapes_data["images"]["val"] and metrics["beam_size"] == 3
+    assert "METEOR" not in metrics
+    for key in METRICS:
+        assert 0.0 <= metrics[key] <= (10.0 if key == "CIDEr" else 1.0), key
+    assert counted_images == [3, len(names) - 3]  # every image decoded exactly once, in batches of 3
+    captions = json.loads((tmp_path / "captions.json").read_text())
+    assert list(captions) == names and all(isinstance(c, str) for c in captions.values())
+    assert all(set(c.split()) & {"circle", "square", "triangle"} for c in captions.values())  # it learnt some words
+    # the scores are those of exactly these captions against the split's references
+    rescored = coco_metrics(dict(enumerate(references)), {i: [captions[n]] for i, n in enumerate(names)}, meteor=False)
+    assert {k: metrics[k] for k in METRICS} == pytest.approx({k: rescored[k] for k in METRICS})
+
+
+def test_raw_karpathy_input_equals_the_prepared_split(model_dir, shapes_data, tmp_path, capsys, counted_images):
+    names, references = split_names_refs(shapes_data, "TEST")
+    train_name = split_names_refs(shapes_data, "TRAIN")[0][0]
+    entries = [{"filename": name, "split": "test", "sentences": [{"raw": r, "tokens": r.split()} for r in refs]}
+               for name, refs in zip(names, references)]
+    entries.insert(1, {"filename": train_name, "split": "train", "sentences": [{"raw": "a red circle"}]})
+    karpathy = tmp_path / "dataset_tiny.json"
+    karpathy.write_text(json.dumps({"images": entries, "dataset": "tiny"}))
+
+    code, _, _ = run_main(["--model", str(model_dir), "--karpathy-json", str(karpathy), "--image-dir",
+                           shapes_data["image_dir"], "--split", "test", "--beam-size", "2", "--no-meteor",
+                           "--json-out", str(tmp_path / "raw.json"), "--captions-out", str(tmp_path / "raw_c.json")],
+                          capsys)
+    assert code == 0
+    raw = json.loads((tmp_path / "raw.json").read_text())
+    raw_captions = json.loads((tmp_path / "raw_c.json").read_text())
+    assert raw["images"] == len(names) == sum(counted_images)  # the train entry was left out
+    assert list(raw_captions) == names
+
+    code, _, _ = run_main(["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name",
+                           shapes_data["data_name"], "--split", "TEST", "--beam-size", "2", "--no-meteor",
+                           "--json-out", str(tmp_path / "prepared.json"),
+                           "--captions-out", str(tmp_path / "prepared_c.json")], capsys)
+    assert code == 0
+    assert json.loads((tmp_path / "prepared_c.json").read_text()) == raw_captions  # same pixels, same captions
+    assert json.loads((tmp_path / "prepared.json").read_text()) == pytest.approx(raw)
+
+
+def test_cached_features(model_dir, shapes_data, tmp_path, capsys):
+    import h5py
+
+    from captioning.features import cache_features
+
+    model = Captioner.load(model_dir)
+    data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
+    names, _ = split_names_refs(shapes_data, "VAL")
+    with h5py.File(data_dir / f"VAL_IMAGES_{base}.hdf5", "r") as h5:
+        cache_features(model.encoder, lambda a, b, images=h5["images"]: images[a:b], names, tmp_path / "cache", "VAL",
+                       model.config.preprocessing, batch_size=4, bf16=model.config.encoder_bf16)
+    common = ["--model", str(model_dir), "--data-dir", str(data_dir), "--data-name", base, "--no-meteor",
+              "--beam-size", "1", "--cache-dir", str(tmp_path / "cache")]
+    code, _, _ = run_main([*common, "--split", "VAL", "--captions-out", str(tmp_path / "c.json")], capsys)
+    assert code == 0
+    assert list(json.loads((tmp_path / "c.json").read_text())) == names
+    code, _, err = run_main([*common, "--split", "TEST"], capsys)  # a cache of other images is refused
+    assert code == 2 and "error:" in err
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java")
+def test_meteor(model_dir, shapes_data, capsys):
+    started = time.perf_counter()
+    code, out, _ = run_main(["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name",
+                             shapes_data["data_name"], "--split", "VAL", "--beam-size", "3"], capsys)
+    assert code == 0
+    metrics = json.loads(out[out.index("{"):])
+    assert 0.0 <= metrics["METEOR"] <= 1.0 and all(key in metrics for key in METRICS)
+    print(f"evaluate with METEOR: {time.perf_counter() - started:.1f}s")
+
+
+def test_errors_are_one_line(model_dir, shapes_data, tmp_path, capsys):
+    code, _, err = run_main(["--model", str(tmp_path / "missing"), "--data-dir", shapes_data["data_dir"],
+                             "--data-name", shapes_data["data_name"]], capsys)
+    assert code == 2 and err.startswith("error:") and "does not exist" in err
+    code, _, err = run_main(["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name", "nope"],
+                            capsys)
+    assert code == 2 and "prepare_data.py" in err
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--model", str(model_dir)])  # no data given
+    assert exit_info.value.code == 2

@@ -1,0 +1,156 @@
+"""Feature cache: what it stores, that it equals what the model computes from pixels at evaluation time, that
+changed settings start it over, that the CLI reads prepared HDF5 and raw Karpathy input alike, and that training
+refuses a cache of other images. (Interrupted caches: tests/test_faults.py.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from captioning import features as features_module
+from captioning.config import ModelConfig
+from captioning.encoder import Encoder, preprocessing_for
+from captioning.features import cache_features, cache_paths, encode_pixels, load_cached_features
+from captioning.model import Captioner
+from captioning.preprocess import to_model_input
+
+BACKBONE, INPUT_SIZE = "tf_efficientnet_lite0", 64  # offline ImageNet weights, a fast 64 px input
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder(BACKBONE, "lite-wheel")
+
+
+@pytest.fixture(scope="module")
+def train_split(shapes_data) -> dict:
+    data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
+    with h5py.File(data_dir / f"TRAIN_IMAGES_{base}.hdf5", "r") as h5:
+        pixels = h5["images"][:]  # (32, 3, 32, 32) uint8
+    return {"pixels": pixels, "names": json.loads((data_dir / f"TRAIN_NAMES_{base}.json").read_text())}
+
+
+def counting_loader(pixels: np.ndarray, calls: list):
+    def load(start: int, stop: int) -> np.ndarray:
+        calls.append((start, stop))
+        return pixels[start:stop]
+
+    return load
+
+
+def test_cache_layout_and_progress(encoder, train_split, tmp_path):
+    prep = preprocessing_for(encoder, 32, INPUT_SIZE)
+    calls = []
+    path = cache_features(encoder, counting_loader(train_split["pixels"], calls), train_split["names"], tmp_path,
+                          "TRAIN", prep, batch_size=10, bf16=True, metadata={"backbone": BACKBONE})
+    assert calls == [(0, 10), (10, 20), (20, 30), (30, 32)]
+    stored = np.load(path, mmap_mode="r")
+    assert stored.dtype == np.float16 and stored.shape == (32, 196, encoder.dim)
+    assert np.isfinite(stored).all() and np.abs(stored).max() > 0
+    progress = json.loads(cache_paths(tmp_path, "TRAIN")[1].read_text())
+    assert progress["done"] == 32 and progress["complete"] and progress["names"] == train_split["names"]
+    assert progress["dim"] == encoder.dim and progress["grid"] == 196 and progress["batch_size"] == 10
+    assert progress["bf16"] is True and progress["backbone"] == BACKBONE
+    features, names = load_cached_features(tmp_path, "TRAIN")
+    assert names == train_split["names"] and np.array_equal(features, stored)
+    with pytest.raises(FileNotFoundError):
+        load_cached_features(tmp_path, "VAL")
+
+
+def test_cached_features_equal_what_the_model_computes_from_pixels(encoder, train_split, tmp_path):
+    """Training reads the cache, evaluation and the app encode pixels: both must see the same annotation vectors."""
+    prep = preprocessing_for(encoder, 32, INPUT_SIZE)
+    pixels = train_split["pixels"][:8]
+    cache_features(encoder, lambda a, b: pixels[a:b], train_split["names"][:8], tmp_path, "TRAIN", prep,
+                   batch_size=4, bf16=True)
+    cached = np.asarray(load_cached_features(tmp_path, "TRAIN")[0], dtype=np.float32)  # (8, 196, C)
+    config = ModelConfig(backbone=BACKBONE, encoder_weights="lite-wheel", encoder_bf16=True, encoder_dim=encoder.dim,
+                         vocab_size=5, embed_dim=8, attention_dim=8, decoder_dim=8, preprocessing=prep)
+    model = Captioner(config, {"<pad>": 0, "a": 1, "<start>": 2, "<end>": 3, "<unk>": 4}).eval()
+    live = model.encode(to_model_input(torch.from_numpy(pixels), prep)).numpy()  # (8, 196, C)
+    np.testing.assert_allclose(cached, live, rtol=2e-3, atol=2e-3 * np.abs(live).max())  # fp16 storage only
+    fp32 = encode_pixels(encoder, torch.from_numpy(pixels), prep, bf16=False).numpy()
+    assert np.abs(fp32 - cached).max() > np.abs(live - cached).max()  # bf16 is a real difference, kept consistent
+
+
+def test_changed_settings_start_over_and_complete_cache_is_kept(encoder, train_split, tmp_path):
+    prep = preprocessing_for(encoder, 32, INPUT_SIZE)
+    pixels, names = train_split["pixels"], train_split["names"]
+    calls = []
+    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16, bf16=True)
+    bf16_features = np.array(load_cached_features(tmp_path, "TRAIN")[0])
+    calls.clear()
+    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16, bf16=True)
+    assert calls == []  # complete and same settings: nothing recomputed
+    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16, bf16=False)
+    assert calls == [(0, 16), (16, 32)]  # fp32 instead of bf16: started over
+    fp32_features = np.array(load_cached_features(tmp_path, "TRAIN")[0])
+    assert not np.array_equal(fp32_features, bf16_features)
+    assert json.loads(cache_paths(tmp_path, "TRAIN")[1].read_text())["bf16"] is False
+    calls.clear()
+    cache_features(encoder, counting_loader(pixels[::-1], calls), names[::-1], tmp_path, "TRAIN", prep,
+                   batch_size=16, bf16=False)
+    assert calls == [(0, 16), (16, 32)]  # other images: started over
+    assert load_cached_features(tmp_path, "TRAIN")[1] == names[::-1]
+
+
+def cli_args(cache_dir: Path, split: str) -> list[str]:
+    return ["--split", split, "--cache-dir", str(cache_dir), "--backbone", BACKBONE, "--weights", "lite-wheel",
+            "--image-size", "32", "--input-size", str(INPUT_SIZE), "--batch-size", "3", "--threads", "1"]
+
+
+def test_cli_prepared_and_raw_karpathy_input_give_the_same_cache(shapes_data, tmp_path, capsys):
+    data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
+    names = json.loads((data_dir / f"TEST_NAMES_{base}.json").read_text())
+    references = json.loads((data_dir / f"TEST_REFS_{base}.json").read_text())
+    features_module.main([*cli_args(tmp_path / "prepared", "TEST"), "--data-dir", str(data_dir),
+                          "--data-name", base])
+    entries = [{"filename": n, "split": "test", "sentences": [{"raw": r} for r in refs]}
+               for n, refs in zip(names, references)]
+    entries.append({"filename": json.loads((data_dir / f"TRAIN_NAMES_{base}.json").read_text())[0], "split": "train",
+                    "sentences": [{"raw": "a red circle"}]})
+    karpathy = tmp_path / "dataset.json"
+    karpathy.write_text(json.dumps({"images": entries}))
+    features_module.main([*cli_args(tmp_path / "raw", "TEST"), "--karpathy-json", str(karpathy),
+                          "--image-dir", shapes_data["image_dir"]])
+    assert f"features for {len(names)} images" in capsys.readouterr().out
+    prepared, prepared_names = load_cached_features(tmp_path / "prepared", "TEST")
+    raw, raw_names = load_cached_features(tmp_path / "raw", "TEST")
+    assert prepared_names == raw_names == names
+    assert np.array_equal(prepared, raw)  # one preprocessing path: resize_square, then to_model_input
+    progress = json.loads(cache_paths(tmp_path / "raw", "TEST")[1].read_text())
+    assert progress["weights"] == "lite-wheel" and progress["preprocessing"]["input_size"] == INPUT_SIZE
+
+
+def test_training_uses_the_cache_and_refuses_one_of_other_images(shapes_data, tiny_train_config, encoder, tmp_path):
+    from captioning.training import make_dataset
+
+    data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
+    names = json.loads((data_dir / f"VAL_NAMES_{base}.json").read_text())
+    with h5py.File(data_dir / f"VAL_IMAGES_{base}.hdf5", "r") as h5:
+        pixels = h5["images"][:]
+    prep = preprocessing_for(encoder, 32, INPUT_SIZE)
+    cache_features(encoder, lambda a, b: pixels[a:b], names, tmp_path / "good", "VAL", prep, batch_size=4)
+    config = tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "good"))
+    dataset = make_dataset(config, "VAL", from_features=True)
+    image, captions, lengths, index = dataset[1]
+    assert image.dtype == torch.float32 and image.shape == (196, encoder.dim) and index == 1
+    assert captions.shape[0] == lengths.shape[0] == 5
+    assert torch.equal(image, torch.from_numpy(np.asarray(load_cached_features(tmp_path / "good", "VAL")[0][1],
+                                                          dtype=np.float32)))
+    cache_features(encoder, lambda a, b: pixels[::-1][a:b], names[::-1], tmp_path / "other", "VAL", prep, batch_size=4)
+    with pytest.raises(ValueError, match="other"):
+        make_dataset(tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "other")), "VAL", from_features=True)

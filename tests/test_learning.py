@@ -1,0 +1,151 @@
+"""The model really learns: synthetic shapes, offline pretrained lite0 features, a small decoder, about a minute
+or two of CPU training. Validation BLEU-4 >= 0.5, and for shape words the attention argmax falls inside that
+shape's ground-truth box in >= 50% of cases.
+
+Setup: 600 synthetic images (224 px) split 480 train / 120 val (the generator's 10% test part joins val, so the
+attention figure rests on ~200 shape words), encoder features cached once at a 448 px input (lite0's native
+14x14 map: 224 px gives only 7x7, too coarse for the shapes), decoder embed 64 / attention 256 / LSTM 128, no
+doubly stochastic penalty (it spreads attention), CPU bf16 autocast, 10 epochs, greedy validation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from captioning.encoder import Encoder, preprocessing_for
+from captioning.features import cache_features, load_cached_features
+from captioning.metrics import bleu4
+from captioning.model import Caption, Captioner
+from captioning.prepare import prepare_dataset, read_synthetic
+from captioning.synthetic import COLORS, SHAPES
+from captioning.training import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+BACKBONE = "tf_efficientnet_lite0"
+NUM_IMAGES = 600
+IMAGE_SIZE = 224  # stored pixels; boxes are in these coordinates
+INPUT_SIZE = 448  # encoder input: a native 14x14 map for lite0
+GRID = 14
+EPOCHS = 10
+MIN_BLEU4 = 0.5
+MIN_ATTENTION_IN_BOX = 0.5
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """train() sets torch's global thread count; keep it at 1 here and restore it for other test modules."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """Prepared 600-image shapes dataset with TRAIN/VAL features cached by the offline lite0 encoder."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("learning")
+    caption_set = read_synthetic(NUM_IMAGES, root / "images", seed=7, image_size=IMAGE_SIZE)
+    caption_set.splits = {name: "val" if split == "test" else split for name, split in caption_set.splits.items()}
+    summary = prepare_dataset(caption_set, root / "data", "synthetic", captions_per_image=5, min_word_freq=0,
+                              image_size=IMAGE_SIZE, progress=False)
+    encoder = Encoder(BACKBONE, "lite-wheel").to(memory_format=torch.channels_last)  # same numbers, ~1.7x faster
+    prep = preprocessing_for(encoder, IMAGE_SIZE, INPUT_SIZE)
+    started = time.perf_counter()
+    for split in ("TRAIN", "VAL"):
+        names = json.loads((root / "data" / f"{split}_NAMES_{summary.base_name}.json").read_text())
+        with h5py.File(root / "data" / f"{split}_IMAGES_{summary.base_name}.hdf5", "r") as h5:
+            cache_features(encoder, lambda a, b, images=h5["images"]: images[a:b], names, root / "cache", split, prep,
+                           batch_size=32, bf16=True)
+    cache_seconds = time.perf_counter() - started
+    torch.set_num_threads(threads)
+    return {"root": root, "data_dir": root / "data", "data_name": summary.base_name, "cache_dir": root / "cache",
+            "images": summary.images, "cache_seconds": cache_seconds}
+
+
+def attention_in_box(captions: list[Caption], objects: list[list[dict]], image_size: int) -> dict:
+    """For each generated shape word matched to one object (its shape; the preceding colour word decides between
+    several), is the argmax cell's centre inside the object's box widened by half a cell? Also the chance rate:
+    the share of the grid's cell centres inside that widened box (a uniformly random argmax)."""
+    cell = image_size / GRID
+    centres = (np.arange(GRID) + 0.5) * cell  # (14,) cell centres in stored-image pixels
+    hits, chance, matched, unmatched = 0, [], 0, 0
+    for caption, image_objects in zip(captions, objects):
+        for i, word in enumerate(caption.words):
+            if word not in SHAPES:
+                continue
+            candidates = [o for o in image_objects if o["shape"] == word]
+            if len(candidates) > 1 and i > 0 and caption.words[i - 1] in COLORS:
+                candidates = [o for o in candidates if o["color"] == caption.words[i - 1]]
+            if len(candidates) != 1:  # a shape the image lacks, or ambiguous without a colour
+                unmatched += 1
+                continue
+            x0, y0, x1, y1 = (v + d for v, d in zip(candidates[0]["box"], (-cell / 2, -cell / 2, cell / 2, cell / 2)))
+            row, col = np.unravel_index(np.argmax(caption.alphas[i]), caption.alphas[i].shape)  # row = y, col = x
+            x, y = centres[col], centres[row]
+            hits += bool(x0 <= x <= x1 and y0 <= y <= y1)
+            inside_x, inside_y = (centres >= x0) & (centres <= x1), (centres >= y0) & (centres <= y1)
+            chance.append(inside_x.mean() * inside_y.mean())
+            matched += 1
+    return {"rate": hits / max(matched, 1), "matched": matched, "unmatched": unmatched,
+            "chance": float(np.mean(chance)) if chance else 0.0}
+
+
+def test_attention_in_box_geometry():
+    """The measure itself: x is the column, y the row; a peak on the box hits, elsewhere misses."""
+    objects = [[{"shape": "circle", "color": "red", "box": [160, 16, 208, 64]},  # top right
+                {"shape": "square", "color": "blue", "box": [16, 160, 64, 208]}]]  # bottom left
+    alphas = np.zeros((4, GRID, GRID), dtype=np.float32)
+    alphas[1, 2, 11] = 1.0  # "circle": row 2 (y ~ 40), column 11 (x ~ 184): inside the red circle's box
+    alphas[3, 11, 2] = 1.0  # "square": row 11, column 2: inside the blue square's box
+    caption = Caption(["red", "circle", "blue", "square"], alphas, 0.0)
+    assert attention_in_box([caption], objects, 224)["rate"] == 1.0
+    swapped = Caption(caption.words, alphas.transpose(0, 2, 1).copy(), 0.0)  # rows and columns exchanged
+    result = attention_in_box([swapped], objects, 224)
+    assert result["rate"] == 0.0 and result["matched"] == 2
+    unmatched = Caption(["green", "triangle"], alphas[:2], 0.0)  # no triangle in the image
+    assert attention_in_box([unmatched], objects, 224)["unmatched"] == 1
+
+
+def test_model_learns_captions_and_where_to_look(shapes, tmp_path):
+    config = TrainConfig(
+        data_dir=str(shapes["data_dir"]), data_name=shapes["data_name"], output_dir=str(tmp_path / "run"),
+        cache_dir=str(shapes["cache_dir"]), backbone=BACKBONE, encoder_weights="lite-wheel", input_size=INPUT_SIZE,
+        encoder_bf16=True, embed_dim=64, attention_dim=256, decoder_dim=128, dropout=0.2, epochs=EPOCHS,
+        batch_size=16, decoder_lr=3e-3, attention_penalty=0.0, lr_decay_patience=1, early_stop_patience=100,
+        val_beam_size=1, bf16=True, threads=1, seed=28, device="cpu")
+    started = time.perf_counter()
+    state = train(config)
+    train_seconds = time.perf_counter() - started
+    assert state["epoch"] == EPOCHS
+
+    model = Captioner.load(tmp_path / "run" / "last")
+    features, names = load_cached_features(shapes["cache_dir"], "VAL")
+    captions = model.caption_features(torch.from_numpy(np.asarray(features, dtype=np.float32)), beam_size=1)
+    data_dir, base = shapes["data_dir"], shapes["data_name"]
+    references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())
+    objects = json.loads((data_dir / f"VAL_BOXES_{base}.json").read_text())
+    assert len(captions) == len(references) == len(objects) == shapes["images"]["val"] == 120
+
+    val_bleu4 = bleu4(dict(enumerate(references)), {i: [c.text] for i, c in enumerate(captions)})
+    attention = attention_in_box(captions, objects, IMAGE_SIZE)
+    print(f"\nlearning: cache {shapes['cache_seconds']:.0f}s, train {train_seconds:.0f}s "
+          f"({train_seconds / state['epoch']:.1f}s/epoch), val BLEU-4 {val_bleu4:.3f} "
+          f"(log: {state['history'][-1]['val_bleu4']:.3f}), attention in box {attention['rate']:.3f} "
+          f"of {attention['matched']} shape words (chance {attention['chance']:.3f}, "
+          f"unmatched {attention['unmatched']})")
+    losses = [row["train_loss"] for row in state["history"]]
+    assert losses[-1] < 0.5 * losses[0]
+    assert val_bleu4 >= MIN_BLEU4
+    assert state["history"][-1]["val_bleu4"] >= MIN_BLEU4
+    assert attention["matched"] >= 150 and attention["unmatched"] <= 0.2 * attention["matched"]
+    assert attention["rate"] >= MIN_ATTENTION_IN_BOX
+    assert attention["rate"] >= 3 * attention["chance"]
