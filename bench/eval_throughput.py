@@ -65,12 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--source", choices=("examples", "random"), default="examples")
     parser.add_argument("--warmup", type=int, default=1, help="untimed batches first")
+    parser.add_argument("--channels-last", action="store_true", help="run the encoder in channels_last memory format")
     parser.add_argument("--json-out", help="also write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
         model = Captioner.load(args.model)
         pixels = make_pixels(args.source, args.images, model.config.preprocessing.image_size)
+        if args.channels_last:
+            model.encoder.to(memory_format=torch.channels_last)
     except (CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -80,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     total = result["encode_s"] + result["decode_s"]
     config = model.config
     result.update(images=args.images, batch_size=args.batch_size, beam_size=args.beam_size, threads=args.threads,
-                  source=args.source, images_per_s=args.images / total, backbone=config.backbone,
+                  source=args.source, channels_last=args.channels_last, images_per_s=args.images / total,
+                  backbone=config.backbone,
                   input_size=config.preprocessing.input_size, encoder_bf16=config.encoder_bf16,
                   decoder=f"{config.embed_dim}/{config.attention_dim}/{config.decoder_dim}", vocab=config.vocab_size)
     print(f"{args.images} images ({args.source}), batch {args.batch_size}, beam {args.beam_size}, "
-          f"{args.threads} threads, {config.backbone} @ {config.preprocessing.input_size}px, decoder "
+          f"{args.threads} threads{', channels_last' if args.channels_last else ''}, {config.backbone} @ "
+          f"{config.preprocessing.input_size}px{' bf16' if config.encoder_bf16 else ''}, decoder "
           f"{result['decoder']}, vocab {config.vocab_size}")
     print(f"  {result['images_per_s']:.2f} images/s end-to-end  (encoder {result['encode_s']:.2f}s = "
           f"{100 * result['encode_s'] / total:.0f}%, beam search {result['decode_s']:.2f}s; "
