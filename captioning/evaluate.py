@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,7 +59,8 @@ def raw_split(karpathy_json: str, image_dir: str, split: str, image_size: int):
     def load(a: int, b: int) -> torch.Tensor:
         return torch.from_numpy(np.stack([resize_square(load_image(p), image_size) for p in paths[a:b]]))
 
-    return [e["filename"] for e in entries], references, load
+    names = [os.path.join(e.get("filepath", ""), e["filename"]) for e in entries]  # as prepare_data.py names them
+    return names, references, load
 
 
 def evaluate(model: Captioner, names: Sequence[str], references: Sequence[list[str]], load_batch, batch_size: int,

@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return images[start:stop]  # (b, 3, S, S)
     else:
         paths = _raw_split(args.karpathy_json, args.image_dir, split)
-        names = [Path(p).name for p in paths]
+        names = [os.path.relpath(p, args.image_dir) for p in paths]  # as prepare_data.py names them (COCO: val2014/x)
 
         def load_pixels(start: int, stop: int) -> np.ndarray:
             return np.stack([resize_square(load_image(p), args.image_size) for p in paths[start:stop]])  # (b, 3, S, S)

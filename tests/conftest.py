@@ -113,3 +113,28 @@ def restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def coco_style_data(shapes_data, tmp_path_factory) -> dict:
+    """Shapes images laid out like COCO (`image_dir/val2014/NAME`, Karpathy entries with a `filepath`), prepared
+    at 32 px: {"data_dir", "data_name", "image_dir", "karpathy_json"}; 6 train, 2 val, 2 test images."""
+    import json
+    import shutil
+
+    from captioning.prepare import prepare_dataset, read_karpathy
+
+    root = tmp_path_factory.mktemp("coco-style")
+    (root / "images" / "val2014").mkdir(parents=True)
+    sources = sorted(Path(shapes_data["image_dir"]).glob("*.png"))[:10]
+    entries = []
+    for i, source in enumerate(sources):
+        shutil.copy(source, root / "images" / "val2014" / source.name)
+        split = "restval" if i < 3 else "train" if i < 6 else "val" if i < 8 else "test"
+        entries.append({"filepath": "val2014", "filename": source.name, "split": split,
+                        "sentences": [{"raw": "A red circle."}, {"raw": "a blue square left of a red circle"}]})
+    (root / "dataset_coco.json").write_text(json.dumps({"images": entries}))
+    summary = prepare_dataset(read_karpathy(root / "dataset_coco.json", root / "images", "coco"), root / "data",
+                              "coco", captions_per_image=2, min_word_freq=0, image_size=32, progress=False)
+    return {"data_dir": str(root / "data"), "data_name": summary.base_name, "image_dir": str(root / "images"),
+            "karpathy_json": str(root / "dataset_coco.json")}

@@ -154,3 +154,18 @@ def test_errors_are_one_line(model_dir, shapes_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--model", str(model_dir)])  # no data given
     assert exit_info.value.code == 2
+
+
+def test_raw_coco_names_keep_their_filepath(model_dir, coco_style_data, tmp_path, capsys):
+    """Raw COCO input names its images like the prepared split (val2014/NAME) and captions them alike."""
+    data_dir, base = Path(coco_style_data["data_dir"]), coco_style_data["data_name"]
+    common = ["--model", str(model_dir), "--split", "VAL", "--beam-size", "2", "--no-meteor"]
+    code, _, _ = run_main([*common, "--karpathy-json", coco_style_data["karpathy_json"], "--image-dir",
+                           coco_style_data["image_dir"], "--captions-out", str(tmp_path / "raw.json")], capsys)
+    assert code == 0
+    code, _, _ = run_main([*common, "--data-dir", str(data_dir), "--data-name", base,
+                           "--captions-out", str(tmp_path / "prepared.json")], capsys)
+    assert code == 0
+    raw, prepared = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("raw", "prepared"))
+    assert raw == prepared and list(raw) == json.loads((data_dir / f"VAL_NAMES_{base}.json").read_text())
+    assert all(name.startswith("val2014/") for name in raw)

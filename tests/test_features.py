@@ -154,3 +154,21 @@ def test_training_uses_the_cache_and_refuses_one_of_other_images(shapes_data, ti
     cache_features(encoder, lambda a, b: pixels[::-1][a:b], names[::-1], tmp_path / "other", "VAL", prep, batch_size=4)
     with pytest.raises(ValueError, match="other"):
         make_dataset(tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "other")), "VAL", from_features=True)
+
+
+def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train_config, tmp_path):
+    """COCO entries have a `filepath` (val2014/...): the raw-input cache names its images as prepare_data.py does,
+    so training accepts it."""
+    from captioning.training import make_dataset
+
+    data_dir, base = Path(coco_style_data["data_dir"]), coco_style_data["data_name"]
+    features_module.main([*cli_args(tmp_path / "raw", "TRAIN"), "--karpathy-json", coco_style_data["karpathy_json"],
+                          "--image-dir", coco_style_data["image_dir"]])
+    features_module.main([*cli_args(tmp_path / "prepared", "TRAIN"), "--data-dir", str(data_dir), "--data-name", base])
+    prepared_names = json.loads((data_dir / f"TRAIN_NAMES_{base}.json").read_text())
+    raw, raw_names = load_cached_features(tmp_path / "raw", "TRAIN")
+    assert raw_names == prepared_names and len(raw_names) == 6 and raw_names[0].startswith("val2014/")
+    assert np.array_equal(raw, load_cached_features(tmp_path / "prepared", "TRAIN")[0])
+    config = tiny_train_config(tmp_path / "run", data_dir=str(data_dir), data_name=base,
+                               cache_dir=str(tmp_path / "raw"))
+    assert len(make_dataset(config, "TRAIN", from_features=True)) == 6
