@@ -20,7 +20,8 @@ class Hypothesis:
 
 
 @torch.no_grad()
-def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_id: int, max_len: int = 50):
+def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_id: int, max_len: int = 50,
+                  banned: tuple[int, ...] = ()):
     """Most likely word at each step. features (B, 196, C) -> list of B Hypothesis."""
     state = decoder.start(features)
     batch = features.size(0)
@@ -30,7 +31,7 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_i
     tokens, alphas = [], []
     for _ in range(max_len):
         logits, alpha, state = decoder.step(words, state)  # (B, V), (B, 196)
-        log_probs = _never_emit(torch.log_softmax(logits.float(), dim=1), start_id)  # (B, V)
+        log_probs = _never_emit(torch.log_softmax(logits.float(), dim=1), (0, start_id, *banned))  # (B, V)
         best, words = log_probs.max(dim=1)  # (B,), (B,)
         scores += best * (~finished)
         tokens.append(words)
@@ -48,10 +49,9 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_i
     return results
 
 
-def _never_emit(log_probs: torch.Tensor, start_id: int) -> torch.Tensor:
-    """<pad> (id 0) and <start> are never generated."""
-    log_probs[:, 0] = float("-inf")
-    log_probs[:, start_id] = float("-inf")
+def _never_emit(log_probs: torch.Tensor, token_ids: tuple[int, ...]) -> torch.Tensor:
+    """<pad> (id 0), <start> and any banned word (e.g. <unk>) are never generated."""
+    log_probs[:, list(token_ids)] = float("-inf")
     return log_probs
 
 
@@ -69,6 +69,7 @@ def beam_search(
     beam_size: int = 3,
     max_len: int = 50,
     length_penalty: float = 0.0,
+    banned: tuple[int, ...] = (),
 ) -> list[Hypothesis]:
     """Best caption per image among k beams; falls back to the best live beam if none ends within max_len."""
     batch, k, device = features.size(0), beam_size, features.device
@@ -85,7 +86,8 @@ def beam_search(
     for _ in range(max_len):
         logits, alpha, state = decoder.step(words, state)  # (B*k, V), (B*k, 196)
         vocab = logits.size(1)
-        log_probs = _never_emit(torch.log_softmax(logits.float(), dim=1), start_id).view(batch, k, vocab)  # (B, k, V)
+        log_probs = torch.log_softmax(logits.float(), dim=1)  # (B*k, V)
+        log_probs = _never_emit(log_probs, (0, start_id, *banned)).view(batch, k, vocab)  # (B, k, V)
         candidates = (beam_scores[:, :, None] + log_probs).view(batch, k * vocab)  # (B, k*V)
         top_scores, top_ids = candidates.topk(2 * k, dim=1)  # (B, 2k) best first
         beam_ids = top_ids // vocab  # (B, 2k) integer beam index
@@ -130,9 +132,10 @@ def beam_search(
 
 
 def decode(decoder: Decoder, features: torch.Tensor, word_map: dict[str, int], beam_size: int = 3,
-           max_len: int = 50, length_penalty: float = 0.0) -> list[Hypothesis]:
+           max_len: int = 50, length_penalty: float = 0.0, allow_unk: bool = False) -> list[Hypothesis]:
     """Greedy for beam_size 1 is beam search with one beam; both are exposed for tests and speed."""
     start_id, end_id = word_map["<start>"], word_map["<end>"]
+    banned = () if allow_unk or "<unk>" not in word_map else (word_map["<unk>"],)
     if beam_size == 1 and length_penalty == 0.0:
-        return greedy_search(decoder, features, start_id, end_id, max_len)
-    return beam_search(decoder, features, start_id, end_id, beam_size, max_len, length_penalty)
+        return greedy_search(decoder, features, start_id, end_id, max_len, banned)
+    return beam_search(decoder, features, start_id, end_id, beam_size, max_len, length_penalty, banned)
