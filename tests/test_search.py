@@ -151,3 +151,14 @@ def test_captioner_caption_returns_words_and_14x14_maps(tiny_config, word_map):
     assert [c.words for c in both] == [caption.words, model.caption(images[1], beam_size=3)[0].words]
     greedy = model.caption(images[0], beam_size=1)[0]
     assert greedy.alphas.shape == (len(greedy.words), 14, 14)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_unk_is_never_emitted_unless_allowed(beam_size):
+    decoder, feats = make_decoder(4), features(3, 4)
+    decoder.fc.bias.data[19] = 50.0  # the model would love to say <unk>
+    word_map = {"<start>": START, "<end>": END, "<unk>": 19}
+    for hyp in decode(decoder, feats, word_map, beam_size=beam_size, max_len=10):
+        assert 19 not in hyp.tokens and len(hyp.tokens) > 0
+    allowed = decode(decoder, feats, word_map, beam_size=beam_size, max_len=10, allow_unk=True)
+    assert all(19 in hyp.tokens for hyp in allowed)
