@@ -49,14 +49,14 @@ class Encoder(nn.Module):
     def __init__(self, backbone: str, weights: str = "random", grid_size: int = 14):
         super().__init__()
         self.backbone = backbone
-        self.trunk = create_trunk(backbone, weights)
+        self.trunk = create_trunk(backbone, weights).to(memory_format=torch.channels_last)  # faster convs on CPU
         self.pool = nn.AdaptiveAvgPool2d((grid_size, grid_size))
         self.dim = self.trunk.num_features
         self.finetuning = False
         self.finetune(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        fmap = self.trunk(images)  # (B, C, H', W')
+        fmap = self.trunk(images.contiguous(memory_format=torch.channels_last))  # (B, C, H', W')
         fmap = self.pool(fmap)  # (B, C, 14, 14)
         return fmap.flatten(2).transpose(1, 2)  # (B, 196, C)
 

@@ -29,9 +29,10 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_i
     scores = torch.zeros(batch, device=features.device)  # (B,)
     finished = torch.zeros(batch, dtype=torch.bool, device=features.device)  # (B,)
     tokens, alphas = [], []
-    for _ in range(max_len):
+    for step in range(max_len):
         logits, alpha, state = decoder.step(words, state)  # (B, V), (B, 196)
-        log_probs = _never_emit(torch.log_softmax(logits.float(), dim=1), (0, start_id, *banned))  # (B, V)
+        never = (0, start_id, *banned, *((end_id,) if step == 0 else ()))  # no empty caption
+        log_probs = _never_emit(torch.log_softmax(logits.float(), dim=1), never)  # (B, V)
         best, words = log_probs.max(dim=1)  # (B,), (B,)
         scores += best * (~finished)
         tokens.append(words)
@@ -83,11 +84,12 @@ def beam_search(
     done = torch.zeros(batch, dtype=torch.bool)
     offsets = (torch.arange(batch, device=device) * k)[:, None]  # (B, 1)
 
-    for _ in range(max_len):
+    for step in range(max_len):
         logits, alpha, state = decoder.step(words, state)  # (B*k, V), (B*k, 196)
         vocab = logits.size(1)
         log_probs = torch.log_softmax(logits.float(), dim=1)  # (B*k, V)
-        log_probs = _never_emit(log_probs, (0, start_id, *banned)).view(batch, k, vocab)  # (B, k, V)
+        never = (0, start_id, *banned, *((end_id,) if step == 0 else ()))  # no empty caption
+        log_probs = _never_emit(log_probs, never).view(batch, k, vocab)  # (B, k, V)
         candidates = (beam_scores[:, :, None] + log_probs).view(batch, k * vocab)  # (B, k*V)
         top_scores, top_ids = candidates.topk(2 * k, dim=1)  # (B, 2k) best first
         beam_ids = top_ids // vocab  # (B, 2k) integer beam index
