@@ -1,6 +1,6 @@
 """The demo in a real browser: upload, caption, then click a word and move the slider (headless Chromium).
 
-SAVE_SCREENSHOT=docs/demo.png also saves the final page there; BROWSER_TEST_MODEL=assets/model serves a real model.
+SAVE_SCREENSHOT=docs/demo.png also saves the final page there (BROWSER_TEST_PHOTO picks the upload); BROWSER_TEST_MODEL=assets/model serves a real model.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from captioning.model import Captioner
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "assets" / "examples" / "coffee.jpg"
+EXAMPLE = Path(os.environ.get("BROWSER_TEST_PHOTO", ROOT / "assets" / "examples" / "coffee.jpg"))
 PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"  # not an example: a fresh upload
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
