@@ -25,7 +25,7 @@ from captioning.config import ModelConfig
 from captioning.data import ImageCaptions, collate_images, load_split, split_file
 from captioning.decoder import DecoderOutput
 from captioning.encoder import Encoder, default_weights, preprocessing_for
-from captioning.features import load_cached_features
+from captioning.features import cache_paths, load_cached_features
 from captioning.loss import caption_loss
 from captioning.meters import AverageMeter, topk_accuracy
 from captioning.metrics import bleu4
@@ -117,7 +117,20 @@ def make_dataset(config: TrainConfig, split: str, from_features: bool) -> ImageC
     features, names = load_cached_features(config.cache_dir, split.upper())
     if names != captions.names and len(names) == len(captions.names):
         raise ValueError(f"feature cache {config.cache_dir} was made for other {split} images than {config.data_dir}")
+    check_cache_settings(config, split)
     return ImageCaptions(captions, features=features)
+
+
+def check_cache_settings(config: TrainConfig, split: str) -> None:
+    """The cache must come from the encoder this run's model will claim (backbone, input size, bf16)."""
+    made = json.loads(cache_paths(config.cache_dir, split.upper())[1].read_text())
+    wanted = {"backbone": config.backbone, "input_size": config.input_size, "bf16": config.encoder_bf16}
+    found = {"backbone": made.get("backbone"), "input_size": made.get("preprocessing", {}).get("input_size"),
+             "bf16": made.get("bf16")}
+    wrong = [f"{k}: cache {found[k]!r} vs run {wanted[k]!r}" for k in wanted if found[k] is not None
+             and found[k] != wanted[k]]
+    if wrong:
+        raise ValueError(f"feature cache {config.cache_dir} was made with other encoder settings ({'; '.join(wrong)})")
 
 
 def make_loader(dataset: ImageCaptions, config: TrainConfig, epoch: int, shuffle: bool) -> DataLoader:
@@ -273,7 +286,7 @@ def plot_curves(run_dir: Path, history: list[dict]) -> Path:
     axes[0].legend()
     figure.tight_layout()
     path = run_dir / "training_curves.png"
-    figure.savefig(path, dpi=110)
+    atomic_write(path, lambda p: figure.savefig(p, dpi=110, format="png"))
     plt.close(figure)
     return path
 

@@ -292,3 +292,17 @@ def test_cpu_bf16_autocast_training(tiny_train_config, tmp_path, monkeypatch, re
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--ddp-rank"]:
     ddp_rank_main(sys.argv[2], sys.argv[3])
+
+
+def test_feature_cache_made_with_other_encoder_settings_is_refused(tmp_path):
+    import captioning.training as training
+    from captioning.features import cache_paths
+
+    meta = {"backbone": "tf_efficientnet_lite0", "preprocessing": {"input_size": 448}, "bf16": True}
+    cache_paths(tmp_path, "TRAIN")[1].write_text(json.dumps(meta))
+    same = training.TrainConfig(cache_dir=str(tmp_path), backbone="tf_efficientnet_lite0", input_size=448,
+                                encoder_bf16=True)
+    training.check_cache_settings(same, "train")  # matches: no error
+    other = dataclasses.replace(same, input_size=224, encoder_bf16=False)
+    with pytest.raises(ValueError, match="input_size: cache 448 vs run 224; bf16: cache True vs run False"):
+        training.check_cache_settings(other, "train")
