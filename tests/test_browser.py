@@ -1,6 +1,7 @@
 """The demo in a real browser: upload, caption, then click a word and move the slider (headless Chromium).
 
-SAVE_SCREENSHOT=docs/demo.png also saves the final page there (BROWSER_TEST_PHOTO picks the upload); BROWSER_TEST_MODEL=assets/model serves a real model.
+SAVE_SCREENSHOT=page.png also saves the final page there (BROWSER_TEST_PHOTO picks the upload);
+BROWSER_TEST_MODEL=assets/model serves a real model.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def test_training_uses_the_cache_and_refuses_one_of_other_images(shapes_data, ti
         pixels = h5["images"][:]
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     cache_features(encoder, lambda a, b: pixels[a:b], names, tmp_path / "good", "VAL", prep, batch_size=4)
-    config = tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "good"))
+    config = tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "good"), encoder_bf16=True)
     dataset = make_dataset(config, "VAL", from_features=True)
     image, captions, lengths, index = dataset[1]
     assert image.dtype == torch.float32 and image.shape == (196, encoder.dim) and index == 1
@@ -153,7 +153,8 @@ def test_training_uses_the_cache_and_refuses_one_of_other_images(shapes_data, ti
                                                           dtype=np.float32)))
     cache_features(encoder, lambda a, b: pixels[::-1][a:b], names[::-1], tmp_path / "other", "VAL", prep, batch_size=4)
     with pytest.raises(ValueError, match="other"):
-        make_dataset(tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "other")), "VAL", from_features=True)
+        make_dataset(tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "other"), encoder_bf16=True), "VAL",
+                     from_features=True)
 
 
 def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train_config, tmp_path):
@@ -170,5 +171,6 @@ def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train
     assert raw_names == prepared_names and len(raw_names) == 6 and raw_names[0].startswith("val2014/")
     assert np.array_equal(raw, load_cached_features(tmp_path / "prepared", "TRAIN")[0])
     config = tiny_train_config(tmp_path / "run", data_dir=str(data_dir), data_name=base,
-                               cache_dir=str(tmp_path / "raw"))
+                               cache_dir=str(tmp_path / "raw"), backbone=BACKBONE, input_size=INPUT_SIZE,
+                               encoder_bf16=True)
     assert len(make_dataset(config, "TRAIN", from_features=True)) == 6
