@@ -11,7 +11,32 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from captioning.preprocess import load_image, resize_square
 from captioning.vocab import decode, invert_word_map, load_word_map
+
+
+@dataclass
+class RawSplit:
+    """One split of a Karpathy-format file read straight from its images (no prepare_data.py run)."""
+
+    names: list[str]  # as prepare_data.py names them (COCO: val2014/x.jpg)
+    paths: list[Path]
+    references: list[list[str]]  # per image: its raw reference captions
+
+    def load_pixels(self, start: int, stop: int, image_size: int) -> np.ndarray:
+        """uint8 (b, 3, S, S) of images [start, stop), resized exactly as prepare_data.py stores them."""
+        return np.stack([resize_square(load_image(p), image_size) for p in self.paths[start:stop]])
+
+
+def read_raw_split(karpathy_json: str | Path, image_dir: str | Path, split: str) -> RawSplit:
+    """Images of one split in file order; restval counts as train."""
+    wanted = {"train": ("train", "restval")}.get(split.lower(), (split.lower(),))
+    entries = [e for e in json.loads(Path(karpathy_json).read_text())["images"] if e["split"] in wanted]
+    if not entries:
+        raise ValueError(f"{karpathy_json} has no {split!r} images")
+    names = [str(Path(e.get("filepath", "")) / e["filename"]) for e in entries]
+    return RawSplit(names, [Path(image_dir) / name for name in names],
+                    [[s["raw"] for s in e["sentences"]] for e in entries])
 
 
 def split_file(data_dir: str | Path, kind: str, split: str, data_name: str) -> Path:

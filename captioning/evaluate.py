@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,10 +18,11 @@ import torch
 from tqdm import tqdm
 
 from captioning.checkpoint import CheckpointError
+from captioning.data import read_raw_split
 from captioning.features import load_cached_features
 from captioning.metrics import coco_metrics
 from captioning.model import Caption, Captioner
-from captioning.preprocess import load_image, resize_square, to_model_input
+from captioning.preprocess import to_model_input
 
 
 def caption_all(model: Captioner, count: int, load_batch: Callable[[int, int], torch.Tensor], batch_size: int,
@@ -45,22 +45,6 @@ def prepared_split(data_dir: str, data_name: str, split: str, image_size: int):
     if images.shape[-1] != image_size:
         raise ValueError(f"prepared images are {images.shape[-1]} px, the model expects {image_size} px")
     return captions.names, captions.references, lambda a, b: torch.from_numpy(images[a:b])
-
-
-def raw_split(karpathy_json: str, image_dir: str, split: str, image_size: int):
-    """(names, references, pixel loader) read straight from a Karpathy-format json and its images."""
-    entries = [e for e in json.loads(Path(karpathy_json).read_text())["images"]
-               if e["split"] == split.lower() or (split.lower() == "train" and e["split"] == "restval")]
-    if not entries:
-        raise ValueError(f"{karpathy_json} has no {split!r} images")
-    paths = [Path(image_dir) / e.get("filepath", "") / e["filename"] for e in entries]
-    references = [[s["raw"] for s in e["sentences"]] for e in entries]
-
-    def load(a: int, b: int) -> torch.Tensor:
-        return torch.from_numpy(np.stack([resize_square(load_image(p), image_size) for p in paths[a:b]]))
-
-    names = [os.path.join(e.get("filepath", ""), e["filename"]) for e in entries]  # as prepare_data.py names them
-    return names, references, load
 
 
 def evaluate(model: Captioner, names: Sequence[str], references: Sequence[list[str]], load_batch, batch_size: int,
@@ -98,7 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.data_dir:
             names, references, load_batch = prepared_split(args.data_dir, args.data_name, args.split, image_size)
         elif args.karpathy_json:
-            names, references, load_batch = raw_split(args.karpathy_json, args.image_dir, args.split, image_size)
+            raw = read_raw_split(args.karpathy_json, args.image_dir, args.split)
+            names, references = raw.names, raw.references
+
+            def load_batch(a: int, b: int) -> torch.Tensor:
+                return torch.from_numpy(raw.load_pixels(a, b, image_size))  # (b, 3, S, S)
         else:
             parser.error("give --data-dir/--data-name or --karpathy-json/--image-dir")
         from_features = bool(args.cache_dir)

@@ -86,21 +86,14 @@ def load_cached_features(cache_dir: str | Path, split: str) -> tuple[np.ndarray,
     return np.load(features_path, mmap_mode="r"), progress["names"]
 
 
-def _raw_split(karpathy_json: str, image_dir: str, split: str) -> list[str]:
-    """Image paths of one Karpathy split, in file order (restval counts as train)."""
-    entries = json.loads(Path(karpathy_json).read_text())["images"]
-    wanted = {"train": ("train", "restval")}.get(split.lower(), (split.lower(),))
-    return [str(Path(image_dir) / e.get("filepath", "") / e["filename"]) for e in entries if e["split"] in wanted]
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: cache one split's encoder features from a prepared HDF5 file or from raw Karpathy-split images."""
     import argparse
 
     import h5py
 
+    from captioning.data import read_raw_split
     from captioning.encoder import default_weights, preprocessing_for
-    from captioning.preprocess import load_image, resize_square
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--split", required=True, help="TRAIN, VAL or TEST")
@@ -133,11 +126,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         def load_pixels(start: int, stop: int) -> np.ndarray:
             return images[start:stop]  # (b, 3, S, S)
     else:
-        paths = _raw_split(args.karpathy_json, args.image_dir, split)
-        names = [os.path.relpath(p, args.image_dir) for p in paths]  # as prepare_data.py names them (COCO: val2014/x)
+        raw = read_raw_split(args.karpathy_json, args.image_dir, split)
+        names = raw.names
 
         def load_pixels(start: int, stop: int) -> np.ndarray:
-            return np.stack([resize_square(load_image(p), args.image_size) for p in paths[start:stop]])  # (b, 3, S, S)
+            return raw.load_pixels(start, stop, args.image_size)  # (b, 3, S, S)
 
     prep_json = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(prep).items()}
     metadata = {"backbone": args.backbone, "weights": weights, "preprocessing": prep_json}
