@@ -115,6 +115,14 @@ def restore_torch_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def one_thread(restore_torch_threads):
+    """One torch thread for this test (steady timings on 2 cores), restored afterwards."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def coco_style_data(shapes_data, tmp_path_factory) -> dict:
     """Shapes images laid out like COCO (`image_dir/val2014/NAME`, Karpathy entries with a `filepath`), prepared

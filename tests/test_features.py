@@ -22,12 +22,7 @@ from captioning.preprocess import to_model_input
 BACKBONE, INPUT_SIZE = "tf_efficientnet_lite0", 64  # offline ImageNet weights, a fast 64 px input
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
