@@ -89,7 +89,7 @@ class TeacherForcing(nn.Module):
             features = inputs  # (N, 196, C)
         else:
             images = to_model_input(inputs, self.captioner.config.preprocessing)  # (N, 3, I, I)
-            features = self.captioner.encoder(images.to(captions.device))  # (N, 196, C)
+            features = self.captioner.encode(images.to(captions.device))  # (N, 196, C)
         output = self.captioner.decoder(features, captions, lengths, image_index)
         return output.logits, output.alphas, output.mask
 
@@ -215,7 +215,7 @@ def validate(captioner: Captioner, dataset: ImageCaptions, config: TrainConfig, 
             if from_features:
                 features = inputs  # (N, 196, C)
             else:
-                features = captioner.encoder(to_model_input(inputs, captioner.config.preprocessing))  # (N, 196, C)
+                features = captioner.encode(to_model_input(inputs, captioner.config.preprocessing))  # (N, 196, C)
             found = captioner.caption_features(features.float(), beam_size=config.val_beam_size)
         tokens = int(mask.sum())
         loss_meter.update(float(cross_entropy), tokens)
