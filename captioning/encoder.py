@@ -42,16 +42,18 @@ def create_trunk(backbone: str, weights: str = "random") -> nn.Module:
 def cut_final_pooling(trunk: nn.Module) -> None:
     """VGG ends its feature stack with a max-pool: keep the conv5 map before it (stride 16, 512 x 14 x 14 at 224
     px, as in the paper). timm's prune_intermediate_layers also drops the fc6/fc7 `pre_logits`, so no FC layer runs."""
-    taps = trunk.feature_info  # timm's list of feature maps: module name, channels, reduction
-    last = trunk.get_submodule(taps[-1]["module"])
-    if len(taps) > 1 and isinstance(last, (nn.MaxPool2d, nn.AvgPool2d)):
+    taps = getattr(trunk, "feature_info", None) or []  # timm's list of feature maps: module, channels, reduction
+    if len(taps) > 1 and isinstance(trunk.get_submodule(taps[-1]["module"]), (nn.MaxPool2d, nn.AvgPool2d)):
         trunk.prune_intermediate_layers(indices=[len(taps) - 2], prune_head=True)
         trunk.feature_info = taps[:-1]  # the pooled tap is gone; the last one left describes the trunk's output
 
 
 def trunk_reduction(trunk: nn.Module) -> int:
     """Input pixels per feature-map cell of the trunk's output (32 for most CNNs, 16 for VGG conv5 and ViT-B/16)."""
-    return int(trunk.feature_info[-1]["reduction"])
+    taps = getattr(trunk, "feature_info", None)
+    if not taps:
+        raise ValueError(f"{type(trunk).__name__} has no timm feature_info: its feature map's stride is unknown")
+    return int(taps[-1]["reduction"])
 
 
 def native_input_size(backbone: str, grid_size: int = 14) -> int:
@@ -118,7 +120,7 @@ class Encoder(nn.Module):
         self.trunk = create_trunk(backbone, weights).to(memory_format=torch.channels_last)  # faster convs on CPU
         self.pool = nn.AdaptiveAvgPool2d((grid_size, grid_size))  # the identity at the native input size
         self.dim = int(self.trunk.num_features)  # channels of forward_features (checked on every forward)
-        self.tail_names = {name for group in stage_groups(self.trunk)[-FINETUNED_STAGES:] for name in group}
+        self.tail_names: set[str] = set()  # found from timm's stage grouping when fine-tuning is first switched on
         self.finetuning = False
         self.finetune(False)
 
@@ -142,6 +144,8 @@ class Encoder(nn.Module):
     def finetune(self, enabled: bool = True) -> None:
         """Freeze the whole trunk, or unfreeze its last three stages (and the head conv/norm timm groups with them)."""
         self.finetuning = enabled
+        if enabled and not self.tail_names:
+            self.tail_names = {name for group in stage_groups(self.trunk)[-FINETUNED_STAGES:] for name in group}
         for name, parameter in self.trunk.named_parameters():
             parameter.requires_grad = enabled and name in self.tail_names
         self.train(self.training)

@@ -276,6 +276,7 @@ def test_native_input_gives_a_real_14x14_map_of_the_reported_channels(backbone, 
     with torch.device("meta"):  # the real architecture at full size, without weights or compute
         encoder = Encoder(backbone)
         fmap = encoder.feature_map(torch.empty(1, 3, native, native))
+        encoder.finetune(True)
     assert encoder.dim == dim
     assert fmap.shape == (1, dim, 14, 14)
     assert _tail_is(encoder, tail)
