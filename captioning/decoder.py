@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioning.attention import Attention
+from captioning.step_linear import StepLinear
 
 
 @dataclass
@@ -24,10 +25,10 @@ class DecoderOutput:
 class StepWeights:
     """The weights one decoding step uses, stacked and cast to the compute dtype once per forward or search."""
 
-    from_hidden: torch.Tensor  # (A + C, D) rows: attention.decoder_att, f_beta (both read h_{t-1})
+    from_hidden: StepLinear  # (A + C, D) rows: attention.decoder_att, f_beta (both read h_{t-1})
     from_hidden_bias: torch.Tensor  # (A + C,)
     word: torch.Tensor  # (4D, E) the word columns of lstm.weight_ih
-    recurrent: torch.Tensor  # (4D, C + D) [context columns of lstm.weight_ih | lstm.weight_hh]
+    recurrent: StepLinear  # (4D, C + D) [context columns of lstm.weight_ih | lstm.weight_hh]
     bias: torch.Tensor  # (4D,) lstm.bias_ih + lstm.bias_hh
     attention_dim: int  # A: where from_hidden's rows split
 
@@ -37,7 +38,7 @@ class StepWeights:
 
     def project_hidden(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Everything read from h_{t-1} before the cell, in one GEMM: attention's W_h h and the gate's f_beta(h)."""
-        both = F.linear(hidden.to(self.from_hidden.dtype), self.from_hidden, self.from_hidden_bias)  # (B, A + C)
+        both = self.from_hidden(hidden.to(self.bias.dtype)) + self.from_hidden_bias  # (B, A + C)
         att2, gate = both.split([self.attention_dim, both.size(1) - self.attention_dim], dim=1)  # (B, A), (B, C)
         return att2, gate
 
@@ -69,7 +70,7 @@ def lstm_cell(word_gates: torch.Tensor, context: torch.Tensor, hidden: torch.Ten
     """One LSTMCell update on input [E y; z] and state (h, c) -> new (h, c). word_gates = W_e E y + b (B, 4D),
     context = the gated attention context z (B, C); hard attention and sampling reuse it unchanged."""
     inputs = torch.cat([context, hidden.to(context.dtype)], dim=1)  # (B, C + D)
-    gates = word_gates + F.linear(inputs, weights.recurrent)  # (B, 4D)
+    gates = word_gates + weights.recurrent(inputs)  # (B, 4D)
     i, f, g, o = gates.float().chunk(4, dim=1)  # 4 x (B, D) i, f, g, o as in nn.LSTMCell; fp32 under autocast
     cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)  # (B, D)
     hidden = torch.sigmoid(o) * torch.tanh(cell)  # (B, D)
@@ -118,13 +119,14 @@ class Decoder(nn.Module):
         self.embedding.weight.requires_grad = enabled
 
     def step_weights(self, dtype: torch.dtype) -> StepWeights:
-        """The per-step weights stacked (two GEMMs per step instead of five) and cast to dtype, once."""
+        """The per-step weights stacked (two GEMMs per step instead of five), cast to dtype once, and with their
+        gradients computed once for all steps (StepLinear)."""
         embed_weight, context_weight = self.lstm.weight_ih.split([self.embed_dim, self.f_beta.out_features], dim=1)
         return StepWeights(
-            from_hidden=torch.cat([self.attention.decoder_att.weight, self.f_beta.weight]).to(dtype),  # (A + C, D)
+            from_hidden=StepLinear(torch.cat([self.attention.decoder_att.weight, self.f_beta.weight]).to(dtype)),
             from_hidden_bias=torch.cat([self.attention.decoder_att.bias, self.f_beta.bias]).to(dtype),  # (A + C,)
             word=embed_weight.to(dtype),  # (4D, E)
-            recurrent=torch.cat([context_weight, self.lstm.weight_hh], dim=1).to(dtype),  # (4D, C + D)
+            recurrent=StepLinear(torch.cat([context_weight, self.lstm.weight_hh], dim=1).to(dtype)),
             bias=(self.lstm.bias_ih + self.lstm.bias_hh).to(dtype),  # (4D,)
             attention_dim=self.attention.decoder_att.out_features,
         )
@@ -174,12 +176,14 @@ class Decoder(nn.Module):
         mask = decode_lengths[:, None] > torch.arange(steps, device=captions.device)  # (B, L)
         active = mask.sum(dim=0).tolist()  # rows still decoding at each step
 
-        word_gates = state.weights.word_gates(self.embedding(captions[order, :steps]))  # (B, L, 4D) in one GEMM
+        # The word half of the LSTM input for all steps in one GEMM, time-major so that unbind (one backward
+        # node) hands each step its slice rather than a full-size zero-padded gradient per step.
+        word_gates = state.weights.word_gates(self.embedding(captions[order, :steps].t()))  # (L, B, 4D)
         hiddens, alphas = [], []
-        for t, rows in enumerate(active):
+        for rows, step_word_gates in zip(active, word_gates.unbind(0)):  # (B, 4D) per step
             if rows < state.hidden.size(0):  # finished captions drop out of the (sorted) batch
                 state = state.first(rows)
-            alpha, state = self.attend_and_update(word_gates[:rows, t], state)  # (b, 196)
+            alpha, state = self.attend_and_update(step_word_gates[:rows], state)  # (b, 196)
             hiddens.append(state.hidden)
             alphas.append(alpha)
 
