@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioning.attention import Attention
+from captioning.step_linear import StepLinear
 
 
 @dataclass
@@ -21,22 +22,56 @@ class DecoderOutput:
 
 
 @dataclass
+class StepWeights:
+    """The weights one decoding step uses, stacked and cast to the compute dtype once per forward or search."""
+
+    from_hidden: StepLinear  # (A + C, D) rows: attention.decoder_att, f_beta (both read h_{t-1})
+    from_hidden_bias: torch.Tensor  # (A + C,)
+    word: torch.Tensor  # (4D, E) the word columns of lstm.weight_ih
+    recurrent: StepLinear  # (4D, C + D) [context columns of lstm.weight_ih | lstm.weight_hh]
+    bias: torch.Tensor  # (4D,) lstm.bias_ih + lstm.bias_hh
+    attention_dim: int  # A: where from_hidden's rows split
+
+    def word_gates(self, embedded: torch.Tensor) -> torch.Tensor:
+        """The word half of the LSTM pre-activations, W_e E y + b (..., E) -> (..., 4D); for all steps at once."""
+        return F.linear(embedded.to(self.word.dtype), self.word, self.bias)  # (..., 4D)
+
+    def project_hidden(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Everything read from h_{t-1} before the cell, in one GEMM: attention's W_h h and the gate's f_beta(h)."""
+        both = self.from_hidden(hidden.to(self.bias.dtype)) + self.from_hidden_bias  # (B, A + C)
+        att2, gate = both.split([self.attention_dim, both.size(1) - self.attention_dim], dim=1)  # (B, A), (B, C)
+        return att2, gate
+
+
+@dataclass
 class DecoderState:
-    """Per-image tensors computed once before decoding, plus the recurrent state."""
+    """Per-image tensors and step weights computed once before decoding, plus the recurrent state."""
 
     features: torch.Tensor  # (B, 196, C)
     image_projection: torch.Tensor  # (B, 196, A)
     hidden: torch.Tensor  # (B, D)
     cell: torch.Tensor  # (B, D)
+    weights: StepWeights
 
     def select(self, index: torch.Tensor) -> DecoderState:
         """Rows picked (and possibly repeated) by index, e.g. to expand images into beams."""
-        return DecoderState(self.features[index], self.image_projection[index], self.hidden[index], self.cell[index])
+        return self.rows(self.features[index], self.image_projection[index], self.hidden[index], self.cell[index])
+
+    def first(self, rows: int) -> DecoderState:
+        """The first rows only: in length-sorted teacher forcing, the captions still decoding."""
+        return self.rows(self.features[:rows], self.image_projection[:rows], self.hidden[:rows], self.cell[:rows])
+
+    def rows(self, features, image_projection, hidden, cell) -> DecoderState:
+        return DecoderState(features, image_projection, hidden, cell, self.weights)
 
 
-def lstm_pointwise(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """nn.LSTMCell's update from pre-activations (i, f, g, o order), kept in fp32 under autocast."""
-    i, f, g, o = gates.float().chunk(4, dim=1)  # 4 x (B, D)
+def lstm_cell(word_gates: torch.Tensor, context: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor,
+              weights: StepWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTMCell update on input [E y; z] and state (h, c) -> new (h, c). word_gates = W_e E y + b (B, 4D),
+    context = the gated attention context z (B, C); hard attention and sampling reuse it unchanged."""
+    inputs = torch.cat([context, hidden.to(context.dtype)], dim=1)  # (B, C + D)
+    gates = word_gates + weights.recurrent(inputs)  # (B, 4D)
+    i, f, g, o = gates.float().chunk(4, dim=1)  # 4 x (B, D) i, f, g, o as in nn.LSTMCell; fp32 under autocast
     cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)  # (B, D)
     hidden = torch.sigmoid(o) * torch.tanh(cell)  # (B, D)
     return hidden, cell
@@ -83,28 +118,43 @@ class Decoder(nn.Module):
         """Train the embedding table (default) or keep it fixed, e.g. for pretrained vectors."""
         self.embedding.weight.requires_grad = enabled
 
+    def step_weights(self, dtype: torch.dtype) -> StepWeights:
+        """The per-step weights stacked (two GEMMs per step instead of five), cast to dtype once, and with their
+        gradients computed once for all steps (StepLinear)."""
+        embed_weight, context_weight = self.lstm.weight_ih.split([self.embed_dim, self.f_beta.out_features], dim=1)
+        return StepWeights(
+            from_hidden=StepLinear(torch.cat([self.attention.decoder_att.weight, self.f_beta.weight]).to(dtype)),
+            from_hidden_bias=torch.cat([self.attention.decoder_att.bias, self.f_beta.bias]).to(dtype),  # (A + C,)
+            word=embed_weight.to(dtype),  # (4D, E)
+            recurrent=StepLinear(torch.cat([context_weight, self.lstm.weight_hh], dim=1).to(dtype)),
+            bias=(self.lstm.bias_ih + self.lstm.bias_hh).to(dtype),  # (4D,)
+            attention_dim=self.attention.decoder_att.out_features,
+        )
+
     def start(self, features: torch.Tensor) -> DecoderState:
         """Once per image: attention projection and h0, c0 from the mean annotation through two MLPs."""
         mean = features.mean(dim=1)  # (N, C)
         image_projection = self.attention.project_image(features)  # (N, 196, A) bf16 under autocast
-        features = features.to(image_projection.dtype)  # (N, 196, C) cast once, not at every step
-        return DecoderState(features, image_projection, self.init_h(mean).float(), self.init_c(mean).float())
+        dtype = image_projection.dtype  # the compute dtype: bf16 under autocast
+        features = features.to(dtype)  # (N, 196, C) cast once, not at every step
+        h0, c0 = self.init_h(mean).float(), self.init_c(mean).float()  # (N, D), (N, D)
+        return DecoderState(features, image_projection, h0, c0, self.step_weights(dtype))
+
+    def attend_and_update(self, word_gates: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """The recurrence for one step, shared by teacher forcing and search: attend from h_{t-1}, gate the
+        context, update the LSTM. word_gates (B, 4D) -> alpha (B, 196), next state."""
+        att2, gate = state.weights.project_hidden(state.hidden)  # (B, A), (B, C)
+        context, alpha = self.attention.attend(state.features, state.image_projection, att2)  # (B, C), (B, 196)
+        gated = torch.sigmoid(gate) * context  # (B, C)
+        hidden, cell = lstm_cell(word_gates, gated, state.hidden, state.cell, state.weights)  # (B, D), (B, D)
+        return alpha, state.rows(state.features, state.image_projection, hidden, cell)
 
     def step(self, words: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
         """One word for each row: words (B,) -> logits (B, V), alpha (B, 196), next state."""
-        embedded = self.embedding(words)  # (B, E)
-        context, alpha = self.attention(state.features, state.image_projection, state.hidden)  # (B, C), (B, 196)
-        gate = torch.sigmoid(self.f_beta(state.hidden))  # (B, C)
-        gates = self.lstm_gates(embedded, gate * context, state.hidden)  # (B, 4D)
-        hidden, cell = lstm_pointwise(gates, state.cell)  # (B, D), (B, D)
-        logits = self.fc(self.dropout(hidden))  # (B, V)
-        return logits, alpha, DecoderState(state.features, state.image_projection, hidden, cell)
-
-    def lstm_gates(self, embedded: torch.Tensor, context: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """LSTMCell pre-activations for input [E y; z] (B, E + C) and state h (B, D)."""
-        x = torch.cat([embedded.to(context.dtype), context], dim=1)  # (B, E + C)
-        bias = self.lstm.bias_ih + self.lstm.bias_hh  # (4D,)
-        return F.linear(x, self.lstm.weight_ih, bias) + F.linear(hidden, self.lstm.weight_hh)  # (B, 4D)
+        word_gates = state.weights.word_gates(self.embedding(words))  # (B, 4D)
+        alpha, state = self.attend_and_update(word_gates, state)  # (B, 196)
+        logits = self.fc(self.dropout(state.hidden))  # (B, V)
+        return logits, alpha, state
 
     def forward(
         self,
@@ -126,30 +176,15 @@ class Decoder(nn.Module):
         mask = decode_lengths[:, None] > torch.arange(steps, device=captions.device)  # (B, L)
         active = mask.sum(dim=0).tolist()  # rows still decoding at each step
 
-        embedded = self.embedding(captions[order, :steps])  # (B, L, E)
-        embed_weight, context_weight = self.lstm.weight_ih.split([self.embed_dim, features.size(2)], dim=1)
-        context_weight = context_weight.to(state.image_projection.dtype)  # (4D, C) cast once per forward
-        word_gates = F.linear(embedded, embed_weight, self.lstm.bias_ih + self.lstm.bias_hh)  # (B, L, 4D)
-
-        # Everything computed from h at each step in one GEMM: decoder_att(h), f_beta(h) and W_hh h.
-        hidden_weight = torch.cat([self.attention.decoder_att.weight, self.f_beta.weight, self.lstm.weight_hh])
-        hidden_bias = torch.cat([self.attention.decoder_att.bias, self.f_beta.bias, self.lstm.bias_hh.new_zeros(
-            self.lstm.weight_hh.size(0))])  # (A + C + 4D,)
-        hidden_weight = hidden_weight.to(state.image_projection.dtype)  # (A + C + 4D, D)
-        splits = [self.attention.decoder_att.out_features, self.f_beta.out_features, self.lstm.weight_hh.size(0)]
-
-        hidden, cell = state.hidden, state.cell  # (B, D), (B, D)
+        # The word half of the LSTM input for all steps in one GEMM, time-major so that unbind (one backward
+        # node) hands each step its slice rather than a full-size zero-padded gradient per step.
+        word_gates = state.weights.word_gates(self.embedding(captions[order, :steps].t()))  # (L, B, 4D)
         hiddens, alphas = [], []
-        for t, rows in enumerate(active):
-            if rows < hidden.size(0):  # finished captions drop out of the (sorted) batch
-                hidden, cell = hidden[:rows], cell[:rows]  # (b, D)
-                state = DecoderState(state.features[:rows], state.image_projection[:rows], hidden, cell)
-            att2, gate, recurrent = F.linear(hidden, hidden_weight, hidden_bias).split(splits, dim=1)  # (b, A|C|4D)
-            context, alpha = self.attention.attend(state.features, state.image_projection, att2)  # (b, C), (b, 196)
-            gated = torch.sigmoid(gate) * context  # (b, C)
-            gates = word_gates[:rows, t] + F.linear(gated, context_weight) + recurrent  # (b, 4D)
-            hidden, cell = lstm_pointwise(gates, cell)  # (b, D), (b, D)
-            hiddens.append(hidden)
+        for rows, step_word_gates in zip(active, word_gates.unbind(0)):  # (B, 4D) per step
+            if rows < state.hidden.size(0):  # finished captions drop out of the (sorted) batch
+                state = state.first(rows)
+            alpha, state = self.attend_and_update(step_word_gates[:rows], state)  # (b, 196)
+            hiddens.append(state.hidden)
             alphas.append(alpha)
 
         packed_hidden = torch.cat(hiddens)  # (sum active, D) in time-major order

@@ -17,8 +17,6 @@ from captioning.encoder import Encoder
 from captioning.preprocess import preprocess_image
 from captioning.search import Hypothesis, decode
 
-SPECIAL_WORDS = ("<pad>", "<start>", "<end>")
-
 
 @dataclass
 class Caption:

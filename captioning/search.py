@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from captioning.decoder import Decoder
+from captioning.decoder import Decoder, DecoderState
+from captioning.vocab import PAD_ID, special_ids
 
 
 @dataclass
@@ -19,9 +20,27 @@ class Hypothesis:
     complete: bool = True  # False when max_len was reached before <end>
 
 
+def next_word_log_probs(decoder: Decoder, words: torch.Tensor, state: DecoderState, step: int, start_id: int,
+                        end_id: int, banned: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+    """One decoder step scored for search: words (R,) -> log p(next word) (R, V) fp32, alpha (R, 196) fp32, state.
+    <pad>, <start> and banned words (e.g. <unk>) are never emitted, nor <end> first (no empty caption)."""
+    logits, alpha, state = decoder.step(words, state)  # (R, V), (R, 196)
+    log_probs = torch.log_softmax(logits.float(), dim=1)  # (R, V)
+    never = [PAD_ID, start_id, *banned, *([end_id] if step == 0 else [])]
+    log_probs[:, never] = float("-inf")
+    return log_probs, alpha.float(), state
+
+
+def to_hypothesis(tokens: list[int], alphas: torch.Tensor, score: float, end_id: int) -> Hypothesis:
+    """A decoded row as a caption: the words before the first <end> (all of them, incomplete, if none)."""
+    complete = end_id in tokens
+    n = tokens.index(end_id) if complete else len(tokens)
+    return Hypothesis(tokens[:n], alphas[:n].cpu(), score, complete)  # alphas (n, 196)
+
+
 @torch.no_grad()
 def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_id: int, max_len: int = 50,
-                  banned: tuple[int, ...] = ()):
+                  banned: tuple[int, ...] = ()) -> list[Hypothesis]:
     """Most likely word at each step. features (B, 196, C) -> list of B Hypothesis."""
     state = decoder.start(features)
     batch = features.size(0)
@@ -30,35 +49,22 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_i
     finished = torch.zeros(batch, dtype=torch.bool, device=features.device)  # (B,)
     tokens, alphas = [], []
     for step in range(max_len):
-        logits, alpha, state = decoder.step(words, state)  # (B, V), (B, 196)
-        never = (0, start_id, *banned, *((end_id,) if step == 0 else ()))  # no empty caption
-        log_probs = _never_emit(torch.log_softmax(logits.float(), dim=1), never)  # (B, V)
+        log_probs, alpha, state = next_word_log_probs(decoder, words, state, step, start_id, end_id, banned)
         best, words = log_probs.max(dim=1)  # (B,), (B,)
         scores += best * (~finished)
         tokens.append(words)
-        alphas.append(alpha.float())
+        alphas.append(alpha)
         finished |= words == end_id
         if finished.all():
             break
     tokens = torch.stack(tokens, dim=1).tolist()  # (B, steps)
     alphas = torch.stack(alphas, dim=1)  # (B, steps, 196)
-    results = []
-    for b in range(batch):
-        complete = end_id in tokens[b]
-        n = tokens[b].index(end_id) if complete else len(tokens[b])
-        results.append(Hypothesis(tokens[b][:n], alphas[b, :n].cpu(), float(scores[b]), complete))
-    return results
+    return [to_hypothesis(tokens[b], alphas[b], float(scores[b]), end_id) for b in range(batch)]
 
 
-def _never_emit(log_probs: torch.Tensor, token_ids: tuple[int, ...]) -> torch.Tensor:
-    """<pad> (id 0), <start> and any banned word (e.g. <unk>) are never generated."""
-    log_probs[:, list(token_ids)] = float("-inf")
-    return log_probs
-
-
-def _normalised(score: float, length: int, length_penalty: float) -> float:
-    """Log-probability divided by length**penalty (0 = plain log-probability)."""
-    return score / max(length, 1) ** length_penalty
+def _normalised(hypothesis: Hypothesis, length_penalty: float) -> float:
+    """Log-probability divided by (words + <end>)**penalty (0 = plain log-probability)."""
+    return hypothesis.score / max(len(hypothesis.tokens) + 1, 1) ** length_penalty
 
 
 @torch.no_grad()
@@ -81,63 +87,55 @@ def beam_search(
     history = torch.zeros(batch * k, 0, dtype=torch.long, device=device)  # (B*k, t)
     alpha_history = torch.zeros(batch * k, 0, features.size(1), device=device)  # (B*k, t, 196)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    done = torch.zeros(batch, dtype=torch.bool)
     offsets = (torch.arange(batch, device=device) * k)[:, None]  # (B, 1)
 
     for step in range(max_len):
-        logits, alpha, state = decoder.step(words, state)  # (B*k, V), (B*k, 196)
-        vocab = logits.size(1)
-        log_probs = torch.log_softmax(logits.float(), dim=1)  # (B*k, V)
-        never = (0, start_id, *banned, *((end_id,) if step == 0 else ()))  # no empty caption
-        log_probs = _never_emit(log_probs, never).view(batch, k, vocab)  # (B, k, V)
-        candidates = (beam_scores[:, :, None] + log_probs).view(batch, k * vocab)  # (B, k*V)
+        log_probs, alpha, state = next_word_log_probs(decoder, words, state, step, start_id, end_id, banned)
+        vocab = log_probs.size(1)
+        candidates = (beam_scores[:, :, None] + log_probs.view(batch, k, vocab)).view(batch, k * vocab)  # (B, k*V)
         top_scores, top_ids = candidates.topk(2 * k, dim=1)  # (B, 2k) best first
         beam_ids = top_ids // vocab  # (B, 2k) integer beam index
         word_ids = top_ids % vocab  # (B, 2k)
         is_end = word_ids == end_id  # (B, 2k)
-        alpha_all = torch.cat([alpha_history, alpha.float()[:, None]], dim=1)  # (B*k, t+1, 196)
+        alpha_all = torch.cat([alpha_history, alpha[:, None]], dim=1)  # (B*k, t+1, 196)
 
+        # Candidates ending among the k best are finished captions (until an image has k of them).
+        still_open = [len(pool) < k for pool in finished]  # (B,) images with fewer than k finished captions
         end_rows, end_cols = torch.nonzero(is_end & (torch.arange(2 * k, device=device) < k), as_tuple=True)
         for b, j in zip(end_rows.tolist(), end_cols.tolist()):
-            if done[b] or top_scores[b, j] == float("-inf"):
-                continue
-            row = b * k + int(beam_ids[b, j])
-            score = float(top_scores[b, j])
-            finished[b].append(Hypothesis(history[row].tolist(), alpha_all[row, :-1].cpu(), score))
+            if still_open[b] and top_scores[b, j] > float("-inf"):
+                row = b * k + int(beam_ids[b, j])
+                ended = [*history[row].tolist(), end_id]
+                finished[b].append(to_hypothesis(ended, alpha_all[row], float(top_scores[b, j]), end_id))
 
         # The k best candidates that do not end become the next beams.
         live_rank = torch.cumsum(~is_end, dim=1) - 1  # (B, 2k)
         keep = ~is_end & (live_rank < k)  # (B, 2k) exactly k per image
-        next_beams = beam_ids[keep].view(batch, k)  # (B, k)
         next_words = word_ids[keep].view(batch, k)  # (B, k)
         beam_scores = top_scores[keep].view(batch, k)  # (B, k)
-        rows = (offsets + next_beams).view(-1)  # (B*k,)
+        rows = (offsets + beam_ids[keep].view(batch, k)).view(-1)  # (B*k,)
         history = torch.cat([history[rows], next_words.view(-1, 1)], dim=1)  # (B*k, t+1)
         alpha_history = alpha_all[rows]  # (B*k, t+1, 196)
         state = state.select(rows)
         words = next_words.view(-1)  # (B*k,)
-
-        for b in range(batch):
-            if not done[b] and len(finished[b]) >= k:
-                done[b] = True
-        if bool(done.all()):
+        if all(len(pool) >= k for pool in finished):
             break
 
     results = []
     for b in range(batch):
-        pool = list(finished[b])
+        pool = finished[b]
         if not pool:  # no beam emitted <end> within max_len: best live beam
             row = b * k + int(beam_scores[b].argmax())
-            pool = [Hypothesis(history[row].tolist(), alpha_history[row].cpu(), float(beam_scores[b].max()), False)]
-        results.append(max(pool, key=lambda h: _normalised(h.score, len(h.tokens) + 1, length_penalty)))
+            pool = [to_hypothesis(history[row].tolist(), alpha_history[row], float(beam_scores[b].max()), end_id)]
+        results.append(max(pool, key=lambda h: _normalised(h, length_penalty)))
     return results
 
 
 def decode(decoder: Decoder, features: torch.Tensor, word_map: dict[str, int], beam_size: int = 3,
            max_len: int = 50, length_penalty: float = 0.0, allow_unk: bool = False) -> list[Hypothesis]:
     """Greedy for beam_size 1 is beam search with one beam; both are exposed for tests and speed."""
-    start_id, end_id = word_map["<start>"], word_map["<end>"]
-    banned = () if allow_unk or "<unk>" not in word_map else (word_map["<unk>"],)
+    ids = special_ids(word_map)
+    banned = () if allow_unk or ids.unk is None else (ids.unk,)
     if beam_size == 1 and length_penalty == 0.0:
-        return greedy_search(decoder, features, start_id, end_id, max_len, banned)
-    return beam_search(decoder, features, start_id, end_id, beam_size, max_len, length_penalty, banned)
+        return greedy_search(decoder, features, ids.start, ids.end, max_len, banned)
+    return beam_search(decoder, features, ids.start, ids.end, beam_size, max_len, length_penalty, banned)

@@ -159,7 +159,7 @@ def make_optimizer(captioner: Captioner, config: TrainConfig) -> torch.optim.Ada
     encoder_params = [p for p in captioner.encoder.parameters() if p.requires_grad]
     if encoder_params:
         groups.append({"params": encoder_params, "lr": config.encoder_lr})
-    return torch.optim.Adam(groups)
+    return torch.optim.Adam(groups, fused=True)  # one kernel per parameter instead of ~10 ops (issue 13)
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: TrainConfig, device, epoch: int) -> dict:
@@ -181,7 +181,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: Tra
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
+            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip,
+                                     foreach=True)
         optimizer.step()
         tokens = int(mask.sum())
         targets = captions[:, 1 : mask.size(1) + 1][mask]  # (n_tokens,)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from captioning.attention import Attention
-from captioning.decoder import Decoder
+from captioning.decoder import Decoder, DecoderOutput
 from captioning.loss import caption_loss
 
 V, C, START, END = 20, 24, 17, 18  # ids 1..16 are words, 0 is <pad>
@@ -103,6 +103,41 @@ def test_teacher_forcing_equals_step_by_step_on_real_positions():
     assert torch.count_nonzero(out.alphas[pad]) == 0
     assert torch.count_nonzero(out.logits[pad]) == 0
     assert torch.allclose(out.alphas[out.mask].sum(dim=1), torch.ones(int(out.mask.sum())), atol=1e-5)
+
+
+def plain_reference(decoder: Decoder, feats: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor):
+    """Teacher forcing written the plain way from the decoder's modules (nn.LSTMCell, Attention.forward), all
+    captions for all steps, no sorting or fusion: logits (B, L, V), alphas (B, L, 196), mask (B, L)."""
+    steps = int(lengths.max()) - 1
+    hidden, cell = decoder.init_h(feats.mean(dim=1)), decoder.init_c(feats.mean(dim=1))
+    projection = decoder.attention.project_image(feats)
+    logits, alphas = [], []
+    for t in range(steps):
+        context, alpha = decoder.attention(feats, projection, hidden)
+        gated = torch.sigmoid(decoder.f_beta(hidden)) * context
+        hidden, cell = decoder.lstm(torch.cat([decoder.embedding(captions[:, t]), gated], dim=1), (hidden, cell))
+        logits.append(decoder.fc(decoder.dropout(hidden)))
+        alphas.append(alpha)
+    mask = (lengths - 1)[:, None] > torch.arange(steps)
+    return torch.stack(logits, 1) * mask[..., None], torch.stack(alphas, 1) * mask[..., None], mask
+
+
+def test_teacher_forcing_loss_and_gradients_equal_the_plain_per_step_reference():
+    decoder = make_decoder().eval()
+    captions, lengths = make_batch([7, 4, 9, 2, 5, 9])
+    feats = features(6)
+    out = decoder(feats, captions, lengths)
+    loss = caption_loss(out, captions, attention_penalty=1.0)[0]
+    grads = torch.autograd.grad(loss, list(decoder.parameters()))
+    reference = DecoderOutput(*plain_reference(decoder, feats, captions, lengths))
+    reference_loss = caption_loss(reference, captions, attention_penalty=1.0)[0]
+    reference_grads = torch.autograd.grad(reference_loss, list(decoder.parameters()))
+    assert torch.equal(out.mask, reference.mask)
+    assert torch.allclose(out.logits, reference.logits, atol=1e-5)
+    assert loss.item() == pytest.approx(reference_loss.item(), abs=1e-5)
+    for (name, _), grad, expected in zip(decoder.named_parameters(), grads, reference_grads, strict=True):
+        assert torch.allclose(grad, expected, atol=1e-6, rtol=1e-4), name
+    assert all(grad.abs().sum() > 0 for grad in grads)  # every parameter, incl. W_hh and f_beta, is trained
 
 
 def test_caption_loss_cross_entropy_and_penalty_by_hand():

@@ -3,6 +3,8 @@ per-word attention, no <end> within max_len, length normalisation, never <pad>/<
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from PIL import Image
 from captioning.decoder import Decoder
 from captioning.model import Caption, Captioner
 from captioning.search import beam_search, decode, greedy_search
+from captioning.vocab import SpecialIds, build_word_map, special_ids
 
 V, C, START, END = 20, 24, 17, 18  # 0 is <pad>, 1..16 words, 19 <unk>
 SEEDS = range(6)
@@ -162,3 +165,11 @@ def test_unk_is_never_emitted_unless_allowed(beam_size):
         assert 19 not in hyp.tokens and len(hyp.tokens) > 0
     allowed = decode(decoder, feats, word_map, beam_size=beam_size, max_len=10, allow_unk=True)
     assert all(19 in hyp.tokens for hyp in allowed)
+
+
+def test_special_ids_come_from_the_word_map():
+    word_map = build_word_map(Counter({"a": 5, "dog": 5, "<end>": 9}), min_word_freq=1)
+    ids = special_ids(word_map)
+    assert ids == SpecialIds(start=word_map["<start>"], end=word_map["<end>"], pad=0, unk=word_map["<unk>"])
+    assert len({ids.start, ids.end, ids.pad, ids.unk}) == 4
+    assert special_ids({"<start>": START, "<end>": END}) == SpecialIds(START, END, pad=0, unk=None)
