@@ -23,7 +23,7 @@ import numpy as np
 from gradio import processing_utils
 from PIL import Image, UnidentifiedImageError
 
-from captioning.checkpoint import CheckpointError
+from captioning.checkpoint import CheckpointError, atomic_write
 from captioning.model import Caption, Captioner
 from captioning.preprocess import UPLOAD_FORMATS, ImageTooLargeError, load_image
 from captioning.visualize import DISPLAY_MAX_SIDE, attention_heatmap, display_image, overlay, render_word_overlays
@@ -79,21 +79,11 @@ def cache_image(image: Image.Image, cache_dir: str | None = None) -> str:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG")  # Gradio's format="jpeg" encoding (Pillow's default quality)
     payload = buffer.getvalue()
-    directory = Path(cache_dir or gr.utils.get_upload_folder()) / hashlib.sha256(payload).hexdigest()
-    path = directory / "image.jpeg"
+    path = Path(cache_dir or gr.utils.get_upload_folder()) / hashlib.sha256(payload).hexdigest() / "image.jpeg"
     try:
         os.utime(path)  # handed out again: restart its delete_cache clock (Gradio ages cache files by ctime)
-        return str(path)
     except FileNotFoundError:
-        pass
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".part", delete=False) as part:
-        try:
-            part.write(payload)
-        except BaseException:
-            Path(part.name).unlink(missing_ok=True)
-            raise
-    os.replace(part.name, path)
+        atomic_write(path, lambda part: part.write_bytes(payload))
     return str(path)
 
 
@@ -194,6 +184,52 @@ def photo_input(**kwargs) -> gr.Image:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# event handlers: plain functions (the model is bound with functools.partial in build_demo), testable without a server
+
+
+def caption_image(captioner: Captioner, default_beam: int, path: str | None, beam: float | None = None):
+    """Run the model once; return the caption first, then everything the word views need."""
+    if not path:
+        raise gr.Error("Please upload an image first.")
+    try:
+        image = load_image(path, formats=UPLOAD_FORMATS)  # pixel limit checked before decoding
+    except Exception as error:  # not an image, truncated, too many pixels, out of memory
+        log.info("refused upload %s: %s: %s", path, type(error).__name__, error)
+        raise gr.Error(image_error_message(error)) from None
+    try:
+        caption = captioner.caption(image, beam_size=beam_width(beam, default_beam))[0]
+    except Exception:
+        log.exception("captioning failed for %s", path)
+        raise gr.Error("The model could not caption this image. Please try another one.") from None
+    shown = display_image(image)
+    data = caption_data(caption, shown)
+    if not caption.words:
+        return "(the model produced an empty caption)", [], cache_image(shown), [], data
+    heatmap = overlay(shown, attention_heatmap(caption.alphas[0], shown.size))
+    tiles = render_word_overlays(shown, caption, max_side=GALLERY_SIDE)  # small tiles: cheap to draw and send
+    gallery = [(cache_image(tile), f"{i}: {word}") for i, (tile, word) in enumerate(zip(tiles, caption.words))]
+    return caption.text, word_chips(caption.words, 0), cache_image(heatmap), gallery, data
+
+
+def step(index: float, data: dict | None):
+    """Show word `index`: heatmap + chips, from the hidden JSON (no model call)."""
+    heatmap, chips = render_step(data, index)
+    return cache_image(heatmap), chips
+
+
+def fit_slider(data: dict | None):
+    """New caption (button or example): the slider spans its words and starts at the first."""
+    n_words = len(data.get("words") or []) if isinstance(data, dict) else 0
+    return gr.update(maximum=max(n_words - 1, 1), value=0)
+
+
+def select_word(data: dict | None, event: gr.SelectData):
+    """A word chip or a gallery tile was clicked: show that word and move the slider to it."""
+    heatmap, chips = render_step(data, event.index)
+    return cache_image(heatmap), chips, word_index(event.index, len(data["words"]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # the page
 
 
@@ -205,45 +241,7 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
                examples: list[str] | None = None, cache_examples: bool | str = "lazy") -> gr.Blocks:
     """The Blocks app around a loaded captioner. cache_examples: True (at launch), "lazy" (on first use) or False."""
     examples = example_paths() if examples is None else examples
-
-    def caption_image(path: str | None, beam: float = beam_size):
-        """Run the model once; return the caption first, then everything the word views need."""
-        if not path:
-            raise gr.Error("Please upload an image first.")
-        try:
-            image = load_image(path, formats=UPLOAD_FORMATS)  # pixel limit checked before decoding
-        except Exception as error:  # not an image, truncated, too many pixels, out of memory
-            log.info("refused upload %s: %s: %s", path, type(error).__name__, error)
-            raise gr.Error(image_error_message(error)) from None
-        try:
-            caption = captioner.caption(image, beam_size=beam_width(beam, beam_size))[0]
-        except Exception:
-            log.exception("captioning failed for %s", path)
-            raise gr.Error("The model could not caption this image. Please try another one.") from None
-        shown = display_image(image)
-        data = caption_data(caption, shown)
-        if not caption.words:
-            return "(the model produced an empty caption)", [], cache_image(shown), [], data
-        heatmap = overlay(shown, attention_heatmap(caption.alphas[0], shown.size))
-        tiles = render_word_overlays(shown, caption, max_side=GALLERY_SIDE)  # small tiles: cheap to draw and send
-        gallery = [(cache_image(tile), f"{i}: {word}") for i, (tile, word) in enumerate(zip(tiles, caption.words))]
-        return caption.text, word_chips(caption.words, 0), cache_image(heatmap), gallery, data
-
-    def step(index: float, data: dict | None):
-        """Show word `index`: heatmap + chips, from the hidden JSON (no model call)."""
-        heatmap, chips = render_step(data, index)
-        return cache_image(heatmap), chips
-
-    def fit_slider(data: dict | None):
-        """New caption (button or example): the slider spans its words and starts at the first."""
-        n_words = len(data.get("words") or []) if isinstance(data, dict) else 0
-        return gr.update(maximum=max(n_words - 1, 1), value=0)
-
-    def select_word(data: dict | None, event: gr.SelectData):
-        """A word chip or a gallery tile was clicked: show that word and move the slider to it."""
-        heatmap, chips = render_step(data, event.index)
-        return cache_image(heatmap), chips, word_index(event.index, len(data["words"]))
-
+    run_model = functools.partial(caption_image, captioner, beam_size)  # (path, beam=None) -> outputs
     with gr.Blocks(title="Show, Attend and Tell", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
@@ -265,7 +263,7 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
         data = gr.JSON(visible=False, elem_id="attention-data")
         outputs = [text, words, heatmap, gallery, data]
 
-        button.click(caption_image, [image, beam], outputs, api_name="caption", concurrency_limit=concurrency,
+        button.click(run_model, [image, beam], outputs, api_name="caption", concurrency_limit=concurrency,
                      concurrency_id="model")
         # The slider range follows the hidden JSON, so cached examples need no slider output (and gradio's lazy
         # example caching, which fails on property updates, never sees one).
@@ -284,7 +282,7 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
         if examples:
             with left:  # under the Caption button; created last because it needs the outputs
                 gr.Examples(examples=[[path] for path in examples], inputs=[image], outputs=outputs,
-                            fn=lambda path: caption_image(path, beam_size), run_on_click=True,
+                            fn=run_model, run_on_click=True,
                             cache_examples=bool(cache_examples),
                             cache_mode="lazy" if cache_examples == "lazy" else "eager",
                             example_labels=[Path(p).stem for p in examples], label="Examples (click one)",

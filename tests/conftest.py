@@ -146,3 +146,33 @@ def coco_style_data(shapes_data, tmp_path_factory) -> dict:
                               "coco", captions_per_image=2, min_word_freq=0, image_size=32, progress=False)
     return {"data_dir": str(root / "data"), "data_name": summary.base_name, "image_dir": str(root / "images"),
             "karpathy_json": str(root / "dataset_coco.json")}
+
+
+# --- the demo server (app / robustness / browser tests) ----------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def launch_demo():
+    """launch_demo(demo, **launch_kwargs) -> local URL: serves a built demo on 127.0.0.1 at a free port, without
+    blocking; the caller closes it (demo.close())."""
+    def launch(demo, **launch_kwargs) -> str:
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                quiet=True, **launch_kwargs)
+        return url
+
+    return launch
+
+
+@pytest.fixture
+def local_port() -> int:
+    """A free port on 127.0.0.1, for tests that start the server through app.main (--port)."""
+    return free_port()

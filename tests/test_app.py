@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
+import gradio as gr
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -14,22 +15,15 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from captioning.model import Captioner
+from captioning.model import Caption, Captioner
 from captioning.preprocess import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "assets" / "examples" / "cat.jpg"
 
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(tiny_model_dir, tmp_path_factory):
+def served(tiny_model_dir, tmp_path_factory, launch_demo):
     """(captioner, client, calls): the demo on a free local port; calls counts model invocations."""
     captioner = Captioner.load(tiny_model_dir)
     calls = []
@@ -38,7 +32,7 @@ def served(tiny_model_dir, tmp_path_factory):
     with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
         demo = app.build_demo(captioner, cache_examples=True)
     demo.queue(max_size=8)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    url = launch_demo(demo)
     try:
         yield captioner, Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads"))), calls
     finally:
@@ -107,6 +101,32 @@ def test_render_step_is_pure():
             "image": app.encode_image(Image.new("RGB", (40, 30), "white"))}
     image, chips = app.render_step(data, 1)
     assert image.size == (40, 30) and chips == [("a", app.OTHER), ("cat", app.CURRENT)]
+
+
+def test_handlers_run_without_a_server(tmp_path):
+    """The event handlers are plain functions: caption (beam from the input, else the default), then step / select."""
+    beams = []
+
+    class FakeCaptioner:  # records the beam size; a fixed 2-word caption with peaked attention
+        def caption(self, image, beam_size):
+            beams.append(beam_size)
+            alphas = np.zeros((2, 14, 14), dtype=np.float32)  # (n_words, 14, 14)
+            alphas[0, 0, 0] = alphas[1, 13, 13] = 1.0
+            return [Caption(words=["a", "cat"], alphas=alphas, score=0.0)]
+
+    text, chips, heatmap, gallery, data = app.caption_image(FakeCaptioner(), 4, str(EXAMPLE))
+    app.caption_image(FakeCaptioner(), 4, str(EXAMPLE), 2.0)
+    assert beams == [4, 2] and text == "a cat" and data["words"] == ["a", "cat"]
+    assert chips == [("a", app.CURRENT), ("cat", app.OTHER)] and len(gallery) == 2
+    assert Image.open(heatmap).size == load_image(EXAMPLE).size
+    assert app.fit_slider(data)["maximum"] == 1 and app.fit_slider(None)["maximum"] == 1
+    first, _ = app.step(0, data)
+    second, second_chips = app.step(1, data)
+    assert first != second and second_chips[1] == ("cat", app.CURRENT)  # another word, another cached heatmap
+    *_, index = app.select_word(data, SimpleNamespace(index=1))
+    assert index == 1
+    with pytest.raises(gr.Error, match="Please upload an image first"):
+        app.caption_image(FakeCaptioner(), 3, None)
 
 
 def test_missing_model_dir_is_a_clear_error(tmp_path, capsys):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 from unittest import mock
 
@@ -32,17 +31,14 @@ CURRENT_WORD_JS = """() => [...document.querySelectorAll('#words .token')]
 
 
 @pytest.fixture(scope="module")
-def url(tiny_model_dir, tmp_path_factory):
+def url(tiny_model_dir, tmp_path_factory, launch_demo):
     """The demo on a free local port: the tiny random model, or BROWSER_TEST_MODEL (e.g. for a README screenshot)."""
     model_dir = os.environ.get("BROWSER_TEST_MODEL") or tiny_model_dir
     captioner = Captioner.load(model_dir)
     with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
         demo = app.build_demo(captioner, cache_examples="lazy")
     demo.queue(max_size=8)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    local_url = launch_demo(demo)
     try:
         yield local_url
     finally:
