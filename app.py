@@ -239,32 +239,54 @@ def example_paths(directory: Path = EXAMPLES_DIR) -> list[str]:
 
 def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
                examples: list[str] | None = None, cache_examples: bool | str = "lazy") -> gr.Blocks:
-    """The Blocks app around a loaded captioner. cache_examples: True (at launch), "lazy" (on first use) or False."""
+    """The Blocks app around a loaded captioner. cache_examples: True (at launch, and the first example is on the
+    page as it loads), "lazy" (on first use) or False."""
     examples = example_paths() if examples is None else examples
     run_model = functools.partial(caption_image, captioner, beam_size)  # (path, beam=None) -> outputs
+    # The first example is part of the page itself (the components' initial values, computed once here), not filled
+    # in by a page-load event: on a busy server such an event lands late and replaces the visitor's own photo.
+    first = run_model(examples[0]) if examples and cache_examples is True else [None] * 5
+    first_text, first_chips, first_heatmap, first_gallery, first_data = first
+    n_first_words = len(first_data["words"]) if first_data else 0
     with gr.Blocks(title="Show, Attend and Tell", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1) as left:
-                image = photo_input(sources=["upload", "clipboard"], label="Photo", elem_id="image-input")
+                image = photo_input(value=examples[0] if first_data else None, sources=["upload", "clipboard"],
+                                    label="Photo", elem_id="image-input")
                 beam = gr.Slider(1, 5, value=beam_size, step=1, label="Beam size",
                                  info="1 = greedy (fastest); larger searches more captions", elem_id="beam-size")
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column(scale=1):
-                text = gr.Textbox(label="Caption", interactive=False, elem_id="caption-text")
-                words = gr.HighlightedText(label="Words: click one to see where the model looked",
+                text = gr.Textbox(first_text, label="Caption", interactive=False, elem_id="caption-text")
+                words = gr.HighlightedText(first_chips, label="Words: click one to see where the model looked",
                                            color_map={CURRENT: "#f97316", OTHER: "#e5e7eb"}, show_legend=False,
                                            show_inline_category=False, combine_adjacent=False, elem_id="words")
-                slider = gr.Slider(0, 1, value=0, step=1, label="Word index", elem_id="word-slider")
-                heatmap = gr.Image(label="Attention for the selected word", type="pil", format="jpeg",
+                slider = gr.Slider(0, max(n_first_words - 1, 1), value=0, step=1, label="Word index",
+                                   elem_id="word-slider")
+                heatmap = gr.Image(first_heatmap, label="Attention for the selected word", type="pil", format="jpeg",
                                    interactive=False, elem_id="heatmap")
-        gallery = gr.Gallery(label="Every word's attention", columns=6, height="auto", format="jpeg",
+        gallery = gr.Gallery(first_gallery, label="Every word's attention", columns=6, height="auto", format="jpeg",
                              allow_preview=False, elem_id="gallery")
-        data = gr.JSON(visible=False, elem_id="attention-data")
+        data = gr.JSON(first_data, visible=False, elem_id="attention-data")
         outputs = [text, words, heatmap, gallery, data]
+        example_loads = []  # the event that fills in a clicked example's outputs
+        if examples:
+            with left:  # under the Caption button
+                shelf = gr.Examples(examples=[[path] for path in examples], inputs=[image], outputs=outputs,
+                                    fn=run_model, run_on_click=True, cache_examples=bool(cache_examples),
+                                    cache_mode="lazy" if cache_examples == "lazy" else "eager", preload=False,
+                                    example_labels=[Path(p).stem for p in examples], label="Examples (click one)",
+                                    elem_id="examples")
+            example_loads.append(shelf.load_input_event)
 
-        button.click(run_model, [image, beam], outputs, api_name="caption", concurrency_limit=concurrency,
-                     concurrency_id="model")
+        # Newest action wins: Caption drops a pending example fill, a new upload or example click drops a pending
+        # caption; while one caption is pending (the status tracker shows its queue position), Caption is ignored.
+        captioning = button.click(run_model, [image, beam], outputs, api_name="caption", concurrency_limit=concurrency,
+                                  concurrency_id="model", trigger_mode="once", cancels=example_loads)
+        image.upload(None, cancels=[captioning, *example_loads])
+        if examples:
+            shelf.dataset.click(None, cancels=[captioning])
         # The slider range follows the hidden JSON, so cached examples need no slider output (and gradio's lazy
         # example caching, which fails on property updates, never sees one).
         data.change(fit_slider, [data], [slider], api_name="fit_slider", api_visibility="private",
@@ -279,14 +301,6 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
             clickable.select(select_word, [data], [heatmap, words, slider], api_name="select_word",
                              api_visibility="private", show_progress="hidden", concurrency_limit=8,
                              concurrency_id="step")
-        if examples:
-            with left:  # under the Caption button; created last because it needs the outputs
-                gr.Examples(examples=[[path] for path in examples], inputs=[image], outputs=outputs,
-                            fn=run_model, run_on_click=True,
-                            cache_examples=bool(cache_examples),
-                            cache_mode="lazy" if cache_examples == "lazy" else "eager",
-                            example_labels=[Path(p).stem for p in examples], label="Examples (click one)",
-                            elem_id="examples")
     return demo
 
 

@@ -148,7 +148,7 @@ def coco_style_data(shapes_data, tmp_path_factory) -> dict:
             "karpathy_json": str(root / "dataset_coco.json")}
 
 
-# --- the demo server (app / robustness / browser tests) ----------------------------------------------------------
+# --- the demo server and a headless browser (app / robustness / browser tests) -----------------------------------
 
 
 def free_port() -> int:
@@ -162,11 +162,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def launch_demo():
-    """launch_demo(demo, **launch_kwargs) -> local URL: serves a built demo on 127.0.0.1 at a free port, without
-    blocking; the caller closes it (demo.close())."""
+    """launch_demo(demo, **launch_kwargs) -> local URL: serves a built demo on 127.0.0.1 at a free port (unless
+    server_port is given), without blocking; the caller closes it (demo.close())."""
     def launch(demo, **launch_kwargs) -> str:
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                quiet=True, **launch_kwargs)
+        settings = dict(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        _, url, _ = demo.launch(**{**settings, **launch_kwargs})
         return url
 
     return launch
@@ -176,3 +176,25 @@ def launch_demo():
 def local_port() -> int:
     """A free port on 127.0.0.1, for tests that start the server through app.main (--port)."""
     return free_port()
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium (playwright) for one test module: $CHROMIUM_PATH, else Debian's /usr/lib/chromium."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    path = Path(os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium"))
+    assert path.is_file(), (f"Chromium not found at {path}: install it (apt-get install chromium) "
+                            "or point CHROMIUM_PATH at a Chromium binary")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -96,6 +96,20 @@ def test_examples_are_cached_with_captions(served):
     assert len(calls) == n_calls
 
 
+def test_first_example_is_part_of_the_page_not_a_page_load_event(tiny_model_dir, tmp_path):
+    """With eager caching the first example's photo, caption and heatmap are the components' initial values: no load
+    event that could land late on a busy server and replace a visitor's upload (issue 18)."""
+    captioner = Captioner.load(tiny_model_dir)
+    with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path)}):
+        config = app.build_demo(captioner, cache_examples=True).get_config_file()
+    values = {c["props"].get("elem_id"): c["props"].get("value") for c in config["components"]}
+    first = app.example_paths()[0]
+    assert values["caption-text"] == captioner.caption(load_image(first), beam_size=3)[0].text
+    assert values["image-input"]["orig_name"] == Path(first).name
+    assert values["attention-data"]["words"] == values["caption-text"].split()
+    assert not [d for d in config["dependencies"] if any(t[1] == "load" for t in d["targets"])]
+
+
 def test_render_step_is_pure():
     data = {"words": ["a", "cat"], "alphas": np.full((2, 14, 14), 1 / 196).tolist(),
             "image": app.encode_image(Image.new("RGB", (40, 30), "white"))}

@@ -12,7 +12,6 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 import app
 from captioning.model import Captioner
@@ -22,9 +21,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = Path(os.environ.get("BROWSER_TEST_PHOTO", ROOT / "assets" / "examples" / "coffee.jpg"))
 PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"  # not an example: a fresh upload
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 CURRENT_WORD_JS = """() => [...document.querySelectorAll('#words .token')]
     .findIndex(t => t.style.backgroundColor.replace(/ /g, '').startsWith('rgba(249,115,22'))"""  # app's #f97316
 
@@ -46,19 +42,15 @@ def url(tiny_model_dir, tmp_path_factory, launch_demo):
 
 
 @pytest.fixture(scope="module")
-def page(url):
-    assert CHROMIUM.is_file(), (f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium) "
-                                "or point CHROMIUM_PATH at a Chromium binary")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(20_000)
-        page.goto(url)
-        page.wait_for_selector("#image-input input[type=file]", state="attached")
-        try:
-            yield page
-        finally:
-            browser.close()
+def page(url, chromium):
+    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(20_000)
+    page.goto(url)
+    page.wait_for_selector("#image-input input[type=file]", state="attached")
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 def wait_for_current_word(page, index: int) -> None:
