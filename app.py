@@ -18,15 +18,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-import gradio as gr
-import numpy as np
-from gradio import processing_utils
-from PIL import Image, UnidentifiedImageError
+INTERRUPTED = "interrupted during start-up; nothing is being served"  # Ctrl-C before the demo serves: exit 130
 
-from captioning.checkpoint import CheckpointError, atomic_write
-from captioning.model import Caption, Captioner
-from captioning.preprocess import UPLOAD_FORMATS, ImageTooLargeError, load_image
-from captioning.visualize import DISPLAY_MAX_SIDE, attention_heatmap, display_image, overlay, render_word_overlays
+try:  # torch and gradio take seconds to import on a small CPU: Ctrl-C meanwhile is one line (see main), not a traceback
+    import gradio as gr
+    import numpy as np
+    from gradio import processing_utils
+    from PIL import Image, UnidentifiedImageError
+
+    from captioning.checkpoint import CheckpointError, atomic_write
+    from captioning.model import Caption, Captioner
+    from captioning.preprocess import UPLOAD_FORMATS, ImageTooLargeError, load_image
+    from captioning.visualize import DISPLAY_MAX_SIDE, attention_heatmap, display_image, overlay, render_word_overlays
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(130)
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "assets" / "model"
@@ -278,7 +286,8 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
                                     cache_mode="lazy" if cache_examples == "lazy" else "eager", preload=False,
                                     example_labels=[Path(p).stem for p in examples], label="Examples (click one)",
                                     elem_id="examples")
-            example_loads.append(shelf.load_input_event)
+            if cache_examples:  # the queued event that loads a cached example's outputs (can be cancelled)
+                example_loads.append(shelf.load_input_event)
 
         # Newest action wins: Caption drops a pending example fill, a new upload or example click drops a pending
         # caption; while one caption is pending (the status tracker shows its queue position), Caption is ignored.
@@ -308,25 +317,47 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
 # command line
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every option's help says what it does, its allowed values and its default."""
     parser = argparse.ArgumentParser(description="Show, Attend and Tell captioning demo (Gradio).")
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory (config.json, wordmap.json, "
-                        "model.safetensors); default: %(default)s")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
+                        help="model directory with config.json, wordmap.json and model.safetensors (a training run's "
+                             "best/ or last/ folder) (default: %(default)s)")
     # GRADIO_SERVER_NAME/PORT are honoured as defaults: Hugging Face Spaces sets them (0.0.0.0:7860).
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to bind (default %(default)s); 0.0.0.0 serves the whole network")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument("--share", action="store_true", help="also create a temporary public *.gradio.live link")
+                        help="address to bind: 127.0.0.1 serves this machine only, 0.0.0.0 the whole network "
+                             "(default: %(default)s, or $GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=port_number, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="TCP port to serve on, 1-65535 (default: %(default)s, or $GRADIO_SERVER_PORT)")
+    parser.add_argument("--share", action="store_true",
+                        help="also create a temporary public *.gradio.live link (default: off; needs internet)")
     parser.add_argument("--auth", type=auth_pair, metavar="USER:PASS",
-                        help="require this login (recommended with --share)")
-    parser.add_argument("--beam-size", type=int, default=3, choices=range(1, 6), help="default beam size (1-5)")
-    parser.add_argument("--max-file-size", default="10mb", help="largest upload accepted, e.g. 10mb")
-    parser.add_argument("--concurrency", type=positive_int, default=2, help="captions computed at once")
-    parser.add_argument("--queue-size", type=positive_int, default=32,
-                        help="requests allowed to wait; more are refused with 'Queue is full'")
+                        help="require this login on the page and the API (default: none; recommended with --share)")
+    parser.add_argument("--beam-size", type=int, default=3, choices=range(1, 6), metavar="{1..5}",
+                        help="the page's initial beam size, 1 (greedy, fastest) to 5 (default: %(default)s)")
+    parser.add_argument("--max-file-size", default="10mb", metavar="SIZE",
+                        help="largest upload accepted, a number with kb, mb or gb, e.g. 500kb (default: %(default)s)")
+    parser.add_argument("--concurrency", type=positive_int, default=2, metavar="N",
+                        help="captions computed at once, 1 or more (default: %(default)s)")
+    parser.add_argument("--queue-size", type=positive_int, default=32, metavar="N",
+                        help="requests allowed to wait, 1 or more; more are refused with 'Queue is full' "
+                             "(default: %(default)s)")
     parser.add_argument("--cache-examples", choices=["eager", "lazy", "off"], default="eager",
-                        help="caption the example photos at start-up (eager), on first click (lazy) or never")
-    return parser.parse_args(argv)
+                        help="caption the example photos at start-up (eager: the first one is on the page at once), "
+                             "on first click (lazy) or never (off) (default: %(default)s)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def port_number(value: str) -> int:
+    """argparse type for --port: a whole number in 1..65535."""
+    number = positive_int(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError("must be at most 65535")
+    return number
 
 
 def positive_int(value: str) -> int:
@@ -356,16 +387,34 @@ def auth_pair(value: str) -> tuple[str, str]:
     return user, password
 
 
+def model_error(model: str, error: Exception) -> str:
+    """One line saying why --model could not be loaded and what to pass instead."""
+    path = Path(model)
+    for checkpoint in ("best", "last"):
+        if (path / checkpoint / "model.safetensors").is_file():
+            return f"error: {model} is a training run, not a model directory: use --model {path / checkpoint}"
+    hint = " (the default model is assets/model; pass --model DIR to use another)" if path.resolve() == DEFAULT_MODEL \
+        else ""
+    return f"error: cannot load the model from {model}: {error}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
+        return serve(args)
+    except KeyboardInterrupt:  # Ctrl-C before the demo was serving (loading, caching the examples)
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load the model, start the server and block until Ctrl-C; 2 when the model or the address is unusable."""
+    try:
         captioner = Captioner.load(args.model)
     except (CheckpointError, OSError, ImportError, ValueError) as error:
-        print(f"error: cannot load the model from {args.model}: {error}", file=sys.stderr)
-        if Path(args.model).resolve() == DEFAULT_MODEL:
-            print("(the default model is assets/model; pass --model DIR to use another)", file=sys.stderr)
+        print(model_error(args.model, error), file=sys.stderr)
         return 2
     warning = share_warning(args.share, args.auth)
     if warning:
@@ -378,16 +427,22 @@ def main(argv: list[str] | None = None) -> int:
         demo = build_demo(captioner, args.beam_size, args.concurrency, cache_examples=cache)
         demo.queue(max_size=args.queue_size)
         try:
-            _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                                                  auth=args.auth, max_file_size=args.max_file_size,
-                                                  prevent_thread_lock=True)
-        except OSError as error:  # port taken, address not available
-            print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
-            return 2
-        if args.share and not share_url:
-            print(f"could not create a public share link (no network?) — serving locally at {local_url}",
-                  file=sys.stderr)
-        try:
+            try:  # quiet: gradio's own hints name launch() arguments; this app's are printed below
+                _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port,
+                                                      share=args.share, auth=args.auth, quiet=True,
+                                                      max_file_size=args.max_file_size, prevent_thread_lock=True)
+            except OSError as error:  # port taken, address not available
+                print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+                return 2
+            print(f"* Running on local URL:  {local_url}", flush=True)
+            if share_url:
+                print(f"* Running on public URL: {share_url}", flush=True)
+            elif args.share:
+                print(f"could not create a public share link (no network?) — serving locally at {local_url}",
+                      file=sys.stderr)
+            else:
+                print("* To create a public link, rerun with --share (and --auth USER:PASS to require a login).",
+                      flush=True)
             demo.block_thread()
         finally:
             demo.close()

@@ -163,6 +163,48 @@ def test_command_line_defaults_and_auth(monkeypatch):
     assert app.parse_args([]).host == "0.0.0.0"
 
 
+def test_every_help_line_says_what_its_default_and_its_values():
+    for action in app.build_parser()._actions:
+        if action.dest == "help":
+            continue
+        assert action.help and "(default: " in action.help, f"{action.option_strings} help names no default"
+        if action.choices:  # allowed values are named (a range by its ends)
+            choices = [str(c) for c in action.choices]
+            named = choices if len(choices) < 5 else [choices[0], choices[-1]]
+            assert all(c in action.help for c in named), f"{action.option_strings} help lists no values"
+    with pytest.raises(SystemExit):
+        app.parse_args(["--port", "70000"])
+
+
+def test_a_training_run_given_as_model_points_to_its_best_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    (run / "best" / "model.safetensors").write_bytes(b"")
+    assert app.main(["--model", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {run} is a training run, not a model directory: use --model {run / 'best'}"
+
+
+@pytest.mark.parametrize("stage", ["loading the model", "starting the server"])
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(stage, tiny_model_dir, monkeypatch, capsys, local_port):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    target = (Captioner, "load") if stage == "loading the model" else (gr.Blocks, "launch")
+    monkeypatch.setattr(*target, interrupt)
+    code = app.main(["--model", str(tiny_model_dir), "--port", str(local_port), "--cache-examples", "off"])
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip() == "interrupted during start-up; nothing is being served"
+
+
+def test_start_up_log_names_the_share_flag(tiny_model_dir, monkeypatch, capsys, local_port, tmp_path):
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda demo: None)  # started: return instead of serving forever
+    assert app.main(["--model", str(tiny_model_dir), "--port", str(local_port), "--cache-examples", "off"]) == 0
+    out = capsys.readouterr().out
+    assert f"http://127.0.0.1:{local_port}" in out and "rerun with --share" in out and "share=True" not in out
+
+
 def test_readme_front_matter():
     """README.md starts with Hugging Face Spaces front matter pointing at this app."""
     readme = ROOT / "README.md"
