@@ -18,15 +18,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-import gradio as gr
-import numpy as np
-from gradio import processing_utils
-from PIL import Image, UnidentifiedImageError
+INTERRUPTED = "interrupted during start-up; nothing is being served"  # Ctrl-C before the demo serves: exit 130
 
-from captioning.checkpoint import CheckpointError
-from captioning.model import Caption, Captioner
-from captioning.preprocess import UPLOAD_FORMATS, ImageTooLargeError, load_image
-from captioning.visualize import DISPLAY_MAX_SIDE, attention_heatmap, display_image, overlay, render_word_overlays
+try:  # torch and gradio take seconds to import on a small CPU: Ctrl-C meanwhile is one line (see main), not a traceback
+    import gradio as gr
+    import numpy as np
+    from gradio import processing_utils
+    from PIL import Image, UnidentifiedImageError
+
+    from captioning.checkpoint import CheckpointError, atomic_write
+    from captioning.model import Caption, Captioner
+    from captioning.preprocess import UPLOAD_FORMATS, ImageTooLargeError, load_image
+    from captioning.visualize import DISPLAY_MAX_SIDE, attention_heatmap, display_image, overlay, render_word_overlays
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(130)
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "assets" / "model"
@@ -79,21 +87,11 @@ def cache_image(image: Image.Image, cache_dir: str | None = None) -> str:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG")  # Gradio's format="jpeg" encoding (Pillow's default quality)
     payload = buffer.getvalue()
-    directory = Path(cache_dir or gr.utils.get_upload_folder()) / hashlib.sha256(payload).hexdigest()
-    path = directory / "image.jpeg"
+    path = Path(cache_dir or gr.utils.get_upload_folder()) / hashlib.sha256(payload).hexdigest() / "image.jpeg"
     try:
         os.utime(path)  # handed out again: restart its delete_cache clock (Gradio ages cache files by ctime)
-        return str(path)
     except FileNotFoundError:
-        pass
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".part", delete=False) as part:
-        try:
-            part.write(payload)
-        except BaseException:
-            Path(part.name).unlink(missing_ok=True)
-            raise
-    os.replace(part.name, path)
+        atomic_write(path, lambda part: part.write_bytes(payload))
     return str(path)
 
 
@@ -194,6 +192,52 @@ def photo_input(**kwargs) -> gr.Image:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# event handlers: plain functions (the model is bound with functools.partial in build_demo), testable without a server
+
+
+def caption_image(captioner: Captioner, default_beam: int, path: str | None, beam: float | None = None):
+    """Run the model once; return the caption first, then everything the word views need."""
+    if not path:
+        raise gr.Error("Please upload an image first.")
+    try:
+        image = load_image(path, formats=UPLOAD_FORMATS)  # pixel limit checked before decoding
+    except Exception as error:  # not an image, truncated, too many pixels, out of memory
+        log.info("refused upload %s: %s: %s", path, type(error).__name__, error)
+        raise gr.Error(image_error_message(error)) from None
+    try:
+        caption = captioner.caption(image, beam_size=beam_width(beam, default_beam))[0]
+    except Exception:
+        log.exception("captioning failed for %s", path)
+        raise gr.Error("The model could not caption this image. Please try another one.") from None
+    shown = display_image(image)
+    data = caption_data(caption, shown)
+    if not caption.words:
+        return "(the model produced an empty caption)", [], cache_image(shown), [], data
+    heatmap = overlay(shown, attention_heatmap(caption.alphas[0], shown.size))
+    tiles = render_word_overlays(shown, caption, max_side=GALLERY_SIDE)  # small tiles: cheap to draw and send
+    gallery = [(cache_image(tile), f"{i}: {word}") for i, (tile, word) in enumerate(zip(tiles, caption.words))]
+    return caption.text, word_chips(caption.words, 0), cache_image(heatmap), gallery, data
+
+
+def step(index: float, data: dict | None):
+    """Show word `index`: heatmap + chips, from the hidden JSON (no model call)."""
+    heatmap, chips = render_step(data, index)
+    return cache_image(heatmap), chips
+
+
+def fit_slider(data: dict | None):
+    """New caption (button or example): the slider spans its words and starts at the first."""
+    n_words = len(data.get("words") or []) if isinstance(data, dict) else 0
+    return gr.update(maximum=max(n_words - 1, 1), value=0)
+
+
+def select_word(data: dict | None, event: gr.SelectData):
+    """A word chip or a gallery tile was clicked: show that word and move the slider to it."""
+    heatmap, chips = render_step(data, event.index)
+    return cache_image(heatmap), chips, word_index(event.index, len(data["words"]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # the page
 
 
@@ -203,70 +247,55 @@ def example_paths(directory: Path = EXAMPLES_DIR) -> list[str]:
 
 def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
                examples: list[str] | None = None, cache_examples: bool | str = "lazy") -> gr.Blocks:
-    """The Blocks app around a loaded captioner. cache_examples: True (at launch), "lazy" (on first use) or False."""
+    """The Blocks app around a loaded captioner. cache_examples: True (at launch, and the first example is on the
+    page as it loads), "lazy" (on first use) or False."""
     examples = example_paths() if examples is None else examples
-
-    def caption_image(path: str | None, beam: float = beam_size):
-        """Run the model once; return the caption first, then everything the word views need."""
-        if not path:
-            raise gr.Error("Please upload an image first.")
-        try:
-            image = load_image(path, formats=UPLOAD_FORMATS)  # pixel limit checked before decoding
-        except Exception as error:  # not an image, truncated, too many pixels, out of memory
-            log.info("refused upload %s: %s: %s", path, type(error).__name__, error)
-            raise gr.Error(image_error_message(error)) from None
-        try:
-            caption = captioner.caption(image, beam_size=beam_width(beam, beam_size))[0]
-        except Exception:
-            log.exception("captioning failed for %s", path)
-            raise gr.Error("The model could not caption this image. Please try another one.") from None
-        shown = display_image(image)
-        data = caption_data(caption, shown)
-        if not caption.words:
-            return "(the model produced an empty caption)", [], cache_image(shown), [], data
-        heatmap = overlay(shown, attention_heatmap(caption.alphas[0], shown.size))
-        tiles = render_word_overlays(shown, caption, max_side=GALLERY_SIDE)  # small tiles: cheap to draw and send
-        gallery = [(cache_image(tile), f"{i}: {word}") for i, (tile, word) in enumerate(zip(tiles, caption.words))]
-        return caption.text, word_chips(caption.words, 0), cache_image(heatmap), gallery, data
-
-    def step(index: float, data: dict | None):
-        """Show word `index`: heatmap + chips, from the hidden JSON (no model call)."""
-        heatmap, chips = render_step(data, index)
-        return cache_image(heatmap), chips
-
-    def fit_slider(data: dict | None):
-        """New caption (button or example): the slider spans its words and starts at the first."""
-        n_words = len(data.get("words") or []) if isinstance(data, dict) else 0
-        return gr.update(maximum=max(n_words - 1, 1), value=0)
-
-    def select_word(data: dict | None, event: gr.SelectData):
-        """A word chip or a gallery tile was clicked: show that word and move the slider to it."""
-        heatmap, chips = render_step(data, event.index)
-        return cache_image(heatmap), chips, word_index(event.index, len(data["words"]))
-
+    run_model = functools.partial(caption_image, captioner, beam_size)  # (path, beam=None) -> outputs
+    # The first example is part of the page itself (the components' initial values, computed once here), not filled
+    # in by a page-load event: on a busy server such an event lands late and replaces the visitor's own photo.
+    first = run_model(examples[0]) if examples and cache_examples is True else [None] * 5
+    first_text, first_chips, first_heatmap, first_gallery, first_data = first
+    n_first_words = len(first_data["words"]) if first_data else 0
     with gr.Blocks(title="Show, Attend and Tell", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1) as left:
-                image = photo_input(sources=["upload", "clipboard"], label="Photo", elem_id="image-input")
+                image = photo_input(value=examples[0] if first_data else None, sources=["upload", "clipboard"],
+                                    label="Photo", elem_id="image-input")
                 beam = gr.Slider(1, 5, value=beam_size, step=1, label="Beam size",
                                  info="1 = greedy (fastest); larger searches more captions", elem_id="beam-size")
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column(scale=1):
-                text = gr.Textbox(label="Caption", interactive=False, elem_id="caption-text")
-                words = gr.HighlightedText(label="Words: click one to see where the model looked",
+                text = gr.Textbox(first_text, label="Caption", interactive=False, elem_id="caption-text")
+                words = gr.HighlightedText(first_chips, label="Words: click one to see where the model looked",
                                            color_map={CURRENT: "#f97316", OTHER: "#e5e7eb"}, show_legend=False,
                                            show_inline_category=False, combine_adjacent=False, elem_id="words")
-                slider = gr.Slider(0, 1, value=0, step=1, label="Word index", elem_id="word-slider")
-                heatmap = gr.Image(label="Attention for the selected word", type="pil", format="jpeg",
+                slider = gr.Slider(0, max(n_first_words - 1, 1), value=0, step=1, label="Word index",
+                                   elem_id="word-slider")
+                heatmap = gr.Image(first_heatmap, label="Attention for the selected word", type="pil", format="jpeg",
                                    interactive=False, elem_id="heatmap")
-        gallery = gr.Gallery(label="Every word's attention", columns=6, height="auto", format="jpeg",
+        gallery = gr.Gallery(first_gallery, label="Every word's attention", columns=6, height="auto", format="jpeg",
                              allow_preview=False, elem_id="gallery")
-        data = gr.JSON(visible=False, elem_id="attention-data")
+        data = gr.JSON(first_data, visible=False, elem_id="attention-data")
         outputs = [text, words, heatmap, gallery, data]
+        example_loads = []  # the event that fills in a clicked example's outputs
+        if examples:
+            with left:  # under the Caption button
+                shelf = gr.Examples(examples=[[path] for path in examples], inputs=[image], outputs=outputs,
+                                    fn=run_model, run_on_click=True, cache_examples=bool(cache_examples),
+                                    cache_mode="lazy" if cache_examples == "lazy" else "eager", preload=False,
+                                    example_labels=[Path(p).stem for p in examples], label="Examples (click one)",
+                                    elem_id="examples")
+            if cache_examples:  # the queued event that loads a cached example's outputs (can be cancelled)
+                example_loads.append(shelf.load_input_event)
 
-        button.click(caption_image, [image, beam], outputs, api_name="caption", concurrency_limit=concurrency,
-                     concurrency_id="model")
+        # Newest action wins: Caption drops a pending example fill, a new upload or example click drops a pending
+        # caption; while one caption is pending (the status tracker shows its queue position), Caption is ignored.
+        captioning = button.click(run_model, [image, beam], outputs, api_name="caption", concurrency_limit=concurrency,
+                                  concurrency_id="model", trigger_mode="once", cancels=example_loads)
+        image.upload(None, cancels=[captioning, *example_loads])
+        if examples:
+            shelf.dataset.click(None, cancels=[captioning])
         # The slider range follows the hidden JSON, so cached examples need no slider output (and gradio's lazy
         # example caching, which fails on property updates, never sees one).
         data.change(fit_slider, [data], [slider], api_name="fit_slider", api_visibility="private",
@@ -281,14 +310,6 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
             clickable.select(select_word, [data], [heatmap, words, slider], api_name="select_word",
                              api_visibility="private", show_progress="hidden", concurrency_limit=8,
                              concurrency_id="step")
-        if examples:
-            with left:  # under the Caption button; created last because it needs the outputs
-                gr.Examples(examples=[[path] for path in examples], inputs=[image], outputs=outputs,
-                            fn=lambda path: caption_image(path, beam_size), run_on_click=True,
-                            cache_examples=bool(cache_examples),
-                            cache_mode="lazy" if cache_examples == "lazy" else "eager",
-                            example_labels=[Path(p).stem for p in examples], label="Examples (click one)",
-                            elem_id="examples")
     return demo
 
 
@@ -296,25 +317,47 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
 # command line
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every option's help says what it does, its allowed values and its default."""
     parser = argparse.ArgumentParser(description="Show, Attend and Tell captioning demo (Gradio).")
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory (config.json, wordmap.json, "
-                        "model.safetensors); default: %(default)s")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
+                        help="model directory with config.json, wordmap.json and model.safetensors (a training run's "
+                             "best/ or last/ folder) (default: %(default)s)")
     # GRADIO_SERVER_NAME/PORT are honoured as defaults: Hugging Face Spaces sets them (0.0.0.0:7860).
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to bind (default %(default)s); 0.0.0.0 serves the whole network")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument("--share", action="store_true", help="also create a temporary public *.gradio.live link")
+                        help="address to bind: 127.0.0.1 serves this machine only, 0.0.0.0 the whole network "
+                             "(default: %(default)s, or $GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=port_number, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="TCP port to serve on, 1-65535 (default: %(default)s, or $GRADIO_SERVER_PORT)")
+    parser.add_argument("--share", action="store_true",
+                        help="also create a temporary public *.gradio.live link (default: off; needs internet)")
     parser.add_argument("--auth", type=auth_pair, metavar="USER:PASS",
-                        help="require this login (recommended with --share)")
-    parser.add_argument("--beam-size", type=int, default=3, choices=range(1, 6), help="default beam size (1-5)")
-    parser.add_argument("--max-file-size", default="10mb", help="largest upload accepted, e.g. 10mb")
-    parser.add_argument("--concurrency", type=positive_int, default=2, help="captions computed at once")
-    parser.add_argument("--queue-size", type=positive_int, default=32,
-                        help="requests allowed to wait; more are refused with 'Queue is full'")
+                        help="require this login on the page and the API (default: none; recommended with --share)")
+    parser.add_argument("--beam-size", type=int, default=3, choices=range(1, 6), metavar="{1..5}",
+                        help="the page's initial beam size, 1 (greedy, fastest) to 5 (default: %(default)s)")
+    parser.add_argument("--max-file-size", default="10mb", metavar="SIZE",
+                        help="largest upload accepted, a number with kb, mb or gb, e.g. 500kb (default: %(default)s)")
+    parser.add_argument("--concurrency", type=positive_int, default=2, metavar="N",
+                        help="captions computed at once, 1 or more (default: %(default)s)")
+    parser.add_argument("--queue-size", type=positive_int, default=32, metavar="N",
+                        help="requests allowed to wait, 1 or more; more are refused with 'Queue is full' "
+                             "(default: %(default)s)")
     parser.add_argument("--cache-examples", choices=["eager", "lazy", "off"], default="eager",
-                        help="caption the example photos at start-up (eager), on first click (lazy) or never")
-    return parser.parse_args(argv)
+                        help="caption the example photos at start-up (eager: the first one is on the page at once), "
+                             "on first click (lazy) or never (off) (default: %(default)s)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def port_number(value: str) -> int:
+    """argparse type for --port: a whole number in 1..65535."""
+    number = positive_int(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError("must be at most 65535")
+    return number
 
 
 def positive_int(value: str) -> int:
@@ -344,16 +387,34 @@ def auth_pair(value: str) -> tuple[str, str]:
     return user, password
 
 
+def model_error(model: str, error: Exception) -> str:
+    """One line saying why --model could not be loaded and what to pass instead."""
+    path = Path(model)
+    for checkpoint in ("best", "last"):
+        if (path / checkpoint / "model.safetensors").is_file():
+            return f"error: {model} is a training run, not a model directory: use --model {path / checkpoint}"
+    hint = " (the default model is assets/model; pass --model DIR to use another)" if path.resolve() == DEFAULT_MODEL \
+        else ""
+    return f"error: cannot load the model from {model}: {error}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
+        return serve(args)
+    except KeyboardInterrupt:  # Ctrl-C before the demo was serving (loading, caching the examples)
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load the model, start the server and block until Ctrl-C; 2 when the model or the address is unusable."""
+    try:
         captioner = Captioner.load(args.model)
     except (CheckpointError, OSError, ImportError, ValueError) as error:
-        print(f"error: cannot load the model from {args.model}: {error}", file=sys.stderr)
-        if Path(args.model).resolve() == DEFAULT_MODEL:
-            print("(the default model is assets/model; pass --model DIR to use another)", file=sys.stderr)
+        print(model_error(args.model, error), file=sys.stderr)
         return 2
     warning = share_warning(args.share, args.auth)
     if warning:
@@ -366,16 +427,22 @@ def main(argv: list[str] | None = None) -> int:
         demo = build_demo(captioner, args.beam_size, args.concurrency, cache_examples=cache)
         demo.queue(max_size=args.queue_size)
         try:
-            _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                                                  auth=args.auth, max_file_size=args.max_file_size,
-                                                  prevent_thread_lock=True)
-        except OSError as error:  # port taken, address not available
-            print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
-            return 2
-        if args.share and not share_url:
-            print(f"could not create a public share link (no network?) — serving locally at {local_url}",
-                  file=sys.stderr)
-        try:
+            try:  # quiet: gradio's own hints name launch() arguments; this app's are printed below
+                _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port,
+                                                      share=args.share, auth=args.auth, quiet=True,
+                                                      max_file_size=args.max_file_size, prevent_thread_lock=True)
+            except OSError as error:  # port taken, address not available
+                print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+                return 2
+            print(f"* Running on local URL:  {local_url}", flush=True)
+            if share_url:
+                print(f"* Running on public URL: {share_url}", flush=True)
+            elif args.share:
+                print(f"could not create a public share link (no network?) — serving locally at {local_url}",
+                      file=sys.stderr)
+            else:
+                print("* To create a public link, rerun with --share (and --auth USER:PASS to require a login).",
+                      flush=True)
             demo.block_thread()
         finally:
             demo.close()

@@ -10,7 +10,6 @@ Targets on a 2-core CPU with the shipped model: /caption p50 < 1 s, /step p50 < 
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import tempfile
 import time
@@ -82,10 +81,8 @@ def main() -> None:
               f"decoder {captioner.config.decoder_dim}, vocab {captioner.config.vocab_size})")
         demo = app.build_demo(captioner, args.beam_size, cache_examples=False)
         demo.queue(max_size=64)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        # server_port=None: gradio takes the first free port from 7860 (or $GRADIO_SERVER_PORT) on
+        _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     client = Client(url, verbose=False, download_files=False if args.no_download else str(workdir))
     try:
         for _ in range(2):  # warm-up: first calls pay for lazy initialisation

@@ -146,3 +146,55 @@ def coco_style_data(shapes_data, tmp_path_factory) -> dict:
                               "coco", captions_per_image=2, min_word_freq=0, image_size=32, progress=False)
     return {"data_dir": str(root / "data"), "data_name": summary.base_name, "image_dir": str(root / "images"),
             "karpathy_json": str(root / "dataset_coco.json")}
+
+
+# --- the demo server and a headless browser (app / robustness / browser tests) -----------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def launch_demo():
+    """launch_demo(demo, **launch_kwargs) -> local URL: serves a built demo on 127.0.0.1 at a free port (unless
+    server_port is given), without blocking; the caller closes it (demo.close())."""
+    def launch(demo, **launch_kwargs) -> str:
+        settings = dict(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        _, url, _ = demo.launch(**{**settings, **launch_kwargs})
+        return url
+
+    return launch
+
+
+@pytest.fixture
+def local_port() -> int:
+    """A free port on 127.0.0.1, for tests that start the server through app.main (--port)."""
+    return free_port()
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium (playwright) for one test module: $CHROMIUM_PATH, else Debian's /usr/lib/chromium."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    path = Path(os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium"))
+    assert path.is_file(), (f"Chromium not found at {path}: install it (apt-get install chromium) "
+                            "or point CHROMIUM_PATH at a Chromium binary")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import struct
 import threading
 import time
@@ -34,29 +33,17 @@ GOOD = ROOT / "assets" / "examples" / "cat.jpg"
 MAX_FILE_SIZE = 200 * 1024  # the test server's --max-file-size
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(demo: gr.Blocks, **kwargs) -> str:
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            **kwargs)
-    return url
-
-
 @pytest.fixture(scope="module")
 def captioner(tiny_model_dir) -> Captioner:
     return Captioner.load(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
-def server(captioner, tmp_path_factory):
+def server(captioner, tmp_path_factory, launch_demo):
     """One demo for every bad-upload / mode / load test: concurrency 2, queue 32, uploads up to 200 KB."""
     demo = app.build_demo(captioner, examples=[], cache_examples=False)
     demo.queue(max_size=32)
-    url = launch(demo, max_file_size=MAX_FILE_SIZE)
+    url = launch_demo(demo, max_file_size=MAX_FILE_SIZE)
     downloads = tmp_path_factory.mktemp("downloads")
     client = Client(url, verbose=False, download_files=str(downloads))
     try:
@@ -356,7 +343,7 @@ def test_concurrent_clients_get_identical_captions_and_memory_stays_bounded(serv
     assert growth < 300, f"resident memory grew by {growth:.0f} MB over 40 requests"
 
 
-def test_a_full_queue_refuses_fast_with_a_clear_message(captioner, tmp_path):
+def test_a_full_queue_refuses_fast_with_a_clear_message(captioner, tmp_path, launch_demo):
     delay = 1.0
 
     def slow_caption(*args, **kwargs):
@@ -365,7 +352,7 @@ def test_a_full_queue_refuses_fast_with_a_clear_message(captioner, tmp_path):
 
     demo = app.build_demo(SimpleNamespace(caption=slow_caption), concurrency=1, examples=[], cache_examples=False)
     demo.queue(max_size=1)
-    url = launch(demo)
+    url = launch_demo(demo)
     clients = []
     try:
         with ThreadPoolExecutor(6) as pool:
@@ -407,16 +394,16 @@ def test_share_warning_only_without_auth():
     assert "--share without --auth" in warning and "anyone" in warning and "--auth USER:PASS" in warning
 
 
-def run_main(argv: list[str], monkeypatch, tmp_path, on_serve) -> int:
+def run_main(argv: list[str], monkeypatch, tmp_path, port: int, on_serve) -> int:
     """app.main(argv) with block_thread replaced by on_serve(local_url): the server is up, checks run, main exits."""
     monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "examples"))
     monkeypatch.setattr(gr.Blocks, "block_thread", lambda demo: on_serve(demo.local_url))
-    return app.main([*argv, "--port", str(free_port()), "--cache-examples", "off"])
+    return app.main([*argv, "--port", str(port), "--cache-examples", "off"])
 
 
-def test_share_without_auth_warns_that_the_link_is_public(tiny_model_dir, monkeypatch, tmp_path, capsys):
+def test_share_without_auth_warns_that_the_link_is_public(tiny_model_dir, monkeypatch, tmp_path, local_port, capsys):
     served = []
-    assert run_main(["--model", str(tiny_model_dir), "--share"], monkeypatch, tmp_path,
+    assert run_main(["--model", str(tiny_model_dir), "--share"], monkeypatch, tmp_path, local_port,
                     lambda url: served.append(httpx.get(url + "config").status_code)) == 0
     err = capsys.readouterr().err
     assert app.share_warning(True, None) in err
@@ -424,7 +411,7 @@ def test_share_without_auth_warns_that_the_link_is_public(tiny_model_dir, monkey
     assert served == [200]  # and it needs no login
 
 
-def test_share_with_auth_requires_the_password(tiny_model_dir, monkeypatch, tmp_path, capsys):
+def test_share_with_auth_requires_the_password(tiny_model_dir, monkeypatch, tmp_path, local_port, capsys):
     checks = {}
 
     def on_serve(url: str) -> None:
@@ -440,7 +427,7 @@ def test_share_with_auth_requires_the_password(tiny_model_dir, monkeypatch, tmp_
         client.close()
 
     argv = ["--model", str(tiny_model_dir), "--share", "--auth", "alice:s3cret"]
-    assert run_main(argv, monkeypatch, tmp_path, on_serve) == 0
+    assert run_main(argv, monkeypatch, tmp_path, local_port, on_serve) == 0
     assert (checks["config"], checks["upload"], checks["join"]) == (401, 401, 401)
     assert checks["caption"]
     assert "--share without --auth" not in capsys.readouterr().err

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 from unittest import mock
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 import app
 from captioning.model import Captioner
@@ -23,26 +21,20 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = Path(os.environ.get("BROWSER_TEST_PHOTO", ROOT / "assets" / "examples" / "coffee.jpg"))
 PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"  # not an example: a fresh upload
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 CURRENT_WORD_JS = """() => [...document.querySelectorAll('#words .token')]
     .findIndex(t => t.style.backgroundColor.replace(/ /g, '').startsWith('rgba(249,115,22'))"""  # app's #f97316
 
 
 
 @pytest.fixture(scope="module")
-def url(tiny_model_dir, tmp_path_factory):
+def url(tiny_model_dir, tmp_path_factory, launch_demo):
     """The demo on a free local port: the tiny random model, or BROWSER_TEST_MODEL (e.g. for a README screenshot)."""
     model_dir = os.environ.get("BROWSER_TEST_MODEL") or tiny_model_dir
     captioner = Captioner.load(model_dir)
     with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
         demo = app.build_demo(captioner, cache_examples="lazy")
     demo.queue(max_size=8)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    local_url = launch_demo(demo)
     try:
         yield local_url
     finally:
@@ -50,19 +42,15 @@ def url(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(url):
-    assert CHROMIUM.is_file(), (f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium) "
-                                "or point CHROMIUM_PATH at a Chromium binary")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(20_000)
-        page.goto(url)
-        page.wait_for_selector("#image-input input[type=file]", state="attached")
-        try:
-            yield page
-        finally:
-            browser.close()
+def page(url, chromium):
+    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(20_000)
+    page.goto(url)
+    page.wait_for_selector("#image-input input[type=file]", state="attached")
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 def wait_for_current_word(page, index: int) -> None:

@@ -1,0 +1,210 @@
+"""A busy shared demo stays correct (issue 18): visitors in a real browser, a real server kept busy by API clients.
+
+A visitor opens the page, uploads their own photo at once and presses Caption (twice, impatiently) while other
+clients keep /caption busy, or while the server is still caching the examples right after start-up. The page must
+end with the visitor's photo, caption and heatmap, keep them (nothing late overwrites them), show the queue
+position while they wait, and caption their photo once. All traffic goes to 127.0.0.1; every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+import app
+from captioning.model import Captioner
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = app.example_paths()  # example 0 (astronaut) is the one shown at page load
+BUSY_PHOTO = app.EXAMPLES_DIR / "cat.jpg"
+BUSY_CLIENTS = 4
+MODEL_SECONDS = 0.25  # added to every caption: the tiny model is instant, the shipped one takes ~1 s
+VISITS = 3  # visits under load, one after another
+HOLD_SECONDS = 1.0  # after their caption shows, the page must stay theirs this long
+VISIT_TIMEOUT_MS = 25_000
+# Set by a MutationObserver: the status tracker showed a queue position ("queue: 2/5") while the visitor waited.
+WATCH_QUEUE_JS = """() => { window.sawQueuePosition = false;
+    new MutationObserver(() => { if (/queue:\\s*\\d+\\s*\\/\\s*\\d+/.test(document.body.innerText))
+        window.sawQueuePosition = true; }).observe(document, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+class SlowCaptioner:
+    """The tiny model made as slow as a real one (MODEL_SECONDS a caption) and, like a real one on a small CPU,
+    busy in Python meanwhile (it holds the GIL, so the server's own work slows down); records the sizes it captions.
+    """
+
+    def __init__(self, captioner: Captioner, seconds: float = MODEL_SECONDS, example_seconds: float = MODEL_SECONDS):
+        self.captioner, self.seconds, self.sizes = captioner, seconds, []
+        self.example_seconds, self.example_sizes = example_seconds, {Image.open(p).size for p in EXAMPLES}
+
+    def caption(self, image, **kwargs):
+        self.sizes.append(image.size)
+        end = time.perf_counter() + (self.example_seconds if image.size in self.example_sizes else self.seconds)
+        while time.perf_counter() < end:  # bounded busy loop
+            pass
+        return self.captioner.caption(image, **kwargs)
+
+
+def visitor_photo(directory: Path) -> Path:
+    """A photo no one else sends, with a size of its own (its captions can be counted)."""
+    rng = np.random.default_rng(18)
+    pixels = np.repeat(np.linspace(0, 255, 211, dtype=np.uint8)[None, :, None], 157, axis=0)  # (157, 211, 1)
+    pixels = np.concatenate([pixels, 255 - pixels, rng.integers(0, 256, (157, 211, 1), dtype=np.uint8)], axis=2)
+    path = directory / "visitor.png"
+    Image.fromarray(pixels).save(path)  # (157, 211, 3)
+    return path
+
+
+@contextmanager
+def busy_clients(url: str, n: int, max_seconds: float = 50.0):
+    """n API clients in background threads, each captioning BUSY_PHOTO back to back until the block ends (or
+    max_seconds pass). Yields the list of finished request counts."""
+    stop, counts = threading.Event(), []
+    deadline = time.monotonic() + max_seconds
+
+    def run() -> None:
+        client, done = Client(url, verbose=False, download_files=False), 0
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                client.predict(handle_file(str(BUSY_PHOTO)), 1, api_name="/caption")
+                done += 1
+        finally:
+            counts.append(done)
+            client.close()
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # let them fill the queue
+    try:
+        yield counts
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def page_state(page) -> dict:
+    return page.evaluate("""() => ({
+        caption: document.querySelector('#caption-text textarea')?.value || '',
+        photo: document.querySelector('#image-input img')?.src || '',
+        heatmap: document.querySelector('#heatmap img')?.src || ''})""")
+
+
+def visit(browser, url: str, photo: Path, expected: dict) -> dict:
+    """One visitor: open the page, upload `photo` at once, press Caption twice; wait for their caption, then hold.
+    Returns the page state after the hold, how long the caption took, and whether a queue position was shown."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(VISIT_TIMEOUT_MS)
+    try:
+        page.add_init_script(f"({WATCH_QUEUE_JS})()")
+        page.goto(url)
+        page.locator("#image-input input[type=file]").set_input_files(str(photo))
+        page.wait_for_selector("#image-input img")
+        clicked = time.monotonic()
+        page.click("#caption-button")
+        page.click("#caption-button")  # an impatient second press must not enqueue a second caption
+        try:
+            page.wait_for_function("text => document.querySelector('#caption-text textarea')?.value === text",
+                                   arg=expected["caption"])
+            waited = time.monotonic() - clicked
+        except Exception:  # noqa: BLE001 - what the page shows instead is the finding
+            waited = None
+        page.wait_for_timeout(HOLD_SECONDS * 1000)  # anything still in flight lands now
+        return {**page_state(page), "waited": waited, "saw_queue": page.evaluate("() => window.sawQueuePosition")}
+    finally:
+        page.close()
+
+
+def expected_outputs(captioner: Captioner, photo: str | Path) -> dict:
+    """What the page should show for `photo` at the default beam: its caption and its heatmap's cache folder."""
+    text, _, heatmap, _, _ = app.caption_image(captioner, 3, str(photo))
+    return {"caption": text, "heatmap": Path(heatmap).parent.name}  # cache_image names the folder by content
+
+
+def visitor_error(state: dict, expected: dict, photo: Path) -> str | None:
+    """What is wrong with the page a visitor ended with (None: their photo, caption and heatmap, in time)."""
+    if Path(EXAMPLES[0]).stem in state["photo"] or photo.stem not in state["photo"]:
+        return f"their photo was replaced: {state}"
+    if state["caption"] != expected["caption"] or expected["heatmap"] not in state["heatmap"]:
+        return f"the caption or heatmap is not theirs (expected {expected}): {state}"
+    if state["waited"] is None:
+        return f"their caption showed only late, then was overwritten: {state}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir) -> Captioner:
+    return Captioner.load(tiny_model_dir)
+
+
+@pytest.fixture
+def fresh_demo(model, tmp_path):
+    """build(n_examples, example_seconds) -> (demo, captioner): a demo as app.main builds it (eager example
+    caching, concurrency 2) around a slow captioner, with the first n examples."""
+    demos = []
+
+    def build(n_examples: int, example_seconds: float = MODEL_SECONDS) -> tuple:
+        slow = SlowCaptioner(model, example_seconds=example_seconds)
+        with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path / f"examples-{len(demos)}")}):
+            demo = app.build_demo(slow, examples=EXAMPLES[:n_examples], cache_examples=True)
+        demo.queue(max_size=32)
+        demos.append(demo)
+        return demo, slow
+
+    yield build
+    for demo in demos:
+        demo.close()
+
+
+def test_visitors_of_a_busy_demo_keep_their_own_photo_and_caption(fresh_demo, model, chromium, launch_demo,
+                                                                   tmp_path):
+    photo = visitor_photo(tmp_path)
+    expected, first_example = expected_outputs(model, photo), expected_outputs(model, EXAMPLES[0])
+    assert expected["heatmap"] != first_example["heatmap"]  # the test can tell them apart
+    demo, slow = fresh_demo(n_examples=2)
+    url = launch_demo(demo)
+    with busy_clients(url, BUSY_CLIENTS) as served:
+        states = [visit(chromium, url, photo, expected) for _ in range(VISITS)]
+    failures = [error for error in (visitor_error(state, expected, photo) for state in states) if error]
+    assert not failures, f"{len(failures)} of {VISITS} visits:\n" + "\n".join(failures)
+    assert all(state["saw_queue"] for state in states), "no queue position shown while waiting"
+    assert slow.sizes.count(Image.open(photo).size) == VISITS  # one caption per visit, double clicks included
+    assert sum(served) >= BUSY_CLIENTS  # the other clients were served meanwhile
+    waits = ", ".join(f"{state['waited']:.1f}" for state in states)
+    print(f"\n{BUSY_CLIENTS} busy clients, {MODEL_SECONDS} s model: caption shown after {waits} s")
+
+
+def test_a_visitor_during_start_up_keeps_their_own_photo_and_caption(fresh_demo, model, chromium, launch_demo,
+                                                                     local_port, tmp_path):
+    """Right after start-up the server is up but still caching the examples (launch() returns when that is done)."""
+    photo = visitor_photo(tmp_path)
+    expected = expected_outputs(model, photo)
+    demo, slow = fresh_demo(n_examples=3, example_seconds=1.0)  # a cold CPU: caching takes a few seconds
+    url = f"http://127.0.0.1:{local_port}/"
+    starting = threading.Thread(target=launch_demo, args=(demo,), kwargs={"server_port": local_port}, daemon=True)
+    starting.start()
+    for _ in range(200):  # the page is served before the examples are cached
+        try:
+            if httpx.get(url + "config", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    caching = starting.is_alive()
+    state = visit(chromium, url, photo, expected)
+    starting.join(timeout=60)
+    assert caching, "the examples were already cached: this visit did not test start-up"
+    assert visitor_error(state, expected, photo) is None, visitor_error(state, expected, photo)
