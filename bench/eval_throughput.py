@@ -1,5 +1,5 @@
 """End-to-end evaluation throughput: images/s for encoder + batched beam search, the path
-`python -m captioning.evaluate` takes (uint8 pixels -> to_model_input -> Captioner.encode -> caption_features).
+`python -m captioning.evaluate` takes (uint8 pixels -> Captioner.features_from_pixels -> caption_features).
 
     python bench/eval_throughput.py --model assets/model --images 64 --batch-size 16 --beam-size 3 --threads 2
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from captioning.checkpoint import CheckpointError  # noqa: E402
 from captioning.model import Captioner  # noqa: E402
-from captioning.preprocess import load_image, resize_square, to_model_input  # noqa: E402
+from captioning.preprocess import load_image, resize_square  # noqa: E402
 
 
 def make_pixels(source: str, count: int, image_size: int, seed: int = 0) -> torch.Tensor:
@@ -45,9 +45,9 @@ def measure(model: Captioner, pixels: torch.Tensor, batch_size: int, beam_size: 
     for start in range(0, len(pixels), batch_size):
         batch = pixels[start:start + batch_size]  # (b, 3, S, S)
         t0 = time.perf_counter()
-        features = model.encode(to_model_input(batch, model.config.preprocessing))  # (b, 196, C)
+        features = model.features_from_pixels(batch)  # (b, 196, C)
         t1 = time.perf_counter()
-        captions = model.caption_features(features.float(), beam_size, length_penalty)
+        captions = model.caption_features(features, beam_size, length_penalty)
         t2 = time.perf_counter()
         encode_s, decode_s = encode_s + t1 - t0, decode_s + t2 - t1
         lengths += [len(c.words) for c in captions]

@@ -13,7 +13,8 @@ import torch
 from tqdm import tqdm
 
 from captioning.encoder import Encoder
-from captioning.preprocess import Preprocessing, to_model_input
+from captioning.model import pixels_to_features
+from captioning.preprocess import Preprocessing
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
@@ -28,11 +29,10 @@ def cache_paths(cache_dir: str | Path, split: str) -> tuple[Path, Path]:
     return cache_dir / f"{split}_FEATURES.npy", cache_dir / f"{split}_FEATURES.json"
 
 
+@torch.no_grad()
 def encode_pixels(encoder: Encoder, pixels: torch.Tensor, prep: Preprocessing, bf16: bool) -> torch.Tensor:
-    """uint8 (B, 3, S, S) -> encoder features (B, 196, C) in fp32, optionally computed under bf16 autocast."""
-    images = to_model_input(pixels, prep)  # (B, 3, I, I)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        return encoder(images).float()  # (B, 196, C)
+    """uint8 (B, 3, S, S) -> encoder features (B, 196, C) in fp32 as the model computes them, without autograd."""
+    return pixels_to_features(encoder, pixels, prep, bf16)  # (B, 196, C)
 
 
 def cache_features(

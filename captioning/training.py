@@ -9,6 +9,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,6 @@ from captioning.loss import caption_loss
 from captioning.meters import AverageMeter, topk_accuracy
 from captioning.metrics import bleu4
 from captioning.model import Captioner
-from captioning.preprocess import to_model_input
 from captioning.vocab import load_word_map
 
 
@@ -77,19 +77,15 @@ def is_main_process() -> bool:
 
 
 class TeacherForcing(nn.Module):
-    """What DDP wraps: (images or features, captions, lengths, image_index) -> logits, alphas, mask."""
+    """What DDP wraps: (pixels or cached features, captions, lengths, image_index) -> logits, alphas, mask."""
 
-    def __init__(self, captioner: Captioner, from_features: bool):
+    def __init__(self, captioner: Captioner, to_features: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()
         self.captioner = captioner
-        self.from_features = from_features
+        self.to_features = to_features  # Captioner.batch_encoder: the batch -> features function of this run
 
     def forward(self, inputs, captions, lengths, image_index):
-        if self.from_features:
-            features = inputs  # (N, 196, C)
-        else:
-            images = to_model_input(inputs, self.captioner.config.preprocessing)  # (N, 3, I, I)
-            features = self.captioner.encode(images.to(captions.device))  # (N, 196, C)
+        features = self.to_features(inputs)  # (N, 196, C)
         output = self.captioner.decoder(features, captions, lengths, image_index)
         return output.logits, output.alphas, output.mask
 
@@ -198,10 +194,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: Tra
 
 
 @torch.no_grad()
-def validate(captioner: Captioner, dataset: ImageCaptions, config: TrainConfig, device, from_features: bool) -> dict:
+def validate(captioner: Captioner, dataset: ImageCaptions, config: TrainConfig, device,
+             to_features: Callable[[torch.Tensor], torch.Tensor]) -> dict:
     """Teacher-forced loss and top-5 on the validation captions, and BLEU-4 of real decoding on unique images."""
     captioner.eval()
-    module = TeacherForcing(captioner, from_features)
+    module = TeacherForcing(captioner, to_features)
     loss_meter, top5_meter = AverageMeter(), AverageMeter()
     references, hypotheses = {}, {}
     limit = config.val_max_images or len(dataset)
@@ -212,11 +209,8 @@ def validate(captioner: Captioner, dataset: ImageCaptions, config: TrainConfig, 
         with autocast(config, device):
             logits, alphas, mask = module(inputs, captions, lengths, image_index)
             _, cross_entropy, _ = caption_loss(DecoderOutput(logits, alphas, mask), captions, config.attention_penalty)
-            if from_features:
-                features = inputs  # (N, 196, C)
-            else:
-                features = captioner.encode(to_model_input(inputs, captioner.config.preprocessing))  # (N, 196, C)
-            found = captioner.caption_features(features.float(), beam_size=config.val_beam_size)
+            features = to_features(inputs)  # (N, 196, C)
+            found = captioner.caption_features(features, beam_size=config.val_beam_size)
         tokens = int(mask.sum())
         loss_meter.update(float(cross_entropy), tokens)
         top5_meter.update(topk_accuracy(logits[mask].float(), captions[:, 1 : mask.size(1) + 1][mask]), tokens)
@@ -318,7 +312,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     from_features = bool(config.cache_dir) and not config.finetune_encoder
     train_set = make_dataset(config, "TRAIN", from_features)
     val_set = make_dataset(config, "VAL", from_features)
-    module = TeacherForcing(captioner, from_features)
+    to_features = captioner.batch_encoder(cached=from_features)
+    module = TeacherForcing(captioner, to_features)
     model = DistributedDataParallel(module) if dist.is_initialized() else module
     optimizer = make_optimizer(captioner, config)
     state = {"epoch": 0, "best_bleu4": -1.0, "epochs_since_improvement": 0, "history": []}
@@ -343,7 +338,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
         started = time.perf_counter()
         row = {"epoch": epoch + 1, **train_one_epoch(model, make_loader(train_set, config, epoch, True),
                                                      optimizer, config, device, epoch)}
-        row.update(validate(captioner, val_set, config, device, from_features))
+        row.update(validate(captioner, val_set, config, device, to_features))
         row.update(lr=optimizer.param_groups[0]["lr"], epoch_time=time.perf_counter() - started)
         improved = row["val_bleu4"] > state["best_bleu4"]
         state["best_bleu4"] = max(state["best_bleu4"], row["val_bleu4"])
