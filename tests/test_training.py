@@ -212,7 +212,7 @@ def test_lr_decay_and_early_stop(tiny_train_config, tmp_path, monkeypatch, resto
 
     calls = []
 
-    def constant_validate(captioner, dataset, config, device, from_features):
+    def constant_validate(objective, dataset, config, device):
         calls.append(1)
         return {"val_loss": 1.0, "val_top5": 50.0, "val_bleu4": 0.25}  # never improves after the first epoch
 
@@ -244,6 +244,75 @@ def test_lr_decays_repeatedly_while_no_improvement(tiny_train_config, tmp_path, 
     assert state["best_bleu4"] == 0.4 and state["epochs_since_improvement"] == 1
 
 
+# --- the batch step ----------------------------------------------------------------------------------------------
+
+
+def test_teacher_forced_loss_counts_by_hand(tiny_config, word_map):
+    """One batch of cached features: the loss is caption_loss, and the token / top-5 counts are those of the real
+    steps (step t of caption b predicts word t + 1; padding never counts)."""
+    import torch.nn.functional as F
+
+    from captioning.loss import TeacherForcedLoss, caption_loss
+    from captioning.model import Captioner
+
+    torch.manual_seed(0)
+    captioner = Captioner(tiny_config, word_map).eval()
+    objective = TeacherForcedLoss(captioner, captioner.batch_encoder(cached=True), attention_penalty=0.5)
+    lengths_list = [7, 4, 9, 2, 5, 6]
+    lengths = torch.tensor(lengths_list)  # (B,)
+    captions = torch.randint(1, len(word_map), (len(lengths_list), 9)) * (torch.arange(9) < lengths[:, None])
+    image_index = torch.tensor([0, 0, 0, 1, 1, 1])  # (B,) two images, three captions each
+    features = torch.randn(2, 196, tiny_config.encoder_dim).half()  # (N, 196, C) as the cache stores them
+    result = objective(features, captions, lengths, image_index)
+
+    with torch.no_grad():
+        output = captioner.decoder(features.float(), captions, lengths, image_index)
+    assert torch.equal(result.loss.detach(), caption_loss(output, captions, 0.5)[0])
+    logits = torch.cat([output.logits[b, : n - 1] for b, n in enumerate(lengths_list)])  # (n_tokens, V)
+    targets = torch.cat([captions[b, 1:n] for b, n in enumerate(lengths_list)])  # (n_tokens,)
+    hits = sum(int(t in row.topk(5).indices) for row, t in zip(logits, targets))
+    assert int(result.tokens) == sum(lengths_list) - len(lengths_list) == len(targets)
+    assert int(result.top5_hits) == hits
+    assert float(result.cross_entropy) == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-6)
+    assert result.log_values() == {"loss": (pytest.approx(float(result.cross_entropy)), len(targets)),
+                                   "top5": (pytest.approx(100.0 * hits / len(targets)), len(targets))}
+    result.loss.backward()
+    assert captioner.decoder.fc.weight.grad.abs().sum() > 0
+
+
+def test_train_one_epoch_runs_any_objective(tiny_train_config, tmp_path):
+    """The loop only needs .loss and .log_values() from the objective: another objective (e.g. self-critical)
+    plugs in unchanged, and its averages are logged under its own names, weighted as it says."""
+    from dataclasses import dataclass
+
+    from captioning.training import make_dataset, make_loader, train_one_epoch
+
+    @dataclass
+    class Result:
+        loss: torch.Tensor
+        reward: float
+
+        def log_values(self):
+            return {"reward": (self.reward, 2)}
+
+    class ConstantRewardObjective(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(()))
+            self.rewards = iter([1.0, 4.0, 7.0])
+
+        def forward(self, inputs, captions, lengths, image_index):
+            return Result(self.weight * inputs.float().mean(), next(self.rewards))
+
+    config = tiny_train_config(tmp_path / "run", max_steps_per_epoch=3)
+    objective = ConstantRewardObjective()
+    optimizer = torch.optim.SGD(objective.parameters(), lr=0.1)
+    loader = make_loader(make_dataset(config, "TRAIN", from_features=False), config, epoch=0, shuffle=True)
+    row = train_one_epoch(objective, loader, optimizer, config, torch.device("cpu"), epoch=0)
+    assert row["train_reward"] == pytest.approx(4.0) and "train_loss" not in row
+    assert float(objective.weight) < 1.0  # it stepped on the objective's loss
+
+
 # --- data loading, bf16 -------------------------------------------------------------------------------------------
 
 
@@ -271,15 +340,16 @@ def test_training_from_hdf5_with_two_workers(tiny_train_config, tmp_path, restor
 
 
 def test_cpu_bf16_autocast_training(tiny_train_config, tmp_path, monkeypatch, restore_torch_threads):
+    import captioning.loss
     import captioning.training as training
 
-    dtypes, loss = [], training.caption_loss
+    dtypes, loss = [], captioning.loss.caption_loss
 
     def recording_loss(output, captions, penalty):
         dtypes.append(output.logits.dtype)
         return loss(output, captions, penalty)
 
-    monkeypatch.setattr(training, "caption_loss", recording_loss)
+    monkeypatch.setattr(captioning.loss, "caption_loss", recording_loss)
     state = training.train(tiny_train_config(tmp_path / "run", bf16=True, epochs=2, max_steps_per_epoch=4,
                                              decoder_lr=4e-3))
     assert torch.bfloat16 in dtypes  # the decoder ran under autocast
