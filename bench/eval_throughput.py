@@ -1,7 +1,7 @@
 """End-to-end evaluation throughput: images/s for encoder + batched beam search, the path
 `python -m captioning.evaluate` takes (uint8 pixels -> Captioner.features_from_pixels -> caption_features).
 
-    python bench/eval_throughput.py --model assets/model --images 64 --batch-size 16 --beam-size 3 --threads 2
+    python -m bench.eval_throughput --model assets/model --images 64 --batch-size 16 --beam-size 3 --threads 2
 
 Images are the example photos in assets/examples (resized once, cycled to --images) or, with --source random,
 uniform noise. Prints images/s and the split between encoder and decoder time.
@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from captioning.checkpoint import CheckpointError
+from captioning.model import Captioner
+from captioning.preprocess import load_image, resize_square
 
-from captioning.checkpoint import CheckpointError  # noqa: E402
-from captioning.model import Captioner  # noqa: E402
-from captioning.preprocess import load_image, resize_square  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_pixels(source: str, count: int, image_size: int, seed: int = 0) -> torch.Tensor:
