@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from captioning.training import TrainConfig, train
 
 
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     config = resolve_config(args)
     if not config.data_name:
         raise SystemExit("error: --data-name is required (the base name printed by prepare_data.py)")
+    if config.threads:
+        torch.set_num_threads(config.threads)  # process state: set here, by the entry point, not inside train()
     try:
         state = train(config, resume=args.resume)
     except (FileNotFoundError, ValueError) as error:

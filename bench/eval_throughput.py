@@ -1,7 +1,7 @@
 """End-to-end evaluation throughput: images/s for encoder + batched beam search, the path
-`python -m captioning.evaluate` takes (uint8 pixels -> to_model_input -> Captioner.encode -> caption_features).
+`python -m captioning.evaluate` takes (uint8 pixels -> Captioner.features_from_pixels -> caption_features).
 
-    python bench/eval_throughput.py --model assets/model --images 64 --batch-size 16 --beam-size 3 --threads 2
+    python -m bench.eval_throughput --model assets/model --images 64 --batch-size 16 --beam-size 3 --threads 2
 
 Images are the example photos in assets/examples (resized once, cycled to --images) or, with --source random,
 uniform noise. Prints images/s and the split between encoder and decoder time.
@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from captioning.checkpoint import CheckpointError
+from captioning.model import Captioner
+from captioning.preprocess import load_image, resize_square
 
-from captioning.checkpoint import CheckpointError  # noqa: E402
-from captioning.model import Captioner  # noqa: E402
-from captioning.preprocess import load_image, resize_square, to_model_input  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_pixels(source: str, count: int, image_size: int, seed: int = 0) -> torch.Tensor:
@@ -45,9 +44,9 @@ def measure(model: Captioner, pixels: torch.Tensor, batch_size: int, beam_size: 
     for start in range(0, len(pixels), batch_size):
         batch = pixels[start:start + batch_size]  # (b, 3, S, S)
         t0 = time.perf_counter()
-        features = model.encode(to_model_input(batch, model.config.preprocessing))  # (b, 196, C)
+        features = model.features_from_pixels(batch)  # (b, 196, C)
         t1 = time.perf_counter()
-        captions = model.caption_features(features.float(), beam_size, length_penalty)
+        captions = model.caption_features(features, beam_size, length_penalty)
         t2 = time.perf_counter()
         encode_s, decode_s = encode_s + t1 - t0, decode_s + t2 - t1
         lengths += [len(c.words) for c in captions]

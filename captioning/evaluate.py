@@ -22,17 +22,18 @@ from captioning.data import read_raw_split
 from captioning.features import load_cached_features
 from captioning.metrics import coco_metrics
 from captioning.model import Caption, Captioner
-from captioning.preprocess import to_model_input
 
 
 def caption_all(model: Captioner, count: int, load_batch: Callable[[int, int], torch.Tensor], batch_size: int,
-                beam_size: int, length_penalty: float = 0.0, from_features: bool = False) -> list[Caption]:
-    """Caption images [0, count) in batches; load_batch gives uint8 pixels (b, 3, S, S) or features (b, 196, C)."""
+                beam_size: int, length_penalty: float = 0.0,
+                to_features: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[Caption]:
+    """Caption images [0, count) in batches; load_batch gives what to_features (default: the model's pixel
+    encoder, Captioner.batch_encoder) turns into features: uint8 pixels (b, 3, S, S) or cached features."""
+    to_features = to_features or model.features_from_pixels
     captions = []
     for start in tqdm(range(0, count, batch_size), desc=f"captioning (beam {beam_size})", unit="batch"):
-        batch = load_batch(start, min(start + batch_size, count))
-        features = batch if from_features else model.encode(to_model_input(batch, model.config.preprocessing))
-        captions.extend(model.caption_features(features.float(), beam_size, length_penalty))
+        features = to_features(load_batch(start, min(start + batch_size, count)))  # (b, 196, C)
+        captions.extend(model.caption_features(features, beam_size, length_penalty))
     return captions
 
 
@@ -50,7 +51,8 @@ def prepared_split(data_dir: str, data_name: str, split: str, image_size: int):
 def evaluate(model: Captioner, names: Sequence[str], references: Sequence[list[str]], load_batch, batch_size: int,
              beam_size: int, length_penalty: float = 0.0, from_features: bool = False, meteor: bool = True):
     """Metrics dict (with image count and beam size) and the generated captions by image name."""
-    captions = caption_all(model, len(names), load_batch, batch_size, beam_size, length_penalty, from_features)
+    to_features = model.batch_encoder(cached=from_features)  # chosen once for the whole split
+    captions = caption_all(model, len(names), load_batch, batch_size, beam_size, length_penalty, to_features)
     hypotheses = {i: [c.text] for i, c in enumerate(captions)}
     metrics = coco_metrics({i: list(r) for i, r in enumerate(references)}, hypotheses, meteor=meteor)
     metrics.update(images=len(names), beam_size=beam_size, length_penalty=length_penalty)

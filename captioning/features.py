@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,14 +11,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from captioning.checkpoint import atomic_write
 from captioning.encoder import Encoder
-from captioning.preprocess import Preprocessing, to_model_input
+from captioning.model import pixels_to_features
+from captioning.preprocess import Preprocessing
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
+def write_progress(path: Path, progress: dict) -> None:
+    """The cache's progress/metadata file, replaced atomically so a kill leaves the previous complete one."""
+    text = json.dumps(progress)
+    atomic_write(path, lambda p: p.write_text(text))
 
 
 def cache_paths(cache_dir: str | Path, split: str) -> tuple[Path, Path]:
@@ -28,11 +29,10 @@ def cache_paths(cache_dir: str | Path, split: str) -> tuple[Path, Path]:
     return cache_dir / f"{split}_FEATURES.npy", cache_dir / f"{split}_FEATURES.json"
 
 
+@torch.no_grad()
 def encode_pixels(encoder: Encoder, pixels: torch.Tensor, prep: Preprocessing, bf16: bool) -> torch.Tensor:
-    """uint8 (B, 3, S, S) -> encoder features (B, 196, C) in fp32, optionally computed under bf16 autocast."""
-    images = to_model_input(pixels, prep)  # (B, 3, I, I)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        return encoder(images).float()  # (B, 196, C)
+    """uint8 (B, 3, S, S) -> encoder features (B, 196, C) in fp32 as the model computes them, without autograd."""
+    return pixels_to_features(encoder, pixels, prep, bf16)  # (B, 196, C)
 
 
 def cache_features(
@@ -56,7 +56,7 @@ def cache_features(
         shape = (len(names), 196, encoder.dim)
         np.lib.format.open_memmap(features_path, mode="w+", dtype=np.float16, shape=shape).flush()
         progress = {**header, "done": 0, "complete": False}
-        _write_json_atomic(progress_path, progress)
+        write_progress(progress_path, progress)
     if progress["complete"]:
         return features_path
     store = np.load(features_path, mmap_mode="r+")  # (N, 196, C)
@@ -68,10 +68,10 @@ def cache_features(
             store[start:stop] = encode_pixels(encoder, pixels, prep, bf16).numpy().astype(np.float16)  # (b, 196, C)
             store.flush()
             progress["done"] = stop
-            _write_json_atomic(progress_path, progress)
+            write_progress(progress_path, progress)
             bar.update(stop - start)
     progress["complete"] = True
-    _write_json_atomic(progress_path, progress)
+    write_progress(progress_path, progress)
     return features_path
 
 

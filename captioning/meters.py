@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 
 class AverageMeter:
     """Last value, sum, count and average of a quantity (weighted by n)."""
@@ -19,7 +21,7 @@ class AverageMeter:
         self.avg = self.sum / self.count
 
 
-def topk_accuracy(logits, targets, k: int = 5) -> float:
-    """Share of targets (n,) among the k highest logits (n, V), in percent."""
+def topk_hits(logits: torch.Tensor, targets: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """How many targets (n,) are among the k highest logits (n, V): a 0-d count, summed over batches for top-k %."""
     top = logits.topk(k, dim=1).indices  # (n, k)
-    return float((top == targets[:, None]).any(dim=1).float().mean() * 100.0)
+    return (top == targets[:, None]).any(dim=1).sum()  # ()

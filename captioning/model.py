@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from captioning.checkpoint import CheckpointError, check_state_matches, read_mod
 from captioning.config import ModelConfig
 from captioning.decoder import Decoder
 from captioning.encoder import Encoder
-from captioning.preprocess import preprocess_image
+from captioning.preprocess import Preprocessing, preprocess_image, to_model_input
 from captioning.search import Hypothesis, decode
 
 
@@ -30,6 +31,25 @@ class Caption:
     @property
     def text(self) -> str:
         return " ".join(self.words)
+
+
+def encode_images(encoder: Encoder, images: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Normalised images (B, 3, I, I) -> annotation vectors (B, 196, C) in fp32, under CPU bf16 autocast if bf16.
+
+    The one place the encoder runs: the feature cache, training, evaluation and the app all come through here.
+    """
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and images.device.type == "cpu"):
+        return encoder(images).float()  # (B, 196, C)
+
+
+def pixels_to_features(encoder: Encoder, pixels: torch.Tensor, prep: Preprocessing, bf16: bool) -> torch.Tensor:
+    """uint8 pixels (B, 3, S, S) as stored -> annotation vectors (B, 196, C): to_model_input, then encode_images."""
+    return encode_images(encoder, to_model_input(pixels, prep), bf16)  # (B, 196, C)
+
+
+def cached_features(features: torch.Tensor) -> torch.Tensor:
+    """A batch of cached annotation vectors (B, 196, C) as fp32: the batch -> features function of cached runs."""
+    return features.float()  # (B, 196, C)
 
 
 class Captioner(nn.Module):
@@ -70,9 +90,16 @@ class Captioner(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, I, I) -> annotation vectors (B, 196, C), as the feature cache made them."""
-        bf16 = self.config.encoder_bf16 and images.device.type == "cpu"
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return self.encoder(images).float()  # (B, 196, C)
+        return encode_images(self.encoder, images, self.config.encoder_bf16)  # (B, 196, C)
+
+    def features_from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (B, 3, S, S) as stored -> annotation vectors (B, 196, C), on the model's device."""
+        device = next(self.decoder.parameters()).device
+        return pixels_to_features(self.encoder, pixels.to(device), self.config.preprocessing, self.config.encoder_bf16)
+
+    def batch_encoder(self, cached: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+        """How a batch becomes features, chosen once: cached features pass through, pixels go through the encoder."""
+        return cached_features if cached else self.features_from_pixels
 
     def to_caption(self, hypothesis: Hypothesis) -> Caption:
         words = [self.id_to_word[i] for i in hypothesis.tokens]

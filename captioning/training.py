@@ -9,12 +9,15 @@ import json
 import math
 import os
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import torch
 import torch.distributed as dist
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
@@ -23,14 +26,12 @@ from tqdm import tqdm
 from captioning.checkpoint import atomic_write
 from captioning.config import ModelConfig
 from captioning.data import ImageCaptions, collate_images, load_split, split_file
-from captioning.decoder import DecoderOutput
 from captioning.encoder import Encoder, default_weights, preprocessing_for
 from captioning.features import cache_paths, load_cached_features
-from captioning.loss import caption_loss
-from captioning.meters import AverageMeter, topk_accuracy
+from captioning.loss import TeacherForcedLoss
+from captioning.meters import AverageMeter
 from captioning.metrics import bleu4
 from captioning.model import Captioner
-from captioning.preprocess import to_model_input
 from captioning.vocab import load_word_map
 
 
@@ -74,24 +75,6 @@ class TrainConfig:
 
 def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
-
-
-class TeacherForcing(nn.Module):
-    """What DDP wraps: (images or features, captions, lengths, image_index) -> logits, alphas, mask."""
-
-    def __init__(self, captioner: Captioner, from_features: bool):
-        super().__init__()
-        self.captioner = captioner
-        self.from_features = from_features
-
-    def forward(self, inputs, captions, lengths, image_index):
-        if self.from_features:
-            features = inputs  # (N, 196, C)
-        else:
-            images = to_model_input(inputs, self.captioner.config.preprocessing)  # (N, 3, I, I)
-            features = self.captioner.encode(images.to(captions.device))  # (N, 196, C)
-        output = self.captioner.decoder(features, captions, lengths, image_index)
-        return output.logits, output.alphas, output.mask
 
 
 def build_captioner(config: TrainConfig, word_map: dict[str, int], image_size: int = 256) -> Captioner:
@@ -162,69 +145,73 @@ def make_optimizer(captioner: Captioner, config: TrainConfig) -> torch.optim.Ada
     return torch.optim.Adam(groups, fused=True)  # one kernel per parameter instead of ~10 ops (issue 13)
 
 
+def to_device(batch: tuple[torch.Tensor, ...], device) -> tuple[torch.Tensor, ...]:
+    """(inputs, captions, lengths, image_index) of a loader batch, on the training device."""
+    return tuple(t.to(device) for t in batch[:4])
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: TrainConfig, device, epoch: int) -> dict:
-    """One pass over the training images; returns average loss per token, top-5 accuracy and timings."""
-    meters = {name: AverageMeter() for name in ("batch_time", "data_time", "loss", "top5")}
+    """One pass over the training images with the objective `model` (a batch -> BatchLoss module, maybe in DDP);
+    returns its averages (train_loss per token, train_top5), timings and captions trained per second of step time
+    (data loading excluded)."""
+    averages, timers = defaultdict(AverageMeter), {name: AverageMeter() for name in ("batch_time", "data_time")}
+    captions, step_seconds = 0, 0.0
     model.train()
     total = len(loader) if not config.max_steps_per_epoch else min(len(loader), config.max_steps_per_epoch)
     bar = tqdm(total=total, desc=f"epoch {epoch + 1}", disable=not is_main_process(), unit="batch")
     end = time.perf_counter()
-    for step, (inputs, captions, lengths, image_index, _) in enumerate(loader):
+    for step, batch in enumerate(loader):
         if step == total:
             break
-        meters["data_time"].update(time.perf_counter() - end)
-        inputs, captions, lengths, image_index = (t.to(device) for t in (inputs, captions, lengths, image_index))
+        loaded = time.perf_counter()
+        timers["data_time"].update(loaded - end)
         with autocast(config, device):
-            logits, alphas, mask = model(inputs, captions, lengths, image_index)
-        output = DecoderOutput(logits, alphas, mask)
-        loss, cross_entropy, _ = caption_loss(output, captions, config.attention_penalty)
+            result = model(*to_device(batch, device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        result.loss.backward()
         if config.grad_clip:
             nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip,
                                      foreach=True)
         optimizer.step()
-        tokens = int(mask.sum())
-        targets = captions[:, 1 : mask.size(1) + 1][mask]  # (n_tokens,)
-        meters["loss"].update(cross_entropy.item(), tokens)
-        meters["top5"].update(topk_accuracy(logits[mask].float(), targets), tokens)
-        meters["batch_time"].update(time.perf_counter() - end)
-        end = time.perf_counter()
-        bar.set_postfix(loss=f"{meters['loss'].avg:.3f}", top5=f"{meters['top5'].avg:.1f}",
-                        batch=f"{meters['batch_time'].avg:.2f}s", data=f"{meters['data_time'].avg:.3f}s")
+        for name, (value, weight) in result.log_values().items():
+            averages[name].update(value, weight)
+        stepped = time.perf_counter()  # after log_values(): the step's results are on the host
+        timers["batch_time"].update(stepped - end)
+        captions, step_seconds = captions + len(batch[1]), step_seconds + stepped - loaded
+        end = stepped
+        bar.set_postfix({name: f"{meter.avg:.3g}" for name, meter in averages.items()},
+                        batch=f"{timers['batch_time'].avg:.2f}s", data=f"{timers['data_time'].avg:.3f}s")
         bar.update()
     bar.close()
-    return {"train_loss": meters["loss"].avg, "train_top5": meters["top5"].avg,
-            "batch_time": meters["batch_time"].avg, "data_time": meters["data_time"].avg}
+    return {**{f"train_{name}": meter.avg for name, meter in averages.items()},
+            **{name: meter.avg for name, meter in timers.items()}, "captions_per_s": captions / max(step_seconds, 1e-9)}
 
 
 @torch.no_grad()
-def validate(captioner: Captioner, dataset: ImageCaptions, config: TrainConfig, device, from_features: bool) -> dict:
-    """Teacher-forced loss and top-5 on the validation captions, and BLEU-4 of real decoding on unique images."""
+def validate(objective: TeacherForcedLoss, dataset: ImageCaptions, config: TrainConfig, device) -> dict:
+    """The objective's averages on the validation captions (val_loss, val_top5), and BLEU-4 of real decoding on
+    unique images."""
+    captioner = objective.captioner
     captioner.eval()
-    module = TeacherForcing(captioner, from_features)
-    loss_meter, top5_meter = AverageMeter(), AverageMeter()
+    averages = defaultdict(AverageMeter)
     references, hypotheses = {}, {}
     limit = config.val_max_images or len(dataset)
-    for inputs, captions, lengths, image_index, indices in make_loader(dataset, config, 0, shuffle=False):
+    for batch in make_loader(dataset, config, 0, shuffle=False):
+        indices = batch[4]  # (N,) dataset index of each image
         if int(indices[0]) >= limit:
             break
-        inputs, captions, lengths, image_index = (t.to(device) for t in (inputs, captions, lengths, image_index))
+        inputs, captions, lengths, image_index = to_device(batch, device)
         with autocast(config, device):
-            logits, alphas, mask = module(inputs, captions, lengths, image_index)
-            _, cross_entropy, _ = caption_loss(DecoderOutput(logits, alphas, mask), captions, config.attention_penalty)
-            if from_features:
-                features = inputs  # (N, 196, C)
-            else:
-                features = captioner.encode(to_model_input(inputs, captioner.config.preprocessing))  # (N, 196, C)
-            found = captioner.caption_features(features.float(), beam_size=config.val_beam_size)
-        tokens = int(mask.sum())
-        loss_meter.update(float(cross_entropy), tokens)
-        top5_meter.update(topk_accuracy(logits[mask].float(), captions[:, 1 : mask.size(1) + 1][mask]), tokens)
+            features = objective.to_features(inputs)  # (N, 196, C) encoded once for the loss and the decoding
+            result = objective.loss_on_features(features, captions, lengths, image_index)
+            found = captioner.caption_features(features, beam_size=config.val_beam_size)
+        for name, (value, weight) in result.log_values().items():
+            averages[name].update(value, weight)
         for index, caption in zip(indices.tolist(), found):
             references[index] = dataset.split.references[index]
             hypotheses[index] = [caption.text]
-    return {"val_loss": loss_meter.avg, "val_top5": top5_meter.avg, "val_bleu4": bleu4(references, hypotheses)}
+    row = {f"val_{name}": meter.avg for name, meter in averages.items()}
+    return {**row, "val_bleu4": bleu4(references, hypotheses)}
 
 
 def save_training_state(path: Path, captioner: Captioner, optimizer, state: dict) -> None:
@@ -265,14 +252,11 @@ def write_log(run_dir: Path, history: list[dict]) -> None:
 
 
 def plot_curves(run_dir: Path, history: list[dict]) -> Path:
-    """training_curves.png: loss, top-5 accuracy and validation BLEU-4 per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """training_curves.png: loss, top-5 accuracy and validation BLEU-4 per epoch (Agg canvas, no pyplot state)."""
     epochs = [row["epoch"] for row in history]
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    figure = Figure(figsize=(13, 3.6))
+    FigureCanvasAgg(figure)  # renders without any GUI backend or global matplotlib setting
+    axes = figure.subplots(1, 3)
     axes[0].plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     axes[0].plot(epochs, [r["val_loss"] for r in history], "o-", label="val")
     axes[0].set_title("cross-entropy per token")
@@ -288,7 +272,6 @@ def plot_curves(run_dir: Path, history: list[dict]) -> Path:
     figure.tight_layout()
     path = run_dir / "training_curves.png"
     atomic_write(path, lambda p: figure.savefig(p, dpi=110, format="png"))
-    plt.close(figure)
     return path
 
 
@@ -308,8 +291,6 @@ def setup_device(config: TrainConfig) -> torch.device:
 def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     """Run (or continue) training; returns the final state (epoch, best BLEU-4, history)."""
     device = setup_device(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     run_dir = Path(config.output_dir)
     word_map = load_word_map(Path(config.data_dir) / f"WORDMAP_{config.data_name}.json")
@@ -319,8 +300,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     from_features = bool(config.cache_dir) and not config.finetune_encoder
     train_set = make_dataset(config, "TRAIN", from_features)
     val_set = make_dataset(config, "VAL", from_features)
-    module = TeacherForcing(captioner, from_features)
-    model = DistributedDataParallel(module) if dist.is_initialized() else module
+    objective = TeacherForcedLoss(captioner, captioner.batch_encoder(cached=from_features), config.attention_penalty)
+    model = DistributedDataParallel(objective) if dist.is_initialized() else objective
     optimizer = make_optimizer(captioner, config)
     state = {"epoch": 0, "best_bleu4": -1.0, "epochs_since_improvement": 0, "history": []}
     if resume:
@@ -344,7 +325,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
         started = time.perf_counter()
         row = {"epoch": epoch + 1, **train_one_epoch(model, make_loader(train_set, config, epoch, True),
                                                      optimizer, config, device, epoch)}
-        row.update(validate(captioner, val_set, config, device, from_features))
+        row.update(validate(objective, val_set, config, device))
         row.update(lr=optimizer.param_groups[0]["lr"], epoch_time=time.perf_counter() - started)
         improved = row["val_bleu4"] > state["best_bleu4"]
         state["best_bleu4"] = max(state["best_bleu4"], row["val_bleu4"])

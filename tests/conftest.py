@@ -105,22 +105,59 @@ def tiny_train_config(shapes_data):
     return make
 
 
+class TorchThreads:
+    """`with TorchThreads(1):` runs a block with one torch thread, `with TorchThreads():` leaves the count to an
+    entry point inside (train.py, evaluate's main); either way the count is restored afterwards. Thread counts are
+    process state that entry points set: a test must not leak them into the tests that follow."""
+
+    def __init__(self, count: int | None = None):
+        self.count = count
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.saved = torch.get_num_threads()
+        if self.count:
+            torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc_info) -> None:
+        import torch
+
+        torch.set_num_threads(self.saved)
+
+
 @pytest.fixture
-def restore_torch_threads():
-    """train() sets torch's global thread count; put it back for the tests that follow."""
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def one_thread(restore_torch_threads):
+def one_thread():
     """One torch thread for this test (steady timings on 2 cores), restored afterwards."""
-    import torch
+    with TorchThreads(1):
+        yield
 
-    torch.set_num_threads(1)
+
+TIME_COLUMNS = ("batch_time", "data_time", "epoch_time", "captions_per_s")  # log columns that differ between runs
+
+
+def cli_args(config) -> list[str]:
+    """train.py flags that reproduce a TrainConfig (every field is a flag; booleans as --x / --no-x)."""
+    import dataclasses
+
+    args = []
+    for field in dataclasses.fields(config):
+        value, flag = getattr(config, field.name), "--" + field.name.replace("_", "-")
+        args += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
+    return args
+
+
+def without_times(rows: list[dict]) -> list[dict]:
+    """Log rows (or history entries) without the timing columns, which differ between identical runs."""
+    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in rows]
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    """A run directory's log.csv as rows of strings."""
+    import csv
+
+    with open(run_dir / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="session")

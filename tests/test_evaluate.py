@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import TorchThreads
 
 from captioning import evaluate
 from captioning.metrics import coco_metrics
@@ -23,13 +23,12 @@ def model_dir(shapes_data, tmp_path_factory):
     """A tiny model trained for a few seconds on the shapes data (its preprocessing matches the stored 32 px)."""
     from captioning.training import TrainConfig, train
 
-    threads = torch.get_num_threads()
     run = tmp_path_factory.mktemp("evaluate") / "run"
-    train(TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(run),
-                      backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
-                      attention_dim=16, decoder_dim=32, dropout=0.1, epochs=4, batch_size=10, decoder_lr=1e-2,
-                      val_max_images=4, threads=1, seed=1, device="cpu"))
-    torch.set_num_threads(threads)
+    with TorchThreads(1):
+        train(TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(run),
+                          backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
+                          attention_dim=16, decoder_dim=32, dropout=0.1, epochs=4, batch_size=10, decoder_lr=1e-2,
+                          val_max_images=4, seed=1, device="cpu"))
     return run / "best"
 
 
@@ -54,11 +53,8 @@ def split_names_refs(shapes_data, split: str) -> tuple[list[str], list[list[str]
 
 
 def run_main(args: list[str], capsys) -> tuple[int, str, str]:
-    threads = torch.get_num_threads()
-    try:
+    with TorchThreads():  # main sets --threads 1
         code = evaluate.main([*args, "--threads", "1"])
-    finally:
-        torch.set_num_threads(threads)
     out = capsys.readouterr()
     return code, out.out, out.err
 

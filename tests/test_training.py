@@ -7,7 +7,6 @@ the given config and saves this rank's decoder weights and the files it wrote.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -18,32 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TorchThreads, cli_args, read_log, without_times
 
 REPO = Path(__file__).resolve().parents[1]
-TIME_COLUMNS = {"batch_time", "data_time", "epoch_time"}  # the only log columns allowed to differ between runs
-
-
-def cli_args(config) -> list[str]:
-    """train.py flags that reproduce a TrainConfig (every field is a flag; booleans as --x / --no-x)."""
-    args = []
-    for field in dataclasses.fields(config):
-        value, flag = getattr(config, field.name), "--" + field.name.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + flag[2:])
-        else:
-            args += [flag, str(value)]
-    return args
-
-
-def read_log(run_dir: Path) -> list[dict]:
-    with open(run_dir / "log.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def without_times(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in rows]
-
-
 def state_dicts_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -129,18 +105,18 @@ def two_epoch_runs(shapes_data, tmp_path_factory):
     import train as train_cli
     from captioning.training import TrainConfig
 
-    threads = torch.get_num_threads()
     root = tmp_path_factory.mktemp("resume")
     base = TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"],
                        backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
                        attention_dim=16, decoder_dim=16, dropout=0.5, batch_size=10, max_steps_per_epoch=4,
                        val_max_images=4, threads=1, seed=5, device="cpu")
     straight = dataclasses.replace(base, output_dir=str(root / "straight"), epochs=2)
-    assert train_cli.main(cli_args(straight)) == 0
-    assert train_cli.main(cli_args(dataclasses.replace(base, output_dir=str(root / "resumed"), epochs=1))) == 0
-    first_epoch_log = read_log(root / "resumed")
-    assert train_cli.main(["--resume", str(root / "resumed"), "--epochs", "2"]) == 0
-    torch.set_num_threads(threads)
+    with TorchThreads(2):
+        assert train_cli.main(cli_args(straight)) == 0
+        assert torch.get_num_threads() == 1  # the entry point set the configured thread count
+        assert train_cli.main(cli_args(dataclasses.replace(base, output_dir=str(root / "resumed"), epochs=1))) == 0
+        first_epoch_log = read_log(root / "resumed")
+        assert train_cli.main(["--resume", str(root / "resumed"), "--epochs", "2"]) == 0
     return {"straight": root / "straight", "resumed": root / "resumed", "first_epoch_log": first_epoch_log}
 
 
@@ -177,10 +153,12 @@ def test_run_directory_contents(two_epoch_runs):
             ["config.json", "wordmap.json", "model.safetensors"] + (["train_state.pt"] if name == "last" else []))
     rows = read_log(run)
     assert [int(row["epoch"]) for row in rows] == [1, 2]
-    for column in ("train_loss", "train_top5", "val_loss", "val_top5", "val_bleu4", "lr", "epoch_time"):
+    columns = ("train_loss", "train_top5", "val_loss", "val_top5", "val_bleu4", "lr", "epoch_time", "captions_per_s")
+    for column in columns:
         assert column in rows[0], column
         assert all(math.isfinite(float(row[column])) for row in rows)
     assert all(0.0 <= float(row["val_bleu4"]) <= 1.0 for row in rows)
+    assert all(float(row["captions_per_s"]) > 0 for row in rows)
     assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((run / "train_config.json").read_text())
     assert saved["epochs"] == 2 and saved["backbone"] == "test_efficientnet" and saved["output_dir"] == str(run)
@@ -206,13 +184,13 @@ def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
     (1, 2, 3, 3),  # epoch 1 sets the best; epochs 2, 3 don't improve; lr x0.8 from epoch 3; stop before epoch 4
     (2, 3, 4, 4),  # lr x0.8 after 2 epochs without improvement (epoch 4); stop after 3 (before epoch 5)
 ])
-def test_lr_decay_and_early_stop(tiny_train_config, tmp_path, monkeypatch, restore_torch_threads, capsys,
+def test_lr_decay_and_early_stop(tiny_train_config, tmp_path, monkeypatch, one_thread, capsys,
                                  decay_patience, stop_patience, epochs_run, decayed_from):
     import captioning.training as training
 
     calls = []
 
-    def constant_validate(captioner, dataset, config, device, from_features):
+    def constant_validate(objective, dataset, config, device):
         calls.append(1)
         return {"val_loss": 1.0, "val_top5": 50.0, "val_bleu4": 0.25}  # never improves after the first epoch
 
@@ -224,24 +202,95 @@ def test_lr_decay_and_early_stop(tiny_train_config, tmp_path, monkeypatch, resto
     assert state["epochs_since_improvement"] == stop_patience
     lrs = [row["lr"] for row in state["history"]]
     assert lrs == pytest.approx([1e-3] * (decayed_from - 1) + [8e-4] * (epochs_run - decayed_from + 1), rel=1e-12)
-    assert "early stop" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "early stop" in out and out.count("captions_per_s=") == epochs_run  # throughput printed every epoch
     saved = torch.load(tmp_path / "run" / "last" / "train_state.pt", weights_only=True)
     assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(8e-4)
     assert len(read_log(tmp_path / "run")) == epochs_run
 
 
-def test_lr_decays_repeatedly_while_no_improvement(tiny_train_config, tmp_path, monkeypatch, restore_torch_threads):
+def test_lr_decays_repeatedly_while_no_improvement(tiny_train_config, tmp_path, monkeypatch, one_thread):
     import captioning.training as training
 
     scores = iter([0.3, 0.2, 0.2, 0.2, 0.4, 0.1])  # improves at epochs 1 and 5 only
     monkeypatch.setattr(training, "validate", lambda *a: {"val_loss": 1.0, "val_top5": 0.0, "val_bleu4": next(scores)})
     config = tiny_train_config(tmp_path / "run", epochs=6, max_steps_per_epoch=1, decoder_lr=1e-3,
-                               lr_decay_patience=1, early_stop_patience=10)
+                               lr_decay_patience=1, early_stop_patience=10, threads=2)
     state = training.train(config)
+    assert torch.get_num_threads() == 1  # train() leaves process state (one_thread's count) to the entry point
     lrs = [row["lr"] for row in state["history"]]
     expected = [1e-3, 1e-3, 8e-4, 6.4e-4, 5.12e-4, 5.12e-4]  # x0.8 before epochs 3, 4, 5; reset of the count at 5
     assert lrs == pytest.approx(expected, rel=1e-9)
     assert state["best_bleu4"] == 0.4 and state["epochs_since_improvement"] == 1
+
+
+# --- the batch step ----------------------------------------------------------------------------------------------
+
+
+def test_teacher_forced_loss_counts_by_hand(tiny_config, word_map):
+    """One batch of cached features: the loss is caption_loss, and the token / top-5 counts are those of the real
+    steps (step t of caption b predicts word t + 1; padding never counts)."""
+    import torch.nn.functional as F
+
+    from captioning.loss import TeacherForcedLoss, caption_loss
+    from captioning.model import Captioner
+
+    torch.manual_seed(0)
+    captioner = Captioner(tiny_config, word_map).eval()
+    objective = TeacherForcedLoss(captioner, captioner.batch_encoder(cached=True), attention_penalty=0.5)
+    lengths_list = [7, 4, 9, 2, 5, 6]
+    lengths = torch.tensor(lengths_list)  # (B,)
+    captions = torch.randint(1, len(word_map), (len(lengths_list), 9)) * (torch.arange(9) < lengths[:, None])
+    image_index = torch.tensor([0, 0, 0, 1, 1, 1])  # (B,) two images, three captions each
+    features = torch.randn(2, 196, tiny_config.encoder_dim).half()  # (N, 196, C) as the cache stores them
+    result = objective(features, captions, lengths, image_index)
+
+    with torch.no_grad():
+        output = captioner.decoder(features.float(), captions, lengths, image_index)
+    assert torch.equal(result.loss.detach(), caption_loss(output, captions, 0.5)[0])
+    logits = torch.cat([output.logits[b, : n - 1] for b, n in enumerate(lengths_list)])  # (n_tokens, V)
+    targets = torch.cat([captions[b, 1:n] for b, n in enumerate(lengths_list)])  # (n_tokens,)
+    hits = sum(int(t in row.topk(5).indices) for row, t in zip(logits, targets))
+    assert int(result.tokens) == sum(lengths_list) - len(lengths_list) == len(targets)
+    assert int(result.top5_hits) == hits
+    assert float(result.cross_entropy) == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-6)
+    assert result.log_values() == {"loss": (pytest.approx(float(result.cross_entropy)), len(targets)),
+                                   "top5": (pytest.approx(100.0 * hits / len(targets)), len(targets))}
+    result.loss.backward()
+    assert captioner.decoder.fc.weight.grad.abs().sum() > 0
+
+
+def test_train_one_epoch_runs_any_objective(tiny_train_config, tmp_path):
+    """The loop only needs .loss and .log_values() from the objective: another objective (e.g. self-critical)
+    plugs in unchanged, and its averages are logged under its own names, weighted as it says."""
+    from dataclasses import dataclass
+
+    from captioning.training import make_dataset, make_loader, train_one_epoch
+
+    @dataclass
+    class Result:
+        loss: torch.Tensor
+        reward: float
+
+        def log_values(self):
+            return {"reward": (self.reward, 2)}
+
+    class ConstantRewardObjective(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(()))
+            self.rewards = iter([1.0, 4.0, 7.0])
+
+        def forward(self, inputs, captions, lengths, image_index):
+            return Result(self.weight * inputs.float().mean(), next(self.rewards))
+
+    config = tiny_train_config(tmp_path / "run", max_steps_per_epoch=3)
+    objective = ConstantRewardObjective()
+    optimizer = torch.optim.SGD(objective.parameters(), lr=0.1)
+    loader = make_loader(make_dataset(config, "TRAIN", from_features=False), config, epoch=0, shuffle=True)
+    row = train_one_epoch(objective, loader, optimizer, config, torch.device("cpu"), epoch=0)
+    assert row["train_reward"] == pytest.approx(4.0) and "train_loss" not in row
+    assert float(objective.weight.detach()) < 1.0  # it stepped on the objective's loss
 
 
 # --- data loading, bf16 -------------------------------------------------------------------------------------------
@@ -261,7 +310,7 @@ def test_hdf5_loader_with_two_workers_matches_in_process(tiny_train_config, tmp_
     assert serial[0][0].dtype == torch.uint8 and serial[0][0].shape[1:] == (3, 32, 32)
 
 
-def test_training_from_hdf5_with_two_workers(tiny_train_config, tmp_path, restore_torch_threads):
+def test_training_from_hdf5_with_two_workers(tiny_train_config, tmp_path, one_thread):
     from captioning.training import train
 
     state = train(tiny_train_config(tmp_path / "run", num_workers=2, max_steps_per_epoch=0, epochs=1))
@@ -270,16 +319,17 @@ def test_training_from_hdf5_with_two_workers(tiny_train_config, tmp_path, restor
     assert (tmp_path / "run" / "last" / "train_state.pt").is_file()
 
 
-def test_cpu_bf16_autocast_training(tiny_train_config, tmp_path, monkeypatch, restore_torch_threads):
+def test_cpu_bf16_autocast_training(tiny_train_config, tmp_path, monkeypatch, one_thread):
+    import captioning.loss
     import captioning.training as training
 
-    dtypes, loss = [], training.caption_loss
+    dtypes, loss = [], captioning.loss.caption_loss
 
     def recording_loss(output, captions, penalty):
         dtypes.append(output.logits.dtype)
         return loss(output, captions, penalty)
 
-    monkeypatch.setattr(training, "caption_loss", recording_loss)
+    monkeypatch.setattr(captioning.loss, "caption_loss", recording_loss)
     state = training.train(tiny_train_config(tmp_path / "run", bf16=True, epochs=2, max_steps_per_epoch=4,
                                              decoder_lr=4e-3))
     assert torch.bfloat16 in dtypes  # the decoder ran under autocast
