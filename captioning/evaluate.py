@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from captioning.checkpoint import CheckpointError
-from captioning.data import read_raw_split
+from captioning.data import PreparedData, read_raw_split
 from captioning.features import load_cached_features
 from captioning.metrics import coco_metrics
 from captioning.model import Caption, Captioner
@@ -38,10 +38,9 @@ def caption_all(model: Captioner, count: int, load_batch: Callable[[int, int], t
 
 def prepared_split(data_dir: str, data_name: str, split: str, image_size: int):
     """(names, references, pixel loader) of a split written by prepare_data.py."""
-    from captioning.data import load_split, split_file
-
-    captions = load_split(data_dir, data_name, split)
-    images = h5py.File(split_file(data_dir, "IMAGES", split, data_name), "r")["images"]
+    data = PreparedData(data_dir, data_name)
+    captions = data.load_split(split)
+    images = h5py.File(data.images_path(split), "r")["images"]
     if images.shape[-1] != image_size:
         raise ValueError(f"prepared images are {images.shape[-1]} px, the model expects {image_size} px")
     return captions.names, captions.references, lambda a, b: torch.from_numpy(images[a:b])

@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import h5py
 
-    from captioning.data import read_raw_split
+    from captioning.data import PreparedData, read_raw_split
     from captioning.encoder import default_weights, preprocessing_for
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -118,9 +118,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     prep = preprocessing_for(encoder, args.image_size, args.input_size)
     split = args.split.upper()
     if args.data_dir:
-        h5_path = Path(args.data_dir) / f"{split}_IMAGES_{args.data_name}.hdf5"
-        names_path = Path(args.data_dir) / f"{split}_NAMES_{args.data_name}.json"
-        images = h5py.File(h5_path, "r")["images"]
+        data = PreparedData(args.data_dir, args.data_name)
+        data.check_exists(split)
+        images = h5py.File(data.images_path(split), "r")["images"]
+        names_path = data.path("NAMES", split)
         names = json.loads(names_path.read_text()) if names_path.exists() else [str(i) for i in range(len(images))]
 
         def load_pixels(start: int, stop: int) -> np.ndarray:

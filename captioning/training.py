@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from captioning.checkpoint import atomic_write
 from captioning.config import ModelConfig
-from captioning.data import ImageCaptions, collate_images, load_split, split_file
+from captioning.data import ImageCaptions, PreparedData, collate_images
 from captioning.decoder import DecoderOutput
 from captioning.encoder import Encoder, default_weights, preprocessing_for
 from captioning.features import cache_paths, load_cached_features
@@ -31,7 +30,6 @@ from captioning.meters import AverageMeter, topk_accuracy
 from captioning.metrics import bleu4
 from captioning.model import Captioner
 from captioning.preprocess import to_model_input
-from captioning.vocab import load_word_map
 
 
 @dataclass
@@ -111,9 +109,10 @@ def build_captioner(config: TrainConfig, word_map: dict[str, int], image_size: i
 
 def make_dataset(config: TrainConfig, split: str, from_features: bool) -> ImageCaptions:
     """One split with cached features (checked to belong to the same images) or with its HDF5 pixels."""
-    captions = load_split(config.data_dir, config.data_name, split)
+    data = PreparedData(config.data_dir, config.data_name)
+    captions = data.load_split(split)
     if not from_features:
-        return ImageCaptions(captions, images_path=split_file(config.data_dir, "IMAGES", split, config.data_name))
+        return ImageCaptions(captions, images_path=data.images_path(split))
     features, names = load_cached_features(config.cache_dir, split.upper())
     if names != captions.names and len(names) == len(captions.names):
         raise ValueError(f"feature cache {config.cache_dir} was made for other {split} images than {config.data_dir}")
@@ -311,10 +310,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     run_dir = Path(config.output_dir)
-    word_map = load_word_map(Path(config.data_dir) / f"WORDMAP_{config.data_name}.json")
-    with h5py.File(split_file(config.data_dir, "IMAGES", "TRAIN", config.data_name), "r") as h5:
-        image_size = int(h5["images"].shape[-1])  # the model's preprocessing must say what it was trained on
-    captioner = build_captioner(config, word_map, image_size).to(device)
+    data = PreparedData(config.data_dir, config.data_name)
+    captioner = build_captioner(config, data.load_word_map(), data.image_size("TRAIN")).to(device)
     from_features = bool(config.cache_dir) and not config.finetune_encoder
     train_set = make_dataset(config, "TRAIN", from_features)
     val_set = make_dataset(config, "VAL", from_features)

@@ -14,6 +14,7 @@ import torch
 
 from captioning import features as features_module
 from captioning.config import ModelConfig
+from captioning.data import PreparedData
 from captioning.encoder import Encoder, preprocessing_for
 from captioning.features import cache_features, cache_paths, encode_pixels, load_cached_features
 from captioning.model import Captioner
@@ -33,9 +34,9 @@ def encoder() -> Encoder:
 @pytest.fixture(scope="module")
 def train_split(shapes_data) -> dict:
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
-    with h5py.File(data_dir / f"TRAIN_IMAGES_{base}.hdf5", "r") as h5:
+    with h5py.File(PreparedData(data_dir, base).path("IMAGES", "TRAIN"), "r") as h5:
         pixels = h5["images"][:]  # (32, 3, 32, 32) uint8
-    return {"pixels": pixels, "names": json.loads((data_dir / f"TRAIN_NAMES_{base}.json").read_text())}
+    return {"pixels": pixels, "names": json.loads(PreparedData(data_dir, base).path("NAMES", "TRAIN").read_text())}
 
 
 def counting_loader(pixels: np.ndarray, calls: list):
@@ -109,13 +110,14 @@ def cli_args(cache_dir: Path, split: str) -> list[str]:
 
 def test_cli_prepared_and_raw_karpathy_input_give_the_same_cache(shapes_data, tmp_path, capsys):
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
-    names = json.loads((data_dir / f"TEST_NAMES_{base}.json").read_text())
-    references = json.loads((data_dir / f"TEST_REFS_{base}.json").read_text())
+    names = json.loads(PreparedData(data_dir, base).path("NAMES", "TEST").read_text())
+    references = json.loads(PreparedData(data_dir, base).path("REFS", "TEST").read_text())
     features_module.main([*cli_args(tmp_path / "prepared", "TEST"), "--data-dir", str(data_dir),
                           "--data-name", base])
     entries = [{"filename": n, "split": "test", "sentences": [{"raw": r} for r in refs]}
                for n, refs in zip(names, references)]
-    entries.append({"filename": json.loads((data_dir / f"TRAIN_NAMES_{base}.json").read_text())[0], "split": "train",
+    first_train = json.loads(PreparedData(data_dir, base).path("NAMES", "TRAIN").read_text())[0]
+    entries.append({"filename": first_train, "split": "train",
                     "sentences": [{"raw": "a red circle"}]})
     karpathy = tmp_path / "dataset.json"
     karpathy.write_text(json.dumps({"images": entries}))
@@ -134,8 +136,8 @@ def test_training_uses_the_cache_and_refuses_one_of_other_images(shapes_data, ti
     from captioning.training import make_dataset
 
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
-    names = json.loads((data_dir / f"VAL_NAMES_{base}.json").read_text())
-    with h5py.File(data_dir / f"VAL_IMAGES_{base}.hdf5", "r") as h5:
+    names = json.loads(PreparedData(data_dir, base).path("NAMES", "VAL").read_text())
+    with h5py.File(PreparedData(data_dir, base).path("IMAGES", "VAL"), "r") as h5:
         pixels = h5["images"][:]
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     cache_features(encoder, lambda a, b: pixels[a:b], names, tmp_path / "good", "VAL", prep, batch_size=4)
@@ -161,7 +163,7 @@ def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train
     features_module.main([*cli_args(tmp_path / "raw", "TRAIN"), "--karpathy-json", coco_style_data["karpathy_json"],
                           "--image-dir", coco_style_data["image_dir"]])
     features_module.main([*cli_args(tmp_path / "prepared", "TRAIN"), "--data-dir", str(data_dir), "--data-name", base])
-    prepared_names = json.loads((data_dir / f"TRAIN_NAMES_{base}.json").read_text())
+    prepared_names = json.loads(PreparedData(data_dir, base).path("NAMES", "TRAIN").read_text())
     raw, raw_names = load_cached_features(tmp_path / "raw", "TRAIN")
     assert raw_names == prepared_names and len(raw_names) == 6 and raw_names[0].startswith("val2014/")
     assert np.array_equal(raw, load_cached_features(tmp_path / "prepared", "TRAIN")[0])
