@@ -34,16 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        help_text = f"{field.metadata['help']} (default: {default!r})"
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=field.metadata["help"])
         else:
-            parser.add_argument(flag, type=type(default), default=None, help=help_text)
+            parser.add_argument(flag, type=type(default), default=default, help=field.metadata["help"])
     parser.add_argument("--resume", help="run directory to continue (its train_config.json, then the flags given)")
-    for action in parser._actions:  # shared flags: None = not given, so a resumed run's saved values stay
-        if action.dest in SHARED:
-            action.default = None
     return parser
+
+
+def given_flags(argv: list[str] | None) -> argparse.Namespace:
+    """Only the flags on the command line (every default suppressed), so a resumed run keeps its saved values."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    args = parser.parse_args(argv)
+    for name in ("resume", "backbone", "encoder_weights", "input_size", "encoder_bf16"):
+        setattr(args, name, getattr(args, name, None))
+    return args
 
 
 def command_line(config: TrainConfig) -> list[str]:
@@ -84,7 +92,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    build_parser().parse_args(argv)  # --help, usage errors
+    args = given_flags(argv)
     config = resolve_config(args)
     if not config.data_name:
         print("error: --data-name is required (the base name printed by prepare_data.py)", file=sys.stderr)

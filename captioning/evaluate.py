@@ -69,13 +69,13 @@ def format_percentages(metrics: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.make_parser("python -m captioning.evaluate", __doc__)
     cli.add_model_flag(parser)
-    cli.add_split_flag(parser, default="VAL")
+    cli.add_split_flag(parser)
     cli.add_data_flags(parser, required=False)
     cli.add_raw_data_flags(parser)
     cli.add_cache_dir_flag(parser)
     cli.add_beam_size_flag(parser)
     parser.add_argument("--length-penalty", type=float, default=0.0,
-                        help="beam score = log-probability / length**penalty; 0 = plain log-probability")
+                        help="length penalty of the beam search, 0 = none")
     parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="images captioned together")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java; a few seconds faster)")
     parser.add_argument("--json-out", help="also write the metrics (fractions, as printed in JSON) to this file")

@@ -178,6 +178,9 @@ def read_csv_captions(csv_path, image_dir, seed: int = CSV_SPLIT_SEED) -> Captio
         name = row[0].strip()
         if not name:
             raise DataError(f"{where}: row has no image name")
+        if len(row) < 2:
+            raise DataError(f"{where}: row has no caption column (expected rows image,caption[,split]; "
+                            "quote a caption that contains commas)")
         caption_fields = row[1:-1] if with_split else row[1:]  # unquoted commas stay part of the caption
         if with_split:
             if len(row) < 3:
@@ -409,6 +412,9 @@ def prepare_dataset(caption_set: CaptionSet, output_dir, dataset: str, captions_
         for split in SPLITS:
             if not (by_split[split] and write_split(split, by_split[split], caption_set, opts, rng, summary, staged)):
                 summary.empty_splits.append(split)
+        if not kept:
+            raise DataError(f"no usable caption among the {len(caption_set.captions)} read ({dropped['empty']} empty, "
+                            f"{dropped['too_long']} over --max-len {max_len}, {dropped['duplicate']} duplicate)")
         if not staged:
             raise DataError(f"no readable images in {caption_set.image_dir} (is the image directory right?)")
         word_map_name = PreparedData("", base).word_map_path.name
