@@ -34,7 +34,7 @@ def test_readme_quickstart_runs(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"^BLEU-1 [\d.]+ \| BLEU-2 .* BLEU-4 [\d.]+ .*\(12 images, beam 3\)$", result.stdout, re.M)
+    assert re.search(r"^BLEU-1 [\d.]+ \| BLEU-2 .* BLEU-4 [\d.]+ .*\(10 images, beam 3\)$", result.stdout, re.M)
     caption = re.search(r"synthetic_00000\.png: (.+)$", result.stdout, re.M)
     assert caption and caption.group(1).split()[-1] in set(SHAPES), result.stdout[-2000:]
     assert (tmp_path / "runs" / "quick" / "best" / "model.safetensors").is_file()
