@@ -103,7 +103,8 @@ class PreparedData:
                                     "check --data-name or run prepare_data.py first")
         if split is not None and not self.images_path(split).is_file():
             raise FileNotFoundError(f"split {self.split_key(split)} was not prepared for {self.data_name!r} in "
-                                    f"{self.data_dir} (prepared: {', '.join(self.splits()) or 'none'})")
+                                    f"{self.data_dir} (prepared: {', '.join(self.splits()) or 'none'}); choose one "
+                                    "of those with --split")
 
     def load_word_map(self) -> dict[str, int]:
         self.check_exists()
