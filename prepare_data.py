@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from captioning import cli
 from captioning.prepare import (
     KARPATHY_DATASETS,
     DataError,
@@ -24,40 +25,30 @@ from captioning.prepare import (
 DATASETS = (*KARPATHY_DATASETS, "csv", "synthetic")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.make_parser("python prepare_data.py", __doc__)
+    parser.add_argument("--dataset", required=True, choices=DATASETS,
+                        help=f"what to read: {', '.join(DATASETS)}")
+    cli.add_raw_data_flags(parser)
+    parser.add_argument("--captions-file", help="CSV with rows image,caption[,split] (--dataset csv)")
+    parser.add_argument("--num-images", type=cli.positive_int, default=1000, help="images to generate (synthetic)")
+    cli.add_data_dir_flag(parser)
+    parser.add_argument("--output-dir", dest="data_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
+    parser.add_argument("--captions-per-image", type=cli.positive_int, default=5,
+                        help="captions stored per image (a random subset, or random repeats when fewer)")
+    parser.add_argument("--min-word-freq", type=cli.non_negative_int, default=5,
+                        help="keep words seen more than this many times; rarer words become <unk>")
+    parser.add_argument("--max-len", type=cli.positive_int, default=50,
+                        help="most words a caption may have; longer captions are excluded, never truncated")
+    cli.add_image_size_flag(parser)
+    parser.add_argument("--vocab-splits", choices=("train", "all"), default="train",
+                        help="count words over the train split only, or over every split (train | all)")
+    parser.add_argument("--seed", type=int, default=123, help="caption sampling (and synthetic generation) seed")
+    return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
-    parser.add_argument("--karpathy-json", help="Karpathy split file (flickr8k | flickr30k | coco)")
-    parser.add_argument("--image-dir", help="folder the image file names are relative to (not for synthetic)")
-    parser.add_argument("--captions-file", help="CSV with rows image,caption[,split] (csv)")
-    parser.add_argument("--num-images", type=positive_int, default=1000, help="images to generate (synthetic)")
-    parser.add_argument("--output-dir", default="data/")
-    parser.add_argument("--captions-per-image", type=positive_int, default=5)
-    parser.add_argument("--min-word-freq", type=non_negative_int, default=5,
-                        help="keep words seen more than this many times; rarer words become <unk>")
-    parser.add_argument("--max-len", type=positive_int, default=50,
-                        help="most words a caption may have; longer captions are excluded, never truncated")
-    parser.add_argument("--image-size", type=positive_int, default=256, help="stored square image side")
-    parser.add_argument("--vocab-splits", choices=("train", "all"), default="train",
-                        help="count words over the train split only (default) or over every split")
-    parser.add_argument("--seed", type=int, default=123, help="caption sampling (and synthetic generation) seed")
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def check_inputs(args: argparse.Namespace) -> None:
@@ -78,7 +69,7 @@ def read_captions(args: argparse.Namespace):
     if args.dataset == "csv":
         return read_csv_captions(args.captions_file, args.image_dir)
     if args.dataset == "synthetic":
-        return read_synthetic(args.num_images, os.path.join(args.output_dir, "synthetic_images"), seed=args.seed)
+        return read_synthetic(args.num_images, os.path.join(args.data_dir, "synthetic_images"), seed=args.seed)
     return read_karpathy(args.karpathy_json, args.image_dir, args.dataset)
 
 
@@ -88,12 +79,15 @@ def main(argv=None) -> int:
         check_inputs(args)
         caption_set = read_captions(args)
         summary = prepare_dataset(
-            caption_set, args.output_dir, args.dataset, captions_per_image=args.captions_per_image,
+            caption_set, args.data_dir, args.dataset, captions_per_image=args.captions_per_image,
             min_word_freq=args.min_word_freq, max_len=args.max_len, image_size=args.image_size,
             vocab_splits=args.vocab_splits, seed=args.seed)
     except DataError as e:
         print(f"prepare_data.py: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return cli.interrupted("interrupted; nothing was written (files are renamed into place only when all are "
+                               "complete); rerun the same command")
     print(format_summary(summary))
     return 0
 

@@ -1,5 +1,7 @@
 """Train a captioning model on what prepare_data.py wrote. Every TrainConfig field is a flag.
 
+Trained on a feature cache, the encoder settings are read from the cache (state them once, when caching).
+
 CPU:        python train.py --data-dir data --data-name BASE --cache-dir cache --bf16
 Many GPUs:  torchrun --nproc_per_node=N train.py --data-dir data --data-name BASE
 Resume:     python train.py --resume runs/default   (same flags are read back from train_config.json)
@@ -13,53 +15,107 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+from captioning import cli
+from captioning.training import TrainConfig
 
-from captioning.training import TrainConfig, train
+SHARED = {"data_dir", "data_name", "cache_dir", "threads"}  # flags defined once in captioning.cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """One flag per TrainConfig field (booleans get --flag / --no-flag)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """One flag per TrainConfig field (booleans get --flag / --no-flag), the shared ones from captioning.cli."""
+    parser = cli.make_parser("python train.py", __doc__)
+    cli.add_data_flags(parser, required=False)  # required unless --resume: checked in main
+    cli.add_cache_dir_flag(parser)
+    cli.add_threads_flag(parser)
+    cli.add_encoder_flags(parser)
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
+        if field.name in SHARED or "help" not in field.metadata:
+            continue
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=field.metadata["help"])
         else:
-            parser.add_argument(flag, type=type(default), default=None, help=f"default: {default!r}")
-    parser.add_argument("--resume", help="run directory to continue (uses its train_config.json + flags given)")
+            parser.add_argument(flag, type=type(default), default=default, help=field.metadata["help"])
+    parser.add_argument("--resume", help="run directory to continue (its train_config.json, then the flags given)")
     return parser
 
 
+def given_flags(argv: list[str] | None) -> argparse.Namespace:
+    """Only the flags on the command line (every default suppressed), so a resumed run keeps its saved values."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    args = parser.parse_args(argv)
+    for name in ("resume", "backbone", "encoder_weights", "input_size", "encoder_bf16"):
+        setattr(args, name, getattr(args, name, None))
+    return args
+
+
+def command_line(config: TrainConfig) -> list[str]:
+    """The train.py flags that reproduce a TrainConfig (build_parser's inverse; booleans as --x / --no-x)."""
+    values = dataclasses.asdict(config)
+    spec = values.pop("encoder")
+    values.update(backbone=spec["backbone"], encoder_weights=spec["weights"], input_size=spec["input_size"],
+                  encoder_bf16=spec["bf16"])
+    args = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return args
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the resumed run's saved config, then the flags given on this command line."""
+    """Defaults, then the resumed run's saved config, then the flags given on this command line. The encoder spec
+    starts from the feature cache's (when training on one) unless the run being resumed already has one."""
+    from captioning.features import read_metadata, spec_of
+
     values = dataclasses.asdict(TrainConfig())
     if args.resume:
         saved = Path(args.resume) / "train_config.json"
         if not saved.exists():
             raise SystemExit(f"error: {saved} not found: is {args.resume} a training run directory?")
-        values.update(json.loads(saved.read_text()))
+        values.update(dataclasses.asdict(TrainConfig(**json.loads(saved.read_text()))))
         values["output_dir"] = str(args.resume)
-    values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
-    return TrainConfig(**values)
+    values.update({k: v for k, v in vars(args).items() if k in values and k != "encoder" and v is not None})
+    config = TrainConfig(**values)
+    if config.cache_dir and not config.finetune_encoder and not args.resume:
+        made = read_metadata(config.cache_dir, "TRAIN", config.data_name)
+        if made is not None:
+            config = dataclasses.replace(config, encoder=spec_of(made))
+    return dataclasses.replace(config, encoder=cli.encoder_spec(args, config.encoder))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    build_parser().parse_args(argv)  # --help, usage errors
+    args = given_flags(argv)
     config = resolve_config(args)
     if not config.data_name:
-        raise SystemExit("error: --data-name is required (the base name printed by prepare_data.py)")
+        print("error: --data-name is required (the base name printed by prepare_data.py)", file=sys.stderr)
+        return 2
     if config.threads:
-        torch.set_num_threads(config.threads)  # process state: set here, by the entry point, not inside train()
+        import torch
+
+        torch.set_num_threads(config.threads)
+    from captioning.features import CacheIncomplete
+    from captioning.model import EncoderUnavailable
+    from captioning.training import train
+
     try:
         state = train(config, resume=args.resume)
-    except (FileNotFoundError, ValueError) as error:
+    except KeyboardInterrupt:
+        return cli.interrupted(f"interrupted; python train.py --resume {config.output_dir} continues after the last "
+                               "finished epoch")
+    except (FileNotFoundError, ValueError, CacheIncomplete, EncoderUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     best = state["best_bleu4"]
-    print(f"done: {state['epoch']} epochs, best val BLEU-4 {best:.4f}; model in {config.output_dir}/best")
+    print(f"done: {state['epoch']} epochs, best val BLEU-4 {100 * best:.1f}; model in {config.output_dir}/best")
     return 0
 
 

@@ -21,9 +21,9 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
-from captioning.config import ModelConfig
-from captioning.model import Captioner
-from captioning.preprocess import Preprocessing, load_image
+from captioning.config import EncoderSpec
+from captioning.model import Captioner, create_captioner
+from captioning.preprocess import load_image
 from captioning.visualize import render_word_overlays
 
 
@@ -32,11 +32,9 @@ def random_captioner(max_len: int) -> Captioner:
     words = [f"w{i}" for i in range(2496)]
     word_map = {"<pad>": 0, **{w: i + 1 for i, w in enumerate(words)}}
     word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
-    config = ModelConfig(backbone="tf_efficientnet_lite2", encoder_weights="lite-wheel", encoder_bf16=True,
-                         encoder_dim=1280, vocab_size=len(word_map), embed_dim=512, attention_dim=512,
-                         decoder_dim=512, max_caption_len=max_len, preprocessing=Preprocessing())
     torch.manual_seed(0)
-    return Captioner(config, word_map).eval()  # random weights never emit <end>: every caption is max_len words
+    captioner = create_captioner(EncoderSpec(), word_map, image_size=256, max_caption_len=max_len)
+    return captioner.eval()  # random weights never emit <end>: every caption is max_len words
 
 
 def percentiles(seconds: list[float]) -> str:

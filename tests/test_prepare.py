@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioning.data import PreparedData
 from captioning.prepare import (
     DataError,
     format_summary,
@@ -44,7 +45,7 @@ def load_outputs(out: Path, split: str, base: str) -> dict:
     """Every JSON output of a split plus the HDF5 images array."""
     outputs = {kind: json.loads((out / f"{split}_{kind}_{base}.json").read_text(encoding="utf-8"))
                for kind in ("CAPTIONS", "CAPLENS", "REFS", "NAMES")}
-    with h5py.File(out / f"{split}_IMAGES_{base}.hdf5", "r") as h5:
+    with h5py.File(PreparedData(out, base).images_path(split), "r") as h5:
         outputs["IMAGES"] = h5["images"][:]  # (N, 3, S, S)
         outputs["cpi"] = int(h5.attrs["captions_per_image"])
     return outputs
@@ -109,7 +110,7 @@ def test_worked_example_through_csv_with_split_column(tmp_path):
     base = "toy_2_cap_per_img_1_min_word_freq"
     assert summary.base_name == base
 
-    word_map = load_word_map(out / f"WORDMAP_{base}.json")
+    word_map = PreparedData(out, base).load_word_map()
     expected = {"<pad>": 0, "a": 1, "cat": 2, "dog": 3, "bird": 4, "<start>": 5, "<end>": 6, "<unk>": 7}
     assert list(word_map.items()) == list(expected.items())
     assert encode_caption(tokenize("A bird."), word_map, 2) == [5, 1, 4, 6]
@@ -136,7 +137,7 @@ def test_worked_example_through_csv_with_split_column(tmp_path):
 
     assert summary.too_long == 1 and summary.captions_kept == 8
     assert summary.images == {"train": 3, "test": 1} and summary.captions == {"train": 6, "test": 2}
-    assert summary.empty_splits == ["val"] and not (out / f"VAL_IMAGES_{base}.hdf5").exists()
+    assert summary.empty_splits == ["val"] and not PreparedData(out, base).images_path("val").exists()
     assert summary.images_topped_up == 1 and summary.images_sampled == 1
     report = format_summary(summary)
     assert "1 too long" in report and "val  : no images" in report and base in report
@@ -174,7 +175,7 @@ def test_karpathy_splits_with_restval_as_train(tmp_path):
     train = load_outputs(tmp_path / "out", "TRAIN", base)
     assert train["IMAGES"].shape == (2, 3, 16, 16) and len(train["CAPTIONS"]) == 4
     assert train["REFS"] == [["a dog runs", "a dog"], ["a dog sits"]]
-    word_map = load_word_map(tmp_path / "out" / f"WORDMAP_{base}.json")
+    word_map = PreparedData(tmp_path / "out", base).load_word_map()
     assert list(word_map)[:5] == ["<pad>", "a", "dog", "runs", "sits"]  # train (incl. restval) words only
 
 
@@ -217,14 +218,14 @@ def test_vocabulary_from_train_only_by_default(tmp_path):
     options = dict(captions_per_image=1, min_word_freq=0, image_size=8, progress=False)
 
     prepare_dataset(read_csv_captions(csv_path, images), tmp_path / "train_only", "toy", **options)
-    word_map = load_word_map(tmp_path / "train_only" / f"WORDMAP_{base}.json")
+    word_map = PreparedData(tmp_path / "train_only", base).load_word_map()
     assert "zebra" not in word_map
     val = load_outputs(tmp_path / "train_only", "VAL", base)
     assert decode(val["CAPTIONS"][0], invert_word_map(word_map)) == ["a", "<unk>"]
     assert val["REFS"] == [["a zebra"]]  # references keep the real words
 
     prepare_dataset(read_csv_captions(csv_path, images), tmp_path / "all", "toy", vocab_splits="all", **options)
-    word_map = load_word_map(tmp_path / "all" / f"WORDMAP_{base}.json")
+    word_map = PreparedData(tmp_path / "all", base).load_word_map()
     assert list(word_map)[1:4] == ["a", "cat", "zebra"]
 
 
@@ -327,3 +328,22 @@ def test_cli_missing_karpathy_json_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "nope.json" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_prepared_data_owns_names_splits_and_says_what_is_missing(tmp_path):
+    """One layout object: tutorial file names, any-case split names, one-line errors for a wrong name or split."""
+    out = tmp_path / "out"
+    summary = prepare_dataset(read_synthetic(10, tmp_path / "images", seed=1, image_size=32), out, "synthetic",
+                              min_word_freq=0, image_size=32, progress=False)
+    data = PreparedData(out, summary.base_name)
+    assert data.path("CAPTIONS", "val") == out / f"VAL_CAPTIONS_{summary.base_name}.json"
+    assert data.splits() == ["TRAIN", "VAL", "TEST"] and data.image_size() == 32
+    assert data.load_split("val").num_images == summary.images["val"]
+    with pytest.raises(ValueError, match="unknown split 'dev' \\(expected one of TRAIN, VAL, TEST\\)"):
+        data.path("IMAGES", "dev")
+    with pytest.raises(FileNotFoundError, match=f"no prepared data named 'flickr' in {out} \\(data names there: "
+                                                f"{summary.base_name}\\); check --data-name"):
+        PreparedData(out, "flickr").load_split("train")
+    data.images_path("test").unlink()
+    with pytest.raises(FileNotFoundError, match="split TEST was not prepared .* \\(prepared: TRAIN, VAL\\)"):
+        data.load_split("TEST")

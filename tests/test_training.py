@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TorchThreads, cli_args, read_log, without_times
@@ -161,7 +162,8 @@ def test_run_directory_contents(two_epoch_runs):
     assert all(float(row["captions_per_s"]) > 0 for row in rows)
     assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((run / "train_config.json").read_text())
-    assert saved["epochs"] == 2 and saved["backbone"] == "test_efficientnet" and saved["output_dir"] == str(run)
+    assert saved["epochs"] == 2 and saved["output_dir"] == str(run)
+    assert saved["encoder"]["backbone"] == "test_efficientnet"
     state = torch.load(run / "last" / "train_state.pt", weights_only=True)
     best_epoch = max(state["history"], key=lambda r: r["val_bleu4"])["epoch"]  # first epoch with the top score
     assert state["best_bleu4"] == max(r["val_bleu4"] for r in state["history"])
@@ -348,11 +350,12 @@ def test_feature_cache_made_with_other_encoder_settings_is_refused(tmp_path):
     import captioning.training as training
     from captioning.features import cache_paths
 
-    meta = {"backbone": "tf_efficientnet_lite0", "preprocessing": {"input_size": 448}, "bf16": True}
-    cache_paths(tmp_path, "TRAIN")[1].write_text(json.dumps(meta))
-    same = training.TrainConfig(cache_dir=str(tmp_path), backbone="tf_efficientnet_lite0", input_size=448,
-                                encoder_bf16=True)
+    same = training.TrainConfig(cache_dir=str(tmp_path), data_name="x", backbone="tf_efficientnet_lite0",
+                                input_size=448, encoder_bf16=True)
+    meta = {"encoder": dataclasses.asdict(same.encoder), "names": [], "done": 0, "complete": True}
+    cache_paths(tmp_path, "TRAIN", "x")[1].write_text(json.dumps(meta))
+    np.save(cache_paths(tmp_path, "TRAIN", "x")[0], np.zeros((0, 196, 1280), np.float16))
     training.check_cache_settings(same, "train")  # matches: no error
     other = dataclasses.replace(same, input_size=224, encoder_bf16=False)
-    with pytest.raises(ValueError, match="input_size: cache 448 vs run 224; bf16: cache True vs run False"):
+    with pytest.raises(ValueError, match="input_size: cache 448 vs model 224; bf16: cache True vs model False"):
         training.check_cache_settings(other, "train")

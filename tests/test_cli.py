@@ -1,0 +1,223 @@
+"""The command-line tools as a new user meets them: one vocabulary of flags, help that says what and the default,
+and one line (no traceback) naming cause and fix for each misuse found in issue 17."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+import prepare_data
+import train as train_cli
+from captioning import caption, evaluate, features
+from captioning.config import EncoderSpec, ModelConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = {"prepare_data.py": prepare_data.build_parser, "captioning.features": features.build_parser,
+         "train.py": train_cli.build_parser, "captioning.evaluate": evaluate.build_parser,
+         "captioning.caption": caption.build_parser}
+DIFFERENT_SETTINGS = {"batch_size": "images per encoder batch vs captions per training step",
+                      "seed": "data preparation vs training"}  # same word, another setting: each help says which
+LITE0 = ["--backbone", "tf_efficientnet_lite0", "--encoder-weights", "random", "--input-size", "64"]
+
+
+def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {action.dest: action for action in parser._actions
+            if action.option_strings and action.dest != "help" and action.help != argparse.SUPPRESS}
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in text, text
+    return lines[0]
+
+
+def test_flags_shared_between_tools_have_one_definition():
+    seen: dict[str, tuple] = {}
+    shared = set()
+    for tool, build in TOOLS.items():
+        for dest, action in options(build()).items():
+            definition = (tuple(action.option_strings), action.default, action.help, action.type, action.choices)
+            if dest in DIFFERENT_SETTINGS:
+                continue
+            if dest in seen:
+                shared.add(dest)
+                assert definition == seen[dest][1], f"--{dest}: {tool} differs from {seen[dest][0]}"
+            else:
+                seen[dest] = (tool, definition)
+    assert {"data_dir", "data_name", "cache_dir", "image_size", "threads", "backbone", "encoder_weights",
+            "input_size", "encoder_bf16", "split", "model", "beam_size", "karpathy_json", "image_dir"} <= shared
+
+
+def test_every_help_line_says_what_and_its_default():
+    for tool, build in TOOLS.items():
+        parser = build()
+        assert parser.prog.startswith("python "), parser.prog  # the command to type, not a file name
+        text = parser.format_help()
+        assert "default: ''" not in text, tool
+        for dest, action in options(parser).items():
+            assert action.help, f"{tool} --{dest} has no help"
+            shown = parser.formatter_class(parser.prog)._get_help_string(action)
+            if action.required:
+                assert shown.endswith("(required)"), (tool, dest)
+            elif action.default not in (None, False, "") and not isinstance(action, argparse.BooleanOptionalAction):
+                assert "default" in shown, (tool, dest, shown)
+            if action.choices:
+                assert all(str(choice) in text for choice in action.choices), (tool, dest)
+
+
+def test_default_trunk_is_the_offline_lite2_of_the_shipped_model():
+    shipped = ModelConfig.load(REPO / "assets" / "model" / "config.json").encoder
+    assert EncoderSpec() == shipped == EncoderSpec("tf_efficientnet_lite2", "lite-wheel", 448, True, 14)
+    assert train_cli.resolve_config(train_cli.given_flags(["--data-name", "x"])).encoder == shipped
+    b4 = train_cli.resolve_config(train_cli.given_flags(["--data-name", "x", "--backbone", "efficientnet_b4"]))
+    assert b4.encoder == dataclasses.replace(shipped, backbone="efficientnet_b4", weights="timm")
+
+
+def test_flat_config_json_still_loads_and_saves_nested(tmp_path):
+    flat = json.loads((REPO / "assets" / "model" / "config.json").read_text())
+    assert "backbone" in flat and "encoder" not in flat  # the shipped file predates the nesting
+    config = ModelConfig.from_dict(flat)
+    assert config.encoder.backbone == config.backbone == "tf_efficientnet_lite2" and config.encoder_bf16
+    nested = json.loads(config.to_json())
+    assert nested["encoder"]["input_size"] == 448 and "backbone" not in nested
+    assert ModelConfig.from_dict(nested) == config
+    old_run = {"data_name": "x", "backbone": "tf_efficientnet_lite0", "encoder_weights": "random", "input_size": 64,
+               "encoder_bf16": False}  # a train_config.json written before the nesting
+    assert train_cli.TrainConfig(**old_run).encoder == EncoderSpec("tf_efficientnet_lite0", "random", 64, False)
+
+
+def test_b4_offline_is_one_line_naming_the_offline_trunks(shapes_data, tmp_path, monkeypatch, capsys):
+    import captioning.model as model
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(model, "Encoder", offline)
+    code = train_cli.main(["--data-dir", shapes_data["data_dir"], "--data-name", shapes_data["data_name"],
+                           "--backbone", "efficientnet_b4", "--output-dir", str(tmp_path / "run")])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "efficientnet_b4 ImageNet weights need a download" in line
+    assert "tf_efficientnet_lite0 / lite1 / lite2" in line
+
+
+def test_features_with_a_wrong_data_name(shapes_data, tmp_path, capsys):
+    code = features.main(["--split", "VAL", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"],
+                          "--data-name", "flickr8k", *LITE0])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "no prepared data named 'flickr8k'" in line and shapes_data["data_name"] in line
+
+
+def test_features_refuse_other_settings_and_say_already_complete(shapes_data, tmp_path, capsys):
+    args = ["--split", "VAL", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"], "--data-name",
+            shapes_data["data_name"], "--image-size", "32", "--threads", "1", *LITE0]
+    assert features.main(args) == 0
+    capsys.readouterr()
+    assert features.main(args) == 0
+    assert "already complete (4 images): nothing to do" in capsys.readouterr().out
+    before = (tmp_path / f"VAL_FEATURES_{shapes_data['data_name']}.npy").read_bytes()
+    code = features.main([*args, "--no-encoder-bf16"])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "bf16: cache True vs now False" in line and "use another --cache-dir" in line
+    assert (tmp_path / f"VAL_FEATURES_{shapes_data['data_name']}.npy").read_bytes() == before  # kept as it was
+
+
+def test_ctrl_c_while_caching_is_one_line_and_130(shapes_data, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def interrupted_encode(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return encode(*args)
+
+    encode = features.encode_pixels
+    monkeypatch.setattr(features, "encode_pixels", interrupted_encode)
+    code = features.main(["--split", "TRAIN", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"],
+                          "--data-name", shapes_data["data_name"], "--batch-size", "8", "--threads", "1", *LITE0])
+    err = capsys.readouterr().err
+    message = [line for line in err.splitlines() if line.strip() and "features TRAIN" not in line]  # not the bar
+    assert "Traceback" not in err and message == ["interrupted at 8/32 images; rerun the same command to continue"]
+    assert code == 130
+
+
+def test_adopting_an_old_layout_cache(shapes_data, tmp_path, capsys):
+    """The one-shot way to keep a cache written before the data name was in the file names."""
+    args = ["--split", "VAL", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"], "--data-name",
+            shapes_data["data_name"], "--image-size", "32", "--threads", "1", *LITE0]
+    assert features.main(args) == 0
+    new_npy, new_json = features.cache_paths(tmp_path, "VAL", shapes_data["data_name"])
+    made = json.loads(new_json.read_text())
+    spec = made.pop("encoder")  # rewrite it as the old code did: unnamed files, flat keys
+    old = {**{k: made[k] for k in ("names", "dim", "batch_size", "preprocessing", "done", "complete")}, "grid": 196,
+           "bf16": spec["bf16"], "backbone": spec["backbone"], "weights": spec["weights"]}
+    new_npy.rename(tmp_path / "VAL_FEATURES.npy")
+    (tmp_path / "VAL_FEATURES.json").write_text(json.dumps(old))
+    new_json.unlink()
+    with pytest.raises(FileNotFoundError, match="adopt it with python -m captioning.features --adopt-legacy"):
+        features.load_cached_features(tmp_path, "VAL", shapes_data["data_name"])
+    capsys.readouterr()
+    assert features.main([*args, "--adopt-legacy"]) == 0
+    assert "adopted" in capsys.readouterr().out and not (tmp_path / "VAL_FEATURES.npy").exists()
+    assert json.loads(new_json.read_text())["encoder"] == spec
+    assert features.main(args) == 0  # the same settings: nothing to re-encode
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_csv_without_a_caption_column_and_a_row_without_caption(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    for rows, where in ((["a.png", "b.png"], ":1:"), (["a.png,a red circle", "b.png"], ":2:")):
+        (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
+        code = prepare_data.main(["--dataset", "csv", "--captions-file", str(tmp_path / "c.csv"), "--image-dir",
+                                  str(tmp_path / "images"), "--output-dir", str(tmp_path / "out")])
+        line = one_line(capsys.readouterr().err)
+        assert code == 2 and where in line and "row has no caption column (expected rows image,caption" in line
+
+
+def test_a_split_that_was_not_prepared(shapes_data, tmp_path, tiny_model_dir, capsys):
+    from captioning.data import PreparedData
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    source = PreparedData(shapes_data["data_dir"], shapes_data["data_name"])
+    for path in Path(shapes_data["data_dir"]).iterdir():
+        if not path.name.startswith("TEST_"):
+            (data_dir / path.name).symlink_to(path)
+    code = evaluate.main(["--model", str(tiny_model_dir), "--data-dir", str(data_dir), "--data-name",
+                          source.data_name, "--split", "test"])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "split TEST was not prepared" in line and "(prepared: TRAIN, VAL)" in line
+
+
+def test_a_run_directory_given_as_model(tiny_model_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    for path in tiny_model_dir.iterdir():
+        (run / "best" / path.name).symlink_to(path)
+    code = caption.main([str(REPO / "assets" / "examples" / "cat.jpg"), "--model", str(run)])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and line == f"error: {run} is a training run directory; its best model is {run / 'best'} " \
+                                 f"(use --model {run / 'best'})"
+
+
+def test_evaluation_refuses_a_cache_made_at_another_input_size(shapes_data, tmp_path, capsys):
+    """--cache-dir is verified against the model's whole encoder spec, not only the image names."""
+    import torch
+
+    from captioning.data import PreparedData
+    from captioning.model import create_captioner
+
+    data = PreparedData(shapes_data["data_dir"], shapes_data["data_name"])
+    spec = EncoderSpec("tf_efficientnet_lite0", "random", input_size=64)
+    torch.manual_seed(0)
+    create_captioner(spec, data.load_word_map(), 32, embed_dim=8, attention_dim=8, decoder_dim=8).save(tmp_path / "m")
+    assert features.main(["--split", "VAL", "--cache-dir", str(tmp_path / "c"), "--data-dir", shapes_data["data_dir"],
+                          "--data-name", data.data_name, "--threads", "1", *LITE0[:4], "--input-size", "32"]) == 0
+    capsys.readouterr()
+    code = evaluate.main(["--model", str(tmp_path / "m"), "--data-dir", shapes_data["data_dir"], "--data-name",
+                          data.data_name, "--cache-dir", str(tmp_path / "c"), "--no-meteor", "--threads", "1"])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "input_size: cache 32 vs model 64" in line
