@@ -14,6 +14,14 @@ def bleu4(references: dict, hypotheses: dict) -> float:
     return float(scores[3])
 
 
+def cider(references: dict, hypotheses: dict) -> float:
+    """Corpus CIDEr-D (pycocoevalcap; document frequencies from these references) of tokenised captions."""
+    from pycocoevalcap.cider.cider import Cider
+
+    score, _ = Cider().compute_score(references, hypotheses)
+    return float(score)
+
+
 def coco_metrics(references: dict, hypotheses: dict, meteor: bool = True) -> dict[str, float]:
     """All metrics after the PTB tokenizer (Java); without Java the text is used as already tokenised."""
     from pycocoevalcap.bleu.bleu import Bleu

@@ -3,13 +3,16 @@ the log-probability of those that beat their baseline (the mean of the image's o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from captioning.cider import CiderD
 from captioning.decoder import Decoder
+from captioning.model import Captioner
+from captioning.vocab import special_ids
 
 
 @dataclass
@@ -90,3 +93,64 @@ def policy_gradient_loss(samples: Samples, advantage: torch.Tensor) -> torch.Ten
     weights = advantage.reshape(-1, 1).to(samples.log_probs.device).detach()  # (B*K, 1)
     mask = samples.mask.float()  # (B*K, T)
     return -(weights * samples.log_probs * mask).sum() / mask.sum()
+
+
+@dataclass
+class SelfCriticalResult:
+    """One batch of self-critical training: the loss and what the log averages."""
+
+    loss: torch.Tensor  # () policy-gradient loss
+    mean_reward: float  # mean CIDEr-D of the samples
+    images: int
+
+    def log_values(self) -> dict[str, tuple[float, int]]:
+        """{name: (batch average, weight)}, logged as train_reward."""
+        return {"reward": (self.mean_reward, self.images)}
+
+
+class SelfCriticalLoss(nn.Module):
+    """(pixels or cached features, captions, lengths, image_index, indices) -> SelfCriticalResult: K samples per
+    image rewarded by CIDEr-D against the image's references (looked up by dataset index), baseline = the mean of
+    the image's other samples ("mean") or its greedy caption ("greedy"). Same forward as TeacherForcedLoss."""
+
+    def __init__(self, captioner: Captioner, to_features: Callable[[torch.Tensor], torch.Tensor], scorer: CiderD,
+                 references: Sequence[Sequence[str]], samples_per_image: int = 5, baseline: str = "mean",
+                 max_len: int = 20):
+        super().__init__()
+        if baseline not in ("mean", "greedy"):
+            raise ValueError(f"baseline must be 'mean' or 'greedy', not {baseline!r}")
+        if baseline == "mean" and samples_per_image < 2:
+            raise ValueError("the 'mean' baseline needs at least 2 samples per image")
+        self.captioner = captioner
+        self.to_features = to_features
+        self.scorer = scorer
+        self.references = references
+        self.k = samples_per_image
+        self.baseline = baseline
+        self.max_len = max_len
+        self.ids = special_ids(captioner.word_map)
+
+    def forward(self, inputs, captions, lengths, image_index, indices) -> SelfCriticalResult:
+        features = self.to_features(inputs)  # (N, 196, C)
+        keys = indices.tolist()
+        references = [self.references[i] for i in keys]
+        banned = (self.ids.pad, self.ids.start, self.ids.unk)
+        samples = sample_captions(self.captioner.decoder, features, self.k, self.ids.start, self.ids.end, banned,
+                                  self.max_len)
+        texts = caption_texts(samples.tokens, self.captioner.id_to_word, self.ids.end)
+        rewards = cider_rewards(self.scorer, texts, references, keys)  # (N, K)
+        if self.baseline == "mean":
+            advantage = leave_one_out_advantage(rewards)  # (N, K)
+        else:
+            advantage = greedy_advantage(rewards, self.greedy_rewards(features, references, keys))  # (N, K)
+        return SelfCriticalResult(policy_gradient_loss(samples, advantage), float(rewards.mean()), len(keys))
+
+    @torch.no_grad()
+    def greedy_rewards(self, features: torch.Tensor, references, keys) -> torch.Tensor:
+        """CIDEr-D of each image's greedy caption (B,), decoded in eval mode (no dropout)."""
+        was_training = self.captioner.training
+        self.captioner.eval()
+        captions = self.captioner.caption_features(features, beam_size=1, max_len=self.max_len)
+        self.captioner.train(was_training)
+        texts = [c.text for c in captions]
+        return cider_rewards(self.scorer, texts, references, keys).view(-1)  # (B,)

@@ -5,9 +5,26 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)
+PAD_ID = 0  # build_word_map always gives <pad> id 0, so padding is zeros
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """The special tokens' ids in one word map; unk is None for a map without <unk>."""
+
+    start: int
+    end: int
+    pad: int = PAD_ID
+    unk: int | None = None
+
+
+def special_ids(word_map: Mapping[str, int]) -> SpecialIds:
+    """Look up <start>, <end>, <pad> and <unk> once, so no other module spells the token strings."""
+    return SpecialIds(word_map[START], word_map[END], word_map.get(PAD, PAD_ID), word_map.get(UNK))
 
 
 def build_word_map(word_freq: Counter, min_word_freq: int) -> dict[str, int]:

@@ -85,3 +85,74 @@ def test_rewards_follow_image_major_order():
     assert rewards[0, 0] > rewards[0, 1] and rewards[1, 0] > rewards[1, 1]
     id_to_word = {1: "a", 2: "dog", END: "<end>"}
     assert caption_texts(torch.tensor([[1, 2, END, 0], [2, END, 0, 0]]), id_to_word, END) == ["a dog", "dog"]
+
+
+# --- the self-critical stage through the training loop --------------------------------------------------------
+
+
+def scst_config(tiny_train_config, output_dir, start_dir, **overrides):
+    values = dict(scst=True, init_from=str(start_dir), epochs=2, decoder_lr=1e-3, select_on="cider", dropout=0.0,
+                  scst_max_len=8)
+    values.update(overrides)
+    return tiny_train_config(output_dir, **values)
+
+
+@pytest.fixture(scope="module")
+def cross_entropy_start(shapes_data, tmp_path_factory):
+    """A cross-entropy model (one short epoch) that the self-critical runs start from."""
+    from captioning.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("ce_start")
+    threads = torch.get_num_threads()
+    train(TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(root),
+                      backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
+                      attention_dim=16, decoder_dim=16, dropout=0.0, epochs=1, batch_size=10, max_steps_per_epoch=3,
+                      val_max_images=4, threads=1, seed=28, device="cpu"))
+    torch.set_num_threads(threads)
+    return root / "last"
+
+
+@pytest.mark.usefixtures("restore_torch_threads")
+def test_scst_run_starts_from_the_model_and_logs_reward_and_cider(tiny_train_config, cross_entropy_start, tmp_path):
+    from captioning.model import Captioner
+    from captioning.training import train
+
+    start = Captioner.load(cross_entropy_start)
+    state = train(scst_config(tiny_train_config, tmp_path / "scst", cross_entropy_start, epochs=1,
+                              max_steps_per_epoch=0))
+    row = state["history"][0]
+    assert row["train_reward"] > 0 and "train_loss" not in row  # the reward is what this stage logs
+    assert {"val_bleu4", "val_cider", "val_loss"} <= set(row)
+    assert state["best_score"] == row["val_cider"]  # selected on CIDEr as asked
+    trained = Captioner.load(tmp_path / "scst" / "last")
+    moved = [name for name, value in trained.decoder.state_dict().items()
+             if not torch.equal(value, start.decoder.state_dict()[name])]
+    assert moved  # it trained ...
+    random_start = Captioner.load(tmp_path / "scst" / "last")
+    random_start.decoder.init_weights()  # what a run that ignored init_from would have started from
+    distance = lambda a, b: float((a.decoder.fc.weight - b.decoder.fc.weight).abs().mean())  # noqa: E731
+    assert distance(trained, start) < 0.1 * distance(trained, random_start)  # ... from the start model's weights
+    assert (tmp_path / "scst" / "training_curves.png").stat().st_size > 0
+
+
+@pytest.mark.usefixtures("restore_torch_threads")
+def test_scst_resume_is_exact(tiny_train_config, cross_entropy_start, tmp_path):
+    from captioning.training import train
+
+    whole = train(scst_config(tiny_train_config, tmp_path / "whole", cross_entropy_start))
+    train(scst_config(tiny_train_config, tmp_path / "split", cross_entropy_start, epochs=1))
+    resumed = train(scst_config(tiny_train_config, tmp_path / "split", cross_entropy_start), resume=tmp_path / "split")
+    timing = {"batch_time", "data_time", "epoch_time", "captions_per_s"}
+    strip = [{k: v for k, v in row.items() if k not in timing} for row in resumed["history"]]
+    assert strip == [{k: v for k, v in row.items() if k not in timing} for row in whole["history"]]  # same samples
+    a = torch.load(tmp_path / "whole" / "last" / "train_state.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "split" / "last" / "train_state.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_scst_refuses_a_start_model_of_another_shape(tiny_train_config, cross_entropy_start, tmp_path):
+    from captioning.checkpoint import CheckpointError
+    from captioning.training import train
+
+    with pytest.raises(CheckpointError):
+        train(scst_config(tiny_train_config, tmp_path / "bad", cross_entropy_start, decoder_dim=24))
