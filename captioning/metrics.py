@@ -14,6 +14,16 @@ def bleu4(references: dict, hypotheses: dict) -> float:
     return float(scores[3])
 
 
+FUNCTION_WORDS = ("a", "and", "of", "the", "with", "in")  # a caption ending in one of these was cut off
+
+
+def broken_ending_share(captions: list[str]) -> float:
+    """Share of captions whose last word is a function word ("a man in a red shirt and a"): the disfluency
+    self-critical training is known to cause."""
+    endings = [c.split()[-1] if c.split() else "" for c in captions]
+    return sum(word in FUNCTION_WORDS for word in endings) / max(len(captions), 1)
+
+
 def cider(references: dict, hypotheses: dict) -> float:
     """Corpus CIDEr-D (pycocoevalcap; document frequencies from these references) of tokenised captions."""
     from pycocoevalcap.cider.cider import Cider
