@@ -21,7 +21,7 @@ from captioning import cli
 from captioning.checkpoint import CheckpointError
 from captioning.data import PreparedData, read_raw_split
 from captioning.features import CacheIncomplete, load_cached_features
-from captioning.metrics import coco_metrics
+from captioning.metrics import broken_ending_share, coco_metrics
 from captioning.model import Caption, Captioner
 
 
@@ -55,7 +55,8 @@ def evaluate(model: Captioner, names: Sequence[str], references: Sequence[list[s
     captions = caption_all(model, len(names), load_batch, batch_size, beam_size, length_penalty, to_features)
     hypotheses = {i: [c.text] for i, c in enumerate(captions)}
     metrics = coco_metrics({i: list(r) for i, r in enumerate(references)}, hypotheses, meteor=meteor)
-    metrics.update(images=len(names), beam_size=beam_size, length_penalty=length_penalty)
+    metrics.update(images=len(names), beam_size=beam_size, length_penalty=length_penalty,
+                   function_word_endings=broken_ending_share([c.text for c in captions]))
     return metrics, {name: c.text for name, c in zip(names, captions)}
 
 

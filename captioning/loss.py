@@ -59,7 +59,7 @@ class TeacherForcedLoss(nn.Module):
         self.to_features = to_features  # Captioner.batch_encoder: the batch -> features function of this run
         self.attention_penalty = attention_penalty
 
-    def forward(self, inputs, captions, lengths, image_index) -> BatchLoss:
+    def forward(self, inputs, captions, lengths, image_index, indices=None) -> BatchLoss:
         return self.loss_on_features(self.to_features(inputs), captions, lengths, image_index)
 
     def loss_on_features(self, features, captions, lengths, image_index) -> BatchLoss:

@@ -14,6 +14,24 @@ def bleu4(references: dict, hypotheses: dict) -> float:
     return float(scores[3])
 
 
+FUNCTION_WORDS = ("a", "and", "of", "the", "with", "in")  # a caption ending in one of these was cut off
+
+
+def broken_ending_share(captions: list[str]) -> float:
+    """Share of captions whose last word is a function word ("a man in a red shirt and a"): the disfluency
+    self-critical training is known to cause."""
+    endings = [c.split()[-1] if c.split() else "" for c in captions]
+    return sum(word in FUNCTION_WORDS for word in endings) / max(len(captions), 1)
+
+
+def cider(references: dict, hypotheses: dict) -> float:
+    """Corpus CIDEr-D (pycocoevalcap; document frequencies from these references) of tokenised captions."""
+    from pycocoevalcap.cider.cider import Cider
+
+    score, _ = Cider().compute_score(references, hypotheses)
+    return float(score)
+
+
 def coco_metrics(references: dict, hypotheses: dict, meteor: bool = True) -> dict[str, float]:
     """All metrics after the PTB tokenizer (Java); without Java the text is used as already tokenised."""
     from pycocoevalcap.bleu.bleu import Bleu

@@ -22,15 +22,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
-from captioning.checkpoint import atomic_write
+from captioning.checkpoint import atomic_write, check_state_matches, read_model_dir
+from captioning.cider import CiderD
 from captioning.config import EncoderSpec
 from captioning.data import ImageCaptions, PreparedData, collate_images
 from captioning.features import load_cached_features
 from captioning.loss import TeacherForcedLoss
 from captioning.meters import AverageMeter
-from captioning.metrics import bleu4
+from captioning.metrics import bleu4, cider
 from captioning.model import Captioner, create_captioner
 from captioning.preprocess import Preprocessing
+from captioning.scst import SelfCriticalLoss
 
 
 def option(default, help: str, **kwargs):
@@ -62,8 +64,8 @@ class TrainConfig:
     grad_clip: float = option(5.0, "clip the gradient norm to this, 0 = off")
     attention_penalty: float = option(1.0 / 196, "lambda of the doubly stochastic attention penalty")
     lr_decay_factor: float = option(0.8, "multiply the learning rates by this ...")
-    lr_decay_patience: int = option(8, "... after every this many epochs without a better val BLEU-4")
-    early_stop_patience: int = option(20, "stop after this many epochs without a better val BLEU-4")
+    lr_decay_patience: int = option(8, "... after every this many epochs without a better val score (--select-on)")
+    early_stop_patience: int = option(20, "stop after this many epochs without a better val score (--select-on)")
     val_beam_size: int = option(1, "beam width of validation decoding, 1 = greedy")
     val_max_images: int = option(0, "validate on the first N val images, 0 = all")
     max_steps_per_epoch: int = option(0, "stop each epoch after N steps, 0 = the whole epoch (smoke tests)")
@@ -73,6 +75,15 @@ class TrainConfig:
     threads: int = option(0, "torch CPU threads, 0 = torch's default")
     seed: int = option(28, "random seed (data order, initialisation, dropout)")
     device: str = option("", "cpu | cuda | cuda:N; empty: cuda if available, else cpu")
+    init_from: str = option("", "model directory whose weights start this run (e.g. the cross-entropy model that "
+                                "--scst fine-tunes); empty: fresh weights")
+    scst: bool = option(False, "self-critical training: sampled captions rewarded by CIDEr-D, instead of "
+                               "cross-entropy (start it with --init-from)")
+    scst_samples: int = option(5, "self-critical: captions sampled per image")
+    scst_baseline: str = option("mean", "self-critical baseline: mean (of the image's other samples) | greedy "
+                                        "(the image's greedy caption)")
+    scst_max_len: int = option(20, "self-critical: longest sampled caption, in words with <end>")
+    select_on: str = option("bleu4", "val metric that picks best/ and drives lr decay and early stop: bleu4 | cider")
 
     # constructor shortcuts for the encoder spec (not stored: folded into `encoder`); also what a train_config.json
     # written before the nesting holds, so TrainConfig(**json.load(f)) reads old and new files alike
@@ -150,8 +161,8 @@ def make_optimizer(captioner: Captioner, config: TrainConfig) -> torch.optim.Ada
 
 
 def to_device(batch: tuple[torch.Tensor, ...], device) -> tuple[torch.Tensor, ...]:
-    """(inputs, captions, lengths, image_index) of a loader batch, on the training device."""
-    return tuple(t.to(device) for t in batch[:4])
+    """(inputs, captions, lengths, image_index, indices) of a loader batch, on the training device."""
+    return tuple(t.to(device) for t in batch)
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: TrainConfig, device, epoch: int) -> dict:
@@ -204,7 +215,7 @@ def validate(objective: TeacherForcedLoss, dataset: ImageCaptions, config: Train
         indices = batch[4]  # (N,) dataset index of each image
         if int(indices[0]) >= limit:
             break
-        inputs, captions, lengths, image_index = to_device(batch, device)
+        inputs, captions, lengths, image_index, _ = to_device(batch, device)
         with autocast(config, device):
             features = objective.to_features(inputs)  # (N, 196, C) encoded once for the loss and the decoding
             result = objective.loss_on_features(features, captions, lengths, image_index)
@@ -215,7 +226,7 @@ def validate(objective: TeacherForcedLoss, dataset: ImageCaptions, config: Train
             references[index] = dataset.split.references[index]
             hypotheses[index] = [caption.text]
     row = {f"val_{name}": meter.avg for name, meter in averages.items()}
-    return {**row, "val_bleu4": bleu4(references, hypotheses)}
+    return {**row, "val_bleu4": bleu4(references, hypotheses), "val_cider": cider(references, hypotheses)}
 
 
 def save_training_state(path: Path, captioner: Captioner, optimizer, state: dict) -> None:
@@ -255,28 +266,55 @@ def write_log(run_dir: Path, history: list[dict]) -> None:
     atomic_write(run_dir / "log.csv", lambda p: p.write_text(buffer.getvalue()))
 
 
+CURVE_PANELS = (  # (title, [(log column, legend)]); a panel whose columns a run does not log is left out
+    ("cross-entropy per token", [("train_loss", "train"), ("val_loss", "val")]),
+    ("top-5 accuracy (%)", [("train_top5", "train"), ("val_top5", "val")]),
+    ("self-critical mean reward (CIDEr-D)", [("train_reward", "train samples")]),
+    ("val BLEU-4 (decoded)", [("val_bleu4", "BLEU-4")]),
+    ("val CIDEr (decoded)", [("val_cider", "CIDEr")]),
+)
+
+
 def plot_curves(run_dir: Path, history: list[dict]) -> Path:
-    """training_curves.png: loss, top-5 accuracy and validation BLEU-4 per epoch (Agg canvas, no pyplot state)."""
+    """training_curves.png: one panel per logged quantity (loss, top-5, SCST reward, val BLEU-4 and CIDEr), drawn
+    on an Agg canvas (no pyplot state)."""
     epochs = [row["epoch"] for row in history]
-    figure = Figure(figsize=(13, 3.6))
+    panels = [(title, [(name, label) for name, label in series if name in history[0]])
+              for title, series in CURVE_PANELS]
+    panels = [(title, series) for title, series in panels if series]
+    figure = Figure(figsize=(4.4 * len(panels), 3.6))
     FigureCanvasAgg(figure)  # renders without any GUI backend or global matplotlib setting
-    axes = figure.subplots(1, 3)
-    axes[0].plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    axes[0].plot(epochs, [r["val_loss"] for r in history], "o-", label="val")
-    axes[0].set_title("cross-entropy per token")
-    axes[1].plot(epochs, [r["train_top5"] for r in history], "o-", label="train")
-    axes[1].plot(epochs, [r["val_top5"] for r in history], "o-", label="val")
-    axes[1].set_title("top-5 accuracy (%)")
-    axes[2].plot(epochs, [100 * r["val_bleu4"] for r in history], "o-", color="C2")
-    axes[2].set_title("val BLEU-4 (decoded)")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (title, series) in zip(axes, panels):
+        for name, label in series:
+            scale = 100 if name == "val_bleu4" else 1
+            axis.plot(epochs, [scale * r[name] for r in history], "o-", label=label)
+        axis.set_title(title)
+        if len(series) > 1:
+            axis.legend()
     for axis in axes:
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
-    axes[0].legend()
     figure.tight_layout()
     path = run_dir / "training_curves.png"
     atomic_write(path, lambda p: figure.savefig(p, dpi=110, format="png"))
     return path
+
+
+def load_weights(captioner: Captioner, directory: str | Path) -> None:
+    """Start from a saved model's weights (decoder, plus fine-tuned encoder parts), checked name by name."""
+    _, _, state = read_model_dir(directory)
+    expected = captioner.checkpoint_state()
+    check_state_matches(expected, state, str(directory))
+    captioner.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
+
+
+def make_self_critical(captioner: Captioner, to_features, train_set: ImageCaptions,
+                       config: TrainConfig) -> SelfCriticalLoss:
+    """The SCST objective; CIDEr-D document frequencies come from the TRAIN references, computed once per run."""
+    references = train_set.split.references
+    return SelfCriticalLoss(captioner, to_features, CiderD(references), references, config.scst_samples,
+                            config.scst_baseline, config.scst_max_len)
 
 
 def setup_device(config: TrainConfig) -> torch.device:
@@ -294,6 +332,8 @@ def setup_device(config: TrainConfig) -> torch.device:
 
 def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     """Run (or continue) training; returns the final state (epoch, best BLEU-4, history)."""
+    if config.select_on not in ("bleu4", "cider"):
+        raise ValueError(f"--select-on must be bleu4 or cider, not {config.select_on!r}")
     device = setup_device(config)
     torch.manual_seed(config.seed)
     run_dir = Path(config.output_dir)
@@ -302,12 +342,18 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     from_features = bool(config.cache_dir) and not config.finetune_encoder
     train_set = make_dataset(config, "TRAIN", from_features, captioner.config.preprocessing)
     val_set = make_dataset(config, "VAL", from_features, captioner.config.preprocessing)
-    objective = TeacherForcedLoss(captioner, captioner.batch_encoder(cached=from_features), config.attention_penalty)
-    model = DistributedDataParallel(objective) if dist.is_initialized() else objective
+    if config.init_from:
+        load_weights(captioner, config.init_from)
+    to_features = captioner.batch_encoder(cached=from_features)
+    objective = TeacherForcedLoss(captioner, to_features, config.attention_penalty)  # also validation's loss
+    trained = make_self_critical(captioner, to_features, train_set, config) if config.scst else objective
+    model = DistributedDataParallel(trained) if dist.is_initialized() else trained
     optimizer = make_optimizer(captioner, config)
-    state = {"epoch": 0, "best_bleu4": -1.0, "epochs_since_improvement": 0, "history": []}
+    state = {"epoch": 0, "best_bleu4": -1.0, "best_score": -1.0, "epochs_since_improvement": 0, "history": []}
     if resume:
-        state.update(load_training_state(Path(resume) / "last" / "train_state.pt", captioner, optimizer))
+        loaded = load_training_state(Path(resume) / "last" / "train_state.pt", captioner, optimizer)
+        loaded.setdefault("best_score", loaded["best_bleu4"])  # runs saved before select_on existed
+        state.update(loaded)
         if is_main_process():
             print(f"resumed from {resume} after epoch {state['epoch']} (best BLEU-4 {state['best_bleu4']:.4f})")
     if is_main_process():
@@ -318,7 +364,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     for epoch in range(state["epoch"], config.epochs):
         if state["epochs_since_improvement"] >= config.early_stop_patience:
             if is_main_process():
-                print(f"early stop: no BLEU-4 improvement for {state['epochs_since_improvement']} epochs")
+                print(f"early stop: no val {config.select_on} gain for {state['epochs_since_improvement']} epochs")
             break
         since = state["epochs_since_improvement"]
         if since > 0 and since % config.lr_decay_patience == 0:
@@ -329,7 +375,9 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
                                                      optimizer, config, device, epoch)}
         row.update(validate(objective, val_set, config, device))
         row.update(lr=optimizer.param_groups[0]["lr"], epoch_time=time.perf_counter() - started)
-        improved = row["val_bleu4"] > state["best_bleu4"]
+        score = row[f"val_{config.select_on}"]
+        improved = score > state["best_score"]
+        state["best_score"] = max(state["best_score"], score)
         state["best_bleu4"] = max(state["best_bleu4"], row["val_bleu4"])
         state["epochs_since_improvement"] = 0 if improved else state["epochs_since_improvement"] + 1
         state["epoch"] = epoch + 1

@@ -283,7 +283,7 @@ def test_train_one_epoch_runs_any_objective(tiny_train_config, tmp_path):
             self.weight = torch.nn.Parameter(torch.ones(()))
             self.rewards = iter([1.0, 4.0, 7.0])
 
-        def forward(self, inputs, captions, lengths, image_index):
+        def forward(self, inputs, captions, lengths, image_index, indices):
             return Result(self.weight * inputs.float().mean(), next(self.rewards))
 
     config = tiny_train_config(tmp_path / "run", max_steps_per_epoch=3)
