@@ -103,16 +103,13 @@ def cross_entropy_start(shapes_data, tmp_path_factory):
     from captioning.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("ce_start")
-    threads = torch.get_num_threads()
     train(TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(root),
                       backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
                       attention_dim=16, decoder_dim=16, dropout=0.0, epochs=1, batch_size=10, max_steps_per_epoch=3,
                       val_max_images=4, threads=1, seed=28, device="cpu"))
-    torch.set_num_threads(threads)
     return root / "last"
 
 
-@pytest.mark.usefixtures("restore_torch_threads")
 def test_scst_run_starts_from_the_model_and_logs_reward_and_cider(tiny_train_config, cross_entropy_start, tmp_path):
     from captioning.model import Captioner
     from captioning.training import train
@@ -135,7 +132,6 @@ def test_scst_run_starts_from_the_model_and_logs_reward_and_cider(tiny_train_con
     assert (tmp_path / "scst" / "training_curves.png").stat().st_size > 0
 
 
-@pytest.mark.usefixtures("restore_torch_threads")
 def test_scst_resume_is_exact(tiny_train_config, cross_entropy_start, tmp_path):
     from captioning.training import train
 
