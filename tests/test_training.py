@@ -60,20 +60,26 @@ def ddp_rank_main(config_path: str, out_dir: str) -> None:
     tensors = {f"final.{k}": v.contiguous() for k, v in captioner.decoder.state_dict().items()}
     tensors.update({f"initial.{k}": v.contiguous() for k, v in initial.items()})
     save_file(tensors, str(Path(out_dir) / f"rank{rank}.safetensors"))
+    last = state["history"][-1]
     report = {"rank": rank, "world_size": world, "writes": writes, "epoch": state["epoch"],
-              "train_loss": state["history"][-1]["train_loss"]}
+              "train_loss": last.get("train_loss", last.get("train_reward"))}
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_ddp_ranks_end_with_identical_weights(tiny_train_config, tmp_path):
+@pytest.mark.parametrize("objective", ["cross-entropy", "self-critical"])
+def test_ddp_ranks_end_with_identical_weights(objective, tiny_train_config, tmp_path):
     from safetensors.torch import load_file
 
     from captioning.model import Captioner
+    from captioning.training import train
 
     run_dir = tmp_path / "run"
     config = tiny_train_config(run_dir, max_steps_per_epoch=3, num_workers=0)
+    if objective == "self-critical":  # sampled captions and CIDEr-D rewards, from a cross-entropy start
+        train(tiny_train_config(tmp_path / "start", max_steps_per_epoch=1))
+        config = dataclasses.replace(config, scst=True, init_from=str(tmp_path / "start" / "last"), scst_max_len=8)
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(dataclasses.asdict(config)))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
