@@ -57,13 +57,13 @@ class SlowCaptioner:
         return self.captioner.caption(image, **kwargs)
 
 
-def visitor_photo(directory: Path) -> Path:
+def visitor_photo(directory: Path, name: str = "visitor", width: int = 211) -> Path:
     """A photo no one else sends, with a size of its own (its captions can be counted)."""
-    rng = np.random.default_rng(18)
-    pixels = np.repeat(np.linspace(0, 255, 211, dtype=np.uint8)[None, :, None], 157, axis=0)  # (157, 211, 1)
-    pixels = np.concatenate([pixels, 255 - pixels, rng.integers(0, 256, (157, 211, 1), dtype=np.uint8)], axis=2)
-    path = directory / "visitor.png"
-    Image.fromarray(pixels).save(path)  # (157, 211, 3)
+    rng = np.random.default_rng(width)
+    pixels = np.repeat(np.linspace(0, 255, width, dtype=np.uint8)[None, :, None], 157, axis=0)  # (157, W, 1)
+    pixels = np.concatenate([pixels, 255 - pixels, rng.integers(0, 256, (157, width, 1), dtype=np.uint8)], axis=2)
+    path = directory / f"{name}.png"
+    Image.fromarray(pixels).save(path)  # (157, W, 3)
     return path
 
 
@@ -208,3 +208,55 @@ def test_a_visitor_during_start_up_keeps_their_own_photo_and_caption(fresh_demo,
     starting.join(timeout=60)
     assert caching, "the examples were already cached: this visit did not test start-up"
     assert visitor_error(state, expected, photo) is None, visitor_error(state, expected, photo)
+
+
+# Every heatmap the page showed, polled every 50 ms (a late result could show for a moment and be replaced).
+RECORD_HEATMAPS_JS = """() => { window.heatmaps = [];
+    setInterval(() => { const src = document.querySelector('#heatmap img')?.src;
+        if (src && window.heatmaps.at(-1) !== src) window.heatmaps.push(src); }, 50); }"""
+
+
+def test_on_a_busy_demo_the_newest_action_wins(fresh_demo, model, chromium, launch_demo, tmp_path):
+    """Caption a photo, then, while its caption waits in the queue, upload another one and caption that: the first
+    is dropped (never computed, never shown). Then caption again and click an example while that caption waits: it
+    is dropped and the example stays. (A caption that has already started still finishes and shows, then the newer
+    one replaces it: Gradio cannot stop a running function.)"""
+    first, second = visitor_photo(tmp_path, "first", 201), visitor_photo(tmp_path, "second", 203)
+    first_heatmap, expected = expected_outputs(model, first)["heatmap"], expected_outputs(model, second)
+    demo, slow = fresh_demo(n_examples=2, example_seconds=1.0)  # the busy clients' photo is EXAMPLES[1]: a ~2 s queue
+    cat = expected_outputs(model, EXAMPLES[1])
+    assert first_heatmap != expected["heatmap"] and cat["caption"] != expected["caption"]
+    url = launch_demo(demo)
+    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(VISIT_TIMEOUT_MS)
+    try:
+        page.add_init_script(f"({RECORD_HEATMAPS_JS})()")
+        page.goto(url)
+        photo = page.locator("#image-input input[type=file]")
+        with busy_clients(url, BUSY_CLIENTS):
+            photo.set_input_files(str(first))
+            page.wait_for_selector("#image-input img[src*=first]")
+            page.click("#caption-button")
+            page.get_by_role("button", name="Remove Image").click()
+            photo.set_input_files(str(second))  # while the first caption waits in the queue
+            page.wait_for_selector("#image-input img[src*=second]")
+            page.click("#caption-button")
+            page.wait_for_function("h => document.querySelector('#heatmap img')?.src.includes(h)",
+                                   arg=expected["heatmap"])
+            page.wait_for_timeout(HOLD_SECONDS * 1000)
+            after_upload = page.evaluate("() => window.heatmaps")
+            assert expected["heatmap"] in after_upload[-1]
+            assert not [src for src in after_upload if first_heatmap in src], "the dropped caption was shown"
+            assert Image.open(first).size not in slow.sizes  # dropped from the queue, never computed
+
+            page.click("#caption-button")  # the second photo again, then an example before it comes back
+            page.locator("#examples").get_by_text(Path(EXAMPLES[1]).stem, exact=True).click()
+            page.wait_for_function("text => document.querySelector('#caption-text textarea')?.value === text",
+                                   arg=cat["caption"])
+            page.wait_for_timeout(HOLD_SECONDS * 1000)
+            state = page_state(page)
+        assert state["caption"] == cat["caption"] and Path(EXAMPLES[1]).stem in state["photo"]
+        assert expected["heatmap"] not in state["heatmap"]  # the cached example's heatmap, not the second photo's
+        assert slow.sizes.count(Image.open(second).size) == 1  # its second caption was dropped from the queue
+    finally:
+        page.close()
