@@ -65,8 +65,8 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
                                                  "FILE (.safetensors or tensors-only .pt); default: lite-wheel "
                                                  "where the wheel exists, else timm")
     group.add_argument("--input-size", type=positive_int,
-                       help="square side the encoder sees, in px; default: 448 (a native 14x14 map for stride-32 "
-                            "trunks)")
+                       help="square side the encoder sees, in px; default: the trunk's native size, where its own "
+                            "map is 14x14 (448 for stride-32 CNNs, 224 for VGG and ViT/DeiT patch-16)")
     group.add_argument("--encoder-bf16", action=argparse.BooleanOptionalAction,
                        help="run the encoder under CPU bf16 autocast; default: on")
 

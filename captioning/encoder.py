@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def trunk_reduction(trunk: nn.Module) -> int:
     return int(taps[-1]["reduction"])
 
 
+@functools.lru_cache(maxsize=64)
 def native_input_size(backbone: str, grid_size: int = 14) -> int:
     """Input size at which the trunk's own map is grid x grid (224 for VGG and ViT/DeiT patch-16, 448 for stride-32
     CNNs): the attention grid is then real, not pooled up. Built on the meta device: no weights, no compute."""
