@@ -38,7 +38,8 @@ class StepWeights:
 
     def project_hidden(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Everything read from h_{t-1} before the cell, in one GEMM: attention's W_h h and the gate's f_beta(h)."""
-        both = self.from_hidden(hidden.to(self.bias.dtype)) + self.from_hidden_bias  # (B, A + C)
+        hidden = hidden.to(self.bias.dtype)  # (B, D) h is kept in fp32; the GEMMs run in the compute dtype
+        both = self.from_hidden(hidden) + self.from_hidden_bias  # (B, A + C)
         att2, gate = both.split([self.attention_dim, both.size(1) - self.attention_dim], dim=1)  # (B, A), (B, C)
         return att2, gate
 
@@ -62,6 +63,7 @@ class DecoderState:
         return self.rows(self.features[:rows], self.image_projection[:rows], self.hidden[:rows], self.cell[:rows])
 
     def rows(self, features, image_projection, hidden, cell) -> DecoderState:
+        """A state over other rows (or a new h, c) that keeps this forward's step weights."""
         return DecoderState(features, image_projection, hidden, cell, self.weights)
 
 
