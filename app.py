@@ -26,7 +26,9 @@ try:  # torch and gradio take seconds to import on a small CPU: Ctrl-C meanwhile
     from gradio import processing_utils
     from PIL import Image, UnidentifiedImageError
 
+    from captioning import cli
     from captioning.checkpoint import CheckpointError, atomic_write
+    from captioning.cli import model_load_error
     from captioning.model import Caption, Captioner
     from captioning.preprocess import UPLOAD_FORMATS, ImageTooLargeError, load_image
     from captioning.visualize import DISPLAY_MAX_SIDE, attention_heatmap, display_image, overlay, render_word_overlays
@@ -320,9 +322,7 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every option's help says what it does, its allowed values and its default."""
     parser = argparse.ArgumentParser(description="Show, Attend and Tell captioning demo (Gradio).")
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
-                        help="model directory with config.json, wordmap.json and model.safetensors (a training run's "
-                             "best/ or last/ folder) (default: %(default)s)")
+    cli.add_model_flag(parser)
     # GRADIO_SERVER_NAME/PORT are honoured as defaults: Hugging Face Spaces sets them (0.0.0.0:7860).
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to bind: 127.0.0.1 serves this machine only, 0.0.0.0 the whole network "
@@ -337,9 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the page's initial beam size, 1 (greedy, fastest) to 5 (default: %(default)s)")
     parser.add_argument("--max-file-size", default="10mb", metavar="SIZE",
                         help="largest upload accepted, a number with kb, mb or gb, e.g. 500kb (default: %(default)s)")
-    parser.add_argument("--concurrency", type=positive_int, default=2, metavar="N",
+    parser.add_argument("--concurrency", type=cli.positive_int, default=2, metavar="N",
                         help="captions computed at once, 1 or more (default: %(default)s)")
-    parser.add_argument("--queue-size", type=positive_int, default=32, metavar="N",
+    parser.add_argument("--queue-size", type=cli.positive_int, default=32, metavar="N",
                         help="requests allowed to wait, 1 or more; more are refused with 'Queue is full' "
                              "(default: %(default)s)")
     parser.add_argument("--cache-examples", choices=["eager", "lazy", "off"], default="eager",
@@ -354,20 +354,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def port_number(value: str) -> int:
     """argparse type for --port: a whole number in 1..65535."""
-    number = positive_int(value)
+    number = cli.positive_int(value)
     if number > 65535:
         raise argparse.ArgumentTypeError("must be at most 65535")
-    return number
-
-
-def positive_int(value: str) -> int:
-    """argparse type for counts that must be at least 1."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
     return number
 
 
@@ -388,14 +377,10 @@ def auth_pair(value: str) -> tuple[str, str]:
 
 
 def model_error(model: str, error: Exception) -> str:
-    """One line saying why --model could not be loaded and what to pass instead."""
-    path = Path(model)
-    for checkpoint in ("best", "last"):
-        if (path / checkpoint / "model.safetensors").is_file():
-            return f"error: {model} is a training run, not a model directory: use --model {path / checkpoint}"
-    hint = " (the default model is assets/model; pass --model DIR to use another)" if path.resolve() == DEFAULT_MODEL \
-        else ""
-    return f"error: cannot load the model from {model}: {error}{hint}"
+    """cli.model_load_error's one line, plus where the default model lives when that one failed."""
+    hint = " (the default model is assets/model; pass --model DIR to use another)" \
+        if Path(model).resolve() == DEFAULT_MODEL and not (Path(model) / "best").exists() else ""
+    return model_load_error(model, error) + hint
 
 
 def main(argv: list[str] | None = None) -> int:

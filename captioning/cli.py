@@ -135,9 +135,10 @@ def add_beam_size_flag(parser: argparse.ArgumentParser) -> None:
 def model_load_error(path: str | Path, error: Exception) -> str:
     """One line saying why a model directory cannot be loaded, pointing a run directory to its best/ model."""
     path = Path(path)
-    best = path / "best"
-    if (best / "config.json").is_file():
-        return f"error: {path} is a training run directory; its best model is {best} (use --model {best})"
+    for checkpoint in ("best", "last"):  # a training run holds its models in these folders
+        if (path / checkpoint / "model.safetensors").is_file() or (path / checkpoint / "config.json").is_file():
+            return (f"error: {path} is a training run directory; its {checkpoint} model is {path / checkpoint} "
+                    f"(use --model {path / checkpoint})")
     return f"error: cannot load the model from {path}: {error}"
 
 

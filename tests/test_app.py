@@ -167,7 +167,7 @@ def test_every_help_line_says_what_its_default_and_its_values():
     for action in app.build_parser()._actions:
         if action.dest == "help":
             continue
-        assert action.help and "(default: " in action.help, f"{action.option_strings} help names no default"
+        assert action.help and "default: " in action.help, f"{action.option_strings} help names no default"
         if action.choices:  # allowed values are named (a range by its ends)
             choices = [str(c) for c in action.choices]
             named = choices if len(choices) < 5 else [choices[0], choices[-1]]
@@ -182,7 +182,8 @@ def test_a_training_run_given_as_model_points_to_its_best_folder(tmp_path, capsy
     (run / "best" / "model.safetensors").write_bytes(b"")
     assert app.main(["--model", str(run)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"error: {run} is a training run, not a model directory: use --model {run / 'best'}"
+    assert err.strip() == f"error: {run} is a training run directory; its best model is {run / 'best'} " \
+                          f"(use --model {run / 'best'})"
 
 
 @pytest.mark.parametrize("stage", ["loading the model", "starting the server"])

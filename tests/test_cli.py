@@ -52,6 +52,14 @@ def test_flags_shared_between_tools_have_one_definition():
             "input_size", "encoder_bf16", "split", "model", "beam_size", "karpathy_json", "image_dir"} <= shared
 
 
+def test_the_app_takes_its_model_flag_from_the_same_definition():
+    import app
+
+    definition = [(a.option_strings, a.default, a.help, a.type) for a in (options(app.build_parser())["model"],
+                                                                            options(caption.build_parser())["model"])]
+    assert definition[0] == definition[1]
+
+
 def test_every_help_line_says_what_and_its_default():
     for tool, build in TOOLS.items():
         parser = build()
