@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from skimage import data
 
-from captioning.config import ModelConfig
+from captioning.config import EncoderSpec, ModelConfig
 from captioning.encoder import Encoder, create_trunk, native_input_size, preprocessing_for, to_feature_map
 from captioning.loss import caption_loss
 from captioning.model import Captioner
@@ -251,9 +251,10 @@ FAMILIES = [  # tiny members of each family: these build, fine-tune, train a ste
     ("mobilenetv3_small_050", 288, 448, 64, {"blocks.3", "blocks.4", "blocks.5"}),
     ("tf_efficientnet_lite0", 1280, 448, 64, {"blocks.4", "blocks.5", "blocks.6", "conv_head", "bn2"}),
     ("deit_tiny_patch16_224", 192, 224, 224, {"blocks.9", "blocks.10", "blocks.11", "norm"}),  # fixed 224 input
+    ("efficientnet_b4", 1792, 448, 64, {"blocks.4", "blocks.5", "blocks.6", "conv_head", "bn2"}),  # the design's
 ]
 FAMILY_IDS = [family[0] for family in FAMILIES]
-BIG = [  # the design's and the tutorial's backbones: too slow on 2 cores to train here, so shapes and tails only
+BIG = [  # large backbones at their real input size, on the meta device: shapes and tails only
     ("efficientnet_b4", 1792, 448, 32, {"blocks.4", "blocks.5", "blocks.6", "conv_head", "bn2"}),
     ("tf_efficientnet_lite2", 1280, 448, 32, {"blocks.4", "blocks.5", "blocks.6", "conv_head", "bn2"}),
     ("resnet101", 2048, 448, 32, {"layer2", "layer3", "layer4"}),
@@ -307,7 +308,8 @@ def _training_batch(word_map: dict[str, int]) -> tuple[torch.Tensor, torch.Tenso
 
 @pytest.mark.parametrize("backbone, dim, native, small, tail", FAMILIES, ids=FAMILY_IDS)
 def test_family_encodes_finetunes_trains_a_step_and_reloads(backbone, dim, native, small, tail, word_map, tmp_path):
-    config = ModelConfig(backbone=backbone, encoder_weights="random", encoder_finetuned=True, encoder_dim=dim,
+    spec = EncoderSpec(backbone=backbone, weights="random", input_size=small, bf16=False)
+    config = ModelConfig(encoder=spec, encoder_finetuned=True, encoder_dim=dim,
                          vocab_size=len(word_map), embed_dim=8, attention_dim=8, decoder_dim=8,
                          preprocessing=Preprocessing(image_size=small, input_size=small))
     torch.manual_seed(0)
