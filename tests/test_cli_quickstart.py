@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from conftest import TorchThreads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def quickstart_calls(lines: list[str]) -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys, restore_torch_threads):
+def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
     import prepare_data
     import train
     from captioning import caption, evaluate, features
@@ -54,10 +55,11 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys, restore_torch_thr
     calls = quickstart_calls(quickstart_lines())
     assert calls[0][:3] == ["pip", "install", "-e"] and calls[-1] == ["python", "app.py", "--model", "runs/quick/best"]
     monkeypatch.chdir(tmp_path)
-    for call in calls[1:-1]:
-        assert call[0] == "python", call
-        prefix = tuple(call[1:3]) if call[1] == "-m" else (call[1],)
-        assert tools[prefix](call[1 + len(prefix):]) == 0, call
+    with TorchThreads():  # the tools' --threads is process state: restored for the tests that follow
+        for call in calls[1:-1]:
+            assert call[0] == "python", call
+            prefix = tuple(call[1:3]) if call[1] == "-m" else (call[1],)
+            assert tools[prefix](call[1 + len(prefix):]) == 0, call
     out = capsys.readouterr().out
     assert re.search(r"^BLEU-1 [\d.]+ \| BLEU-2 .* BLEU-4 [\d.]+ .*\(10 images, beam 3\)$", out, re.M), out[-2000:]
     caption_line = re.search(r"synthetic_00000\.png: (.+)$", out, re.M)
