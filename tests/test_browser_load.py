@@ -218,7 +218,7 @@ RECORD_HEATMAPS_JS = """() => { window.heatmaps = [];
 
 def test_on_a_busy_demo_the_newest_action_wins(fresh_demo, model, chromium, launch_demo, tmp_path):
     """Caption a photo, then, while its caption waits in the queue, upload another one and caption that: the first
-    is dropped (never computed, never shown). Then caption again and click an example while that caption waits: it
+    is dropped (never shown). Then caption again and click an example while that caption waits: it
     is dropped and the example stays. (A caption that has already started still finishes and shows, then the newer
     one replaces it: Gradio cannot stop a running function.)"""
     first, second = visitor_photo(tmp_path, "first", 201), visitor_photo(tmp_path, "second", 203)
@@ -247,7 +247,8 @@ def test_on_a_busy_demo_the_newest_action_wins(fresh_demo, model, chromium, laun
             after_upload = page.evaluate("() => window.heatmaps")
             assert expected["heatmap"] in after_upload[-1]
             assert not [src for src in after_upload if first_heatmap in src], "the dropped caption was shown"
-            assert Image.open(first).size not in slow.sizes  # dropped from the queue, never computed
+            # Whether the first caption was still queued (never computed) or had just started (computed, its
+            # result dropped) is a race with the busy clients; what the visitor sees is the same, and is asserted.
 
             page.click("#caption-button")  # the second photo again, then an example before it comes back
             page.locator("#examples").get_by_text(Path(EXAMPLES[1]).stem, exact=True).click()
@@ -257,6 +258,6 @@ def test_on_a_busy_demo_the_newest_action_wins(fresh_demo, model, chromium, laun
             state = page_state(page)
         assert state["caption"] == cat["caption"] and Path(EXAMPLES[1]).stem in state["photo"]
         assert expected["heatmap"] not in state["heatmap"]  # the cached example's heatmap, not the second photo's
-        assert slow.sizes.count(Image.open(second).size) == 1  # its second caption was dropped from the queue
+        # (dropped from the queue, or dropped after it started: a race, as above; the page shows the example)
     finally:
         page.close()
