@@ -113,10 +113,14 @@ class Captioner(nn.Module):
         """Rebuild a model from its directory (safetensors only; the encoder source weights come from config)."""
         config, word_map, state = read_model_dir(directory)
         model = cls(config, word_map)
-        expected = model.checkpoint_state()
-        check_state_matches(expected, state, str(directory))
-        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
+        model.load_checkpoint_state(state, str(directory))
         return model.to(device).eval()
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor], where: str) -> None:
+        """Load what a model directory stores, each tensor checked by name and shape against this model."""
+        expected = self.checkpoint_state()
+        check_state_matches(expected, state, where)
+        self.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, I, I) -> annotation vectors (B, 196, C), as the feature cache made them."""

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
-from captioning.checkpoint import atomic_write, check_state_matches, read_model_dir
+from captioning.checkpoint import atomic_write, read_model_dir
 from captioning.cider import CiderD
 from captioning.config import EncoderSpec
 from captioning.data import ImageCaptions, PreparedData, collate_images
@@ -304,9 +304,7 @@ def plot_curves(run_dir: Path, history: list[dict]) -> Path:
 def load_weights(captioner: Captioner, directory: str | Path) -> None:
     """Start from a saved model's weights (decoder, plus fine-tuned encoder parts), checked name by name."""
     _, _, state = read_model_dir(directory)
-    expected = captioner.checkpoint_state()
-    check_state_matches(expected, state, str(directory))
-    captioner.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
+    captioner.load_checkpoint_state(state, str(directory))
 
 
 def make_self_critical(captioner: Captioner, to_features, train_set: ImageCaptions,
