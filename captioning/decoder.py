@@ -53,10 +53,13 @@ class DecoderState:
     hidden: torch.Tensor  # (B, D)
     cell: torch.Tensor  # (B, D)
     weights: StepWeights
+    gate: torch.Tensor | None = None  # (B,) mean of the last step's gate beta = sigmoid(f_beta(h)); None before
 
     def select(self, index: torch.Tensor) -> DecoderState:
         """Rows picked (and possibly repeated) by index, e.g. to expand images into beams."""
-        return self.rows(self.features[index], self.image_projection[index], self.hidden[index], self.cell[index])
+        state = self.rows(self.features[index], self.image_projection[index], self.hidden[index], self.cell[index])
+        state.gate = None if self.gate is None else self.gate[index]  # (B',)
+        return state
 
     def first(self, rows: int) -> DecoderState:
         """The first rows only: in length-sorted teacher forcing, the captions still decoding."""
@@ -149,7 +152,9 @@ class Decoder(nn.Module):
         context, alpha = self.attention.attend(state.features, state.image_projection, att2)  # (B, C), (B, 196)
         gated = torch.sigmoid(gate) * context  # (B, C)
         hidden, cell = lstm_cell(word_gates, gated, state.hidden, state.cell, state.weights)  # (B, D), (B, D)
-        return alpha, state.rows(state.features, state.image_projection, hidden, cell)
+        next_state = state.rows(state.features, state.image_projection, hidden, cell)
+        next_state.gate = torch.sigmoid(gate.detach()).float().mean(dim=1)  # (B,) how much image context came in
+        return alpha, next_state
 
     def step(self, words: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
         """One word for each row: words (B,) -> logits (B, V), alpha (B, 196), next state."""
