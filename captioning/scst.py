@@ -3,7 +3,8 @@ the log-probability of those that beat their baseline (the mean of the image's o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,8 @@ class Samples:
 def sample_captions(decoder: Decoder, features: torch.Tensor, k: int, start_id: int, end_id: int,
                     banned: Sequence[int], max_len: int = 20, temperature: float = 1.0) -> Samples:
     """Multinomial samples; `banned` ids (<pad>, <start>, <unk>) are never drawn, nor <end> first; log_probs are
-    the model's own log p of each word (as teacher forcing gives it).
+    those of the distribution sampled from: the model's softmax renormalised without the banned words, so that
+    the policy gradient is exact.
 
     The image projection is computed once per image and shared by its K rows, as in the beam search.
     """
@@ -39,9 +41,9 @@ def sample_captions(decoder: Decoder, features: torch.Tensor, k: int, start_id: 
     tokens, log_probs, masks = [], [], []
     for step in range(max_len):
         logits, _, state = decoder.step(words, state)  # (B*K, V)
-        scores = torch.log_softmax(logits.float() / temperature, dim=1)  # (B*K, V)
-        never = [*banned, *((end_id,) if step == 0 else ())]
-        scores = scores.index_fill(1, torch.tensor(never, device=device), float("-inf"))  # (B*K, V)
+        never = torch.tensor([*banned, *((end_id,) if step == 0 else ())], device=device)
+        logits = logits.float().index_fill(1, never, float("-inf"))  # (B*K, V) the policy never puts mass there
+        scores = torch.log_softmax(logits / temperature, dim=1)  # (B*K, V) log-probs of the policy sampled from
         words = torch.multinomial(scores.detach().exp(), 1).squeeze(1)  # (B*K,)
         if step == max_len - 1:  # a caption cut at max_len still ends
             words = torch.where(alive, torch.full_like(words, end_id), words)
@@ -53,6 +55,20 @@ def sample_captions(decoder: Decoder, features: torch.Tensor, k: int, start_id: 
         if not bool(alive.any()):
             break
     return Samples(torch.stack(tokens, 1), torch.stack(log_probs, 1), torch.stack(masks, 1))  # (B*K, T) each
+
+
+@contextmanager
+def dropout_off(module: nn.Module) -> Iterator[None]:
+    """Every nn.Dropout inside `module` in eval mode for the block (the rest keeps its mode), then restored."""
+    dropouts = [m for m in module.modules() if isinstance(m, nn.Dropout)]
+    modes = [m.training for m in dropouts]
+    for m in dropouts:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(dropouts, modes):
+            m.train(mode)
 
 
 def caption_texts(tokens: torch.Tensor, id_to_word: dict[int, str], end_id: int) -> list[str]:
@@ -115,7 +131,7 @@ class SelfCriticalLoss(nn.Module):
 
     def __init__(self, captioner: Captioner, to_features: Callable[[torch.Tensor], torch.Tensor], scorer: CiderD,
                  references: Sequence[Sequence[str]], samples_per_image: int = 5, baseline: str = "mean",
-                 max_len: int = 20):
+                 max_len: int = 20, sample_with_dropout: bool = False):
         super().__init__()
         if baseline not in ("mean", "greedy"):
             raise ValueError(f"baseline must be 'mean' or 'greedy', not {baseline!r}")
@@ -128,6 +144,7 @@ class SelfCriticalLoss(nn.Module):
         self.k = samples_per_image
         self.baseline = baseline
         self.max_len = max_len
+        self.sample_with_dropout = sample_with_dropout
         self.ids = special_ids(captioner.word_map)
 
     def forward(self, inputs, captions, lengths, image_index, indices) -> SelfCriticalResult:
@@ -135,8 +152,9 @@ class SelfCriticalLoss(nn.Module):
         keys = indices.tolist()
         references = [self.references[i] for i in keys]
         banned = (self.ids.pad, self.ids.start, self.ids.unk)
-        samples = sample_captions(self.captioner.decoder, features, self.k, self.ids.start, self.ids.end, banned,
-                                  self.max_len)
+        with nullcontext() if self.sample_with_dropout else dropout_off(self.captioner):
+            samples = sample_captions(self.captioner.decoder, features, self.k, self.ids.start, self.ids.end, banned,
+                                      self.max_len)
         texts = caption_texts(samples.tokens, self.captioner.id_to_word, self.ids.end)
         rewards = cider_rewards(self.scorer, texts, references, keys)  # (N, K)
         if self.baseline == "mean":

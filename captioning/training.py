@@ -83,6 +83,8 @@ class TrainConfig:
     scst_baseline: str = option("mean", "self-critical baseline: mean (of the image's other samples) | greedy "
                                         "(the image's greedy caption)")
     scst_max_len: int = option(20, "self-critical: longest sampled caption, in words with <end>")
+    scst_dropout: bool = option(False, "self-critical: keep dropout on while sampling (off: the policy trained is "
+                                       "the one that decodes)")
     select_on: str = option("bleu4", "val metric that picks best/ and drives lr decay and early stop: bleu4 | cider")
 
     # constructor shortcuts for the encoder spec (not stored: folded into `encoder`); also what a train_config.json
@@ -312,7 +314,7 @@ def make_self_critical(captioner: Captioner, to_features, train_set: ImageCaptio
     """The SCST objective; CIDEr-D document frequencies come from the TRAIN references, computed once per run."""
     references = train_set.split.references
     return SelfCriticalLoss(captioner, to_features, CiderD(references), references, config.scst_samples,
-                            config.scst_baseline, config.scst_max_len)
+                            config.scst_baseline, config.scst_max_len, config.scst_dropout)
 
 
 def setup_device(config: TrainConfig) -> torch.device:

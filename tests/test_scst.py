@@ -53,7 +53,9 @@ def test_sampled_log_probs_match_teacher_forcing_of_the_same_words():
     lengths = samples.mask.sum(dim=1)  # (6,) words incl. <end>
     captions = torch.cat([torch.full((6, 1), START), samples.tokens], dim=1)  # (6, T+1)
     output = decoder(feats, captions, lengths + 1, image_index=torch.arange(3).repeat_interleave(2))
-    scores = torch.log_softmax(output.logits, dim=2)  # (6, T, V) the model's own log p(w_t | w_<t, image)
+    allowed = output.logits.index_fill(2, torch.tensor([PAD, START, UNK]), float("-inf"))  # (6, T, V)
+    allowed[:, 0, END] = float("-inf")  # no empty caption
+    scores = torch.log_softmax(allowed, dim=2)  # (6, T, V) log p(w_t | w_<t, image) renormalised without banned
     expected = scores.gather(2, samples.tokens[:, :, None]).squeeze(2)  # (6, T)
     torch.testing.assert_close(samples.log_probs[samples.mask], expected[samples.mask], atol=1e-5, rtol=1e-5)
 
