@@ -1,4 +1,5 @@
-"""Additive (Bahdanau) soft attention over the 196 annotation vectors."""
+"""Additive (Bahdanau) attention over the 196 annotation vectors: the soft (expected) context, and hard attention's
+sampled or most likely location."""
 
 from __future__ import annotations
 
@@ -33,3 +34,26 @@ class Attention(nn.Module):
         alpha = torch.softmax(scores, dim=1)  # (B, 196)
         context = torch.bmm(alpha[:, None].to(features.dtype), features).squeeze(1)  # (B, C)
         return context, alpha
+
+
+def location_context(features: torch.Tensor, location: torch.Tensor) -> torch.Tensor:
+    """The annotation vector at one location per row: features (B, 196, C), location (B,) -> (B, C)."""
+    return features[torch.arange(features.size(0), device=features.device), location]  # (B, C)
+
+
+def hard_context(features: torch.Tensor, alpha: torch.Tensor, soft_context: torch.Tensor, sample: bool,
+                 soft_probability: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Hard (stochastic) attention's context (Xu et al. 2015, 4.1) -> context (B, C), log p(s) (B,) or None.
+
+    Training (sample=True): a location s ~ Multinoulli(alpha) per row, its annotation vector as the context, except
+    that with probability soft_probability a row keeps the expected (soft) context instead; log p(s) = log alpha_s
+    is 0 for those rows (nothing sampled, nothing for REINFORCE). Decoding (sample=False): the most likely location.
+    """
+    if not sample:
+        return location_context(features, alpha.argmax(dim=1)), None  # (B, C)
+    location = torch.multinomial(alpha.detach().float(), 1).squeeze(1)  # (B,)
+    use_soft = torch.rand(alpha.size(0), device=alpha.device) < soft_probability  # (B,)
+    picked = location_context(features, location).to(soft_context.dtype)  # (B, C)
+    context = torch.where(use_soft[:, None], soft_context, picked)  # (B, C)
+    log_prob = alpha.float().gather(1, location[:, None]).squeeze(1).clamp_min(1e-12).log()  # (B,)
+    return context, log_prob.masked_fill(use_soft, 0.0)  # (B, C), (B,)

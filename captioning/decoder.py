@@ -1,4 +1,4 @@
-"""LSTM decoder with soft attention and a gated context (Show, Attend and Tell, section 3.1.2)."""
+"""LSTM decoder with soft or hard attention and a gated context (Show, Attend and Tell, sections 3.1.2 and 4)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.attention import Attention
+from captioning.attention import Attention, hard_context
 from captioning.step_linear import StepLinear
 
 
@@ -19,6 +19,7 @@ class DecoderOutput:
     logits: torch.Tensor  # (B, L, V)
     alphas: torch.Tensor  # (B, L, 196)
     mask: torch.Tensor  # (B, L) bool
+    location_log_probs: torch.Tensor | None = None  # (B, L) hard training: log p(s_t) of sampled locations, else 0
 
 
 @dataclass
@@ -54,6 +55,7 @@ class DecoderState:
     cell: torch.Tensor  # (B, D)
     weights: StepWeights
     gate: torch.Tensor | None = None  # (B,) mean of the last step's gate beta = sigmoid(f_beta(h)); None before
+    location_log_prob: torch.Tensor | None = None  # (B,) hard training: log p of the last step's sampled location
 
     def select(self, index: torch.Tensor) -> DecoderState:
         """Rows picked (and possibly repeated) by index, e.g. to expand images into beams."""
@@ -93,8 +95,12 @@ class Decoder(nn.Module):
         attention_dim: int = 512,
         decoder_dim: int = 512,
         dropout: float = 0.5,
+        attention_mode: str = "soft",
     ):
         super().__init__()
+        if attention_mode not in ("soft", "hard"):
+            raise ValueError(f"attention_mode must be 'soft' or 'hard', not {attention_mode!r}")
+        self.hard = attention_mode == "hard"  # one location per word: sampled in training, the argmax in decoding
         self.embed_dim = embed_dim
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.attention = Attention(encoder_dim, decoder_dim, attention_dim)
@@ -145,15 +151,22 @@ class Decoder(nn.Module):
         h0, c0 = self.init_h(mean).float(), self.init_c(mean).float()  # (N, D), (N, D)
         return DecoderState(features, image_projection, h0, c0, self.step_weights(dtype))
 
-    def attend_and_update(self, word_gates: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+    def attend_and_update(self, word_gates: torch.Tensor, state: DecoderState,
+                          soft_context_probability: float = 0.5) -> tuple[torch.Tensor, DecoderState]:
         """The recurrence for one step, shared by teacher forcing and search: attend from h_{t-1}, gate the
-        context, update the LSTM. word_gates (B, 4D) -> alpha (B, 196), next state."""
+        context, update the LSTM. word_gates (B, 4D) -> alpha (B, 196), next state. Hard attention replaces the
+        expected context by one location's vector (training: sampled, else soft with soft_context_probability)."""
         att2, gate = state.weights.project_hidden(state.hidden)  # (B, A), (B, C)
         context, alpha = self.attention.attend(state.features, state.image_projection, att2)  # (B, C), (B, 196)
+        location_log_prob = None
+        if self.hard:
+            context, location_log_prob = hard_context(state.features, alpha, context, self.training,
+                                                      soft_context_probability)  # (B, C), (B,) or None
         gated = torch.sigmoid(gate) * context  # (B, C)
         hidden, cell = lstm_cell(word_gates, gated, state.hidden, state.cell, state.weights)  # (B, D), (B, D)
         next_state = state.rows(state.features, state.image_projection, hidden, cell)
         next_state.gate = torch.sigmoid(gate.detach()).float().mean(dim=1)  # (B,) how much image context came in
+        next_state.location_log_prob = location_log_prob  # (B,) or None
         return alpha, next_state
 
     def step(self, words: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
@@ -169,9 +182,11 @@ class Decoder(nn.Module):
         captions: torch.Tensor,
         lengths: torch.Tensor,
         image_index: torch.Tensor | None = None,
+        soft_context_probability: float = 0.5,
     ) -> DecoderOutput:
         """Teacher forcing. features (N, 196, C); captions (B, T) = <start> w.. <end> <pad>..; lengths (B,) incl.
         <start>/<end>; image_index (B,) maps each caption to its image so an image's captions share its projection.
+        soft_context_probability: hard attention in training only, the chance that a step keeps the soft context.
         """
         if image_index is None:
             image_index = torch.arange(captions.size(0), device=captions.device)  # (B,)
@@ -186,13 +201,14 @@ class Decoder(nn.Module):
         # The word half of the LSTM input for all steps in one GEMM, time-major so that unbind (one backward
         # node) hands each step its slice rather than a full-size zero-padded gradient per step.
         word_gates = state.weights.word_gates(self.embedding(captions[order, :steps].t()))  # (L, B, 4D)
-        hiddens, alphas = [], []
+        hiddens, alphas, location_log_probs = [], [], []
         for rows, step_word_gates in zip(active, word_gates.unbind(0)):  # (B, 4D) per step
             if rows < state.hidden.size(0):  # finished captions drop out of the (sorted) batch
                 state = state.first(rows)
-            alpha, state = self.attend_and_update(step_word_gates[:rows], state)  # (b, 196)
+            alpha, state = self.attend_and_update(step_word_gates[:rows], state, soft_context_probability)  # (b, 196)
             hiddens.append(state.hidden)
             alphas.append(alpha)
+            location_log_probs.append(state.location_log_prob)  # (b,) or None
 
         packed_hidden = torch.cat(hiddens)  # (sum active, D) in time-major order
         packed_logits = self.fc(self.dropout(packed_hidden))  # (sum active, V)
@@ -202,8 +218,14 @@ class Decoder(nn.Module):
         alpha_pad = torch.cat(alphas).new_zeros(steps, captions.size(0), features.size(1))  # (L, B, 196)
         alpha_pad[time_major_mask] = torch.cat(alphas)
         unsort = torch.argsort(order)  # (B,)
+        location_pad = None
+        if location_log_probs[0] is not None:  # hard attention in training
+            location_pad = alpha_pad.new_zeros(steps, captions.size(0), dtype=torch.float32)  # (L, B)
+            location_pad[time_major_mask] = torch.cat(location_log_probs)
+            location_pad = location_pad.t()[unsort]  # (B, L)
         return DecoderOutput(
             logits=logits.transpose(0, 1)[unsort],  # (B, L, V)
             alphas=alpha_pad.transpose(0, 1)[unsort],  # (B, L, 196)
             mask=mask[unsort],  # (B, L)
+            location_log_probs=location_pad,  # (B, L) or None
         )

@@ -1,5 +1,6 @@
-"""Training objective: per-token cross-entropy plus the doubly stochastic attention penalty, and the module that
-turns one batch into its loss (what DDP wraps; training and validation both call it)."""
+"""Training objectives: per-token cross-entropy plus the doubly stochastic attention penalty, and the modules that
+turn one batch into its loss (what DDP wraps; training and validation both call them): teacher forcing, and hard
+attention's REINFORCE on top of it."""
 
 from __future__ import annotations
 
@@ -68,3 +69,77 @@ class TeacherForcedLoss(nn.Module):
         loss, cross_entropy, _ = caption_loss(output, captions, self.attention_penalty)
         logits, targets = predicted_tokens(output, captions)  # (n_tokens, V), (n_tokens,)
         return BatchLoss(loss, cross_entropy.detach(), output.mask.sum(), topk_hits(logits.detach(), targets, k=5))
+
+
+def caption_log_likelihoods(output: DecoderOutput, captions: torch.Tensor) -> torch.Tensor:
+    """Mean log p of each caption's words (per predicted token, so long and short captions compare) (B,)."""
+    logits, targets = predicted_tokens(output, captions)  # (n_tokens, V), (n_tokens,) in row-major mask order
+    token_log_likelihood = -F.cross_entropy(logits, targets, reduction="none")  # (n_tokens,)
+    caption_of_token = output.mask.nonzero()[:, 0]  # (n_tokens,) the row each token belongs to
+    sums = token_log_likelihood.new_zeros(output.mask.size(0)).index_add_(0, caption_of_token, token_log_likelihood)
+    return sums / output.mask.sum(dim=1).clamp_min(1)  # (B,)
+
+
+def attention_entropy(output: DecoderOutput) -> torch.Tensor:
+    """Mean entropy of alpha over the real steps (nats; log 196 = 5.28 is uniform)."""
+    alphas = output.alphas.float()[output.mask]  # (n_tokens, 196)
+    return -(alphas * alphas.clamp_min(1e-12).log()).sum(dim=1).mean()
+
+
+@dataclass
+class HardAttentionBatchLoss(BatchLoss):
+    """BatchLoss plus what hard attention's REINFORCE estimator logs."""
+
+    baseline: float = 0.0  # the moving-average baseline after this batch
+    entropy: float = 0.0  # mean attention entropy of this batch
+
+    def log_values(self) -> dict[str, tuple[float, int]]:
+        return {**super().log_values(), "baseline": (self.baseline, 1), "entropy": (self.entropy, 1)}
+
+
+class HardAttentionLoss(TeacherForcedLoss):
+    """Hard (stochastic) attention as in Xu et al. 2015, 4.1: each step's context is one location
+    s_t ~ Multinoulli(alpha_t) (the soft context with probability soft_context_probability); the words get the usual
+    cross-entropy (+ the doubly stochastic penalty), the attention gets REINFORCE,
+    reinforce_weight * (log p(y | s) - b) * grad log p(s), with the moving-average baseline
+    b <- decay * b + (1 - decay) * mean log p(y | s) (the first batch's mean starts it), plus an entropy bonus on alpha.
+    The baseline is a buffer, so the training state saves it and DDP keeps the ranks in step."""
+
+    def __init__(self, captioner: Captioner, to_features: Callable[[torch.Tensor], torch.Tensor],
+                 attention_penalty: float, reinforce_weight: float = 1.0, entropy_weight: float = 0.01,
+                 soft_context_probability: float = 0.5, baseline_decay: float = 0.9):
+        super().__init__(captioner, to_features, attention_penalty)
+        if captioner.config.attention != "hard":
+            raise ValueError("HardAttentionLoss needs a model with attention='hard'")
+        self.reinforce_weight = reinforce_weight
+        self.entropy_weight = entropy_weight
+        self.soft_context_probability = soft_context_probability
+        self.baseline_decay = baseline_decay
+        self.register_buffer("baseline", torch.zeros(()))
+        self.register_buffer("baseline_started", torch.zeros((), dtype=torch.bool))
+
+    def loss_on_features(self, features, captions, lengths, image_index) -> BatchLoss:
+        output = self.captioner.decoder(features, captions, lengths, image_index,
+                                        self.soft_context_probability)  # logits (B, L, V)
+        loss, cross_entropy, _ = caption_loss(output, captions, self.attention_penalty)
+        logits, targets = predicted_tokens(output, captions)  # (n_tokens, V), (n_tokens,)
+        tokens = output.mask.sum()
+        entropy = attention_entropy(output)
+        if output.location_log_probs is not None:  # training: locations were sampled
+            likelihood = caption_log_likelihoods(output, captions).detach()  # (B,)
+            baseline = self.baseline if bool(self.baseline_started) else likelihood.mean()
+            advantage = likelihood - baseline  # (B,)
+            reinforce = -(advantage[:, None] * output.location_log_probs).sum() / tokens
+            loss = loss + self.reinforce_weight * reinforce - self.entropy_weight * entropy
+            self.update_baseline(likelihood.mean())
+        return HardAttentionBatchLoss(loss, cross_entropy.detach(), tokens, topk_hits(logits.detach(), targets, k=5),
+                                      baseline=float(self.baseline), entropy=float(entropy.detach()))
+
+    @torch.no_grad()
+    def update_baseline(self, mean_log_likelihood: torch.Tensor) -> None:
+        """b <- decay * b + (1 - decay) * mean log-likelihood; the first call sets b to the mean."""
+        if not bool(self.baseline_started):
+            self.baseline.copy_(mean_log_likelihood)
+            self.baseline_started.fill_(True)
+            return
+        self.baseline.mul_(self.baseline_decay).add_((1 - self.baseline_decay) * mean_log_likelihood)

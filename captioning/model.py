@@ -27,6 +27,8 @@ class Caption:
     alphas: np.ndarray  # (n_words, 14, 14)
     score: float
     complete: bool = True  # the search ended the caption with <end> (not cut at max_len)
+    distribution: np.ndarray | None = None  # (n_words, 14, 14) hard attention: the full alpha; alphas is then
+    # one-hot at the one location the decoder used for each word (its argmax)
 
     @property
     def text(self) -> str:
@@ -52,6 +54,14 @@ def cached_features(features: torch.Tensor) -> torch.Tensor:
     return features.float()  # (B, 196, C)
 
 
+def one_hot_maps(alphas: np.ndarray) -> np.ndarray:
+    """(n, H, W) attention maps -> (n, H, W) maps that are 1 at each map's argmax and 0 elsewhere."""
+    flat = alphas.reshape(len(alphas), -1)  # (n, H*W)
+    one_hot = np.zeros_like(flat)  # (n, H*W)
+    one_hot[np.arange(len(flat)), flat.argmax(axis=1)] = 1.0
+    return one_hot.reshape(alphas.shape)  # (n, H, W)
+
+
 class EncoderUnavailable(RuntimeError):
     """The spec's trunk weights cannot be had (e.g. a hub download offline); the message names the alternatives."""
 
@@ -71,13 +81,14 @@ def create_encoder(spec: EncoderSpec) -> Encoder:
 
 def create_captioner(spec: EncoderSpec, word_map: dict[str, int], image_size: int, *, embed_dim: int = 512,
                      attention_dim: int = 512, decoder_dim: int = 512, dropout: float = 0.5,
-                     finetuned: bool = False, max_caption_len: int = 50, encoder: Encoder | None = None) -> Captioner:
+                     finetuned: bool = False, max_caption_len: int = 50, attention: str = "soft",
+                     encoder: Encoder | None = None) -> Captioner:
     """The one model factory (timm's create_model role): a fresh captioner whose config derives the encoder's
     channels and normalisation from the trunk itself; image_size is the side of the stored square images."""
     encoder = encoder or create_encoder(spec)
     config = ModelConfig(encoder=spec, encoder_finetuned=finetuned, encoder_dim=encoder.dim, vocab_size=len(word_map),
                          embed_dim=embed_dim, attention_dim=attention_dim, decoder_dim=decoder_dim, dropout=dropout,
-                         max_caption_len=max_caption_len,
+                         max_caption_len=max_caption_len, attention=attention,
                          preprocessing=preprocessing_for(encoder, image_size, spec.input_size))
     return Captioner(config, word_map, encoder=encoder)
 
@@ -96,7 +107,7 @@ class Captioner(nn.Module):
                                   f"config says encoder_dim={config.encoder_dim}")
         self.encoder.finetune(config.encoder_finetuned)
         self.decoder = Decoder(config.vocab_size, config.encoder_dim, config.embed_dim, config.attention_dim,
-                               config.decoder_dim, config.dropout)
+                               config.decoder_dim, config.dropout, config.attention)
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """What a model directory stores: the decoder, plus encoder parts only if they were fine-tuned."""
@@ -139,6 +150,8 @@ class Captioner(nn.Module):
         words = [self.id_to_word[i] for i in hypothesis.tokens]
         grid = self.config.grid_size
         alphas = hypothesis.alphas.float().reshape(-1, grid, grid).numpy()  # (n_words, 14, 14)
+        if self.config.attention == "hard":
+            return Caption(words, one_hot_maps(alphas), hypothesis.score, hypothesis.complete, distribution=alphas)
         return Caption(words, alphas, hypothesis.score, hypothesis.complete)
 
     @torch.no_grad()

@@ -27,7 +27,7 @@ from captioning.cider import CiderD
 from captioning.config import EncoderSpec
 from captioning.data import ImageCaptions, PreparedData, collate_images
 from captioning.features import load_cached_features
-from captioning.loss import TeacherForcedLoss
+from captioning.loss import HardAttentionLoss, TeacherForcedLoss
 from captioning.meters import AverageMeter
 from captioning.metrics import bleu4, cider
 from captioning.model import Captioner, create_captioner
@@ -54,6 +54,12 @@ class TrainConfig:
     attention_dim: int = option(512, "attention MLP size")
     decoder_dim: int = option(512, "LSTM hidden size")
     dropout: float = option(0.5, "dropout before the word classifier")
+    attention: str = option("soft", "soft (the expected context) | hard (one location per word: sampled and trained "
+                                    "with REINFORCE, the most likely one when decoding; Xu et al. 2015, 4.1)")
+    hard_reinforce_weight: float = option(1.0, "hard attention: weight of the REINFORCE term (lambda_r)")
+    hard_entropy_weight: float = option(0.01, "hard attention: weight of the entropy bonus on alpha (lambda_e)")
+    hard_soft_probability: float = option(0.5, "hard attention: chance that a training step uses the expected "
+                                               "(soft) context instead of a sampled location")
     finetune_encoder: bool = option(False, "also train the encoder's last three stages (reads pixels, ignores "
                                            "--cache-dir)")
     fine_tune_embeddings: bool = option(True, "train the word embeddings")
@@ -109,7 +115,8 @@ def build_captioner(config: TrainConfig, word_map: dict[str, int], image_size: i
     """A fresh model for this run's data (image_size: side of its stored square images) and hyperparameters."""
     captioner = create_captioner(config.encoder, word_map, image_size, embed_dim=config.embed_dim,
                                  attention_dim=config.attention_dim, decoder_dim=config.decoder_dim,
-                                 dropout=config.dropout, finetuned=config.finetune_encoder)
+                                 dropout=config.dropout, finetuned=config.finetune_encoder,
+                                 attention=config.attention)
     captioner.decoder.fine_tune_embeddings(config.fine_tune_embeddings)
     return captioner
 
@@ -231,11 +238,18 @@ def validate(objective: TeacherForcedLoss, dataset: ImageCaptions, config: Train
     return {**row, "val_bleu4": bleu4(references, hypotheses), "val_cider": cider(references, hypotheses)}
 
 
-def save_training_state(path: Path, captioner: Captioner, optimizer, state: dict) -> None:
+def objective_buffers(objective: nn.Module) -> dict[str, torch.Tensor]:
+    """The objective's own buffers (e.g. hard attention's baseline), not the model's: what resume must restore."""
+    return {name: buffer for name, buffer in objective.named_buffers() if not name.startswith("captioner.")}
+
+
+def save_training_state(path: Path, captioner: Captioner, optimizer, state: dict,
+                        objective: nn.Module | None = None) -> None:
     """One file (tensors and plain values only, loadable with weights_only=True), written atomically."""
     payload = {
         "model": captioner.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "objective": objective_buffers(objective) if objective is not None else {},
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         **state,
@@ -245,11 +259,15 @@ def save_training_state(path: Path, captioner: Captioner, optimizer, state: dict
     atomic_write(path, lambda p: p.write_bytes(buffer.getvalue()))
 
 
-def load_training_state(path: Path, captioner: Captioner, optimizer) -> dict:
-    """Restore model, optimiser and RNG from save_training_state's file; returns epoch, best score, history."""
+def load_training_state(path: Path, captioner: Captioner, optimizer, objective: nn.Module | None = None) -> dict:
+    """Restore model, optimiser, the objective's buffers and RNG from save_training_state's file; returns epoch,
+    best score, history."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     captioner.load_state_dict(payload.pop("model"))
     optimizer.load_state_dict(payload.pop("optimizer"))
+    buffers = objective_buffers(objective) if objective is not None else {}
+    for name, value in payload.pop("objective", {}).items():  # absent in states saved before hard attention
+        buffers[name].copy_(value)
     torch.set_rng_state(payload.pop("torch_rng"))
     cuda_rng = payload.pop("cuda_rng")
     if cuda_rng and torch.cuda.is_available():
@@ -309,6 +327,17 @@ def load_weights(captioner: Captioner, directory: str | Path) -> None:
     captioner.load_checkpoint_state(state, str(directory))
 
 
+def make_objective(captioner: Captioner, to_features, train_set: ImageCaptions, config: TrainConfig) -> nn.Module:
+    """What training minimises: self-critical (--scst), hard attention's REINFORCE + cross-entropy, or plain
+    teacher forcing."""
+    if config.scst:
+        return make_self_critical(captioner, to_features, train_set, config)
+    if config.attention == "hard":
+        return HardAttentionLoss(captioner, to_features, config.attention_penalty, config.hard_reinforce_weight,
+                                 config.hard_entropy_weight, config.hard_soft_probability)
+    return TeacherForcedLoss(captioner, to_features, config.attention_penalty)
+
+
 def make_self_critical(captioner: Captioner, to_features, train_set: ImageCaptions,
                        config: TrainConfig) -> SelfCriticalLoss:
     """The SCST objective; CIDEr-D document frequencies come from the TRAIN references, computed once per run."""
@@ -346,12 +375,12 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
         load_weights(captioner, config.init_from)
     to_features = captioner.batch_encoder(cached=from_features)
     objective = TeacherForcedLoss(captioner, to_features, config.attention_penalty)  # also validation's loss
-    trained = make_self_critical(captioner, to_features, train_set, config) if config.scst else objective
+    trained = make_objective(captioner, to_features, train_set, config)
     model = DistributedDataParallel(trained) if dist.is_initialized() else trained
     optimizer = make_optimizer(captioner, config)
     state = {"epoch": 0, "best_bleu4": -1.0, "best_score": -1.0, "epochs_since_improvement": 0, "history": []}
     if resume:
-        loaded = load_training_state(Path(resume) / "last" / "train_state.pt", captioner, optimizer)
+        loaded = load_training_state(Path(resume) / "last" / "train_state.pt", captioner, optimizer, trained)
         loaded.setdefault("best_score", loaded["best_bleu4"])  # runs saved before select_on existed
         state.update(loaded)
         if is_main_process():
@@ -387,7 +416,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
             captioner.save(run_dir / "last")
             if improved:
                 captioner.save(run_dir / "best")
-            save_training_state(run_dir / "last" / "train_state.pt", captioner, optimizer, state)
+            save_training_state(run_dir / "last" / "train_state.pt", captioner, optimizer, state, trained)
             write_log(run_dir, state["history"])
             plot_curves(run_dir, state["history"])
     if dist.is_initialized():
