@@ -101,7 +101,7 @@ log = logging.getLogger("app")
 # per-word data: everything the page and /step need travels in one JSON-able dict (no server-side session state)
 
 
-def encode_image(image: Image.Image, quality: int = 90) -> str:
+def encode_image(image: Image.Image, quality: int = 80) -> str:
     """PIL image -> base64 JPEG data URL (small enough to live in the page's hidden JSON)."""
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=quality)
@@ -149,7 +149,7 @@ def word_payload(caption: Caption) -> dict:
     return {
         "caption": caption.text,
         "words": list(caption.words),
-        "alphas": np.round(caption.alphas.astype(np.float64), 6).tolist(),  # (n_words, 14, 14) nested lists
+        "alphas": np.round(caption.alphas.astype(np.float64), 5).tolist(),  # (n_words, 14, 14) nested lists
         "gates": gate_values(caption),
         "score": round(float(caption.score), 4),
     }

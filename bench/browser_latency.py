@@ -83,9 +83,9 @@ def upload(page, photo: Path) -> None:
     page.wait_for_timeout(300)
 
 
-def measure(url: str, photos: list[Path], rounds: int, clicks: int, log: list[float]) -> tuple:
-    """(caption ms, model ms of each of those captions, word-click ms, page kind), in one headless Chromium page;
-    log collects the server's model times (empty for a --url server)."""
+def measure(url: str, photos: list[Path], rounds: int, clicks: int, log: list[float], handler_log: list[float]):
+    """(caption ms, model ms and handler ms of each of those captions, word-click ms, page kind), in one headless
+    Chromium page; log / handler_log collect the server's model / handler times (empty for a --url server)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -95,7 +95,7 @@ def measure(url: str, photos: list[Path], rounds: int, clicks: int, log: list[fl
         page.goto(url)
         page.wait_for_selector("#image-input input[type=file]", state="attached")
         page.evaluate(PAGE_JS)
-        expected, caption_ms, model_ms, word_ms = {}, [], [], []
+        expected, caption_ms, model_ms, handler_ms, word_ms = {}, [], [], [], []
         for r in range(rounds + 2):  # two warm-up rounds learn each photo's caption
             photo = photos[r % len(photos)]
             upload(page, photo)
@@ -107,9 +107,10 @@ def measure(url: str, photos: list[Path], rounds: int, clicks: int, log: list[fl
                 page.wait_for_timeout(500)
                 expected[photo] = page.evaluate("() => window.benchCaption()")
                 continue
-            calls = len(log)
+            calls, handled = len(log), len(handler_log)
             caption_ms.append(page.evaluate(CAPTION_JS, [before, expected[photo]]))
             model_ms.extend(log[calls:][:1])
+            handler_ms.extend(handler_log[handled:][:1])
         n_words = page.evaluate("() => window.benchWords().length")
         kind = page.evaluate("() => window.benchHeatmap().kind")
         for c in range(clicks):
@@ -118,7 +119,23 @@ def measure(url: str, photos: list[Path], rounds: int, clicks: int, log: list[fl
             word_ms.append(page.evaluate(WORD_JS, [i, before]))
             page.wait_for_timeout(150)  # a visitor's pace: each click is measured on an idle page
         browser.close()
-    return caption_ms, model_ms, word_ms, f"{kind} heatmap, {n_words} words"
+    return caption_ms, model_ms, handler_ms, word_ms, f"{kind} heatmap, {n_words} words"
+
+
+def timed(method, log: list[float], depth: list[int] | None = None):
+    """method, with the wall time of every outermost call appended to log (ms)."""
+    depth = [0] if depth is None else depth
+
+    def run(*args, **kwargs):
+        depth[0] += 1
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+            if depth[0] == 0:
+                log.append((time.perf_counter() - start) * 1000)
+    return run
 
 
 def timed_model(captioner, log: list[float]):
@@ -126,31 +143,20 @@ def timed_model(captioner, log: list[float]):
     in `log`, in ms: a busy machine's model time varies call by call, so each request's page overhead is its
     total minus its own model time."""
     depth = [0]
-
-    def wrap(method):
-        def timed(*args, **kwargs):
-            depth[0] += 1
-            start = time.perf_counter()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-                if depth[0] == 0:
-                    log.append((time.perf_counter() - start) * 1000)
-        return timed
-
     for name in ("caption", "caption_alternatives"):
         if hasattr(captioner, name):
-            setattr(captioner, name, wrap(getattr(captioner, name)))
+            setattr(captioner, name, timed(getattr(captioner, name), log, depth))
 
 
-def serve(model: str, log: list[float]):
-    """The demo with `model` on a free local port, examples off, model calls timed into log: (demo, url)."""
+def serve(model: str, log: list[float], handler_log: list[float]):
+    """The demo with `model` on a free local port, examples off, model calls timed into log and the whole
+    /caption handler (app.caption_image) into handler_log: (demo, url)."""
     import app
     from captioning.model import Captioner
 
     captioner = Captioner.load(model)
     timed_model(captioner, log)
+    app.caption_image = timed(app.caption_image, handler_log)  # build_demo binds it from the module
     demo = app.build_demo(captioner, cache_examples=False)
     demo.queue(max_size=64)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
@@ -172,11 +178,12 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     photos = test_photos(Path(tempfile.mkdtemp(prefix="browser-latency-")))
-    demo, url, log = None, args.url, []
+    demo, url, log, handler_log = None, args.url, [], []
     if not url:
-        demo, url = serve(args.model, log)
+        demo, url = serve(args.model, log, handler_log)
     try:
-        caption_ms, model_ms, word_ms, kind = measure(url, photos, args.rounds, args.clicks, log)
+        caption_ms, model_ms, handler_ms, word_ms, kind = measure(url, photos, args.rounds, args.clicks, log,
+                                                                 handler_log)
     finally:
         if demo is not None:
             demo.close()
@@ -186,6 +193,11 @@ def main() -> None:
         overhead = [total - model for total, model in zip(caption_ms, model_ms)]
         print(f"  of which the model (timed in the server)         {summary(model_ms)}")
         print(f"  the rest (page, server, transfers) per click     {summary(overhead)}")
+    if len(handler_ms) == len(caption_ms):
+        server = [handler - model for handler, model in zip(handler_ms, model_ms)]
+        outside = [total - handler for total, handler in zip(caption_ms, handler_ms)]
+        print(f"    handler outside the model (decode, JSON data)  {summary(server)}")
+        print(f"    outside the handler (queue, transfer, page)    {summary(outside)}")
     print(f"word click    -> its heatmap painted               {summary(word_ms)}")
 
 

@@ -8,6 +8,7 @@
   const SMOOTH_SIGMA = 1.0;  // Gaussian blur of the grid before upsampling, as captioning.visualize.attention_heatmap
   const MAX_OPACITY = 0.8;   // tint where attention peaks; opacity follows attention (0 = photo untinted)
   const HARD_OPACITY = 0.55; // tint of the one cell a hard-attention model chose
+  const FIELD_SCALE = 8;     // the heat is computed at 8x the grid (112x112), then the canvas scales it up smoothly
   const TILE_WIDTH = 180;    // gallery tiles, CSS px
   const PANEL_WIDTH = 240;   // panels of the downloadable figure
   const FIGURE_COLUMNS = 5;
@@ -126,15 +127,15 @@
     return {x: x0, y: y0, w: Math.max(x1 - x0, 1), h: Math.max(y1 - y0, 1), row: r, col: c};
   }
 
-  function tint(base, field, lut, out) {
-    // out = photo blended with colour(field) at opacity MAX_OPACITY * field, pixel by pixel
-    const src = base.data, dst = out.data;
+  function heatLayer(field, lut, out) {
+    // out = colour(field) with opacity MAX_OPACITY * field: drawn over the photo it tints where the model looked
+    const dst = out.data;
     for (let p = 0, q = 0; p < field.length; p++, q += 4) {
-      const v = field[p], a = v * MAX_OPACITY, k = ((v * 255 + 0.5) | 0) * 3;
-      dst[q] = src[q] + (lut[k] - src[q]) * a;
-      dst[q + 1] = src[q + 1] + (lut[k + 1] - src[q + 1]) * a;
-      dst[q + 2] = src[q + 2] + (lut[k + 2] - src[q + 2]) * a;
-      dst[q + 3] = 255;
+      const v = field[p], k = ((v * 255 + 0.5) | 0) * 3;
+      dst[q] = lut[k];
+      dst[q + 1] = lut[k + 1];
+      dst[q + 2] = lut[k + 2];
+      dst[q + 3] = v * MAX_OPACITY * 255 + 0.5;
     }
     return out;
   }
@@ -148,7 +149,7 @@
   // the page's state and views
 
   const S = {
-    root: null, gallery: null, lut: null, data: null, view: null, alt: 0, word: 0, photo: null, bases: new Map(),
+    root: null, gallery: null, lut: null, data: null, view: null, alt: 0, word: 0, photo: null, layer: null,
     version: 0, token: 0, pending: null,
   };
 
@@ -170,31 +171,24 @@
     };
   }
 
-  function baseAt(width, height) {
-    // the photo drawn at width x height, as pixels (cached per size for the current caption)
-    const key = width + 'x' + height;
-    if (!S.bases.has(key)) {
-      const canvas = document.createElement('canvas');
-      canvas.width = width;
-      canvas.height = height;
-      const ctx = canvas.getContext('2d', {willReadFrequently: true});
-      if (S.photo) ctx.drawImage(S.photo, 0, 0, width, height);
-      S.bases.set(key, ctx.getImageData(0, 0, width, height));
-    }
-    return S.bases.get(key);
+  function layerCanvas(width, height) {
+    // the reusable small canvas a word's heat layer is painted on before it is scaled over the photo
+    if (!S.layer) S.layer = document.createElement('canvas');
+    if (S.layer.width !== width) S.layer.width = width;
+    if (S.layer.height !== height) S.layer.height = height;
+    return S.layer;
   }
 
   function drawWord(canvas, view, i, width, height) {
     // word i's attention over the photo, into canvas (resized to width x height)
     if (canvas.width !== width) canvas.width = width;
     if (canvas.height !== height) canvas.height = height;
-    const ctx = canvas.getContext('2d'), base = baseAt(width, height), grid = view.grids[i];
-    if (!grid) {  // no word (empty caption) or a broken grid: the photo alone
-      ctx.putImageData(base, 0, 0);
-      return;
-    }
+    const ctx = canvas.getContext('2d'), grid = view.grids[i];
+    ctx.imageSmoothingEnabled = true;
+    ctx.imageSmoothingQuality = 'high';
+    ctx.drawImage(S.photo, 0, 0, width, height);
+    if (!grid) return;  // no word (empty caption) or a broken grid: the photo alone
     if (view.attention === 'hard') {
-      ctx.putImageData(base, 0, 0);
       const cell = chosenCell(grid, width, height), [r, g, b] = rgb(S.lut, 1);
       ctx.fillStyle = `rgba(${r},${g},${b},${HARD_OPACITY})`;
       ctx.fillRect(cell.x, cell.y, cell.w, cell.h);
@@ -203,7 +197,12 @@
       ctx.strokeRect(cell.x + 0.5, cell.y + 0.5, cell.w - 1, cell.h - 1);
       return;
     }
-    ctx.putImageData(tint(base, softField(grid, width, height), S.lut, ctx.createImageData(width, height)), 0, 0);
+    // Soft: the heat at FIELD_SCALE x the grid (bicubic, in JS), scaled up to the photo by the canvas (bilinear, on
+    // premultiplied colours), so a word costs ~12k pixels of script work whatever the photo size.
+    const w = Math.min(width, grid.cols * FIELD_SCALE), h = Math.min(height, grid.rows * FIELD_SCALE);
+    const layer = layerCanvas(w, h), lctx = layer.getContext('2d');
+    lctx.putImageData(heatLayer(softField(grid, w, h), S.lut, lctx.createImageData(w, h)), 0, 0);
+    ctx.drawImage(layer, 0, 0, w, h, 0, 0, width, height);
   }
 
   function drawMain(i) {
@@ -385,7 +384,7 @@
       return;
     }
     if (!data || typeof data !== 'object' || typeof data.image !== 'string') return;
-    const token = ++S.token;
+    const token = ++S.token, photo = loadPhoto(data.image);  // decoding starts first, off the main thread
     S.data = data;
     S.alt = 0;
     S.word = 0;
@@ -394,10 +393,9 @@
     renderWords();
     renderLegend();
     markWord();
-    loadPhoto(data.image).then(photo => {
+    photo.then(photo => {
       if (token !== S.token) return;  // a newer caption arrived meanwhile
       S.photo = photo;
-      S.bases.clear();
       drawMain(S.word);
       S.root.querySelector('#download-figure').disabled = !S.view.words.length;
       afterPaint(drawGallery);
