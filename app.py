@@ -399,7 +399,11 @@ def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, 
         if examples:
             shelf.dataset.click(None, cancels=[captioning])
         # A new caption (button or example) is drawn by the page from the JSON: no request, no server rendering.
-        data.change(None, [data], None, js="(data) => { window.satDemo.show(data); }", show_progress="hidden")
+        # The same caption again (the same photo captioned twice) changes nothing, so the button also shows it,
+        # which brings the page back to its first word.
+        show = "(data) => { window.satDemo.show(data); }"
+        data.change(None, [data], None, js=show, show_progress="hidden")
+        captioning.success(None, [data], None, js=show, show_progress="hidden")
         # API only: one word's heatmap rendered by the server, for gradio_client users (a Number has no bounds).
         index = gr.Number(visible=False, precision=0, label="word index")
         step_heatmap = gr.Image(visible=False, type="filepath", format="jpeg", label="heatmap")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,25 +15,12 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
+from conftest import make_hard_model
 from captioning.model import Caption, Captioner
 from captioning.preprocess import load_image
-from captioning.visualize import display_image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "assets" / "examples" / "cat.jpg"
-
-
-def hard_model_dir(soft_dir: Path, directory: Path) -> Path:
-    """A second model: the tiny one with other output weights (so it writes other captions), marked as a
-    hard-attention model in its config (its training is not what these tests are about; it decodes as is)."""
-    import torch
-
-    captioner = Captioner.load(soft_dir)
-    captioner.config = dataclasses.replace(captioner.config, attention="hard")
-    with torch.no_grad():
-        torch.manual_seed(1)
-        captioner.decoder.fc.bias.add_(torch.randn_like(captioner.decoder.fc.bias) * 5.0)
-    return captioner.save(directory, fp16=True)
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +253,7 @@ def test_readme_front_matter():
 def two_models(tiny_model_dir, tmp_path_factory, launch_demo):
     """(soft, hard, client): a demo serving the tiny soft model and a hard-attention variant of it."""
     soft = Captioner.load(tiny_model_dir)
-    hard = Captioner.load(hard_model_dir(tiny_model_dir, tmp_path_factory.mktemp("tiny-hard") / "tiny_hard"))
+    hard = Captioner.load(make_hard_model(tiny_model_dir, tmp_path_factory.mktemp("tiny-hard") / "tiny_hard"))
     demo = app.build_demo({"tiny": soft, "tiny_hard": hard}, examples=[], cache_examples=False)
     demo.queue(max_size=8)
     url = launch_demo(demo)
@@ -324,7 +310,7 @@ def test_serving_the_default_models(tiny_model_dir, monkeypatch, capsys, local_p
     assert app.main(["--port", str(local_port), "--cache-examples", "off"]) == 0
     out = capsys.readouterr().out
     assert "note: assets/model_hard (the hard-attention model) is not there: serving assets/model only" in out
-    hard_model_dir(tiny_model_dir, tmp_path / "model_hard")
+    make_hard_model(tiny_model_dir, tmp_path / "model_hard")
     assert app.model_dirs(None) == ([tiny_model_dir, tmp_path / "model_hard"], None)
     assert app.main(["--port", str(local_port), "--cache-examples", "off"]) == 0
     assert "not there" not in capsys.readouterr().out

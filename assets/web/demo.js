@@ -371,6 +371,11 @@
     afterPaint(drawGallery);
   }
 
+  function markShown() {  // data-shown counts the captions shown (a caption shown again included), for scripts
+    const canvas = S.root.querySelector('#heatmap canvas');
+    canvas.dataset.shown = String(Number(canvas.dataset.shown || 0) + 1);
+  }
+
   function loadPhoto(src) {
     const photo = new Image();
     photo.src = src;
@@ -384,6 +389,10 @@
       return;
     }
     if (!data || typeof data !== 'object' || typeof data.image !== 'string') return;
+    if (S.data && data.id && data.id === S.data.id && S.word === 0 && S.alt === 0) {  // already on screen
+      markShown();
+      return;
+    }
     const token = ++S.token, photo = loadPhoto(data.image);  // decoding starts first, off the main thread
     S.data = data;
     S.alt = 0;
@@ -397,6 +406,7 @@
       if (token !== S.token) return;  // a newer caption arrived meanwhile
       S.photo = photo;
       drawMain(S.word);
+      markShown();
       S.root.querySelector('#download-figure').disabled = !S.view.words.length;
       afterPaint(drawGallery);
     }).catch(() => {});
@@ -504,7 +514,9 @@
       if (item) selectAlternative(Number(item.dataset.alt));
     });
     element.querySelector('#word-slider input[type=range]').addEventListener('input', e => select(e.target.value));
-    element.querySelector('#word-slider input[type=number]').addEventListener('change', e => select(e.target.value));
+    const number = element.querySelector('#word-slider input[type=number]');
+    number.addEventListener('change', e => select(e.target.value));
+    number.addEventListener('input', e => { if (e.target.value !== '') select(e.target.value); });
     element.querySelector('#download-figure').addEventListener('click', downloadFigure);
     document.addEventListener('keydown', onKey);
     let first = S.pending;
