@@ -10,12 +10,12 @@ from unittest import mock
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import make_hard_model
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from conftest import make_hard_model
 from captioning.model import Caption, Captioner
 from captioning.preprocess import load_image
 
@@ -273,7 +273,7 @@ def test_caption_picks_the_model_by_name(two_models):
     text, data = client.predict(handle_file(str(EXAMPLE)), 3, "tiny_hard", api_name="/caption")
     assert (text, data["model"], data["attention"]) == (hard_text, "tiny_hard", "hard")
     assert client.predict(handle_file(str(EXAMPLE)), 3, "tiny", api_name="/caption")[0] == soft_text
-    with pytest.raises(AppError, match="'nope' .* is not in the list of choices: \\['tiny', 'tiny_hard'\\]"):  # gradio's check
+    with pytest.raises(AppError, match="'nope' .* is not in the list of choices: \\['tiny', 'tiny_hard'\\]"):  # gradio
         client.predict(handle_file(str(EXAMPLE)), 3, "nope", api_name="/caption")
 
 
@@ -305,8 +305,11 @@ def test_serving_the_default_models(tiny_model_dir, monkeypatch, capsys, local_p
     monkeypatch.setattr(app, "DEFAULT_MODEL", tiny_model_dir)
     monkeypatch.setattr(app, "DEFAULT_HARD_MODEL", tmp_path / "model_hard")
     served = []
-    monkeypatch.setattr(gr.Blocks, "block_thread",
-                        lambda demo: served.append(Client(demo.local_url, verbose=False).view_api(return_format="dict")))
+
+    def on_serve(demo):
+        served.append(Client(demo.local_url, verbose=False).view_api(return_format="dict", print_info=False))
+
+    monkeypatch.setattr(gr.Blocks, "block_thread", on_serve)
     assert app.main(["--port", str(local_port), "--cache-examples", "off"]) == 0
     out = capsys.readouterr().out
     assert "note: assets/model_hard (the hard-attention model) is not there: serving assets/model only" in out

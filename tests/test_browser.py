@@ -18,12 +18,12 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import make_hard_model
 from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
 from captioning.model import Caption, Captioner
-from conftest import make_hard_model
 
 pytestmark = pytest.mark.slow
 
