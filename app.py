@@ -81,7 +81,7 @@ VIEWER_HTML = """<div class="sat-viewer" data-colormap="COLORMAP">
   <div class="sat-heading">Words: click or hover one, or press &larr; / &rarr;, to see where the model looked</div>
   <div id="words" class="sat-words"></div>
   <div class="sat-note">Bar under each word: the gate &beta; (0 to 1), how much of the image context the decoder let
-    in for that word (the mean of sigmoid(f<sub>&beta;</sub>(h)); low for words it writes from language alone).</div>
+    in for that word (the mean of sigmoid(f<sub>&beta;</sub>(h)) over the context's channels).</div>
   <div id="word-slider" class="sat-slider">
     <label>Word <input type="number" min="0" max="0" step="1" value="0" aria-label="Word index (number)"></label>
     <input type="range" min="0" max="0" step="1" value="0" aria-label="Word index">

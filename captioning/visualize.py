@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 DISPLAY_MAX_SIDE = 640  # overlays are drawn on a copy no larger than this: fast, and plenty for a browser
 HEATMAP_CMAP = "inferno"  # perceptual colour map of the heatmaps (the demo page draws with the same table)
 MAX_OPACITY = 0.8  # tint at the most attended point; opacity follows attention, so little attention = photo as is
+OPACITY_GAMMA = 1.5  # opacity = MAX_OPACITY * heat**1.5: the faint tail of the attention leaves the photo clear
 
 
 def display_image(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
@@ -83,15 +84,16 @@ def overlay(image: Image.Image, heatmap: np.ndarray, cmap: str = "jet", opacity:
 
 def attention_overlay(image: Image.Image, heatmap: np.ndarray, cmap: str = HEATMAP_CMAP,
                       max_opacity: float = MAX_OPACITY) -> Image.Image:
-    """Tint an RGB image with a colour-mapped heatmap (H, W) in [0, 1] whose opacity follows the heat: where the
-    model paid little attention the photo shows untinted, where it looked most the colour covers max_opacity."""
+    """Tint an RGB image with a colour-mapped heatmap (H, W) in [0, 1] whose opacity follows the heat
+    (max_opacity * heat**OPACITY_GAMMA): where the model paid little attention the photo shows untinted, where it
+    looked most the colour covers max_opacity. The demo page draws the same in assets/web/demo.js."""
     height, width = heatmap.shape
     if image.size != (width, height):
         raise ValueError(f"heatmap is {width}x{height} but the image is {image.width}x{image.height}")
     heat = np.clip(heatmap, 0.0, 1.0)  # (H, W)
     colors = colormap_lut(cmap)[(heat * 255.0 + 0.5).astype(np.uint8)].astype(np.float32)  # (H, W, 3)
     photo = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3)
-    weight = (heat * max_opacity)[:, :, None]  # (H, W, 1)
+    weight = (heat**OPACITY_GAMMA * max_opacity)[:, :, None]  # (H, W, 1)
     return Image.fromarray((photo + (colors - photo) * weight + 0.5).astype(np.uint8))  # (H, W, 3)
 
 

@@ -154,6 +154,8 @@ def test_words_step_by_click_keys_slider_and_gallery_without_a_request(page, tmp
     page.locator("#gallery [role=button]").nth(3).click()  # a gallery tile
     state = wait_for_word(page, 3, state)
     assert current_chip(page) == 3 and len(set(pictures.values())) == 3  # each word its own heatmap
+    page.locator("#gallery [role=button]").nth(2).click()
+    state = wait_for_word(page, 2, state)
     assert requests == [], f"stepping through the words made requests: {requests}"
 
     shot = tmp_path / "demo.png"

@@ -6,7 +6,8 @@
   if (window.satDemo) return;
 
   const SMOOTH_SIGMA = 1.0;  // Gaussian blur of the grid before upsampling, as captioning.visualize.attention_heatmap
-  const MAX_OPACITY = 0.8;   // tint where attention peaks; opacity follows attention (0 = photo untinted)
+  const MAX_OPACITY = 0.8;   // tint where attention peaks; opacity follows attention (0 = photo untinted) ...
+  const OPACITY_GAMMA = 1.5; // ... as MAX_OPACITY * heat^1.5, so the faint tail leaves the photo clear
   const HARD_OPACITY = 0.55; // tint of the one cell a hard-attention model chose
   const FIELD_SCALE = 8;     // the heat is computed at 8x the grid (112x112), then the canvas scales it up smoothly
   const TILE_WIDTH = 180;    // gallery tiles, CSS px
@@ -128,14 +129,15 @@
   }
 
   function heatLayer(field, lut, out) {
-    // out = colour(field) with opacity MAX_OPACITY * field: drawn over the photo it tints where the model looked
+    // out = colour(field) with opacity MAX_OPACITY * field^OPACITY_GAMMA: over the photo it tints where the model
+    // looked (captioning.visualize.attention_overlay draws the same for /step and the figures)
     const dst = out.data;
     for (let p = 0, q = 0; p < field.length; p++, q += 4) {
       const v = field[p], k = ((v * 255 + 0.5) | 0) * 3;
       dst[q] = lut[k];
       dst[q + 1] = lut[k + 1];
       dst[q + 2] = lut[k + 2];
-      dst[q + 3] = v * MAX_OPACITY * 255 + 0.5;
+      dst[q + 3] = Math.pow(v, OPACITY_GAMMA) * MAX_OPACITY * 255 + 0.5;
     }
     return out;
   }
@@ -288,7 +290,7 @@
     const stops = [];
     for (let k = 0; k <= 10; k++) {
       const [r, g, b] = rgb(S.lut, k / 10);
-      stops.push(`rgba(${r},${g},${b},${(MAX_OPACITY * k / 10).toFixed(2)}) ${k * 10}%`);
+      stops.push(`rgba(${r},${g},${b},${(MAX_OPACITY * Math.pow(k / 10, OPACITY_GAMMA)).toFixed(2)}) ${k * 10}%`);
     }
     box.innerHTML = '';
     const low = document.createElement('span');
