@@ -61,6 +61,11 @@ MAX_GRID_SIDE = 64  # largest attention grid /step accepts from a client (models
 ATTENTION_MODES = ("soft", "hard")  # ModelConfig.attention values; hard models get a crisp chosen-cell heatmap
 # Gradio writes uploads and /step's heatmaps to its temp folder: every 30 min, delete this app's files older than 1 h.
 DELETE_CACHE = (1800, 3600)
+# The per-word JSON travels to the page in one message, and Gradio delivers a message of 150 KB or more far more
+# slowly than one of 90 KB (measured: ~140 ms vs ~65 ms on the 2-core machine): the display photo gets a byte
+# budget (JPEG quality stepped down for detailed photos) and the grids travel packed (see packed_grids).
+DISPLAY_JPEG_BYTES = 40_000
+DISPLAY_JPEG_QUALITIES = (80, 70, 60, 50)
 
 INTRO = """# Show, Attend and Tell
 Upload a photo and press **Caption**. The model writes a caption one word at a time, and for each word it
@@ -108,6 +113,26 @@ def encode_image(image: Image.Image, quality: int = 80) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def display_data_url(image: Image.Image, budget: int = DISPLAY_JPEG_BYTES) -> str:
+    """The display photo as a JPEG data URL of at most about `budget` bytes: the first of
+    DISPLAY_JPEG_QUALITIES that fits (the last one otherwise)."""
+    for quality in DISPLAY_JPEG_QUALITIES:
+        url = encode_image(image, quality)
+        if len(url) * 3 // 4 <= budget:
+            break
+    return url
+
+
+def packed_grids(alphas: np.ndarray) -> str:
+    """Attention grids (n_words, 14, 14) as base64 of little-endian uint16, each word scaled to its own maximum:
+    under a third of the size of nested lists, and what the page draws from (it stretches each map to its range)."""
+    grids = np.asarray(alphas, dtype=np.float64)  # (n_words, 14, 14)
+    flat = grids.reshape(grids.shape[0], int(np.prod(grids.shape[1:])))  # (n_words, 196)
+    peak = np.maximum(flat.max(axis=1, keepdims=True, initial=0.0), 1e-12)  # (n_words, 1)
+    scaled = np.rint(np.clip(flat / peak, 0.0, 1.0) * 65535).astype("<u2")  # (n_words, 196)
+    return base64.b64encode(scaled.tobytes()).decode("ascii")
+
+
 def decode_image(data_url: str, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
     """Inverse of encode_image. The data URL comes back from the client, so only a display-size JPEG/PNG is
     accepted (checked from the header, before decoding): /step cannot be made to decode anything bigger."""
@@ -144,26 +169,26 @@ def gate_values(caption: Caption) -> list[float | None]:
     return [round(float(g), 4) if math.isfinite(g) else None for g in gates]
 
 
-def word_payload(caption: Caption) -> dict:
-    """One caption for the page: text, words, their (n_words, 14, 14) attention grids, gates and log-probability."""
-    return {
-        "caption": caption.text,
-        "words": list(caption.words),
-        "alphas": np.round(caption.alphas.astype(np.float64), 5).tolist(),  # (n_words, 14, 14) nested lists
-        "gates": gate_values(caption),
-        "score": round(float(caption.score), 4),
-    }
+def word_payload(caption: Caption, nested: bool = True) -> dict:
+    """One caption for the page: text, words, their attention grids (packed for the page, and as nested lists
+    when `nested`, for API clients and /step), gates and log-probability."""
+    payload = {"caption": caption.text, "words": list(caption.words)}
+    if nested:
+        payload["alphas"] = np.round(caption.alphas.astype(np.float64), 5).tolist()  # (n_words, 14, 14) lists
+    grid = list(caption.alphas.shape[1:]) or [14, 14]
+    return {**payload, "grids": packed_grids(caption.alphas), "grid": grid, "gates": gate_values(caption),
+            "score": round(float(caption.score), 4)}
 
 
 def caption_data(captions: list[Caption], shown: Image.Image, model: str = "model", attention: str = "soft",
                  beam: int = 3) -> dict:
     """The hidden JSON: the best caption's words, grids and gates at the top level (what /step reads), the
     display-size image, which model made it and how it attends, and the beam's other captions, next best first."""
-    image = encode_image(shown)
+    image = display_data_url(shown)
     best = word_payload(captions[0])
     identity = hashlib.sha256("\n".join([model, str(beam), best["caption"], image]).encode()).hexdigest()[:16]
     return {**best, "image": image, "model": model, "attention": attention, "beam": beam, "id": identity,
-            "alternatives": [word_payload(caption) for caption in captions[1:]]}
+            "alternatives": [word_payload(caption, nested=False) for caption in captions[1:]]}
 
 
 def word_chips(words: list[str], current: int) -> list[tuple[str, str]]:

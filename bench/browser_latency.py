@@ -80,7 +80,7 @@ def upload(page, photo: Path) -> None:
     page.locator("#image-input input[type=file]").set_input_files(str(photo))
     page.wait_for_function("name => (document.querySelector('#image-input img')?.src || '').includes(name)",
                            arg=photo.stem)
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(1000)  # a visitor takes a moment between choosing a photo and pressing Caption
 
 
 def measure(url: str, photos: list[Path], rounds: int, clicks: int, log: list[float], handler_log: list[float]):

@@ -54,11 +54,37 @@ def test_caption_returns_text_first_then_per_word_data(served):
     assert (data["model"], data["attention"], data["beam"]) == ("model", "soft", 3)
     assert data["score"] == pytest.approx(best.score, abs=1e-3)
     assert app.decode_image(data["image"]).size == load_image(EXAMPLE).size  # small photo: shown at its own size
+    np.testing.assert_allclose(unpacked(data), alphas / alphas.max(axis=(1, 2), keepdims=True), atol=1e-4)
     for other in data["alternatives"]:  # the beam's other captions, next best first, each with its own data
-        assert np.asarray(other["alphas"]).shape == (len(other["words"]), 14, 14)
+        assert unpacked(other).shape == (len(other["words"]), 14, 14) and "alphas" not in other
         assert len(other["gates"]) == len(other["words"]) and other["caption"] == " ".join(other["words"])
     scores = [data["score"]] + [other["score"] for other in data["alternatives"]]
     assert scores == sorted(scores, reverse=True) and len(scores) <= 3
+
+
+def unpacked(caption: dict) -> np.ndarray:
+    """A caption's packed grids (app.packed_grids) as float (n_words, rows, cols), each word scaled to max 1."""
+    import base64
+
+    values = np.frombuffer(base64.b64decode(caption["grids"]), dtype="<u2").astype(np.float64) / 65535
+    return values.reshape(len(caption["words"]), *caption["grid"])
+
+
+def test_packed_grids_keep_each_words_map_and_are_small():
+    rng = np.random.default_rng(0)
+    alphas = rng.dirichlet(np.ones(196), size=12).reshape(12, 14, 14).astype(np.float32)  # (n_words, 14, 14)
+    caption = app.word_payload(Caption(["w"] * 12, alphas, -3.0))
+    np.testing.assert_allclose(unpacked(caption), alphas / alphas.max(axis=(1, 2), keepdims=True), atol=1e-5)
+    assert len(caption["grids"]) * 3 < len(str(caption["alphas"]))  # a third of the nested lists or less
+    assert app.packed_grids(np.zeros((0, 14, 14))) == ""  # an empty caption
+
+
+def test_the_display_photo_keeps_to_its_byte_budget():
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8))
+    flat = Image.new("RGB", (640, 480), (90, 140, 200))
+    assert len(app.display_data_url(flat)) == len(app.encode_image(flat, 80))  # the first quality that fits
+    small = app.display_data_url(noise, budget=60_000)
+    assert len(small) < len(app.encode_image(noise, 80)) and app.decode_image(small).size == (640, 480)
 
 
 def test_alternatives_are_the_beams_other_captions():

@@ -41,6 +41,28 @@
     return {values, rows, cols};
   }
 
+  function packedGrids(text, shape, n) {
+    // app.packed_grids: base64 of little-endian uint16, rows*cols per word -> n grids (null where it is short)
+    const rows = Number(shape[0]), cols = Number(shape[1]), cells = rows * cols;
+    if (!(cells > 0)) return new Array(n).fill(null);
+    let bytes;
+    try { bytes = Uint8Array.from(atob(text), ch => ch.charCodeAt(0)); } catch (error) { return new Array(n).fill(null); }
+    const view = new DataView(bytes.buffer);
+    return Array.from({length: n}, (_, w) => {
+      if ((w + 1) * cells * 2 > bytes.length) return null;
+      const values = new Float32Array(cells);
+      for (let i = 0; i < cells; i++) values[i] = view.getUint16(2 * (w * cells + i), true) / 65535;
+      return {values, rows, cols};
+    });
+  }
+
+  function gridsOf(c, n) {
+    // a caption's n grids: packed (what /caption sends the page), else nested lists (alphas)
+    if (typeof c.grids === 'string' && Array.isArray(c.grid)) return packedGrids(c.grids, c.grid, n);
+    const alphas = Array.isArray(c.alphas) ? c.alphas : [];
+    return Array.from({length: n}, (_, i) => gridOf(alphas[i]));
+  }
+
   function gaussianKernel(sigma) {
     const radius = Math.ceil(4 * sigma), kernel = new Float32Array(2 * radius + 1);  // scipy's truncate=4
     let sum = 0;
@@ -164,10 +186,9 @@
     // caption `alt` of captionsOf(data), with the fields the views read
     const list = captionsOf(data), c = list[Math.min(Math.max(alt, 0), list.length - 1)] || {};
     const words = Array.isArray(c.words) ? c.words.map(String) : [];
-    const alphas = Array.isArray(c.alphas) ? c.alphas : [];
     const gates = Array.isArray(c.gates) ? c.gates : [];
     return {
-      words, grids: words.map((_, i) => gridOf(alphas[i])), caption: String(c.caption ?? words.join(' ')),
+      words, grids: gridsOf(c, words.length), caption: String(c.caption ?? words.join(' ')),
       gates: words.map((_, i) => (Number.isFinite(gates[i]) ? gates[i] : null)), score: c.score,
       attention: data.attention === 'hard' ? 'hard' : 'soft',
     };
