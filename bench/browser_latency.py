@@ -4,6 +4,7 @@ word click -> that word's heatmap on screen; medians (and p90) for a 1024x768 JP
     python -m bench.browser_latency                           # serves assets/model in-process
     python -m bench.browser_latency --url http://127.0.0.1:7860/
     python -m bench.browser_latency --rounds 10 --clicks 30
+    python -m bench.browser_latency --instant                 # the model answers at once: page + server + Gradio
 
 Times are taken inside the page (performance.now()): from the click to the first frame painted after the caption
 text and the heatmap (an <img> that finished loading, or a <canvas> the page drew) show the new result. Works
@@ -148,13 +149,41 @@ def timed_model(captioner, log: list[float]):
             setattr(captioner, name, timed(getattr(captioner, name), log, depth))
 
 
-def serve(model: str, log: list[float], handler_log: list[float]):
+class Instant:
+    """A captioner that answers the bench's photos at once with the captions the real model gave them (computed
+    beforehand): what is left of a Caption click is the page, the server and Gradio. Serves both app versions
+    (caption before issue 16, caption_alternatives after)."""
+
+    def __init__(self, captioner, photos: list[Path], beam: int = 3):
+        from captioning.preprocess import load_image
+
+        self.config, self.answers = captioner.config, {}
+        for photo in photos:
+            image = load_image(photo)
+            pool = (captioner.caption_alternatives(image, beam_size=beam) if hasattr(captioner, "caption_alternatives")
+                    else [captioner.caption(image, beam_size=beam)])[0]
+            self.answers[self.key(image)] = pool
+
+    @staticmethod
+    def key(image) -> tuple:
+        return image.size, image.getpixel((10, 10))
+
+    def caption_alternatives(self, image, beam_size: int = 3):
+        return [self.answers[self.key(image)]]
+
+    def caption(self, image, beam_size: int = 3):
+        return [self.answers[self.key(image)][0]]
+
+
+def serve(model: str, log: list[float], handler_log: list[float], instant_photos: list[Path] | None = None):
     """The demo with `model` on a free local port, examples off, model calls timed into log and the whole
-    /caption handler (app.caption_image) into handler_log: (demo, url)."""
+    /caption handler (app.caption_image) into handler_log; with instant_photos, an Instant captioner: (demo, url)."""
     import app
     from captioning.model import Captioner
 
     captioner = Captioner.load(model)
+    if instant_photos:
+        captioner = Instant(captioner, instant_photos)
     timed_model(captioner, log)
     app.caption_image = timed(app.caption_image, handler_log)  # build_demo binds it from the module
     demo = app.build_demo(captioner, cache_examples=False)
@@ -169,6 +198,8 @@ def main() -> None:
     parser.add_argument("--model", default="assets/model")
     parser.add_argument("--rounds", type=int, default=10, help="measured Caption clicks (default: %(default)s)")
     parser.add_argument("--clicks", type=int, default=30, help="measured word clicks (default: %(default)s)")
+    parser.add_argument("--instant", action="store_true",
+                        help="answer with captions computed beforehand: times the page, server and Gradio alone")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for the in-process server, 0 = torch's default (default: %(default)s)")
     args = parser.parse_args()
@@ -180,14 +211,15 @@ def main() -> None:
     photos = test_photos(Path(tempfile.mkdtemp(prefix="browser-latency-")))
     demo, url, log, handler_log = None, args.url, [], []
     if not url:
-        demo, url = serve(args.model, log, handler_log)
+        demo, url = serve(args.model, log, handler_log, photos if args.instant else None)
     try:
         caption_ms, model_ms, handler_ms, word_ms, kind = measure(url, photos, args.rounds, args.clicks, log,
                                                                  handler_log)
     finally:
         if demo is not None:
             demo.close()
-    print(f"page: {kind}; photo 1024x768 JPEG, beam 3 (the page's default)")
+    print(f"page: {kind}; photo 1024x768 JPEG, beam 3 (the page's default)"
+          f"{'; instant model (captions computed beforehand)' if args.instant else ''}")
     print(f"Caption click -> caption + first heatmap painted   {summary(caption_ms)}")
     if len(model_ms) == len(caption_ms):
         overhead = [total - model for total, model in zip(caption_ms, model_ms)]
