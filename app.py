@@ -54,6 +54,7 @@ DEFAULT_HARD_MODEL = ROOT / "assets" / "model_hard"  # the shipped hard-attentio
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 # The page's example order: in-domain scenes first (the first one is on the page at start-up), the cat last.
 EXAMPLE_ORDER = ("dogs", "meadow", "cameraman", "grace_hopper", "stream", "astronaut", "cat")
+OUT_OF_DOMAIN = "cat"  # the example kept on purpose from outside the training domain (EXAMPLES_NOTE explains)
 WEB_DIR = ROOT / "assets" / "web"  # the page's script and style sheet (the heatmaps are drawn in the browser)
 CURRENT, OTHER = "attending", "word"  # HighlightedText categories of /step's chips: the shown word, the others
 SUPPORTED_TYPES = "JPEG, PNG, GIF, WebP, BMP or TIFF"  # what load_image(..., UPLOAD_FORMATS) decodes
@@ -411,7 +412,8 @@ def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, 
                                     cache_mode="lazy" if cache_examples == "lazy" else "eager", preload=False,
                                     example_labels=[Path(p).stem for p in examples], label="Examples (click one)",
                                     elem_id="examples")
-                gr.Markdown(EXAMPLES_NOTE, elem_id="examples-note")
+                if any(Path(p).stem == OUT_OF_DOMAIN for p in examples):
+                    gr.Markdown(EXAMPLES_NOTE, elem_id="examples-note")
             if cache_examples:  # the queued event that loads a cached example's outputs (can be cancelled)
                 example_loads.append(shelf.load_input_event)
 
