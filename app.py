@@ -1,21 +1,24 @@
 """Gradio demo: caption a photo, then step through the words to see where the model looked for each one.
 
-    python app.py                       # serves assets/model on http://127.0.0.1:7860
-    python app.py --model runs/x/best --host 0.0.0.0 --auth me:secret
+    python app.py                       # serves assets/model (and assets/model_hard) on http://127.0.0.1:7860
+    python app.py --model runs/x/best --model runs/y/best --host 0.0.0.0 --auth me:secret
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import functools
 import hashlib
 import io
+import json
 import logging
 import math
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 INTERRUPTED = "interrupted during start-up; nothing is being served"  # Ctrl-C before the demo serves: exit 130
@@ -29,9 +32,16 @@ try:  # torch and gradio take seconds to import on a small CPU: Ctrl-C meanwhile
     from captioning import cli
     from captioning.checkpoint import CheckpointError, atomic_write
     from captioning.cli import model_load_error
-    from captioning.model import Caption, Captioner
+    from captioning.model import Caption, Captioner, EncoderUnavailable
     from captioning.preprocess import UPLOAD_FORMATS, ImageTooLargeError, load_image
-    from captioning.visualize import DISPLAY_MAX_SIDE, attention_heatmap, display_image, overlay, render_word_overlays
+    from captioning.visualize import (
+        DISPLAY_MAX_SIDE,
+        HEATMAP_CMAP,
+        attention_overlay,
+        colormap_lut,
+        display_image,
+        word_heatmap,
+    )
 except KeyboardInterrupt:
     if __name__ != "__main__":
         raise
@@ -39,34 +49,89 @@ except KeyboardInterrupt:
     sys.exit(130)
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_MODEL = ROOT / "assets" / "model"
+DEFAULT_MODEL = ROOT / "assets" / "model"  # the shipped soft-attention model
+DEFAULT_HARD_MODEL = ROOT / "assets" / "model_hard"  # the shipped hard-attention model, served when it is there
 EXAMPLES_DIR = ROOT / "assets" / "examples"
-GALLERY_SIDE = 320  # longer side of the gallery tiles (the main heatmap uses visualize.DISPLAY_MAX_SIDE)
-CURRENT, OTHER = "attending", "word"  # HighlightedText categories: the word whose heatmap is shown, the others
+# The page's example order: in-domain scenes first (the first one is on the page at start-up), the cat last.
+EXAMPLE_ORDER = ("dogs", "meadow", "cameraman", "grace_hopper", "stream", "astronaut", "cat")
+OUT_OF_DOMAIN = "cat"  # the example kept on purpose from outside the training domain (EXAMPLES_NOTE explains)
+WEB_DIR = ROOT / "assets" / "web"  # the page's script and style sheet (the heatmaps are drawn in the browser)
+CURRENT, OTHER = "attending", "word"  # HighlightedText categories of /step's chips: the shown word, the others
 SUPPORTED_TYPES = "JPEG, PNG, GIF, WebP, BMP or TIFF"  # what load_image(..., UPLOAD_FORMATS) decodes
 MAX_GRID_SIDE = 64  # largest attention grid /step accepts from a client (models use 14x14)
-# Gradio writes uploads and rendered heatmaps to its temp folder: every 30 min, delete this app's files older than 1 h.
+ATTENTION_MODES = ("soft", "hard")  # ModelConfig.attention values; hard models get a crisp chosen-cell heatmap
+# Gradio writes uploads and /step's heatmaps to its temp folder: every 30 min, delete this app's files older than 1 h.
 DELETE_CACHE = (1800, 3600)
+# The per-word JSON travels to the page in one message, and Gradio delivers a message of 150 KB or more far more
+# slowly than one of 90 KB (measured: ~140 ms vs ~65 ms on the 2-core machine): the display photo gets a byte
+# budget (JPEG quality stepped down for detailed photos) and the grids travel packed (see packed_grids).
+DISPLAY_JPEG_BYTES = 40_000
+DISPLAY_JPEG_QUALITIES = (80, 70, 60, 50)
 
 INTRO = """# Show, Attend and Tell
 Upload a photo and press **Caption**. The model writes a caption one word at a time, and for each word it
-*attends* to part of the image. Click a word (or move the slider) to see where it looked for that word:
-red = strong attention, blue = little. The heatmap is spread over the whole photo because the model sees the
-whole photo, squashed to a square.
+*attends* to part of the image. Click a word, hover over it, move the slider or press **←/→** to see where it
+looked for that word: the brighter and more opaque the colour, the more attention; where the photo is untinted
+the model paid little attention. The heatmap covers the whole photo because the model sees the whole photo,
+squashed to a square. The other captions the beam search found are listed too: click one to see its attention.
 """
+EXAMPLES_NOTE = """The model learnt from Flickr8k (people, dogs, outdoor scenes), and most examples are such scenes.
+**cat** is not: Flickr8k has few cats, and the caption shows what a captioner does outside its domain (it sees a
+man on a rock wall)."""
+
+# The page's views: words, slider, heatmap canvas, legend, download and alternatives; the gallery of all words.
+# Both are drawn by assets/web/demo.js from the hidden per-word JSON: no request per word.
+VIEWER_HTML = """<div class="sat-viewer" data-colormap="COLORMAP">
+  <div class="sat-heading">Other captions the beam found (log-probability; click one to see its attention)</div>
+  <div id="alternatives" class="sat-alternatives"></div>
+  <div class="sat-heading">Words: click or hover one, or press &larr; / &rarr;, to see where the model looked</div>
+  <div id="words" class="sat-words"></div>
+  <div class="sat-note">Bar under each word: the gate &beta; (0 to 1), how much of the image context the decoder let
+    in for that word (the mean of sigmoid(f<sub>&beta;</sub>(h)) over the context's channels).</div>
+  <div id="word-slider" class="sat-slider">
+    <label>Word <input type="number" min="0" max="0" step="1" value="0" aria-label="Word index (number)"></label>
+    <input type="range" min="0" max="0" step="1" value="0" aria-label="Word index">
+  </div>
+  <div id="heatmap" class="sat-heatmap"><canvas width="1" height="1" aria-label="Attention for the selected word">
+    </canvas></div>
+  <div id="legend" class="sat-legend"></div>
+  <button id="download-figure" class="sat-download" type="button" disabled>Download figure (PNG)</button>
+</div>"""
+GALLERY_HTML = """<div class="sat-heading">Every word's attention (click one)</div>
+<div id="gallery" class="sat-gallery"></div>"""
 
 log = logging.getLogger("app")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# per-word data: everything the step handler needs travels in one JSON-able dict (no server-side session state)
+# per-word data: everything the page and /step need travels in one JSON-able dict (no server-side session state)
 
 
-def encode_image(image: Image.Image, quality: int = 90) -> str:
+def encode_image(image: Image.Image, quality: int = 80) -> str:
     """PIL image -> base64 JPEG data URL (small enough to live in the page's hidden JSON)."""
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def display_data_url(image: Image.Image, budget: int = DISPLAY_JPEG_BYTES) -> str:
+    """The display photo as a JPEG data URL of at most about `budget` bytes: the first of
+    DISPLAY_JPEG_QUALITIES that fits (the last one otherwise)."""
+    for quality in DISPLAY_JPEG_QUALITIES:
+        url = encode_image(image, quality)
+        if len(url) * 3 // 4 <= budget:
+            break
+    return url
+
+
+def packed_grids(alphas: np.ndarray) -> str:
+    """Attention grids (n_words, 14, 14) as base64 of little-endian uint16, each word scaled to its own maximum:
+    under a third of the size of nested lists, and what the page draws from (it stretches each map to its range)."""
+    grids = np.asarray(alphas, dtype=np.float64)  # (n_words, 14, 14)
+    flat = grids.reshape(grids.shape[0], int(np.prod(grids.shape[1:])))  # (n_words, 196)
+    peak = np.maximum(flat.max(axis=1, keepdims=True, initial=0.0), 1e-12)  # (n_words, 1)
+    scaled = np.rint(np.clip(flat / peak, 0.0, 1.0) * 65535).astype("<u2")  # (n_words, 196)
+    return base64.b64encode(scaled.tobytes()).decode("ascii")
 
 
 def decode_image(data_url: str, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
@@ -97,14 +162,34 @@ def cache_image(image: Image.Image, cache_dir: str | None = None) -> str:
     return str(path)
 
 
-def caption_data(caption: Caption, shown: Image.Image) -> dict:
-    """The hidden JSON: words, their (n_words, 14, 14) attention grids and the display-size image."""
-    return {
-        "caption": caption.text,
-        "words": list(caption.words),
-        "alphas": np.round(caption.alphas.astype(np.float64), 6).tolist(),  # (n_words, 14, 14) nested lists
-        "image": encode_image(shown),
-    }
+def gate_values(caption: Caption) -> list[float | None]:
+    """Each word's gate beta rounded for the page; None for every word when the search recorded none."""
+    gates = np.asarray(caption.gates, dtype=np.float64)  # (n_words,) or (0,)
+    if gates.shape != (len(caption.words),):
+        return [None] * len(caption.words)
+    return [round(float(g), 4) if math.isfinite(g) else None for g in gates]
+
+
+def word_payload(caption: Caption, nested: bool = True) -> dict:
+    """One caption for the page: text, words, their attention grids (packed for the page, and as nested lists
+    when `nested`, for API clients and /step), gates and log-probability."""
+    payload = {"caption": caption.text, "words": list(caption.words)}
+    if nested:
+        payload["alphas"] = np.round(caption.alphas.astype(np.float64), 5).tolist()  # (n_words, 14, 14) lists
+    grid = list(caption.alphas.shape[1:]) or [14, 14]
+    return {**payload, "grids": packed_grids(caption.alphas), "grid": grid, "gates": gate_values(caption),
+            "score": round(float(caption.score), 4)}
+
+
+def caption_data(captions: list[Caption], shown: Image.Image, model: str = "model", attention: str = "soft",
+                 beam: int = 3) -> dict:
+    """The hidden JSON: the best caption's words, grids and gates at the top level (what /step reads), the
+    display-size image, which model made it and how it attends, and the beam's other captions, next best first."""
+    image = display_data_url(shown)
+    best = word_payload(captions[0])
+    identity = hashlib.sha256("\n".join([model, str(beam), best["caption"], image]).encode()).hexdigest()[:16]
+    return {**best, "image": image, "model": model, "attention": attention, "beam": beam, "id": identity,
+            "alternatives": [word_payload(caption, nested=False) for caption in captions[1:]]}
 
 
 def word_chips(words: list[str], current: int) -> list[tuple[str, str]]:
@@ -132,7 +217,8 @@ def beam_width(beam, default: int = 3) -> int:
 
 
 def render_step(data: dict | None, index) -> tuple[Image.Image, list[tuple[str, str]]]:
-    """Heatmap image and chips for word `index`, from the hidden JSON alone (the model is not run).
+    """Heatmap image and chips for word `index`, from the hidden JSON alone (the model is not run): what /step
+    returns to API clients (the page draws its heatmaps itself).
 
     The JSON travels through the client, so it is checked: anything malformed is a friendly error, not a crash.
     """
@@ -145,7 +231,10 @@ def render_step(data: dict | None, index) -> tuple[Image.Image, list[tuple[str, 
         alpha = np.asarray(data["alphas"][i], dtype=np.float32)  # (14, 14)
         if alpha.ndim != 2 or not 0 < max(alpha.shape) <= MAX_GRID_SIDE or not np.isfinite(alpha).all():
             raise ValueError(f"attention grid of shape {alpha.shape}")
-        heatmap = overlay(shown, attention_heatmap(alpha, shown.size))
+        mode = data.get("attention", "soft")
+        if mode not in ATTENTION_MODES:
+            raise ValueError(f"attention mode {mode!r}")
+        heatmap = attention_overlay(shown, word_heatmap(alpha, shown.size, mode))
     except Exception as error:
         log.info("refused /step data: %s: %s", type(error).__name__, error)
         raise gr.Error("This caption's word data is damaged or incomplete. Please caption the image again.") from None
@@ -194,11 +283,29 @@ def photo_input(**kwargs) -> gr.Image:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# event handlers: plain functions (the model is bound with functools.partial in build_demo), testable without a server
+# event handlers: plain functions (the models are bound with functools.partial in build_demo), testable without a
+# server
 
 
-def caption_image(captioner: Captioner, default_beam: int, path: str | None, beam: float | None = None):
-    """Run the model once; return the caption first, then everything the word views need."""
+def as_models(models: Captioner | Mapping[str, Captioner]) -> dict[str, Captioner]:
+    """Served models by page name, in order (the first is the default); one captioner alone is named "model"."""
+    return dict(models) if isinstance(models, Mapping) else {"model": models}
+
+
+def pick_model(models: dict[str, Captioner], name) -> str:
+    """The requested model's name; None or "" -> the first; an unknown name is a friendly error."""
+    if name in (None, ""):
+        return next(iter(models))
+    if name not in models:
+        raise gr.Error(f"Unknown model {name!r}: this demo serves {', '.join(models)}.")
+    return name
+
+
+def caption_image(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
+                  beam: float | None = None, model: str | None = None) -> tuple[str, dict]:
+    """Run one model once: the caption text first, then the per-word data the page draws from."""
+    models = as_models(models)
+    name = pick_model(models, model)
     if not path:
         raise gr.Error("Please upload an image first.")
     try:
@@ -206,37 +313,26 @@ def caption_image(captioner: Captioner, default_beam: int, path: str | None, bea
     except Exception as error:  # not an image, truncated, too many pixels, out of memory
         log.info("refused upload %s: %s: %s", path, type(error).__name__, error)
         raise gr.Error(image_error_message(error)) from None
+    captioner, width = models[name], beam_width(beam, default_beam)
     try:
-        caption = captioner.caption(image, beam_size=beam_width(beam, default_beam))[0]
+        captions = captioner.caption_alternatives(image, beam_size=width)[0]  # best first
     except Exception:
         log.exception("captioning failed for %s", path)
         raise gr.Error("The model could not caption this image. Please try another one.") from None
-    shown = display_image(image)
-    data = caption_data(caption, shown)
-    if not caption.words:
-        return "(the model produced an empty caption)", [], cache_image(shown), [], data
-    heatmap = overlay(shown, attention_heatmap(caption.alphas[0], shown.size))
-    tiles = render_word_overlays(shown, caption, max_side=GALLERY_SIDE)  # small tiles: cheap to draw and send
-    gallery = [(cache_image(tile), f"{i}: {word}") for i, (tile, word) in enumerate(zip(tiles, caption.words))]
-    return caption.text, word_chips(caption.words, 0), cache_image(heatmap), gallery, data
+    data = caption_data(captions, display_image(image), name, captioner.config.attention, width)
+    return captions[0].text or "(the model produced an empty caption)", data
+
+
+def caption_example(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
+                    model: str | None = None) -> tuple[str, dict]:
+    """An example row (photo, model) captioned at the default beam size: what the examples cache stores."""
+    return caption_image(models, default_beam, path, None, model)
 
 
 def step(index: float, data: dict | None):
-    """Show word `index`: heatmap + chips, from the hidden JSON (no model call)."""
+    """/step for API clients: word `index`'s heatmap (a file) and chips, from the per-word data (no model call)."""
     heatmap, chips = render_step(data, index)
     return cache_image(heatmap), chips
-
-
-def fit_slider(data: dict | None):
-    """New caption (button or example): the slider spans its words and starts at the first."""
-    n_words = len(data.get("words") or []) if isinstance(data, dict) else 0
-    return gr.update(maximum=max(n_words - 1, 1), value=0)
-
-
-def select_word(data: dict | None, event: gr.SelectData):
-    """A word chip or a gallery tile was clicked: show that word and move the slider to it."""
-    heatmap, chips = render_step(data, event.index)
-    return cache_image(heatmap), chips, word_index(event.index, len(data["words"]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -244,74 +340,103 @@ def select_word(data: dict | None, event: gr.SelectData):
 
 
 def example_paths(directory: Path = EXAMPLES_DIR) -> list[str]:
-    return [str(p) for p in sorted(directory.glob("*.jpg"))]
+    """The example photos: EXAMPLE_ORDER first (those that exist), then any other JPEG in the folder by name."""
+    found = {p.stem: p for p in directory.glob("*.jpg")}
+    ordered = [found.pop(stem) for stem in EXAMPLE_ORDER if stem in found]
+    return [str(p) for p in ordered + sorted(found.values())]
 
 
-def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
+def model_names(directories: list[Path]) -> list[str]:
+    """Page names of the served model directories: each folder's name, or its whole path where names repeat."""
+    names = [Path(d).name or str(d) for d in directories]
+    return [n if names.count(n) == 1 else str(d) for n, d in zip(names, directories)]
+
+
+def colormap_hex(cmap: str = HEATMAP_CMAP) -> str:
+    """The heatmap colour table as 256 rrggbb hex triplets: the page draws with the same colours as /step."""
+    return colormap_lut(cmap).tobytes().hex()
+
+
+def page_assets(directory: Path = WEB_DIR) -> str:
+    """The <head> markup of the page's views: its style sheet and script, inlined (no extra requests)."""
+    css = (directory / "demo.css").read_text(encoding="utf-8")
+    script = (directory / "demo.js").read_text(encoding="utf-8")
+    return f"<style>{css}</style><script>{script}</script>"
+
+
+def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, concurrency: int = 2,
                examples: list[str] | None = None, cache_examples: bool | str = "lazy") -> gr.Blocks:
-    """The Blocks app around a loaded captioner. cache_examples: True (at launch, and the first example is on the
-    page as it loads), "lazy" (on first use) or False."""
+    """The Blocks app around loaded captioners (one, or several by name; the first is the default).
+    cache_examples: True (at launch, and the first example is on the page as it loads), "lazy" (on first use) or
+    False."""
+    models = as_models(models)
+    names = list(models)
     examples = example_paths() if examples is None else examples
-    run_model = functools.partial(caption_image, captioner, beam_size)  # (path, beam=None) -> outputs
+    # The examples cache is a CSV with the per-word JSON in one field: allow fields of a few MB (Python's csv
+    # module refuses fields over 128 KB by default, which a detailed photo and 5 beam captions can pass).
+    csv.field_size_limit(max(csv.field_size_limit(), 16 * 2**20))
+    run_model = functools.partial(caption_image, models, beam_size)  # (path, beam=None, model=None) -> outputs
+    run_example = functools.partial(caption_example, models, beam_size)  # (path, model) -> outputs
     # The first example is part of the page itself (the components' initial values, computed once here), not filled
     # in by a page-load event: on a busy server such an event lands late and replaces the visitor's own photo.
-    first = run_model(examples[0]) if examples and cache_examples is True else [None] * 5
-    first_text, first_chips, first_heatmap, first_gallery, first_data = first
-    n_first_words = len(first_data["words"]) if first_data else 0
+    first_text, first_data = run_model(examples[0]) if examples and cache_examples is True else (None, None)
+    head = page_assets()
     with gr.Blocks(title="Show, Attend and Tell", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1) as left:
                 image = photo_input(value=examples[0] if first_data else None, sources=["upload", "clipboard"],
                                     label="Photo", elem_id="image-input")
+                choice = gr.Radio(names, value=names[0], label="Model", elem_id="model-choice",
+                                  info="the model directories this demo serves", visible=len(names) > 1)
                 beam = gr.Slider(1, 5, value=beam_size, step=1, label="Beam size",
                                  info="1 = greedy (fastest); larger searches more captions", elem_id="beam-size")
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column(scale=1):
                 text = gr.Textbox(first_text, label="Caption", interactive=False, elem_id="caption-text")
-                words = gr.HighlightedText(first_chips, label="Words: click one to see where the model looked",
-                                           color_map={CURRENT: "#f97316", OTHER: "#e5e7eb"}, show_legend=False,
-                                           show_inline_category=False, combine_adjacent=False, elem_id="words")
-                slider = gr.Slider(0, max(n_first_words - 1, 1), value=0, step=1, label="Word index",
-                                   elem_id="word-slider")
-                heatmap = gr.Image(first_heatmap, label="Attention for the selected word", type="pil", format="jpeg",
-                                   interactive=False, elem_id="heatmap")
-        gallery = gr.Gallery(first_gallery, label="Every word's attention", columns=6, height="auto", format="jpeg",
-                             allow_preview=False, elem_id="gallery")
+                # The first caption rides in the viewer's own value (read once when it mounts); later ones come
+                # through the hidden JSON's change event, in the page.
+                gr.HTML(json.dumps(first_data) if first_data else "", elem_id="viewer", head=head,
+                        html_template=VIEWER_HTML.replace("COLORMAP", colormap_hex()),
+                        js_on_load="window.satDemo.mount(element, props.value);")
+        gr.HTML("", elem_id="gallery-view", head=head, html_template=GALLERY_HTML,
+                js_on_load="window.satDemo.mountGallery(element);")
         data = gr.JSON(first_data, visible=False, elem_id="attention-data")
-        outputs = [text, words, heatmap, gallery, data]
+        outputs = [text, data]
         example_loads = []  # the event that fills in a clicked example's outputs
         if examples:
             with left:  # under the Caption button
-                shelf = gr.Examples(examples=[[path] for path in examples], inputs=[image], outputs=outputs,
-                                    fn=run_model, run_on_click=True, cache_examples=bool(cache_examples),
+                shelf = gr.Examples(examples=[[path, names[0]] for path in examples], inputs=[image, choice],
+                                    outputs=outputs, fn=run_example, run_on_click=True,
+                                    cache_examples=bool(cache_examples),
                                     cache_mode="lazy" if cache_examples == "lazy" else "eager", preload=False,
                                     example_labels=[Path(p).stem for p in examples], label="Examples (click one)",
                                     elem_id="examples")
+                if any(Path(p).stem == OUT_OF_DOMAIN for p in examples):
+                    gr.Markdown(EXAMPLES_NOTE, elem_id="examples-note")
             if cache_examples:  # the queued event that loads a cached example's outputs (can be cancelled)
                 example_loads.append(shelf.load_input_event)
 
         # Newest action wins: Caption drops a pending example fill, a new upload or example click drops a pending
         # caption; while one caption is pending (the status tracker shows its queue position), Caption is ignored.
-        captioning = button.click(run_model, [image, beam], outputs, api_name="caption", concurrency_limit=concurrency,
-                                  concurrency_id="model", trigger_mode="once", cancels=example_loads)
+        captioning = button.click(run_model, [image, beam, choice], outputs, api_name="caption",
+                                  concurrency_limit=concurrency, concurrency_id="model", trigger_mode="once",
+                                  cancels=example_loads)
         image.upload(None, cancels=[captioning, *example_loads])
         if examples:
             shelf.dataset.click(None, cancels=[captioning])
-        # The slider range follows the hidden JSON, so cached examples need no slider output (and gradio's lazy
-        # example caching, which fails on property updates, never sees one).
-        data.change(fit_slider, [data], [slider], api_name="fit_slider", api_visibility="private",
-                    show_progress="hidden")
-        slider.input(step, [slider, data], [heatmap, words], api_name="slider_step", api_visibility="private",
-                     trigger_mode="always_last", show_progress="hidden", concurrency_limit=8, concurrency_id="step")
-        # API-only twin of the slider: a Number has no bounds, so /step never depends on the session's slider range.
+        # A new caption (button or example) is drawn by the page from the JSON: no request, no server rendering.
+        # The same caption again (the same photo captioned twice) changes nothing, so the button also shows it,
+        # which brings the page back to its first word.
+        show = "(data) => { window.satDemo.show(data); }"
+        data.change(None, [data], None, js=show, show_progress="hidden")
+        captioning.success(None, [data], None, js=show, show_progress="hidden")
+        # API only: one word's heatmap rendered by the server, for gradio_client users (a Number has no bounds).
         index = gr.Number(visible=False, precision=0, label="word index")
-        gr.Button(visible=False).click(step, [index, data], [heatmap, words], api_name="step",
+        step_heatmap = gr.Image(visible=False, type="filepath", format="jpeg", label="heatmap")
+        step_chips = gr.HighlightedText(visible=False, label="words")
+        gr.Button(visible=False).click(step, [index, data], [step_heatmap, step_chips], api_name="step",
                                        concurrency_limit=8, concurrency_id="step")
-        for clickable in (words, gallery):
-            clickable.select(select_word, [data], [heatmap, words, slider], api_name="select_word",
-                             api_visibility="private", show_progress="hidden", concurrency_limit=8,
-                             concurrency_id="step")
     return demo
 
 
@@ -322,7 +447,11 @@ def build_demo(captioner: Captioner, beam_size: int = 3, concurrency: int = 2,
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every option's help says what it does, its allowed values and its default."""
     parser = argparse.ArgumentParser(description="Show, Attend and Tell captioning demo (Gradio).")
-    cli.add_model_flag(parser)
+    parser.add_argument("--model", action="append", metavar="DIR",
+                        help="model directory (config.json, wordmap.json, model.safetensors), e.g. runs/x/best; "
+                             "repeat it to serve several (the page offers a choice, the first is the default) "
+                             "(default: assets/model, the shipped soft-attention model, and assets/model_hard, the "
+                             "hard-attention one, when it is there)")
     # GRADIO_SERVER_NAME/PORT are honoured as defaults: Hugging Face Spaces sets them (0.0.0.0:7860).
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to bind: 127.0.0.1 serves this machine only, 0.0.0.0 the whole network "
@@ -376,6 +505,15 @@ def auth_pair(value: str) -> tuple[str, str]:
     return user, password
 
 
+def model_dirs(given: list[str] | None) -> tuple[list[Path], str | None]:
+    """The model directories to serve, and a note to print when the default hard model is not there (yet)."""
+    if given:
+        return [Path(d) for d in given], None
+    if DEFAULT_HARD_MODEL.is_dir():
+        return [DEFAULT_MODEL, DEFAULT_HARD_MODEL], None
+    return [DEFAULT_MODEL], "note: assets/model_hard (the hard-attention model) is not there: serving assets/model only"
+
+
 def model_error(model: str, error: Exception) -> str:
     """cli.model_load_error's one line, plus where the default model lives when that one failed."""
     hint = " (the default model is assets/model; pass --model DIR to use another)" \
@@ -395,12 +533,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Load the model, start the server and block until Ctrl-C; 2 when the model or the address is unusable."""
-    try:
-        captioner = Captioner.load(args.model)
-    except (CheckpointError, OSError, ImportError, ValueError) as error:
-        print(model_error(args.model, error), file=sys.stderr)
-        return 2
+    """Load the models, start the server and block until Ctrl-C; 2 when a model or the address is unusable."""
+    directories, note = model_dirs(args.model)
+    if note:
+        print(note, flush=True)
+    models = {}
+    for name, directory in zip(model_names(directories), directories):
+        try:
+            models[name] = Captioner.load(directory)
+        except (CheckpointError, OSError, ImportError, ValueError, EncoderUnavailable) as error:
+            print(model_error(str(directory), error), file=sys.stderr)
+            return 2
     warning = share_warning(args.share, args.auth)
     if warning:
         print(warning, file=sys.stderr, flush=True)
@@ -409,7 +552,7 @@ def serve(args: argparse.Namespace) -> int:
     # by another model (or beam size) would show stale captions.
     with tempfile.TemporaryDirectory(prefix="show-attend-tell-examples-") as cache_dir:
         os.environ.setdefault("GRADIO_EXAMPLES_CACHE", cache_dir)
-        demo = build_demo(captioner, args.beam_size, args.concurrency, cache_examples=cache)
+        demo = build_demo(models, args.beam_size, args.concurrency, cache_examples=cache)
         demo.queue(max_size=args.queue_size)
         try:
             try:  # quiet: gradio's own hints name launch() arguments; this app's are printed below

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from gradio_client import Client, handle_file
 from PIL import Image
+from skimage import data as skimage_data
 
 import app
 from captioning.config import EncoderSpec
@@ -61,12 +62,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--no-download", action="store_true", help="don't fetch output files (server-side time)")
-    parser.add_argument("--photo", default=str(app.EXAMPLES_DIR / "coffee.jpg"), help="resized to 1024x768")
+    parser.add_argument("--photo", help="resized to 1024x768 (default: scikit-image's coffee photo)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="app-latency-"))
     photo = workdir / "photo_1024x768.jpg"
-    load_image(args.photo).resize((1024, 768), Image.BICUBIC).save(photo, quality=90)
+    source = load_image(args.photo) if args.photo else Image.fromarray(skimage_data.coffee())
+    source.resize((1024, 768), Image.BICUBIC).save(photo, quality=90)
     print(f"torch threads {torch.get_num_threads()}, photo {photo} ({photo.stat().st_size // 1024} KB)")
 
     demo, captioner = None, None
@@ -90,8 +92,8 @@ def main() -> None:
         caption_times = timed(lambda i: client.predict(handle_file(str(photo)), args.beam_size,
                                                        api_name="/caption"), args.calls)
         step_times = timed(lambda i: client.predict(i % n_words, data, api_name="/step"), args.calls)
-        print(f"/caption  {percentiles(caption_times)}   (upload + model + {n_words} overlays"
-          f"{'' if args.no_download else f' + {n_words + 1} downloads'})")
+        print(f"/caption  {percentiles(caption_times)}   (upload + model + the per-word data; the page draws "
+              "the heatmaps)")
         print(f"/step     {percentiles(step_times)}   (one heatmap from the hidden JSON, no model call)")
     finally:
         if demo is not None:

@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             caption = captioner.caption(image, beam_size=args.beam_size)[0]
             print(json.dumps(caption_record(path, caption)) if args.json else f"{path}: {caption.text}", flush=True)
             if out_dir:
-                attention_figure(image, caption).savefig(figure_path(out_dir, path, written), dpi=100)
+                figure = attention_figure(image, caption, attention=captioner.config.attention)
+                figure.savefig(figure_path(out_dir, path, written), dpi=100)
     except KeyboardInterrupt:
         return cli.interrupted("interrupted; the images above were captioned")
     return status

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from captioning.config import EncoderSpec, ModelConfig
 from captioning.decoder import Decoder
 from captioning.encoder import Encoder, preprocessing_for
 from captioning.preprocess import Preprocessing, preprocess_image, to_model_input
-from captioning.search import Hypothesis, decode
+from captioning.search import Hypothesis, decode, decode_alternatives
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Caption:
     alphas: np.ndarray  # (n_words, 14, 14)
     score: float
     complete: bool = True  # the search ended the caption with <end> (not cut at max_len)
+    gates: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # (n_words,) mean gate beta
     distribution: np.ndarray | None = None  # (n_words, 14, 14) hard attention: the full alpha; alphas is then
     # one-hot at the one location the decoder used for each word (its argmax)
 
@@ -150,9 +151,11 @@ class Captioner(nn.Module):
         words = [self.id_to_word[i] for i in hypothesis.tokens]
         grid = self.config.grid_size
         alphas = hypothesis.alphas.float().reshape(-1, grid, grid).numpy()  # (n_words, 14, 14)
+        gates = hypothesis.gates.float().numpy()  # (n_words,), or (0,) from a search that records none
         if self.config.attention == "hard":
-            return Caption(words, one_hot_maps(alphas), hypothesis.score, hypothesis.complete, distribution=alphas)
-        return Caption(words, alphas, hypothesis.score, hypothesis.complete)
+            return Caption(words, one_hot_maps(alphas), hypothesis.score, hypothesis.complete, gates,
+                           distribution=alphas)
+        return Caption(words, alphas, hypothesis.score, hypothesis.complete, gates)
 
     @torch.no_grad()
     def caption_features(self, features: torch.Tensor, beam_size: int = 3, length_penalty: float = 0.0,
@@ -170,3 +173,14 @@ class Captioner(nn.Module):
         device = next(self.decoder.parameters()).device
         batch = torch.cat([preprocess_image(image, self.config.preprocessing) for image in images]).to(device)
         return self.caption_features(self.encode(batch), beam_size, length_penalty)
+
+    @torch.no_grad()
+    def caption_alternatives(self, images: Image.Image | list[Image.Image], beam_size: int = 3,
+                             length_penalty: float = 0.0) -> list[list[Caption]]:
+        """Per image, the beam's finished captions (up to beam_size), best first: the first is what caption gives."""
+        images = [images] if isinstance(images, Image.Image) else list(images)
+        device = next(self.decoder.parameters()).device
+        batch = torch.cat([preprocess_image(image, self.config.preprocessing) for image in images]).to(device)
+        pools = decode_alternatives(self.decoder, self.encode(batch), self.word_map, beam_size,
+                                    self.config.max_caption_len, length_penalty)
+        return [[self.to_caption(h) for h in pool] for pool in pools]

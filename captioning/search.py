@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,6 +18,7 @@ class Hypothesis:
     alphas: torch.Tensor  # (n_words, 196)
     score: float
     complete: bool = True  # False when max_len was reached before <end>
+    gates: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (n_words,) mean gate beta per word
 
 
 def next_word_log_probs(decoder: Decoder, words: torch.Tensor, state: DecoderState, step: int, start_id: int,
@@ -31,11 +32,21 @@ def next_word_log_probs(decoder: Decoder, words: torch.Tensor, state: DecoderSta
     return log_probs, alpha.float(), state
 
 
-def to_hypothesis(tokens: list[int], alphas: torch.Tensor, score: float, end_id: int) -> Hypothesis:
-    """A decoded row as a caption: the words before the first <end> (all of them, incomplete, if none)."""
+def to_hypothesis(tokens: list[int], alphas: torch.Tensor, score: float, end_id: int,
+                  gates: torch.Tensor | None = None) -> Hypothesis:
+    """A decoded row as a caption: the words before the first <end> (all of them, incomplete, if none).
+    gates (steps,): the mean context gate beta of each step, cut like the alphas."""
     complete = end_id in tokens
     n = tokens.index(end_id) if complete else len(tokens)
-    return Hypothesis(tokens[:n], alphas[:n].cpu(), score, complete)  # alphas (n, 196)
+    gates = torch.zeros(0) if gates is None else gates[:n].float().cpu()  # (n,)
+    return Hypothesis(tokens[:n], alphas[:n].cpu(), score, complete, gates)  # alphas (n, 196)
+
+
+def step_gate(state: DecoderState, rows: int, device: torch.device) -> torch.Tensor:
+    """The mean gate beta the last step used, per row (R,) fp32; NaN where a decoder does not report one."""
+    if state.gate is None:
+        return torch.full((rows,), float("nan"), device=device)  # (R,)
+    return state.gate.float()  # (R,)
 
 
 @torch.no_grad()
@@ -47,19 +58,21 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_i
     words = torch.full((batch,), start_id, dtype=torch.long, device=features.device)  # (B,)
     scores = torch.zeros(batch, device=features.device)  # (B,)
     finished = torch.zeros(batch, dtype=torch.bool, device=features.device)  # (B,)
-    tokens, alphas = [], []
+    tokens, alphas, gates = [], [], []
     for step in range(max_len):
         log_probs, alpha, state = next_word_log_probs(decoder, words, state, step, start_id, end_id, banned)
         best, words = log_probs.max(dim=1)  # (B,), (B,)
         scores += best * (~finished)
         tokens.append(words)
         alphas.append(alpha)
+        gates.append(step_gate(state, batch, features.device))  # (B,)
         finished |= words == end_id
         if finished.all():
             break
     tokens = torch.stack(tokens, dim=1).tolist()  # (B, steps)
     alphas = torch.stack(alphas, dim=1)  # (B, steps, 196)
-    return [to_hypothesis(tokens[b], alphas[b], float(scores[b]), end_id) for b in range(batch)]
+    gates = torch.stack(gates, dim=1)  # (B, steps)
+    return [to_hypothesis(tokens[b], alphas[b], float(scores[b]), end_id, gates[b]) for b in range(batch)]
 
 
 def _normalised(hypothesis: Hypothesis, length_penalty: float) -> float:
@@ -77,8 +90,10 @@ def beam_search(
     max_len: int = 50,
     length_penalty: float = 0.0,
     banned: tuple[int, ...] = (),
-) -> list[Hypothesis]:
-    """Best caption per image among k beams; falls back to the best live beam if none ends within max_len."""
+    return_all: bool = False,
+) -> list[Hypothesis] | list[list[Hypothesis]]:
+    """Best caption per image among k beams; falls back to the best live beam if none ends within max_len.
+    return_all: per image, every finished caption of the beam (up to k), best first by normalised score."""
     batch, k, device = features.size(0), beam_size, features.device
     state = decoder.start(features).select(torch.arange(batch, device=device).repeat_interleave(k))  # (B*k, ...)
     words = torch.full((batch * k,), start_id, dtype=torch.long, device=device)  # (B*k,)
@@ -86,6 +101,7 @@ def beam_search(
     beam_scores[:, 1:] = float("-inf")  # all beams start identical: keep one alive at first
     history = torch.zeros(batch * k, 0, dtype=torch.long, device=device)  # (B*k, t)
     alpha_history = torch.zeros(batch * k, 0, features.size(1), device=device)  # (B*k, t, 196)
+    gate_history = torch.zeros(batch * k, 0, device=device)  # (B*k, t)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     offsets = (torch.arange(batch, device=device) * k)[:, None]  # (B, 1)
 
@@ -98,6 +114,7 @@ def beam_search(
         word_ids = top_ids % vocab  # (B, 2k)
         is_end = word_ids == end_id  # (B, 2k)
         alpha_all = torch.cat([alpha_history, alpha[:, None]], dim=1)  # (B*k, t+1, 196)
+        gate_all = torch.cat([gate_history, step_gate(state, batch * k, device)[:, None]], dim=1)  # (B*k, t+1)
 
         # Candidates ending among the k best are finished captions (until an image has k of them).
         still_open = [len(pool) < k for pool in finished]  # (B,) images with fewer than k finished captions
@@ -106,7 +123,8 @@ def beam_search(
             if still_open[b] and top_scores[b, j] > float("-inf"):
                 row = b * k + int(beam_ids[b, j])
                 ended = [*history[row].tolist(), end_id]
-                finished[b].append(to_hypothesis(ended, alpha_all[row], float(top_scores[b, j]), end_id))
+                finished[b].append(to_hypothesis(ended, alpha_all[row], float(top_scores[b, j]), end_id,
+                                                 gate_all[row]))
 
         # The k best candidates that do not end become the next beams.
         live_rank = torch.cumsum(~is_end, dim=1) - 1  # (B, 2k)
@@ -116,6 +134,7 @@ def beam_search(
         rows = (offsets + beam_ids[keep].view(batch, k)).view(-1)  # (B*k,)
         history = torch.cat([history[rows], next_words.view(-1, 1)], dim=1)  # (B*k, t+1)
         alpha_history = alpha_all[rows]  # (B*k, t+1, 196)
+        gate_history = gate_all[rows]  # (B*k, t+1)
         state = state.select(rows)
         words = next_words.view(-1)  # (B*k,)
         if all(len(pool) >= k for pool in finished):
@@ -126,8 +145,10 @@ def beam_search(
         pool = finished[b]
         if not pool:  # no beam emitted <end> within max_len: best live beam
             row = b * k + int(beam_scores[b].argmax())
-            pool = [to_hypothesis(history[row].tolist(), alpha_history[row], float(beam_scores[b].max()), end_id)]
-        results.append(max(pool, key=lambda h: _normalised(h, length_penalty)))
+            pool = [to_hypothesis(history[row].tolist(), alpha_history[row], float(beam_scores[b].max()), end_id,
+                                  gate_history[row])]
+        ranked = sorted(pool, key=lambda h: -_normalised(h, length_penalty))  # stable: ties keep finishing order
+        results.append(ranked[:k] if return_all else ranked[0])  # a last step can finish more than k
     return results
 
 
@@ -139,3 +160,16 @@ def decode(decoder: Decoder, features: torch.Tensor, word_map: dict[str, int], b
     if beam_size == 1 and length_penalty == 0.0:
         return greedy_search(decoder, features, ids.start, ids.end, max_len, banned)
     return beam_search(decoder, features, ids.start, ids.end, beam_size, max_len, length_penalty, banned)
+
+
+def decode_alternatives(decoder: Decoder, features: torch.Tensor, word_map: dict[str, int], beam_size: int = 3,
+                        max_len: int = 50, length_penalty: float = 0.0,
+                        allow_unk: bool = False) -> list[list[Hypothesis]]:
+    """Per image, the beam's finished captions (up to beam_size), best first; the first is what decode returns.
+    beam_size 1 (no length penalty) is the greedy caption alone, as in decode."""
+    ids = special_ids(word_map)
+    banned = () if allow_unk or ids.unk is None else (ids.unk,)
+    if beam_size == 1 and length_penalty == 0.0:
+        return [[h] for h in greedy_search(decoder, features, ids.start, ids.end, max_len, banned)]
+    return beam_search(decoder, features, ids.start, ids.end, beam_size, max_len, length_penalty, banned,
+                       return_all=True)

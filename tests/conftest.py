@@ -60,6 +60,23 @@ def make_tiny_model(directory: Path) -> Path:
     return model.save(directory, fp16=True)
 
 
+def make_hard_model(soft_dir: Path, directory: Path) -> Path:
+    """A second model directory: the tiny model with other output biases (so it writes other captions), marked
+    as a hard-attention model in its config (attention="hard"; it decodes as saved, no training needed)."""
+    import dataclasses
+
+    import torch
+
+    from captioning.model import Captioner
+
+    captioner = Captioner.load(soft_dir)
+    captioner.config = dataclasses.replace(captioner.config, attention="hard")
+    with torch.no_grad():
+        torch.manual_seed(1)
+        captioner.decoder.fc.bias.add_(torch.randn_like(captioner.decoder.fc.bias) * 5.0)
+    return captioner.save(directory, fp16=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """One tiny random model directory (make_tiny_model) shared by every test of the session."""

@@ -10,6 +10,7 @@ from unittest import mock
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import make_hard_model
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -27,8 +28,8 @@ def served(tiny_model_dir, tmp_path_factory, launch_demo):
     """(captioner, client, calls): the demo on a free local port; calls counts model invocations."""
     captioner = Captioner.load(tiny_model_dir)
     calls = []
-    caption = captioner.caption
-    captioner.caption = lambda *args, **kwargs: calls.append(1) or caption(*args, **kwargs)
+    caption = captioner.caption_alternatives
+    captioner.caption_alternatives = lambda *args, **kwargs: calls.append(1) or caption(*args, **kwargs)
     with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
         demo = app.build_demo(captioner, cache_examples=True)
     demo.queue(max_size=8)
@@ -39,24 +40,70 @@ def served(tiny_model_dir, tmp_path_factory, launch_demo):
         demo.close()
 
 
-def test_caption_returns_text_first_then_per_word_alphas(served):
+def test_caption_returns_text_first_then_per_word_data(served):
     captioner, client, _ = served
-    text, chips, heatmap, gallery, data = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")
+    text, data = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")
     assert isinstance(text, str) and text
-    assert text == captioner.caption(load_image(EXAMPLE), beam_size=3)[0].text  # the slider's default beam size
+    best = captioner.caption(load_image(EXAMPLE), beam_size=3)[0]  # the slider's default beam size
+    assert text == best.text
     alphas = np.asarray(data["alphas"])  # (n_words, 14, 14)
     assert alphas.shape == (len(data["words"]), 14, 14) and data["words"] == text.split()
     np.testing.assert_allclose(alphas.sum(axis=(1, 2)), 1.0, atol=1e-3)
-    assert [c["token"] for c in chips] == data["words"]
-    assert [c["class_or_confidence"] for c in chips][:2] == [app.CURRENT, app.OTHER]  # word 0 is highlighted
-    assert len(gallery) == len(data["words"])
-    assert Image.open(heatmap).size == load_image(EXAMPLE).size  # small photo: shown at its own size
+    np.testing.assert_allclose(data["gates"], best.gates, atol=1e-4)  # each word's gate beta, in (0, 1)
+    assert len(data["gates"]) == len(data["words"]) and all(0 < g < 1 for g in data["gates"])
+    assert (data["model"], data["attention"], data["beam"]) == ("model", "soft", 3)
+    assert data["score"] == pytest.approx(best.score, abs=1e-3)
+    assert app.decode_image(data["image"]).size == load_image(EXAMPLE).size  # small photo: shown at its own size
+    np.testing.assert_allclose(unpacked(data), alphas / alphas.max(axis=(1, 2), keepdims=True), atol=1e-4)
+    for other in data["alternatives"]:  # the beam's other captions, next best first, each with its own data
+        assert unpacked(other).shape == (len(other["words"]), 14, 14) and "alphas" not in other
+        assert len(other["gates"]) == len(other["words"]) and other["caption"] == " ".join(other["words"])
+    scores = [data["score"]] + [other["score"] for other in data["alternatives"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) <= 3
+
+
+def unpacked(caption: dict) -> np.ndarray:
+    """A caption's packed grids (app.packed_grids) as float (n_words, rows, cols), each word scaled to max 1."""
+    import base64
+
+    values = np.frombuffer(base64.b64decode(caption["grids"]), dtype="<u2").astype(np.float64) / 65535
+    return values.reshape(len(caption["words"]), *caption["grid"])
+
+
+def test_packed_grids_keep_each_words_map_and_are_small():
+    rng = np.random.default_rng(0)
+    alphas = rng.dirichlet(np.ones(196), size=12).reshape(12, 14, 14).astype(np.float32)  # (n_words, 14, 14)
+    caption = app.word_payload(Caption(["w"] * 12, alphas, -3.0))
+    np.testing.assert_allclose(unpacked(caption), alphas / alphas.max(axis=(1, 2), keepdims=True), atol=1e-5)
+    assert len(caption["grids"]) * 3 < len(str(caption["alphas"]))  # a third of the nested lists or less
+    assert app.packed_grids(np.zeros((0, 14, 14))) == ""  # an empty caption
+
+
+def test_the_display_photo_keeps_to_its_byte_budget():
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8))
+    flat = Image.new("RGB", (640, 480), (90, 140, 200))
+    assert len(app.display_data_url(flat)) == len(app.encode_image(flat, 80))  # the first quality that fits
+    small = app.display_data_url(noise, budget=60_000)
+    assert len(small) < len(app.encode_image(noise, 80)) and app.decode_image(small).size == (640, 480)
+
+
+def test_alternatives_are_the_beams_other_captions():
+    """caption_data keeps the best caption at the top level and the rest, in order, as alternatives."""
+    grids = np.full((2, 14, 14), 1 / 196, dtype=np.float32)  # (n_words, 14, 14)
+    captions = [Caption(["a", "dog"], grids, -1.5, gates=np.array([0.25, 0.75], dtype=np.float32)),
+                Caption(["a", "cat"], grids, -2.0), Caption(["one", "dog"], grids, -2.5)]
+    data = app.caption_data(captions, Image.new("RGB", (40, 30)), "m", "hard", 3)
+    assert data["caption"] == "a dog" and data["gates"] == [0.25, 0.75] and data["attention"] == "hard"
+    assert [a["caption"] for a in data["alternatives"]] == ["a cat", "one dog"]
+    assert data["alternatives"][0]["gates"] == [None, None]  # a search that records no gate
+    assert [a["score"] for a in data["alternatives"]] == [-2.0, -2.5]
 
 
 def test_beam_size_is_an_optional_input(served):
     captioner, client, _ = served
-    text = client.predict(handle_file(str(EXAMPLE)), 1, api_name="/caption")[0]
+    text, data = client.predict(handle_file(str(EXAMPLE)), 1, api_name="/caption")
     assert text == captioner.caption(load_image(EXAMPLE), beam_size=1)[0].text
+    assert data["beam"] == 1 and data["alternatives"] == []  # greedy: one caption
 
 
 def test_step_renders_each_word_without_running_the_model(served):
@@ -122,25 +169,26 @@ def test_handlers_run_without_a_server(tmp_path):
     beams = []
 
     class FakeCaptioner:  # records the beam size; a fixed 2-word caption with peaked attention
-        def caption(self, image, beam_size):
+        config = SimpleNamespace(attention="soft")
+
+        def caption_alternatives(self, image, beam_size):
             beams.append(beam_size)
             alphas = np.zeros((2, 14, 14), dtype=np.float32)  # (n_words, 14, 14)
             alphas[0, 0, 0] = alphas[1, 13, 13] = 1.0
-            return [Caption(words=["a", "cat"], alphas=alphas, score=0.0)]
+            return [[Caption(words=["a", "cat"], alphas=alphas, score=0.0)]]
 
-    text, chips, heatmap, gallery, data = app.caption_image(FakeCaptioner(), 4, str(EXAMPLE))
+    text, data = app.caption_image(FakeCaptioner(), 4, str(EXAMPLE))
     app.caption_image(FakeCaptioner(), 4, str(EXAMPLE), 2.0)
     assert beams == [4, 2] and text == "a cat" and data["words"] == ["a", "cat"]
-    assert chips == [("a", app.CURRENT), ("cat", app.OTHER)] and len(gallery) == 2
-    assert Image.open(heatmap).size == load_image(EXAMPLE).size
-    assert app.fit_slider(data)["maximum"] == 1 and app.fit_slider(None)["maximum"] == 1
+    assert data["gates"] == [None, None] and data["alternatives"] == []  # no gates recorded, one caption
+    assert app.decode_image(data["image"]).size == load_image(EXAMPLE).size
     first, _ = app.step(0, data)
     second, second_chips = app.step(1, data)
     assert first != second and second_chips[1] == ("cat", app.CURRENT)  # another word, another cached heatmap
-    *_, index = app.select_word(data, SimpleNamespace(index=1))
-    assert index == 1
     with pytest.raises(gr.Error, match="Please upload an image first"):
         app.caption_image(FakeCaptioner(), 3, None)
+    with pytest.raises(gr.Error, match="Unknown model 'other': this demo serves model"):
+        app.caption_image(FakeCaptioner(), 3, str(EXAMPLE), model="other")
 
 
 def test_missing_model_dir_is_a_clear_error(tmp_path, capsys):
@@ -155,7 +203,9 @@ def test_command_line_defaults_and_auth(monkeypatch):
     args = app.parse_args([])
     assert (args.host, args.port, args.beam_size, args.max_file_size, args.concurrency) == (
         "127.0.0.1", 7860, 3, "10mb", 2)
-    assert Path(args.model) == app.DEFAULT_MODEL and not args.share and args.auth is None
+    assert args.model is None and not args.share and args.auth is None
+    assert app.model_dirs(None)[0][0] == app.DEFAULT_MODEL  # then assets/model_hard, once it is there
+    assert app.parse_args(["--model", "a", "--model", "b"]).model == ["a", "b"]
     assert app.parse_args(["--auth", "me:pa:ss"]).auth == ("me", "pa:ss")
     with pytest.raises(SystemExit):
         app.parse_args(["--auth", "nopassword"])
@@ -219,3 +269,85 @@ def test_readme_front_matter():
     assert fields.get("sdk") == "gradio"
     assert fields.get("app_file") == "app.py"
     assert fields.get("title")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# several models (issue 15): a soft and a hard one, picked by name on the page and in the API
+
+
+@pytest.fixture(scope="module")
+def two_models(tiny_model_dir, tmp_path_factory, launch_demo):
+    """(soft, hard, client): a demo serving the tiny soft model and a hard-attention variant of it."""
+    soft = Captioner.load(tiny_model_dir)
+    hard = Captioner.load(make_hard_model(tiny_model_dir, tmp_path_factory.mktemp("tiny-hard") / "tiny_hard"))
+    demo = app.build_demo({"tiny": soft, "tiny_hard": hard}, examples=[], cache_examples=False)
+    demo.queue(max_size=8)
+    url = launch_demo(demo)
+    try:
+        yield soft, hard, Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    finally:
+        demo.close()
+
+
+def test_caption_picks_the_model_by_name(two_models):
+    soft, hard, client = two_models
+    image = load_image(EXAMPLE)
+    soft_text, hard_text = soft.caption(image, beam_size=3)[0].text, hard.caption(image, beam_size=3)[0].text
+    assert soft_text != hard_text  # the test can tell the models apart
+    default_text, default_data = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")  # the first
+    assert (default_text, default_data["model"], default_data["attention"]) == (soft_text, "tiny", "soft")
+    text, data = client.predict(handle_file(str(EXAMPLE)), 3, "tiny_hard", api_name="/caption")
+    assert (text, data["model"], data["attention"]) == (hard_text, "tiny_hard", "hard")
+    assert client.predict(handle_file(str(EXAMPLE)), 3, "tiny", api_name="/caption")[0] == soft_text
+    with pytest.raises(AppError, match="'nope' .* is not in the list of choices: \\['tiny', 'tiny_hard'\\]"):  # gradio
+        client.predict(handle_file(str(EXAMPLE)), 3, "nope", api_name="/caption")
+
+
+def test_the_page_offers_each_model_by_its_directory_name(two_models, tiny_model_dir):
+    choice = next(c for c in app.build_demo({"model": two_models[0], "model_hard": two_models[1]}, examples=[],
+                                            cache_examples=False).get_config_file()["components"]
+                  if c["props"].get("elem_id") == "model-choice")
+    assert [c[0] for c in choice["props"]["choices"]] == ["model", "model_hard"] and choice["props"]["visible"]
+    assert app.model_names([Path("assets/model"), Path("assets/model_hard")]) == ["model", "model_hard"]
+    assert app.model_names([Path("runs/a/best"), Path("runs/b/best")]) == ["runs/a/best", "runs/b/best"]
+
+
+def test_a_hard_models_step_heatmap_is_its_chosen_cell(two_models):
+    _, _, client = two_models
+    text, data = client.predict(handle_file(str(EXAMPLE)), 3, "tiny_hard", api_name="/caption")
+    heatmap, _ = client.predict(0, data, api_name="/step")
+    shown = np.asarray(app.decode_image(data["image"])).astype(int)  # (H, W, 3)
+    changed = np.abs(np.asarray(Image.open(heatmap)).astype(int) - shown).max(axis=2) > 40  # (H, W) JPEG noise aside
+    rows, cols = np.nonzero(changed)
+    row, col = np.unravel_index(int(np.argmax(data["alphas"][0])), (14, 14))
+    height, width = changed.shape
+    assert rows.min() >= row * height / 14 - 2 and rows.max() <= (row + 1) * height / 14 + 2  # one crisp cell
+    assert cols.min() >= col * width / 14 - 2 and cols.max() <= (col + 1) * width / 14 + 2
+
+
+def test_serving_the_default_models(tiny_model_dir, monkeypatch, capsys, local_port, tmp_path):
+    """No --model: assets/model, plus assets/model_hard when it is there; without it, one line says so."""
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "examples"))
+    monkeypatch.setattr(app, "DEFAULT_MODEL", tiny_model_dir)
+    monkeypatch.setattr(app, "DEFAULT_HARD_MODEL", tmp_path / "model_hard")
+    served = []
+
+    def on_serve(demo):
+        served.append(Client(demo.local_url, verbose=False).view_api(return_format="dict", print_info=False))
+
+    monkeypatch.setattr(gr.Blocks, "block_thread", on_serve)
+    assert app.main(["--port", str(local_port), "--cache-examples", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "note: assets/model_hard (the hard-attention model) is not there: serving assets/model only" in out
+    make_hard_model(tiny_model_dir, tmp_path / "model_hard")
+    assert app.model_dirs(None) == ([tiny_model_dir, tmp_path / "model_hard"], None)
+    assert app.main(["--port", str(local_port), "--cache-examples", "off"]) == 0
+    assert "not there" not in capsys.readouterr().out
+    model_parameter = [p for p in served[-1]["named_endpoints"]["/caption"]["parameters"] if p["label"] == "Model"]
+    assert model_parameter and model_parameter[0]["parameter_default"] == tiny_model_dir.name
+
+
+def test_a_missing_model_given_twice_is_still_one_line(tiny_model_dir, tmp_path, capsys):
+    assert app.main(["--model", str(tiny_model_dir), "--model", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot load the model from {tmp_path / 'nowhere'}") and "\n" not in err

@@ -55,7 +55,7 @@ def server(captioner, tmp_path_factory, launch_demo):
 
 
 def caption(client: Client, path: Path, beam: int = 1) -> tuple:
-    """(text, chips, heatmap path, gallery, data) from /caption."""
+    """(text, per-word data) from /caption."""
     return client.predict(handle_file(str(path)), beam, api_name="/caption")
 
 
@@ -238,6 +238,7 @@ def test_tampered_step_data_is_a_friendly_error(server):
         {**data, "alphas": [[1.0, 2.0, 3.0]] * len(data["words"])},  # 1-D grids
         {**data, "alphas": []},
         {**data, "words": data["words"], "image": 42},
+        {**data, "attention": "sideways"},  # neither soft nor hard
     ]
     for bad in tampered:
         with pytest.raises(AppError, match="word data is damaged or incomplete"):
@@ -252,10 +253,10 @@ def test_tampered_step_data_is_a_friendly_error(server):
 
 def test_one_pixel_image_is_captioned(server, captioner, tmp_path):
     path = save(Image.new("RGB", (1, 1), (200, 120, 40)), tmp_path / "dot.png", "PNG")
-    text, chips, heatmap, gallery, data = caption(server.client, path)
+    text, data = caption(server.client, path)
     assert text and text == captioner.caption(Image.new("RGB", (1, 1), (200, 120, 40)), beam_size=1)[0].text
-    assert Image.open(heatmap).size == (1, 1) and shown(data).shape == (1, 1, 3)
-    assert len(gallery) == len(data["words"]) == len(chips)
+    assert shown(data).shape == (1, 1, 3) and len(data["alphas"]) == len(data["words"])
+    assert Image.open(server.client.predict(0, data, api_name="/step")[0]).size == (1, 1)
 
 
 @pytest.mark.parametrize("name", MODES)
@@ -277,10 +278,10 @@ def test_preprocessing_matches_the_same_picture_in_rgb(name, tmp_path):
 def test_image_modes_are_captioned_like_rgb(server, captioner, name, tmp_path):
     image, fmt, reference = mode_case(name)
     path = save(image, tmp_path / f"picture.{fmt.lower()}", fmt)
-    text, _, heatmap, _, data = caption(server.client, path)
+    text, data = caption(server.client, path)
     assert text and text == captioner.caption(reference, beam_size=1)[0].text
-    assert Image.open(heatmap).size == reference.size
-    assert np.abs(shown(data) - np.asarray(reference).astype(int)).mean() < 6  # display copy (JPEG q90 in the JSON)
+    assert shown(data).shape[:2] == (reference.height, reference.width)
+    assert np.abs(shown(data) - np.asarray(reference).astype(int)).mean() < 6  # display copy (JPEG q80 in the JSON)
 
 
 @pytest.mark.parametrize("orientation, stored_as", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)])
@@ -292,9 +293,9 @@ def test_exif_rotated_photo_is_captioned_and_shown_upright(server, orientation, 
     upright.transpose(stored_as).save(path, quality=95, exif=exif.tobytes())
     with Image.open(path) as raw:
         assert raw.size == (80, 120)  # stored portrait
-    text, _, heatmap, _, data = caption(server.client, path)
+    text, data = caption(server.client, path)
     image = shown(data)  # (H, W, 3)
-    assert text and image.shape == (80, 120, 3) and Image.open(heatmap).size == (120, 80)
+    assert text and image.shape == (80, 120, 3)
     top, bottom = image[10:35].reshape(-1, 3).mean(axis=0), image[45:70].reshape(-1, 3).mean(axis=0)
     assert top[0] > top[2] + 80 and bottom[2] > bottom[0] + 80  # red stays on top: shown upright
 
@@ -305,7 +306,7 @@ def test_animated_gif_uses_the_first_frame(server, captioner, tmp_path):
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
     with Image.open(path) as gif:
         assert gif.n_frames == 3
-    text, _, _, _, data = caption(server.client, path)
+    text, data = caption(server.client, path)
     assert text == captioner.caption(frames[0], beam_size=1)[0].text
     red, green, blue = shown(data).reshape(-1, 3).mean(axis=0)
     assert red > 180 and green < 60 and blue < 60
@@ -321,12 +322,14 @@ def test_concurrent_clients_get_identical_captions_and_memory_stays_bounded(serv
     before = vm_rss_mb()
 
     def one_client(i: int) -> list[str]:
-        """5 captions; each answer's heatmap is fetched while other clients render the very same file."""
+        """5 captions, each stepped to its first word: /step's heatmap is fetched while other clients render the
+        very same file."""
         client = Client(server.url, verbose=False, download_files=False)  # files come back as URLs
         texts = []
         try:
             for _ in range(5):
-                text, _, heatmap, _, _ = caption(client, GOOD)
+                text, data = caption(client, GOOD)
+                heatmap, _ = client.predict(0, data, api_name="/step")
                 response = httpx.get(heatmap["url"], timeout=30)
                 response.raise_for_status()
                 assert Image.open(io.BytesIO(response.content)).size == size  # complete, not cut by a rewrite
@@ -348,9 +351,10 @@ def test_a_full_queue_refuses_fast_with_a_clear_message(captioner, tmp_path, lau
 
     def slow_caption(*args, **kwargs):
         time.sleep(delay)
-        return captioner.caption(*args, **kwargs)
+        return captioner.caption_alternatives(*args, **kwargs)
 
-    demo = app.build_demo(SimpleNamespace(caption=slow_caption), concurrency=1, examples=[], cache_examples=False)
+    slow = SimpleNamespace(caption_alternatives=slow_caption, config=captioner.config)
+    demo = app.build_demo(slow, concurrency=1, examples=[], cache_examples=False)
     demo.queue(max_size=1)
     url = launch_demo(demo)
     clients = []

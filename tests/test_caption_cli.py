@@ -13,7 +13,7 @@ from captioning.model import Captioner
 from captioning.preprocess import load_image
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
-CAT, COFFEE = str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "coffee.jpg")
+CAT, DOGS = str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "dogs.jpg")
 
 
 
@@ -23,23 +23,23 @@ def model_dir(tiny_model_dir) -> str:
 
 
 def test_prints_path_and_caption_per_image(model_dir, capsys):
-    assert main([CAT, COFFEE, "--model", model_dir, "--beam-size", "2"]) == 0
+    assert main([CAT, DOGS, "--model", model_dir, "--beam-size", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     expected = Captioner.load(model_dir).caption(load_image(CAT), beam_size=2)[0].text
     assert lines[0] == f"{CAT}: {expected}" and expected
-    assert len(lines) == 2 and lines[1].startswith(f"{COFFEE}: ")
+    assert len(lines) == 2 and lines[1].startswith(f"{DOGS}: ")
 
 
 def test_json_lines_and_attention_figures(model_dir, capsys, tmp_path):
-    assert main([CAT, COFFEE, "--model", model_dir, "--json", "--out-dir", str(tmp_path / "figs")]) == 0
+    assert main([CAT, DOGS, "--model", model_dir, "--json", "--out-dir", str(tmp_path / "figs")]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["image"] for r in records] == [CAT, COFFEE]
+    assert [r["image"] for r in records] == [CAT, DOGS]
     for record in records:
         assert set(record) == {"image", "caption", "words", "alphas_shape", "score"}
         assert record["caption"] == " ".join(record["words"]) and record["words"]
         assert record["alphas_shape"] == [len(record["words"]), 14, 14]
         assert isinstance(record["score"], float)
-    for stem in ("cat", "coffee"):
+    for stem in ("cat", "dogs"):
         with Image.open(tmp_path / "figs" / f"{stem}_attention.png") as figure:
             assert figure.format == "PNG" and figure.width > 300 and figure.height > 200
 

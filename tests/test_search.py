@@ -12,11 +12,12 @@ from PIL import Image
 
 from captioning.decoder import Decoder
 from captioning.model import Caption, Captioner
-from captioning.search import beam_search, decode, greedy_search
+from captioning.search import beam_search, decode, decode_alternatives, greedy_search
 from captioning.vocab import SpecialIds, build_word_map, special_ids
 
 V, C, START, END = 20, 24, 17, 18  # 0 is <pad>, 1..16 words, 19 <unk>
 SEEDS = range(6)
+WORD_MAP = {"<start>": START, "<end>": END}  # what decode reads from a word map (no <unk>: nothing banned)
 
 
 def make_decoder(seed: int, end_bias: float = 0.5) -> Decoder:
@@ -173,3 +174,50 @@ def test_special_ids_come_from_the_word_map():
     assert ids == SpecialIds(start=word_map["<start>"], end=word_map["<end>"], pad=0, unk=word_map["<unk>"])
     assert len({ids.start, ids.end, ids.pad, ids.unk}) == 4
     assert special_ids({"<start>": START, "<end>": END}) == SpecialIds(START, END, pad=0, unk=None)
+
+
+def gate_of_each_word(decoder: Decoder, feats: torch.Tensor, tokens: list[int]) -> list[float]:
+    """The mean context gate beta the decoder used for each word of `tokens`, by stepping it."""
+    state, gates = decoder.start(feats[None]), []
+    with torch.no_grad():
+        for word in [START, *tokens[:-1]]:
+            _, _, state = decoder.step(torch.tensor([word]), state)
+            gates.append(float(state.gate[0]))
+    return gates
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_each_word_carries_the_gate_its_step_used(beam_size):
+    decoder, feats = make_decoder(2), features(3, 2)
+    for b, hyp in enumerate(decode(decoder, feats, WORD_MAP, beam_size=beam_size, max_len=12)):
+        assert hyp.gates.shape == (len(hyp.tokens),)
+        assert ((hyp.gates > 0) & (hyp.gates < 1)).all()  # a mean of sigmoids
+        np.testing.assert_allclose(hyp.gates.numpy(), gate_of_each_word(decoder, feats[b], hyp.tokens), atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_alternatives_are_the_beams_finished_captions_best_first(seed):
+    decoder, feats = make_decoder(seed), features(3, seed)
+    best = decode(decoder, feats, WORD_MAP, beam_size=4, max_len=20)
+    pools = decode_alternatives(decoder, feats, WORD_MAP, beam_size=4, max_len=20)
+    assert len(pools) == 3
+    for b, (one, pool) in enumerate(zip(best, pools, strict=True)):
+        assert 1 <= len(pool) <= 4 and pool[0].tokens == one.tokens and pool[0].score == one.score
+        assert [h.score for h in pool] == sorted((h.score for h in pool), reverse=True)
+        assert len({tuple(h.tokens) for h in pool}) == len(pool)  # different captions
+        for hyp in pool:  # each one's score is its real log-probability, its alphas and gates its own
+            assert hyp.score == pytest.approx(log_probability(decoder, feats[b], hyp.tokens, hyp.complete), abs=1e-4)
+            assert hyp.alphas.shape == (len(hyp.tokens), 196) and hyp.gates.shape == (len(hyp.tokens),)
+    assert [[h.tokens for h in p] for p in decode_alternatives(decoder, feats, WORD_MAP, beam_size=1)] == \
+        [[h.tokens] for h in decode(decoder, feats, WORD_MAP, beam_size=1)]
+
+
+def test_captioner_alternatives_start_with_its_caption(tiny_config, word_map):
+    torch.manual_seed(0)
+    model = Captioner(tiny_config, word_map).eval()
+    image = Image.new("RGB", (80, 60), (200, 40, 40))
+    best = model.caption(image, beam_size=3)[0]
+    alternatives = model.caption_alternatives([image], beam_size=3)[0]
+    assert isinstance(alternatives[0], Caption) and alternatives[0].text == best.text
+    np.testing.assert_allclose(alternatives[0].gates, best.gates)
+    assert best.gates.shape == (len(best.words),)

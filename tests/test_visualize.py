@@ -11,10 +11,13 @@ from captioning.model import Caption
 from captioning.visualize import (
     attention_figure,
     attention_heatmap,
+    attention_overlay,
     colormap_lut,
     display_image,
+    hard_heatmap,
     overlay,
     render_word_overlays,
+    word_heatmap,
 )
 
 
@@ -81,7 +84,8 @@ def test_render_word_overlays_one_per_word_at_display_size():
     overlays = render_word_overlays(Image.new("RGB", (1024, 768), "white"), caption, max_side=512)
     assert [o.size for o in overlays] == [(512, 384), (512, 384)]
     first, second = (np.asarray(o).astype(int) for o in overlays)  # (H, W, 3)
-    assert first[5, 5, 0] > first[5, 5, 2] and second[5, 5, 2] > second[5, 5, 0]  # hot / cold top-left corner
+    assert np.abs(first[5, 5] - 255).max() > 60  # the attended corner is tinted ...
+    assert np.abs(second[5, 5] - 255).max() <= 2  # ... and where the model did not look, the photo is left as is
 
 
 def test_attention_figure_has_the_image_and_one_titled_panel_per_word():
@@ -91,3 +95,21 @@ def test_attention_figure_has_the_image_and_one_titled_panel_per_word():
     titles = [axis.get_title() for axis in figure.axes]
     assert titles == ["(image)", "a", "cat", "on", "a", "mat", "today"]
     figure.canvas.draw()  # renders headless (Agg)
+
+
+def test_attention_overlay_opacity_follows_attention():
+    image = Image.new("RGB", (20, 10), (40, 120, 200))
+    heat = np.zeros((10, 20), dtype=np.float32)  # (H, W)
+    heat[:, 10:] = 1.0
+    out = np.asarray(attention_overlay(image, heat, max_opacity=0.8)).astype(int)  # (H, W, 3)
+    assert (out[:, :10] == (40, 120, 200)).all()  # no attention: untinted
+    top = colormap_lut("inferno")[255].astype(int)
+    np.testing.assert_allclose(out[0, 15], 0.2 * np.array([40, 120, 200]) + 0.8 * top, atol=1)
+
+
+def test_hard_heatmap_is_the_chosen_cell_as_a_crisp_rectangle():
+    heat = hard_heatmap(peaked(3, 10), (140, 70))  # (70, 140): cells of 10 x 5 pixels
+    assert set(np.unique(heat)) == {0.0, 1.0}
+    rows, cols = np.nonzero(heat)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (15, 19, 100, 109)
+    np.testing.assert_array_equal(word_heatmap(peaked(3, 10), (140, 70), "hard"), heat)

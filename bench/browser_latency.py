@@ -1,0 +1,237 @@
+"""Demo latency as a visitor sees it, in headless Chromium: Caption click -> caption and first heatmap on screen, and
+word click -> that word's heatmap on screen; medians (and p90) for a 1024x768 JPEG and the shipped model.
+
+    python -m bench.browser_latency                           # serves assets/model in-process
+    python -m bench.browser_latency --url http://127.0.0.1:7860/
+    python -m bench.browser_latency --rounds 10 --clicks 30
+    python -m bench.browser_latency --instant                 # the model answers at once: page + server + Gradio
+
+Times are taken inside the page (performance.now()): from the click to the first frame painted after the caption
+text and the heatmap (an <img> that finished loading, or a <canvas> the page drew) show the new result. Works
+with both the server-rendered page (heatmap <img>, before issue 16) and the page that draws heatmaps itself.
+Targets (issue 16, 2-core CPU, shipped model): Caption <= 200 ms, word click <= 30 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+# In-page helpers: the heatmap's current identity, and "click, then wait until cond holds and a frame is painted".
+PAGE_JS = """() => {
+  window.benchHeatmap = () => {
+    const canvas = document.querySelector('#heatmap canvas');
+    if (canvas) return {kind: 'canvas', key: canvas.dataset.version || '', word: canvas.dataset.word ?? ''};
+    const img = document.querySelector('#heatmap img');
+    return {kind: 'img', key: img && img.complete && img.naturalWidth > 0 ? img.src : '', word: ''};
+  };
+  window.benchCaption = () => document.querySelector('#caption-text textarea')?.value || '';
+  window.benchWords = () => [...document.querySelectorAll('#words [role=button], #words .token')];
+  window.benchTime = (click, cond) => new Promise(resolve => {
+    const t0 = performance.now();
+    click();
+    const poll = () => cond() ? requestAnimationFrame(() => setTimeout(() => resolve(performance.now() - t0), 0))
+                              : setTimeout(poll, 0);
+    poll();
+  });
+}"""
+
+CAPTION_JS = """([before, text]) => window.benchTime(() => document.querySelector('#caption-button').click(), () => {
+  const h = window.benchHeatmap();
+  return window.benchCaption() === text && h.key && h.key !== before && (h.kind === 'img' || h.word === '0');
+})"""
+
+WORD_JS = """([i, before]) => window.benchTime(() => window.benchWords()[i].click(), () => {
+  const h = window.benchHeatmap();
+  return h.key && h.key !== before && (h.kind === 'img' || h.word === String(i));
+})"""
+
+
+def test_photos(directory: Path) -> list[Path]:
+    """Two different 1024x768 JPEGs (scikit-image's coffee and astronaut, quality 90): alternating them makes every
+    Caption click produce a new result."""
+    from skimage import data
+
+    paths = []
+    for name, pixels in (("coffee", data.coffee()), ("astronaut", data.astronaut())):
+        path = directory / f"{name}_1024x768.jpg"
+        Image.fromarray(pixels).convert("RGB").resize((1024, 768), Image.BICUBIC).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def summary(ms: list[float]) -> str:
+    ordered = sorted(ms)
+    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+    return f"median {statistics.median(ordered):6.1f} ms   p90 {p90:6.1f} ms   (n={len(ordered)})"
+
+
+def upload(page, photo: Path) -> None:
+    """Put `photo` in the photo input and wait until the page shows it (the upload is done)."""
+    page.locator("#image-input input[type=file]").set_input_files(str(photo))
+    page.wait_for_function("name => (document.querySelector('#image-input img')?.src || '').includes(name)",
+                           arg=photo.stem)
+    page.wait_for_timeout(1000)  # a visitor takes a moment between choosing a photo and pressing Caption
+
+
+def measure(url: str, photos: list[Path], rounds: int, clicks: int, log: list[float], handler_log: list[float]):
+    """(caption ms, model ms and handler ms of each of those captions, word-click ms, page kind), in one headless
+    Chromium page; log / handler_log collect the server's model / handler times (empty for a --url server)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.wait_for_selector("#image-input input[type=file]", state="attached")
+        page.evaluate(PAGE_JS)
+        expected, caption_ms, model_ms, handler_ms, word_ms = {}, [], [], [], []
+        for r in range(rounds + 2):  # two warm-up rounds learn each photo's caption
+            photo = photos[r % len(photos)]
+            upload(page, photo)
+            before = page.evaluate("() => window.benchHeatmap().key")
+            if photo not in expected:
+                page.click("#caption-button")
+                page.wait_for_function("b => { const h = window.benchHeatmap(); return h.key && h.key !== b; }",
+                                       arg=before)
+                page.wait_for_timeout(500)
+                expected[photo] = page.evaluate("() => window.benchCaption()")
+                continue
+            calls, handled = len(log), len(handler_log)
+            caption_ms.append(page.evaluate(CAPTION_JS, [before, expected[photo]]))
+            model_ms.extend(log[calls:][:1])
+            handler_ms.extend(handler_log[handled:][:1])
+        n_words = page.evaluate("() => window.benchWords().length")
+        kind = page.evaluate("() => window.benchHeatmap().kind")
+        for c in range(clicks):
+            i = (c + 1) % n_words
+            before = page.evaluate("() => window.benchHeatmap().key")
+            word_ms.append(page.evaluate(WORD_JS, [i, before]))
+            page.wait_for_timeout(150)  # a visitor's pace: each click is measured on an idle page
+        browser.close()
+    return caption_ms, model_ms, handler_ms, word_ms, f"{kind} heatmap, {n_words} words"
+
+
+def timed(method, log: list[float], depth: list[int] | None = None):
+    """method, with the wall time of every outermost call appended to log (ms)."""
+    depth = [0] if depth is None else depth
+
+    def run(*args, **kwargs):
+        depth[0] += 1
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+            if depth[0] == 0:
+                log.append((time.perf_counter() - start) * 1000)
+    return run
+
+
+def timed_model(captioner, log: list[float]):
+    """Record the wall time of every model call the app makes (caption, or caption_alternatives where it exists)
+    in `log`, in ms: a busy machine's model time varies call by call, so each request's page overhead is its
+    total minus its own model time."""
+    depth = [0]
+    for name in ("caption", "caption_alternatives"):
+        if hasattr(captioner, name):
+            setattr(captioner, name, timed(getattr(captioner, name), log, depth))
+
+
+class Instant:
+    """A captioner that answers the bench's photos at once with the captions the real model gave them (computed
+    beforehand): what is left of a Caption click is the page, the server and Gradio. Serves both app versions
+    (caption before issue 16, caption_alternatives after)."""
+
+    def __init__(self, captioner, photos: list[Path], beam: int = 3):
+        from captioning.preprocess import load_image
+
+        self.config, self.answers = captioner.config, {}
+        for photo in photos:
+            image = load_image(photo)
+            pool = (captioner.caption_alternatives(image, beam_size=beam) if hasattr(captioner, "caption_alternatives")
+                    else [captioner.caption(image, beam_size=beam)])[0]
+            self.answers[self.key(image)] = pool
+
+    @staticmethod
+    def key(image) -> tuple:
+        return image.size, image.getpixel((10, 10))
+
+    def caption_alternatives(self, image, beam_size: int = 3):
+        return [self.answers[self.key(image)]]
+
+    def caption(self, image, beam_size: int = 3):
+        return [self.answers[self.key(image)][0]]
+
+
+def serve(model: str, log: list[float], handler_log: list[float], instant_photos: list[Path] | None = None):
+    """The demo with `model` on a free local port, examples off, model calls timed into log and the whole
+    /caption handler (app.caption_image) into handler_log; with instant_photos, an Instant captioner: (demo, url)."""
+    import app
+    from captioning.model import Captioner
+
+    captioner = Captioner.load(model)
+    if instant_photos:
+        captioner = Instant(captioner, instant_photos)
+    timed_model(captioner, log)
+    app.caption_image = timed(app.caption_image, handler_log)  # build_demo binds it from the module
+    demo = app.build_demo(captioner, cache_examples=False)
+    demo.queue(max_size=64)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    return demo, url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a running demo; default: serve --model in-process")
+    parser.add_argument("--model", default="assets/model")
+    parser.add_argument("--rounds", type=int, default=10, help="measured Caption clicks (default: %(default)s)")
+    parser.add_argument("--clicks", type=int, default=30, help="measured word clicks (default: %(default)s)")
+    parser.add_argument("--instant", action="store_true",
+                        help="answer with captions computed beforehand: times the page, server and Gradio alone")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for the in-process server, 0 = torch's default (default: %(default)s)")
+    args = parser.parse_args()
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    photos = test_photos(Path(tempfile.mkdtemp(prefix="browser-latency-")))
+    demo, url, log, handler_log = None, args.url, [], []
+    if not url:
+        demo, url = serve(args.model, log, handler_log, photos if args.instant else None)
+    try:
+        caption_ms, model_ms, handler_ms, word_ms, kind = measure(url, photos, args.rounds, args.clicks, log,
+                                                                 handler_log)
+    finally:
+        if demo is not None:
+            demo.close()
+    print(f"page: {kind}; photo 1024x768 JPEG, beam 3 (the page's default)"
+          f"{'; instant model (captions computed beforehand)' if args.instant else ''}")
+    print(f"Caption click -> caption + first heatmap painted   {summary(caption_ms)}")
+    if len(model_ms) == len(caption_ms):
+        overhead = [total - model for total, model in zip(caption_ms, model_ms)]
+        print(f"  of which the model (timed in the server)         {summary(model_ms)}")
+        print(f"  the rest (page, server, transfers) per click     {summary(overhead)}")
+    if len(handler_ms) == len(caption_ms):
+        server = [handler - model for handler, model in zip(handler_ms, model_ms)]
+        outside = [total - handler for total, handler in zip(caption_ms, handler_ms)]
+        print(f"    handler outside the model (decode, JSON data)  {summary(server)}")
+        print(f"    outside the handler (queue, transfer, page)    {summary(outside)}")
+    print(f"word click    -> its heatmap painted               {summary(word_ms)}")
+
+
+if __name__ == "__main__":
+    main()
