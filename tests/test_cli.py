@@ -52,12 +52,17 @@ def test_flags_shared_between_tools_have_one_definition():
             "input_size", "encoder_bf16", "split", "model", "beam_size", "karpathy_json", "image_dir"} <= shared
 
 
-def test_the_app_takes_its_model_flag_from_the_same_definition():
+def test_the_app_takes_its_model_flag_like_the_other_tools():
+    """The app's --model is the shared flag made repeatable (it can serve several models, issue 15): the same
+    option and description, several values, and the shipped models as the default."""
+    import argparse
+
     import app
 
-    definition = [(a.option_strings, a.default, a.help, a.type) for a in (options(app.build_parser())["model"],
-                                                                            options(caption.build_parser())["model"])]
-    assert definition[0] == definition[1]
+    served, shared = options(app.build_parser())["model"], options(caption.build_parser())["model"]
+    assert served.option_strings == shared.option_strings and isinstance(served, argparse._AppendAction)
+    assert served.help.startswith(shared.help.split(";")[0]) and "assets/model" in served.help
+    assert app.parse_args(["--model", "a", "--model", "b"]).model == ["a", "b"]
 
 
 def test_every_help_line_says_what_and_its_default():
