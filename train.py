@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         from captioning.precision import emulated_bf16_warning
 
         if warning := emulated_bf16_warning("--bf16", "--no-bf16 (fp32)"):
-            print(warning, file=sys.stderr)
+            print(warning)  # stdout: stderr is kept for the one-line errors
     if not config.data_name:
         print("error: --data-name is required (the base name printed by prepare_data.py)", file=sys.stderr)
         return 2

@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = cli.encoder_spec(args)
         if spec.bf16 and (warning := emulated_bf16_warning("the encoder's bf16 autocast", "--no-encoder-bf16 (fp32 "
                                                          "features; models trained on them say encoder bf16 false)")):
-            print(warning, file=sys.stderr)
+            print(warning)  # stdout: stderr is kept for the one-line errors
         if args.karpathy_json:
             raw = read_raw_split(args.karpathy_json, args.image_dir, split)
             names, image_size = raw.names, args.image_size
