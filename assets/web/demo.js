@@ -259,11 +259,7 @@
       return;
     }
     S.view.words.forEach((word, i) => {
-      const chip = document.createElement('button');
-      chip.type = 'button';
-      chip.className = 'sat-word';
-      chip.setAttribute('role', 'button');
-      chip.dataset.index = String(i);
+      const chip = indexButton('sat-word', i);
       const label = document.createElement('span');
       label.className = 'sat-word-text';
       label.textContent = word;
@@ -349,6 +345,16 @@
     });
   }
 
+  /** A role=button element for word i (chip or gallery tile): click and keyboard find it by data-index. */
+  function indexButton(className, i) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = className;
+    button.setAttribute('role', 'button');
+    button.dataset.index = String(i);
+    return button;
+  }
+
   function drawGallery() {
     if (!S.gallery || !S.view || !S.photo) return;
     const box = S.gallery.querySelector('#gallery');
@@ -356,11 +362,7 @@
     const width = Math.min(TILE_WIDTH, S.photo.naturalWidth);
     const height = Math.max(1, Math.round(width * S.photo.naturalHeight / S.photo.naturalWidth));
     S.view.words.forEach((word, i) => {
-      const tile = document.createElement('button');
-      tile.type = 'button';
-      tile.className = 'sat-tile';
-      tile.setAttribute('role', 'button');
-      tile.dataset.index = String(i);
+      const tile = indexButton('sat-tile', i);
       const canvas = document.createElement('canvas');
       drawWord(canvas, S.view, i, width, height);
       const label = document.createElement('span');
