@@ -544,6 +544,8 @@ def serve(args: argparse.Namespace) -> int:
         except (CheckpointError, OSError, ImportError, ValueError, EncoderUnavailable) as error:
             print(model_error(str(directory), error), file=sys.stderr)
             return 2
+    for precision_note in sorted({model.use_fastest_encoder() for model in models.values()} - {None}):
+        print(precision_note, flush=True)  # once, however many models share it
     warning = share_warning(args.share, args.auth)
     if warning:
         print(warning, file=sys.stderr, flush=True)

@@ -53,7 +53,7 @@ def figure_path(out_dir: Path, image_path: str, taken: set[Path]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """0 if every image was captioned, 1 if some could not be read, 2 if the model could not be loaded."""
     args = parse_args(argv)
-    captioner = cli.load_captioner(args.model)
+    captioner = cli.load_captioner(args.model, fastest_encoder=True)
     if captioner is None:
         return 2
     out_dir = Path(args.out_dir) if args.out_dir else None

@@ -142,16 +142,21 @@ def model_load_error(path: str | Path, error: Exception) -> str:
     return f"error: cannot load the model from {path}: {error}"
 
 
-def load_captioner(path: str | Path):
-    """Captioner.load, or None after printing model_load_error's one line (the caller then exits with 2)."""
+def load_captioner(path: str | Path, fastest_encoder: bool = False):
+    """Captioner.load, or None after printing model_load_error's one line (the caller then exits with 2).
+
+    fastest_encoder (captioning photos, not scoring): fp32 where the saved bf16 would be emulated, with a note."""
     from captioning.checkpoint import CheckpointError
     from captioning.model import Captioner, EncoderUnavailable
 
     try:
-        return Captioner.load(path)
+        captioner = Captioner.load(path)
     except (CheckpointError, OSError, ImportError, ValueError, EncoderUnavailable) as error:
         print(model_load_error(path, error), file=sys.stderr)
         return None
+    if fastest_encoder and (note := captioner.use_fastest_encoder()):
+        print(note, file=sys.stderr)
+    return captioner
 
 
 def interrupted(message: str = "interrupted; rerun the same command to continue") -> int:

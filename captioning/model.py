@@ -15,6 +15,7 @@ from captioning.checkpoint import CheckpointError, check_state_matches, read_mod
 from captioning.config import EncoderSpec, ModelConfig
 from captioning.decoder import Decoder
 from captioning.encoder import Encoder, preprocessing_for
+from captioning.precision import inference_encoder_bf16, inference_precision_note
 from captioning.preprocess import Preprocessing, preprocess_image, to_model_input
 from captioning.search import Hypothesis, decode, decode_alternatives
 
@@ -109,6 +110,7 @@ class Captioner(nn.Module):
         self.encoder.finetune(config.encoder_finetuned)
         self.decoder = Decoder(config.vocab_size, config.encoder_dim, config.embed_dim, config.attention_dim,
                                config.decoder_dim, config.dropout, config.attention)
+        self.encoder_bf16 = config.encoder_bf16  # the autocast encode() runs under; load() may pick fp32
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """What a model directory stores: the decoder, plus encoder parts only if they were fine-tuned."""
@@ -128,6 +130,13 @@ class Captioner(nn.Module):
         model.load_checkpoint_state(state, str(directory))
         return model.to(device).eval()
 
+    def use_fastest_encoder(self) -> str | None:
+        """For captioning photos (not for scoring against cached features): run the encoder in fp32 where the saved
+        bf16 autocast would be emulated; returns the one-line note to show when that changed the precision."""
+        device = next(self.decoder.parameters()).device
+        self.encoder_bf16 = inference_encoder_bf16(self.config.encoder_bf16, device)
+        return inference_precision_note(self.config.encoder_bf16, self.encoder_bf16)
+
     def load_checkpoint_state(self, state: dict[str, torch.Tensor], where: str) -> None:
         """Load what a model directory stores, each tensor checked by name and shape against this model."""
         expected = self.checkpoint_state()
@@ -136,12 +145,12 @@ class Captioner(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, I, I) -> annotation vectors (B, 196, C), as the feature cache made them."""
-        return encode_images(self.encoder, images, self.config.encoder_bf16)  # (B, 196, C)
+        return encode_images(self.encoder, images, self.encoder_bf16)  # (B, 196, C)
 
     def features_from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels (B, 3, S, S) as stored -> annotation vectors (B, 196, C), on the model's device."""
         device = next(self.decoder.parameters()).device
-        return pixels_to_features(self.encoder, pixels.to(device), self.config.preprocessing, self.config.encoder_bf16)
+        return pixels_to_features(self.encoder, pixels.to(device), self.config.preprocessing, self.encoder_bf16)
 
     def batch_encoder(self, cached: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         """How a batch becomes features, chosen once: cached features pass through, pixels go through the encoder."""

@@ -20,3 +20,17 @@ def emulated_bf16_warning(flag: str, fp32_flag: str) -> str | None:
         return None
     return (f"warning: this CPU has no native bf16 (AVX512_BF16 / AMX), so {flag} runs emulated, about 10x slower "
             f"than fp32 here; {fp32_flag} avoids that")
+
+
+def inference_encoder_bf16(saved: bool, device: str | torch.device = "cpu") -> bool:
+    """The encoder precision to caption with: the saved bf16 autocast where it runs natively (CPUs with bf16
+    instructions; CUDA, where CPU autocast is a no-op anyway), fp32 where bf16 would be emulated (10x slower)."""
+    return saved and (torch.device(device).type != "cpu" or native_cpu_bf16())
+
+
+def inference_precision_note(saved: bool, used: bool) -> str | None:
+    """One line when captioning runs the encoder in another precision than the model's features were made in."""
+    if saved and not used:
+        return ("note: this CPU has no native bf16, so the encoder runs in fp32 (the model's features were made "
+                "under bf16 autocast; captions can differ in a few words)")
+    return None
