@@ -42,8 +42,9 @@ def tiny_config(word_map) -> ModelConfig:
 def make_tiny_model(directory: Path) -> Path:
     """Random-weights captioner saved as a model directory: fast, deterministic, garbage captions.
 
-    Offline lite0 encoder weights (bf16 like the real feature cache), a 32-d decoder whose attention is sharpened
-    so that different words' heatmaps differ visibly.
+    Offline lite0 encoder weights (fp32: bf16 autocast is emulated, 10x slower, on CPUs without bf16 instructions;
+    tests/test_precision.py covers bf16 models), a 32-d decoder whose attention is sharpened so that different
+    words' heatmaps differ visibly.
     """
     import torch  # here, not at the top: tests that never build a model need not import torch/timm
 
@@ -51,7 +52,7 @@ def make_tiny_model(directory: Path) -> Path:
 
     word_map = {"<pad>": 0, **{w: i + 1 for i, w in enumerate(DEMO_WORDS)}}
     word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
-    spec = EncoderSpec("tf_efficientnet_lite0", "lite-wheel", input_size=224, bf16=True)
+    spec = EncoderSpec("tf_efficientnet_lite0", "lite-wheel", input_size=224, bf16=False)
     torch.manual_seed(0)
     model = create_captioner(spec, word_map, image_size=256, embed_dim=32, attention_dim=32, decoder_dim=32,
                              max_caption_len=10)

@@ -11,6 +11,17 @@ from captioning import precision
 from captioning.model import Captioner
 
 
+@pytest.fixture(scope="module")
+def bf16_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model saved as made from bf16 features (as the shipped models are)."""
+    import dataclasses
+
+    captioner = Captioner.load(tiny_model_dir)
+    spec = dataclasses.replace(captioner.config.encoder, bf16=True)
+    captioner.config = dataclasses.replace(captioner.config, encoder=spec)
+    return captioner.save(tmp_path_factory.mktemp("bf16") / "model", fp16=True)
+
+
 @pytest.mark.parametrize("saved, native, device, expected", [
     (True, True, "cpu", True), (True, False, "cpu", False), (False, True, "cpu", False),
     (False, False, "cpu", False), (True, False, "cuda", True)])
@@ -20,9 +31,9 @@ def test_inference_encoder_bf16(monkeypatch, saved, native, device, expected):
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_fastest_encoder_is_fp32_only_where_bf16_is_emulated(monkeypatch, tiny_model_dir, native):
+def test_fastest_encoder_is_fp32_only_where_bf16_is_emulated(monkeypatch, bf16_model_dir, native):
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: native)
-    captioner = Captioner.load(tiny_model_dir)
+    captioner = Captioner.load(bf16_model_dir)
     assert captioner.config.encoder_bf16 and captioner.encoder_bf16  # as saved until asked
     note = captioner.use_fastest_encoder()
     assert captioner.encoder_bf16 is native and captioner.config.encoder_bf16  # the saved config is untouched
@@ -31,10 +42,10 @@ def test_fastest_encoder_is_fp32_only_where_bf16_is_emulated(monkeypatch, tiny_m
         assert "fp32" in note and "\n" not in note
 
 
-def test_fp32_encoder_really_runs_fp32(monkeypatch, tiny_model_dir):
+def test_fp32_encoder_really_runs_fp32(monkeypatch, bf16_model_dir):
     """The switch reaches the encoder: fp32 features differ from the bf16-autocast ones, and are what a plain fp32
     forward of the trunk gives."""
-    captioner = Captioner.load(tiny_model_dir)
+    captioner = Captioner.load(bf16_model_dir)
     images = torch.randn(1, 3, 64, 64)  # (1, 3, 64, 64): small, as emulated bf16 is slow
     with torch.no_grad():
         bf16 = captioner.encode(images)  # (1, 196, 1280)
@@ -48,15 +59,15 @@ def test_fp32_encoder_really_runs_fp32(monkeypatch, tiny_model_dir):
     assert torch.allclose(fp32, bf16, atol=0.1 * fp32.abs().max().item())
 
 
-def test_caption_cli_notes_the_fp32_encoder_on_stderr(monkeypatch, tiny_model_dir, tmp_path, capsys):
+def test_caption_cli_notes_the_fp32_encoder_on_stderr(monkeypatch, bf16_model_dir, tmp_path, capsys):
     from PIL import Image
 
     path = tmp_path / "photo.png"
     Image.new("RGB", (64, 48), (90, 140, 30)).save(path)
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)
-    assert caption_cli.main([str(path), "--model", str(tiny_model_dir)]) == 0
+    assert caption_cli.main([str(path), "--model", str(bf16_model_dir)]) == 0
     out, err = capsys.readouterr()
     assert out.startswith(f"{path}: ") and "encoder runs in fp32" in err
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
-    assert caption_cli.main([str(path), "--model", str(tiny_model_dir)]) == 0
+    assert caption_cli.main([str(path), "--model", str(bf16_model_dir)]) == 0
     assert "fp32" not in capsys.readouterr().err
