@@ -76,6 +76,8 @@ def main() -> None:
         url = args.url
     else:
         captioner = random_captioner(args.random_len) if args.random else Captioner.load(args.model)
+        if note := captioner.use_fastest_encoder():  # as app.py runs it
+            print(note)
         print(f"model: {'random weights, shipped shapes' if args.random else args.model} "
               f"({captioner.config.backbone}, {captioner.config.preprocessing.input_size} px, "
               f"decoder {captioner.config.decoder_dim}, vocab {captioner.config.vocab_size})")

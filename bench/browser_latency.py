@@ -182,6 +182,8 @@ def serve(model: str, log: list[float], handler_log: list[float], instant_photos
     from captioning.model import Captioner
 
     captioner = Captioner.load(model)
+    if note := captioner.use_fastest_encoder():  # as app.py runs it
+        print(note)
     if instant_photos:
         captioner = Instant(captioner, instant_photos)
     timed_model(captioner, log)

@@ -68,7 +68,9 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
                        help="square side the encoder sees, in px; default: the trunk's native size, where its own "
                             "map is 14x14 (448 for stride-32 CNNs, 224 for VGG and ViT/DeiT patch-16)")
     group.add_argument("--encoder-bf16", action=argparse.BooleanOptionalAction,
-                       help="run the encoder under CPU bf16 autocast; default: on")
+                       help="run the encoder under CPU bf16 autocast; default: the feature cache's (train.py), "
+                            "else on where the CPU runs bf16 natively (AVX512_BF16 / AMX) and off where it would be "
+                            "emulated, about 10x slower")
 
 
 def encoder_spec(args: argparse.Namespace, base=None):

@@ -18,7 +18,7 @@ from captioning.config import EncoderSpec
 from captioning.data import PreparedData
 from captioning.encoder import Encoder
 from captioning.model import pixels_to_features
-from captioning.precision import emulated_bf16_warning
+from captioning.precision import emulated_bf16_warning, native_cpu_bf16
 from captioning.preprocess import Preprocessing
 
 CACHE_FORMAT = 2  # 1: SPLIT_FEATURES.npy/.json with flat backbone/weights/bf16/grid keys (read, converted)
@@ -228,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"adopted: {path} (metadata rewritten in the current layout, features untouched)")
             return 0
         spec = cli.encoder_spec(args)
+        if args.encoder_bf16 is None:  # default: bf16 only where it is native
+            spec = spec.with_changes(bf16=native_cpu_bf16())
         if spec.bf16 and (warning := emulated_bf16_warning("the encoder's bf16 autocast", "--no-encoder-bf16 (fp32 "
                                                          "features; models trained on them say encoder bf16 false)")):
             print(warning)  # stdout: stderr is kept for the one-line errors

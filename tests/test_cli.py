@@ -9,11 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import TorchThreads
 
 import prepare_data
 import train as train_cli
 from captioning import caption, evaluate, features
 from captioning.config import EncoderSpec, ModelConfig
+from captioning.precision import native_cpu_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = {"prepare_data.py": prepare_data.build_parser, "captioning.features": features.build_parser,
@@ -132,10 +134,23 @@ def test_features_refuse_other_settings_and_say_already_complete(shapes_data, tm
     assert features.main(args) == 0
     assert "already complete (4 images): nothing to do" in capsys.readouterr().out
     before = (tmp_path / f"VAL_FEATURES_{shapes_data['data_name']}.npy").read_bytes()
-    code = features.main([*args, "--no-encoder-bf16"])
+    made = json.loads((tmp_path / f"VAL_FEATURES_{shapes_data['data_name']}.json").read_text())["encoder"]["bf16"]
+    assert made == native_cpu_bf16()  # the default: bf16 only where the CPU runs it natively
+    code = features.main([*args, "--encoder-bf16" if not made else "--no-encoder-bf16"])
     line = one_line(capsys.readouterr().err)
-    assert code == 2 and "bf16: cache True vs now False" in line and "use another --cache-dir" in line
+    assert code == 2 and f"bf16: cache {made} vs now {not made}" in line and "use another --cache-dir" in line
     assert (tmp_path / f"VAL_FEATURES_{shapes_data['data_name']}.npy").read_bytes() == before  # kept as it was
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_features_default_to_bf16_only_where_it_is_native(shapes_data, tmp_path, monkeypatch, capsys, native):
+    monkeypatch.setattr(features, "native_cpu_bf16", lambda: native)
+    args = ["--split", "VAL", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"], "--data-name",
+            shapes_data["data_name"], "--image-size", "32", "--threads", "1", *LITE0]
+    with TorchThreads():
+        assert features.main(args) == 0
+    made = json.loads((tmp_path / f"VAL_FEATURES_{shapes_data['data_name']}.json").read_text())["encoder"]
+    assert made["bf16"] is native
 
 
 def test_ctrl_c_while_caching_is_one_line_and_130(shapes_data, tmp_path, monkeypatch, capsys):

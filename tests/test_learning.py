@@ -1,15 +1,15 @@
-"""The model really learns: synthetic shapes, offline pretrained lite0 features, a small decoder, about a minute
-or two of CPU training. Validation BLEU-4 >= 0.5, and for shape words the attention argmax falls inside that
-shape's ground-truth box in >= 50% of cases.
+"""The model really learns: synthetic shapes, offline pretrained lite0 features, a small decoder, a few minutes of
+CPU training. Validation BLEU-4 >= 0.5, and for shape words the attention argmax falls inside that shape's
+ground-truth box in >= 50% of cases.
 
 Setup: 600 synthetic images (224 px) split 480 train / 120 val (the generator's 10% test part joins val, so the
 attention figure rests on ~200 shape words), encoder features cached once at a 448 px input (lite0's native
-14x14 map: 224 px gives only 7x7, too coarse for the shapes), decoder embed 64 / attention 256 / LSTM 128, no
-doubly stochastic penalty (it spreads attention), CPU bf16 autocast where the CPU has native bf16 (elsewhere it
-is emulated, 10x slower: fp32 then), 6 epochs of batch 32 on two threads, greedy validation. The cache is made two
-images per batch (on CPU 2x faster than 32: the activations stay in cache). The same for a hard-attention model (one sampled
-location per word, REINFORCE): it must learn too, and its argmax location must fall in the box more often than
-chance.
+14x14 map: 224 px gives only 7x7, too coarse for the shapes), two images per encoder batch (on CPU about twice as
+fast as 32: the activations stay in cache), decoder embed 64 / attention 64 / LSTM 128, no doubly stochastic
+penalty (it spreads attention), CPU bf16 autocast where the CPU has native bf16 (elsewhere it is emulated, 10x
+slower: fp32 then), 6 epochs of batch 32 on two threads, greedy validation. The same for a hard-attention model
+(one sampled location per word, REINFORCE): it must learn too, and its argmax location must fall in the box more
+often than chance.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TorchThreads
 
 from captioning.encoder import Encoder, preprocessing_for
 from captioning.features import cache_features, load_cached_features
@@ -58,14 +59,20 @@ def shapes(tmp_path_factory):
     encoder = Encoder(BACKBONE, "lite-wheel")  # runs channels_last itself
     prep = preprocessing_for(encoder, IMAGE_SIZE, INPUT_SIZE)
     started = time.perf_counter()
-    for split in ("TRAIN", "VAL"):
-        names = json.loads((root / "data" / f"{split}_NAMES_{summary.base_name}.json").read_text())
-        with h5py.File(root / "data" / f"{split}_IMAGES_{summary.base_name}.hdf5", "r") as h5:
-            cache_features(encoder, lambda a, b, images=h5["images"]: images[a:b], names, root / "cache", split, prep,
-                           batch_size=2, bf16=BF16, data_name=summary.base_name)
+    with TorchThreads(2):
+        cache_splits(encoder, prep, root, summary.base_name)
     cache_seconds = time.perf_counter() - started
     return {"root": root, "data_dir": root / "data", "data_name": summary.base_name, "cache_dir": root / "cache",
             "images": summary.images, "cache_seconds": cache_seconds}
+
+
+def cache_splits(encoder: Encoder, prep, root, base_name: str) -> None:
+    """TRAIN and VAL features of the prepared shapes data under root/cache."""
+    for split in ("TRAIN", "VAL"):
+        names = json.loads((root / "data" / f"{split}_NAMES_{base_name}.json").read_text())
+        with h5py.File(root / "data" / f"{split}_IMAGES_{base_name}.hdf5", "r") as h5:
+            cache_features(encoder, lambda a, b, images=h5["images"]: images[a:b], names, root / "cache", split, prep,
+                           batch_size=2, bf16=BF16, data_name=base_name)
 
 
 def attention_in_box(captions: list[Caption], objects: list[list[dict]], image_size: int) -> dict:
@@ -117,7 +124,7 @@ def train_and_decode(shapes, run_dir, **overrides) -> tuple[dict, list[Caption],
     values = dict(
         data_dir=str(shapes["data_dir"]), data_name=shapes["data_name"], output_dir=str(run_dir),
         cache_dir=str(shapes["cache_dir"]), backbone=BACKBONE, encoder_weights="lite-wheel", input_size=INPUT_SIZE,
-        encoder_bf16=BF16, embed_dim=64, attention_dim=256, decoder_dim=128, dropout=0.2, epochs=EPOCHS,
+        encoder_bf16=BF16, embed_dim=64, attention_dim=64, decoder_dim=128, dropout=0.2, epochs=EPOCHS,
         batch_size=32, decoder_lr=3e-3, attention_penalty=0.0, lr_decay_patience=1, early_stop_patience=100,
         val_beam_size=1, bf16=BF16, threads=2, seed=28, device="cpu")
     config = TrainConfig(**{**values, **overrides})
@@ -188,7 +195,7 @@ def test_one_self_critical_epoch_raises_val_cider(shapes, soft_run, tmp_path):
     config = TrainConfig(
         data_dir=str(shapes["data_dir"]), data_name=shapes["data_name"], output_dir=str(tmp_path / "scst"),
         cache_dir=str(shapes["cache_dir"]), backbone=BACKBONE, encoder_weights="lite-wheel", input_size=INPUT_SIZE,
-        encoder_bf16=BF16, embed_dim=64, attention_dim=256, decoder_dim=128, dropout=0.2, epochs=1, batch_size=16,
+        encoder_bf16=BF16, embed_dim=64, attention_dim=64, decoder_dim=128, dropout=0.2, epochs=1, batch_size=16,
         decoder_lr=5e-4, val_beam_size=1, bf16=BF16, threads=2, seed=28, device="cpu", scst=True,
         init_from=str(soft_run["run_dir"] / "last"), select_on="cider", scst_max_len=12)
     state = train(config)
