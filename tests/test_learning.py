@@ -5,9 +5,9 @@ ground-truth box in >= 50% of cases.
 Setup: 600 synthetic images (224 px) split 480 train / 120 val (the generator's 10% test part joins val, so the
 attention figure rests on ~200 shape words), encoder features cached once at a 448 px input (lite0's native
 14x14 map: 224 px gives only 7x7, too coarse for the shapes), two images per encoder batch (on CPU about twice as
-fast as 32: the activations stay in cache), decoder embed 64 / attention 64 / LSTM 128, no doubly stochastic
-penalty (it spreads attention), CPU bf16 autocast where the CPU has native bf16 (elsewhere it is emulated, 10x
-slower: fp32 then), 6 epochs of batch 32 on two threads, greedy validation. The same for a hard-attention model
+fast as 32: the activations stay in cache), decoder embed 64 / attention 64 / LSTM 128 (dropout 0 soft, 0.2
+hard), no doubly stochastic penalty (it spreads attention), CPU bf16 autocast where the CPU has native bf16 (elsewhere it is emulated, 10x
+slower: fp32 then), 6 epochs of batch 32, greedy validation. The same for a hard-attention model
 (one sampled location per word, REINFORCE): it must learn too, and its argmax location must fall in the box more
 often than chance.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -119,35 +120,47 @@ def test_attention_in_box_geometry():
     assert attention_in_box([unmatched], objects, 224)["unmatched"] == 1
 
 
-def train_and_decode(shapes, run_dir, **overrides) -> tuple[dict, list[Caption], float]:
-    """Train the small decoder on the cached shapes features; (final state, greedy val captions, seconds)."""
+def learning_config(shapes, run_dir, **overrides) -> TrainConfig:
+    """The small decoder on the cached shapes features, two threads."""
     values = dict(
         data_dir=str(shapes["data_dir"]), data_name=shapes["data_name"], output_dir=str(run_dir),
         cache_dir=str(shapes["cache_dir"]), backbone=BACKBONE, encoder_weights="lite-wheel", input_size=INPUT_SIZE,
         encoder_bf16=BF16, embed_dim=64, attention_dim=64, decoder_dim=128, dropout=0.2, epochs=EPOCHS,
         batch_size=32, decoder_lr=3e-3, attention_penalty=0.0, lr_decay_patience=1, early_stop_patience=100,
         val_beam_size=1, bf16=BF16, threads=2, seed=28, device="cpu")
-    config = TrainConfig(**{**values, **overrides})
-    started = time.perf_counter()
-    state = train(config)
-    train_seconds = time.perf_counter() - started
-    assert state["epoch"] == config.epochs
-    model = Captioner.load(run_dir / "last")
+    return TrainConfig(**{**values, **overrides})
+
+
+def val_captions(shapes, model_dir) -> list[Caption]:
+    """Greedy captions of the val images by a saved model."""
+    model = Captioner.load(model_dir)
     features, _ = load_cached_features(shapes["cache_dir"], "VAL", shapes["data_name"])
-    captions = model.caption_features(torch.from_numpy(np.asarray(features, dtype=np.float32)), beam_size=1)
-    return state, captions, train_seconds
+    return model.caption_features(torch.from_numpy(np.asarray(features, dtype=np.float32)), beam_size=1)
 
 
 @pytest.fixture(scope="module")
-def soft_run(shapes, tmp_path_factory) -> dict:
-    """The cross-entropy soft model of this module (trained once; the self-critical test starts from it)."""
-    run_dir = tmp_path_factory.mktemp("soft") / "run"
-    state, captions, train_seconds = train_and_decode(shapes, run_dir)
-    return {"run_dir": run_dir, "state": state, "captions": captions, "train_seconds": train_seconds}
+def runs(shapes, tmp_path_factory) -> dict:
+    """The module's trainings, one after the other on two threads (two processes at once on the two cores ran
+    several times slower, not faster): the soft model, one self-critical epoch from it, and the hard-attention
+    model. {"soft" | "scst" | "hard": {"run_dir", "state", "seconds"}}."""
+    root = tmp_path_factory.mktemp("runs")
+    configs = {"soft": learning_config(shapes, root / "soft", dropout=0.0),
+               "scst": learning_config(shapes, root / "scst", dropout=0.0, epochs=1, batch_size=16, decoder_lr=5e-4,
+                                       scst=True, init_from=str(root / "soft" / "last"), select_on="cider", scst_max_len=12),
+               "hard": learning_config(shapes, root / "hard", attention="hard")}
+    results = {}
+    for name, config in configs.items():
+        started = time.perf_counter()
+        state = train(config)
+        results[name] = {"run_dir": Path(config.output_dir), "state": state,
+                         "seconds": time.perf_counter() - started}
+    return results
 
 
-def test_model_learns_captions_and_where_to_look(shapes, soft_run):
-    state, captions, train_seconds = soft_run["state"], soft_run["captions"], soft_run["train_seconds"]
+def test_model_learns_captions_and_where_to_look(shapes, runs):
+    state, train_seconds = runs["soft"]["state"], runs["soft"]["seconds"]
+    assert state["epoch"] == EPOCHS
+    captions = val_captions(shapes, runs["soft"]["run_dir"] / "last")
     data_dir, base = shapes["data_dir"], shapes["data_name"]
     references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())
     objects = json.loads((data_dir / f"VAL_BOXES_{base}.json").read_text())
@@ -169,10 +182,12 @@ def test_model_learns_captions_and_where_to_look(shapes, soft_run):
     assert attention["rate"] >= 3 * attention["chance"]
 
 
-def test_hard_attention_model_learns_and_looks_at_the_shape(shapes, tmp_path):
+def test_hard_attention_model_learns_and_looks_at_the_shape(shapes, runs):
     """Xu et al.'s hard attention on the same data: one location per word, sampled in training (the soft context
     in half of the steps), trained by REINFORCE; decoded with the most likely location."""
-    state, captions, train_seconds = train_and_decode(shapes, tmp_path / "hard", attention="hard")
+    state, train_seconds = runs["hard"]["state"], runs["hard"]["seconds"]
+    assert state["epoch"] == EPOCHS
+    captions = val_captions(shapes, runs["hard"]["run_dir"] / "last")
     data_dir, base = shapes["data_dir"], shapes["data_name"]
     references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())
     objects = json.loads((data_dir / f"VAL_BOXES_{base}.json").read_text())
@@ -188,18 +203,11 @@ def test_hard_attention_model_learns_and_looks_at_the_shape(shapes, tmp_path):
     assert attention["rate"] > 2 * attention["chance"]
 
 
-def test_one_self_critical_epoch_raises_val_cider(shapes, soft_run, tmp_path):
+def test_one_self_critical_epoch_raises_val_cider(runs):
     """SCST from the cross-entropy model: K = 5 samples per image, CIDEr-D reward, leave-one-out baseline; one epoch
     must raise the val CIDEr of greedy decoding (what the reward optimises) above the start's."""
-    start = soft_run["state"]["history"][-1]["val_cider"]  # greedy val CIDEr of the start (its last epoch)
-    config = TrainConfig(
-        data_dir=str(shapes["data_dir"]), data_name=shapes["data_name"], output_dir=str(tmp_path / "scst"),
-        cache_dir=str(shapes["cache_dir"]), backbone=BACKBONE, encoder_weights="lite-wheel", input_size=INPUT_SIZE,
-        encoder_bf16=BF16, embed_dim=64, attention_dim=64, decoder_dim=128, dropout=0.2, epochs=1, batch_size=16,
-        decoder_lr=5e-4, val_beam_size=1, bf16=BF16, threads=2, seed=28, device="cpu", scst=True,
-        init_from=str(soft_run["run_dir"] / "last"), select_on="cider", scst_max_len=12)
-    state = train(config)
-    row = state["history"][0]
+    start = runs["soft"]["state"]["history"][-1]["val_cider"]  # greedy val CIDEr of the start (its last epoch)
+    row = runs["scst"]["state"]["history"][0]
     print(f"\nself-critical: val CIDEr {start:.3f} -> {row['val_cider']:.3f}, mean train reward "
           f"{row['train_reward']:.3f}, {row['epoch_time']:.0f}s")
     assert row["val_cider"] > start
