@@ -7,7 +7,7 @@ attention figure rests on ~200 shape words), encoder features cached once at a 4
 14x14 map: 224 px gives only 7x7, too coarse for the shapes), two images per encoder batch (on CPU about twice as
 fast as 32: the activations stay in cache), decoder embed 64 / attention 64 / LSTM 128 (dropout 0 soft, 0.2
 hard), no doubly stochastic penalty (it spreads attention), CPU bf16 autocast where the CPU has native bf16 (elsewhere it is emulated, 10x
-slower: fp32 then), 6 epochs of batch 32, greedy validation. The same for a hard-attention model
+slower: fp32 then), 8 epochs (soft) or 6 (hard) of batch 32, greedy validation. The same for a hard-attention model
 (one sampled location per word, REINFORCE): it must learn too, and its argmax location must fall in the box more
 often than chance.
 """
@@ -39,7 +39,8 @@ NUM_IMAGES = 600
 IMAGE_SIZE = 224  # stored pixels; boxes are in these coordinates
 INPUT_SIZE = 448  # encoder input: a native 14x14 map for lite0
 GRID = 14
-EPOCHS = 6
+EPOCHS = 6  # the hard model's
+SOFT_EPOCHS = 8  # its attention-in-box rate is noisy (0.50-0.61 over seeds): 8 epochs raise the mean a little
 MIN_BLEU4 = 0.5
 MIN_ATTENTION_IN_BOX = 0.5
 BF16 = native_cpu_bf16()  # emulated bf16 would make this test 10x slower
@@ -144,7 +145,7 @@ def runs(shapes, tmp_path_factory) -> dict:
     several times slower, not faster): the soft model, one self-critical epoch from it, and the hard-attention
     model. {"soft" | "scst" | "hard": {"run_dir", "state", "seconds"}}."""
     root = tmp_path_factory.mktemp("runs")
-    configs = {"soft": learning_config(shapes, root / "soft", dropout=0.0),
+    configs = {"soft": learning_config(shapes, root / "soft", dropout=0.0, epochs=SOFT_EPOCHS),
                "scst": learning_config(shapes, root / "scst", dropout=0.0, epochs=1, batch_size=16, decoder_lr=5e-4,
                                        scst=True, init_from=str(root / "soft" / "last"), select_on="cider", scst_max_len=12),
                "hard": learning_config(shapes, root / "hard", attention="hard")}
@@ -159,7 +160,7 @@ def runs(shapes, tmp_path_factory) -> dict:
 
 def test_model_learns_captions_and_where_to_look(shapes, runs):
     state, train_seconds = runs["soft"]["state"], runs["soft"]["seconds"]
-    assert state["epoch"] == EPOCHS
+    assert state["epoch"] == SOFT_EPOCHS
     captions = val_captions(shapes, runs["soft"]["run_dir"] / "last")
     data_dir, base = shapes["data_dir"], shapes["data_name"]
     references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())
