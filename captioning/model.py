@@ -110,7 +110,7 @@ class Captioner(nn.Module):
         self.encoder.finetune(config.encoder_finetuned)
         self.decoder = Decoder(config.vocab_size, config.encoder_dim, config.embed_dim, config.attention_dim,
                                config.decoder_dim, config.dropout, config.attention)
-        self.encoder_bf16 = config.encoder_bf16  # the autocast encode() runs under; load() may pick fp32
+        self.encoder_bf16 = config.encoder_bf16  # the autocast encode() runs under; use_fastest_encoder() may pick fp32
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """What a model directory stores: the decoder, plus encoder parts only if they were fine-tuned."""

@@ -139,6 +139,17 @@ def val_captions(shapes, model_dir) -> list[Caption]:
     return model.caption_features(torch.from_numpy(np.asarray(features, dtype=np.float32)), beam_size=1)
 
 
+def score_run(shapes, run: dict) -> dict:
+    """A trained run's greedy val captions, scored: {"captions", "references", "objects", "bleu4", "attention"}."""
+    captions = val_captions(shapes, run["run_dir"] / "last")
+    data_dir, base = shapes["data_dir"], shapes["data_name"]
+    references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())
+    objects = json.loads((data_dir / f"VAL_BOXES_{base}.json").read_text())
+    return {"captions": captions, "references": references, "objects": objects,
+            "bleu4": bleu4(dict(enumerate(references)), {i: [c.text] for i, c in enumerate(captions)}),
+            "attention": attention_in_box(captions, objects, IMAGE_SIZE)}
+
+
 @pytest.fixture(scope="module")
 def runs(shapes, tmp_path_factory) -> dict:
     """The module's trainings, one after the other on two threads (two processes at once on the two cores ran
@@ -161,14 +172,9 @@ def runs(shapes, tmp_path_factory) -> dict:
 def test_model_learns_captions_and_where_to_look(shapes, runs):
     state, train_seconds = runs["soft"]["state"], runs["soft"]["seconds"]
     assert state["epoch"] == SOFT_EPOCHS
-    captions = val_captions(shapes, runs["soft"]["run_dir"] / "last")
-    data_dir, base = shapes["data_dir"], shapes["data_name"]
-    references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())
-    objects = json.loads((data_dir / f"VAL_BOXES_{base}.json").read_text())
-    assert len(captions) == len(references) == len(objects) == shapes["images"]["val"] == 120
-
-    val_bleu4 = bleu4(dict(enumerate(references)), {i: [c.text] for i, c in enumerate(captions)})
-    attention = attention_in_box(captions, objects, IMAGE_SIZE)
+    scored = score_run(shapes, runs["soft"])
+    captions, val_bleu4, attention = scored["captions"], scored["bleu4"], scored["attention"]
+    assert len(captions) == len(scored["references"]) == len(scored["objects"]) == shapes["images"]["val"] == 120
     print(f"\nlearning: cache {shapes['cache_seconds']:.0f}s, train {train_seconds:.0f}s "
           f"({train_seconds / state['epoch']:.1f}s/epoch), val BLEU-4 {val_bleu4:.3f} "
           f"(log: {state['history'][-1]['val_bleu4']:.3f}), attention in box {attention['rate']:.3f} "
@@ -188,12 +194,8 @@ def test_hard_attention_model_learns_and_looks_at_the_shape(shapes, runs):
     in half of the steps), trained by REINFORCE; decoded with the most likely location."""
     state, train_seconds = runs["hard"]["state"], runs["hard"]["seconds"]
     assert state["epoch"] == EPOCHS
-    captions = val_captions(shapes, runs["hard"]["run_dir"] / "last")
-    data_dir, base = shapes["data_dir"], shapes["data_name"]
-    references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())
-    objects = json.loads((data_dir / f"VAL_BOXES_{base}.json").read_text())
-    val_bleu4 = bleu4(dict(enumerate(references)), {i: [c.text] for i, c in enumerate(captions)})
-    attention = attention_in_box(captions, objects, IMAGE_SIZE)
+    scored = score_run(shapes, runs["hard"])
+    captions, val_bleu4, attention = scored["captions"], scored["bleu4"], scored["attention"]
     last = state["history"][-1]
     print(f"\nhard attention: train {train_seconds:.0f}s, val BLEU-4 {val_bleu4:.3f}, argmax in box "
           f"{attention['rate']:.3f} of {attention['matched']} shape words (chance {attention['chance']:.3f}), "
