@@ -3,8 +3,54 @@ sampled or most likely location."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+
+@dataclass
+class RowLayout:
+    """Which image each decoding row (a caption, beam or sample) reads, and the row's slot among that image's rows:
+    the attention context is then one (slots x 196) @ (196 x C) GEMM per image, its features read once per step
+    instead of once per row (issue 13: the per-row copies made the context memory-bound)."""
+
+    image: torch.Tensor  # (B,) the image of each row
+    slot: torch.Tensor  # (B,) the row's place among its image's rows
+    slots: int  # the most rows of one image
+
+    @classmethod
+    def identity(cls, rows: int, device: torch.device) -> RowLayout:
+        """One row per image, in order."""
+        return cls(torch.arange(rows, device=device), torch.zeros(rows, dtype=torch.long, device=device), 1)
+
+    @classmethod
+    def of(cls, image: torch.Tensor) -> RowLayout:
+        """The layout of rows reading image (B,); slots numbered in row order within each image."""
+        if image.numel() == 0:
+            return cls(image, image.clone(), 1)
+        order = torch.argsort(image, stable=True)  # (B,) rows grouped by image
+        sorted_image = image[order]  # (B,)
+        counts = torch.bincount(sorted_image)  # (N,) rows per image
+        starts = counts.cumsum(0) - counts  # (N,) first sorted position of each image
+        slot = torch.empty_like(image)
+        slot[order] = torch.arange(image.numel(), device=image.device) - starts[sorted_image]  # (B,)
+        return cls(image, slot, int(counts.max()))
+
+    def first(self, rows: int) -> RowLayout:
+        """The first rows only (slots stay where they were)."""
+        return RowLayout(self.image[:rows], self.slot[:rows], self.slots)
+
+    def select(self, index: torch.Tensor) -> RowLayout:
+        """Rows picked (and possibly repeated) by index."""
+        return RowLayout.of(self.image[index])
+
+
+def context_by_image(alpha: torch.Tensor, features: torch.Tensor, layout: RowLayout) -> torch.Tensor:
+    """sum_i alpha_i a_i of each row: alpha (B, 196), features (N, 196, C) one per image -> context (B, C)."""
+    grouped = alpha.new_zeros(features.size(0), layout.slots, alpha.size(1))  # (N, S, 196) empty slots stay zero
+    grouped[layout.image, layout.slot] = alpha
+    return torch.bmm(grouped.to(features.dtype), features)[layout.image, layout.slot]  # (B, C)
 
 
 class Attention(nn.Module):
@@ -27,33 +73,40 @@ class Attention(nn.Module):
         return self.attend(features, image_projection, self.decoder_att(hidden))
 
     def attend(
-        self, features: torch.Tensor, image_projection: torch.Tensor, att2: torch.Tensor
+        self, features: torch.Tensor, image_projection: torch.Tensor, att2: torch.Tensor,
+        layout: RowLayout | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same with the hidden half of the score, att2 = decoder_att(h) (B, A), already computed."""
+        """The same with the hidden half of the score, att2 = decoder_att(h) (B, A), already computed; with a
+        layout, features are one per image (N, 196, C) and layout says which one each row reads."""
         scores = self.full_att(torch.relu(image_projection + att2[:, None])).squeeze(2)  # (B, 196)
         alpha = torch.softmax(scores, dim=1)  # (B, 196)
-        context = torch.bmm(alpha[:, None].to(features.dtype), features).squeeze(1)  # (B, C)
-        return context, alpha
+        layout = layout if layout is not None else RowLayout.identity(alpha.size(0), alpha.device)
+        return context_by_image(alpha, features, layout), alpha  # (B, C), (B, 196)
 
 
-def location_context(features: torch.Tensor, location: torch.Tensor) -> torch.Tensor:
-    """The annotation vector at one location per row: features (B, 196, C), location (B,) -> (B, C)."""
-    return features[torch.arange(features.size(0), device=features.device), location]  # (B, C)
+def location_context(features: torch.Tensor, location: torch.Tensor,
+                     image: torch.Tensor | None = None) -> torch.Tensor:
+    """The annotation vector at one location per row: features (B, 196, C) (or (N, 196, C) with image (B,), each
+    row's image), location (B,) -> (B, C)."""
+    image = image if image is not None else torch.arange(location.size(0), device=features.device)  # (B,)
+    return features[image, location]  # (B, C)
 
 
 def hard_context(features: torch.Tensor, alpha: torch.Tensor, soft_context: torch.Tensor, sample: bool,
-                 soft_probability: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 soft_probability: float,
+                 image: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Hard (stochastic) attention's context (Xu et al. 2015, 4.1) -> context (B, C), log p(s) (B,) or None.
 
     Training (sample=True): a location s ~ Multinoulli(alpha) per row, its annotation vector as the context, except
     that with probability soft_probability a row keeps the expected (soft) context instead; log p(s) = log alpha_s
     is 0 for those rows (nothing sampled, nothing for REINFORCE). Decoding (sample=False): the most likely location.
+    features are per row (B, 196, C), or per image (N, 196, C) with image (B,) naming each row's.
     """
     if not sample:
-        return location_context(features, alpha.argmax(dim=1)), None  # (B, C)
+        return location_context(features, alpha.argmax(dim=1), image), None  # (B, C)
     location = torch.multinomial(alpha.detach().float(), 1).squeeze(1)  # (B,)
     use_soft = torch.rand(alpha.size(0), device=alpha.device) < soft_probability  # (B,)
-    picked = location_context(features, location).to(soft_context.dtype)  # (B, C)
+    picked = location_context(features, location, image).to(soft_context.dtype)  # (B, C)
     context = torch.where(use_soft[:, None], soft_context, picked)  # (B, C)
     log_prob = alpha.float().gather(1, location[:, None]).squeeze(1).clamp_min(1e-12).log()  # (B,)
     return context, log_prob.masked_fill(use_soft, 0.0)  # (B, C), (B,)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.attention import Attention, hard_context
+from captioning.attention import Attention, RowLayout, hard_context
 from captioning.step_linear import StepLinear
 
 
@@ -47,29 +47,33 @@ class StepWeights:
 
 @dataclass
 class DecoderState:
-    """Per-image tensors and step weights computed once before decoding, plus the recurrent state."""
+    """Per-image tensors and step weights computed once before decoding, plus the recurrent state of each row (a
+    caption, beam or sample); rows of one image share its features (layout)."""
 
-    features: torch.Tensor  # (B, 196, C)
-    image_projection: torch.Tensor  # (B, 196, A)
+    features: torch.Tensor  # (N, 196, C) one copy per image
+    image_projection: torch.Tensor  # (B, 196, A) per row
     hidden: torch.Tensor  # (B, D)
     cell: torch.Tensor  # (B, D)
     weights: StepWeights
+    layout: RowLayout  # the image (and slot) of each row
     gate: torch.Tensor | None = None  # (B,) mean of the last step's gate beta = sigmoid(f_beta(h)); None before
     location_log_prob: torch.Tensor | None = None  # (B,) hard training: log p of the last step's sampled location
 
     def select(self, index: torch.Tensor) -> DecoderState:
         """Rows picked (and possibly repeated) by index, e.g. to expand images into beams."""
-        state = self.rows(self.features[index], self.image_projection[index], self.hidden[index], self.cell[index])
+        state = DecoderState(self.features, self.image_projection[index], self.hidden[index], self.cell[index],
+                             self.weights, self.layout.select(index))
         state.gate = None if self.gate is None else self.gate[index]  # (B',)
         return state
 
     def first(self, rows: int) -> DecoderState:
         """The first rows only: in length-sorted teacher forcing, the captions still decoding."""
-        return self.rows(self.features[:rows], self.image_projection[:rows], self.hidden[:rows], self.cell[:rows])
+        return DecoderState(self.features, self.image_projection[:rows], self.hidden[:rows], self.cell[:rows],
+                            self.weights, self.layout.first(rows))
 
-    def rows(self, features, image_projection, hidden, cell) -> DecoderState:
-        """A state over other rows (or a new h, c) that keeps this forward's step weights."""
-        return DecoderState(features, image_projection, hidden, cell, self.weights)
+    def updated(self, hidden: torch.Tensor, cell: torch.Tensor) -> DecoderState:
+        """The same rows with a new (h, c)."""
+        return DecoderState(self.features, self.image_projection, hidden, cell, self.weights, self.layout)
 
 
 def lstm_cell(word_gates: torch.Tensor, context: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor,
@@ -149,7 +153,8 @@ class Decoder(nn.Module):
         dtype = image_projection.dtype  # the compute dtype: bf16 under autocast
         features = features.to(dtype)  # (N, 196, C) cast once, not at every step
         h0, c0 = self.init_h(mean).float(), self.init_c(mean).float()  # (N, D), (N, D)
-        return DecoderState(features, image_projection, h0, c0, self.step_weights(dtype))
+        layout = RowLayout.identity(features.size(0), features.device)
+        return DecoderState(features, image_projection, h0, c0, self.step_weights(dtype), layout)
 
     def attend_and_update(self, word_gates: torch.Tensor, state: DecoderState,
                           soft_context_probability: float = 0.5) -> tuple[torch.Tensor, DecoderState]:
@@ -157,14 +162,15 @@ class Decoder(nn.Module):
         context, update the LSTM. word_gates (B, 4D) -> alpha (B, 196), next state. Hard attention replaces the
         expected context by one location's vector (training: sampled, else soft with soft_context_probability)."""
         att2, gate = state.weights.project_hidden(state.hidden)  # (B, A), (B, C)
-        context, alpha = self.attention.attend(state.features, state.image_projection, att2)  # (B, C), (B, 196)
+        context, alpha = self.attention.attend(state.features, state.image_projection, att2,
+                                               state.layout)  # (B, C), (B, 196)
         location_log_prob = None
         if self.hard:
             context, location_log_prob = hard_context(state.features, alpha, context, self.training,
-                                                      soft_context_probability)  # (B, C), (B,) or None
+                                                      soft_context_probability, state.layout.image)  # (B, C), (B,)
         gated = torch.sigmoid(gate) * context  # (B, C)
         hidden, cell = lstm_cell(word_gates, gated, state.hidden, state.cell, state.weights)  # (B, D), (B, D)
-        next_state = state.rows(state.features, state.image_projection, hidden, cell)
+        next_state = state.updated(hidden, cell)
         next_state.gate = torch.sigmoid(gate.detach()).float().mean(dim=1)  # (B,) how much image context came in
         next_state.location_log_prob = location_log_prob  # (B,) or None
         return alpha, next_state

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from captioning.attention import Attention
+from captioning.attention import Attention, RowLayout, context_by_image
 from captioning.decoder import Decoder, DecoderOutput
 from captioning.loss import caption_loss
 
@@ -46,6 +46,25 @@ def test_attention_alpha_sums_to_one_and_context_is_the_weighted_sum():
     expected = torch.stack([(alpha[b, :, None] * feats[b]).sum(dim=0) for b in range(3)])
     assert torch.allclose(context, expected, atol=1e-5)
     assert alpha.std() > 0  # not a uniform average: the scores depend on the image
+
+
+def test_rows_sharing_an_image_get_distinct_slots_and_the_per_row_context():
+    image = torch.tensor([2, 0, 2, 1, 0, 2])  # (B,) e.g. length-sorted captions of 3 images
+    layout = RowLayout.of(image)
+    assert layout.slots == 3
+    assert sorted(zip(image.tolist(), layout.slot.tolist())) == [(0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (2, 2)]
+    feats = features(3)  # (N, 196, C)
+    alpha = torch.softmax(torch.randn(6, 196), dim=1).requires_grad_()  # (B, 196)
+    grouped = context_by_image(alpha, feats, layout)  # (B, C)
+    per_row = torch.bmm(alpha[:, None], feats[image]).squeeze(1)  # (B, C) each row's own copy of its features
+    torch.testing.assert_close(grouped, per_row)
+    weights = torch.randn_like(per_row)
+    grad_grouped, = torch.autograd.grad((grouped * weights).sum(), alpha)
+    grad_per_row, = torch.autograd.grad((per_row * weights).sum(), alpha)
+    torch.testing.assert_close(grad_grouped, grad_per_row)
+    picked = RowLayout.of(image).select(torch.tensor([0, 0, 2, 3]))  # beams: rows repeated
+    assert picked.image.tolist() == [2, 2, 2, 1] and sorted(picked.slot[:3].tolist()) == [0, 1, 2]
+    assert RowLayout.of(image).first(2).image.tolist() == [2, 0]
 
 
 def test_image_projection_computed_once_per_forward_and_shared_by_captions():
