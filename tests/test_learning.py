@@ -6,10 +6,10 @@ Setup: 600 synthetic images (224 px) split 480 train / 120 val (the generator's 
 attention figure rests on ~200 shape words), encoder features cached once at a 448 px input (lite0's native
 14x14 map: 224 px gives only 7x7, too coarse for the shapes), two images per encoder batch (on CPU about twice as
 fast as 32: the activations stay in cache), decoder embed 64 / attention 64 / LSTM 128 (dropout 0 soft, 0.2
-hard), no doubly stochastic penalty (it spreads attention), CPU bf16 autocast where the CPU has native bf16 (elsewhere it is emulated, 10x
-slower: fp32 then), 8 epochs (soft) or 6 (hard) of batch 32, greedy validation. The same for a hard-attention model
-(one sampled location per word, REINFORCE): it must learn too, and its argmax location must fall in the box more
-often than chance.
+hard), no doubly stochastic penalty (it spreads attention), CPU bf16 autocast where the CPU has native bf16
+(elsewhere it is emulated, 10x slower: fp32 then), 8 epochs (soft) or 6 (hard) of batch 32, greedy validation.
+The same for a hard-attention model (one sampled location per word, REINFORCE): it must learn too, and its argmax
+location must fall in the box more often than chance.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from captioning.precision import native_cpu_bf16
 from captioning.prepare import prepare_dataset, read_synthetic
 from captioning.synthetic import COLORS, SHAPES
 from captioning.training import TrainConfig, train
-
 
 BACKBONE = "tf_efficientnet_lite0"
 NUM_IMAGES = 600
@@ -158,7 +157,8 @@ def runs(shapes, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("runs")
     configs = {"soft": learning_config(shapes, root / "soft", dropout=0.0, epochs=SOFT_EPOCHS),
                "scst": learning_config(shapes, root / "scst", dropout=0.0, epochs=1, batch_size=16, decoder_lr=5e-4,
-                                       scst=True, init_from=str(root / "soft" / "last"), select_on="cider", scst_max_len=12),
+                                       scst=True, init_from=str(root / "soft" / "last"), select_on="cider",
+                                       scst_max_len=12),
                "hard": learning_config(shapes, root / "hard", attention="hard")}
     results = {}
     for name, config in configs.items():
