@@ -42,8 +42,10 @@ class RowLayout:
         return RowLayout(self.image[:rows], self.slot[:rows], self.slots)
 
     def select(self, index: torch.Tensor) -> RowLayout:
-        """Rows picked (and possibly repeated) by index."""
-        return RowLayout.of(self.image[index])
+        """Rows picked (and possibly repeated) by index. A layout depends only on its rows' images, so a pick that
+        keeps them (beam search reordering each image's beams) keeps this layout."""
+        image = self.image[index]  # (B',)
+        return self if torch.equal(image, self.image) else RowLayout.of(image)
 
 
 def context_by_image(alpha: torch.Tensor, features: torch.Tensor, layout: RowLayout) -> torch.Tensor:

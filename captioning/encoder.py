@@ -166,13 +166,13 @@ class Encoder(nn.Module):
         if self.finetuning or torch.is_grad_enabled() and any(p.requires_grad for p in self.trunk.parameters()):
             return self.trunk
         tensors = [*self.trunk.parameters(), *self.trunk.buffers()]
-        if any(t.is_meta for t in tensors[:1]):  # shapes only (native_input_size): nothing to fold
+        if tensors and tensors[0].is_meta:  # shapes only (native_input_size): nothing to fold
             return self.trunk
         fingerprint = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
         if self._folded is None or self._folded[0] != fingerprint:
             folded, count = fold_batchnorms(self.trunk)
             exact = count > 0 and folding_is_exact(self.trunk, folded)
-            self.__dict__["_folded"] = (fingerprint, folded if exact else None)  # kept out of the module tree
+            self._folded = (fingerprint, folded if exact else None)  # a tuple: not registered as a submodule
         folded = self._folded[1]
         return folded if folded is not None else self.trunk
 
