@@ -48,6 +48,67 @@ class RowLayout:
         return self if torch.equal(image, self.image) else RowLayout.of(image)
 
 
+def _rows_per_chunk(image_projection: torch.Tensor, cache_bytes: int = 2**21) -> int:
+    """How many rows' (196, A) activations fit in about 2 MB, so a chunk's passes stay in cache."""
+    row_bytes = image_projection[0].numel() * image_projection.element_size()
+    return max(1, cache_bytes // row_bytes)
+
+
+def _score_activations(image_projection: torch.Tensor, att2: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """relu(P[image] + W_h h) for some rows: (N, 196, A), (b, A), (b,) -> (b, 196, A)."""
+    return torch.index_select(image_projection, 0, image).add_(att2[:, None]).relu_()  # (b, 196, A)
+
+
+class _AdditiveScores(torch.autograd.Function):
+    """w . relu(P[image] + W_h h) + b for every row and location, a few rows at a time, recomputing the activations
+    in backward instead of storing them: autograd's version keeps a per-row copy of P and makes about ten passes
+    over the (B, 196, A) activations in memory per step; here each chunk's passes stay in cache (bench: 32 rows,
+    A = 512, forward + backward 27.7 -> 8.7 ms)."""
+
+    @staticmethod
+    def forward(ctx, image_projection: torch.Tensor, att2: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor) -> torch.Tensor:
+        chunk = _rows_per_chunk(image_projection)
+        dtype = image_projection.dtype
+        scores = torch.cat([
+            _score_activations(image_projection, att2[start:start + chunk], image[start:start + chunk])
+            @ weight.to(dtype)  # (b, 196)
+            for start in range(0, att2.size(0), chunk)
+        ]) + bias.to(dtype)  # (B, 196)
+        ctx.save_for_backward(image_projection, att2, image, weight)
+        ctx.bias_dtype = bias.dtype
+        return scores
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_scores: torch.Tensor):
+        image_projection, att2, image, weight = ctx.saved_tensors  # (N, 196, A), (B, A), (B,), (A,)
+        dtype = image_projection.dtype
+        grad_scores = grad_scores.to(dtype)  # (B, 196)
+        weight_in_dtype = weight.to(dtype)  # (A,)
+        grad_weight = torch.zeros_like(weight_in_dtype)  # (A,)
+        grad_att2 = torch.empty_like(att2)  # (B, A)
+        grad_projection = torch.zeros_like(image_projection)  # (N, 196, A)
+        chunk = _rows_per_chunk(image_projection)
+        for start in range(0, att2.size(0), chunk):
+            rows = slice(start, start + chunk)
+            hidden = _score_activations(image_projection, att2[rows], image[rows])  # (b, 196, A)
+            grad = grad_scores[rows]  # (b, 196)
+            grad_weight += torch.einsum("bl,bla->a", grad, hidden)  # (A,)
+            grad_hidden = hidden.sign_().mul_(grad[:, :, None]).mul_(weight_in_dtype)  # (b, 196, A) relu'
+            grad_att2[rows] = grad_hidden.sum(dim=1)  # (b, A)
+            grad_projection.index_add_(0, image[rows], grad_hidden)  # (N, 196, A)
+        grad_bias = grad_scores.sum().reshape(1).to(ctx.bias_dtype)  # (1,)
+        return grad_projection, grad_att2, None, grad_weight.to(weight.dtype), grad_bias
+
+
+def additive_scores(image_projection: torch.Tensor, att2: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,
+                    bias: torch.Tensor) -> torch.Tensor:
+    """Attention scores e = w . relu(W_a a + W_h h) + b: image_projection (N, 196, A) one per image, att2 (B, A)
+    per row, image (B,) each row's image, weight (A,), bias (1,) -> (B, 196)."""
+    return _AdditiveScores.apply(image_projection, att2, image, weight, bias)  # (B, 196)
+
+
 def context_by_image(alpha: torch.Tensor, features: torch.Tensor, layout: RowLayout) -> torch.Tensor:
     """sum_i alpha_i a_i of each row: alpha (B, 196), features (N, 196, C) one per image -> context (B, C)."""
     grouped = alpha.new_zeros(features.size(0), layout.slots, alpha.size(1))  # (N, S, 196) empty slots stay zero
@@ -79,10 +140,12 @@ class Attention(nn.Module):
         layout: RowLayout | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The same with the hidden half of the score, att2 = decoder_att(h) (B, A), already computed; with a
-        layout, features are one per image (N, 196, C) and layout says which one each row reads."""
-        scores = self.full_att(torch.relu(image_projection + att2[:, None])).squeeze(2)  # (B, 196)
+        layout, features and image_projection are one per image (N, 196, C), (N, 196, A) and layout says which one
+        each row reads."""
+        layout = layout if layout is not None else RowLayout.identity(att2.size(0), att2.device)
+        scores = additive_scores(image_projection, att2, layout.image, self.full_att.weight[0],
+                                 self.full_att.bias)  # (B, 196)
         alpha = torch.softmax(scores, dim=1)  # (B, 196)
-        layout = layout if layout is not None else RowLayout.identity(alpha.size(0), alpha.device)
         return context_by_image(alpha, features, layout), alpha  # (B, C), (B, 196)
 
 

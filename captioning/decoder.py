@@ -51,7 +51,7 @@ class DecoderState:
     caption, beam or sample); rows of one image share its features (layout)."""
 
     features: torch.Tensor  # (N, 196, C) one copy per image
-    image_projection: torch.Tensor  # (B, 196, A) per row
+    image_projection: torch.Tensor  # (N, 196, A) one per image
     hidden: torch.Tensor  # (B, D)
     cell: torch.Tensor  # (B, D)
     weights: StepWeights
@@ -61,14 +61,14 @@ class DecoderState:
 
     def select(self, index: torch.Tensor) -> DecoderState:
         """Rows picked (and possibly repeated) by index, e.g. to expand images into beams."""
-        state = DecoderState(self.features, self.image_projection[index], self.hidden[index], self.cell[index],
+        state = DecoderState(self.features, self.image_projection, self.hidden[index], self.cell[index],
                              self.weights, self.layout.select(index))
         state.gate = None if self.gate is None else self.gate[index]  # (B',)
         return state
 
     def first(self, rows: int) -> DecoderState:
         """The first rows only: in length-sorted teacher forcing, the captions still decoding."""
-        return DecoderState(self.features, self.image_projection[:rows], self.hidden[:rows], self.cell[:rows],
+        return DecoderState(self.features, self.image_projection, self.hidden[:rows], self.cell[:rows],
                             self.weights, self.layout.first(rows))
 
     def updated(self, hidden: torch.Tensor, cell: torch.Tensor) -> DecoderState:

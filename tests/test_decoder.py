@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from captioning.attention import Attention, RowLayout, context_by_image
+from captioning.attention import Attention, RowLayout, additive_scores, context_by_image
 from captioning.decoder import Decoder, DecoderOutput
 from captioning.loss import caption_loss
 
@@ -65,6 +65,26 @@ def test_rows_sharing_an_image_get_distinct_slots_and_the_per_row_context():
     picked = RowLayout.of(image).select(torch.tensor([0, 0, 2, 3]))  # beams: rows repeated
     assert picked.image.tolist() == [2, 2, 2, 1] and sorted(picked.slot[:3].tolist()) == [0, 1, 2]
     assert RowLayout.of(image).first(2).image.tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("attention_dim", [10, 2048])  # 2048: one row per cache-sized chunk, so several chunks
+def test_chunked_attention_scores_and_gradients_equal_autograd_on_the_plain_formula(attention_dim):
+    generator = torch.Generator().manual_seed(3)
+    image = torch.tensor([2, 0, 2, 1, 0, 2, 2])  # (B,) rows share images, in no particular order
+    projection = torch.randn(3, 196, attention_dim, generator=generator, requires_grad=True)  # (N, 196, A)
+    att2 = torch.randn(7, attention_dim, generator=generator, requires_grad=True)  # (B, A)
+    weight = torch.randn(attention_dim, generator=generator, requires_grad=True)  # (A,)
+    bias = torch.randn(1, generator=generator, requires_grad=True)  # (1,)
+    grad_scores = torch.randn(7, 196, generator=generator)  # (B, 196)
+    inputs = (projection, att2, weight, bias)
+    scores = additive_scores(projection, att2, image, weight, bias)  # (B, 196)
+    reference = torch.relu(projection[image] + att2[:, None]) @ weight + bias  # (B, 196)
+    torch.testing.assert_close(scores, reference, rtol=1e-5, atol=1e-4)
+    grads = torch.autograd.grad(scores, inputs, grad_scores)
+    reference_grads = torch.autograd.grad(reference, inputs, grad_scores)
+    for name, grad, expected in zip(("projection", "att2", "weight", "bias"), grads, reference_grads):
+        torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-3, msg=name)
+    assert grads[0].abs().sum() > 0 and grads[1].abs().sum() > 0
 
 
 def test_image_projection_computed_once_per_forward_and_shared_by_captions():
