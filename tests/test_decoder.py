@@ -85,6 +85,8 @@ def test_chunked_attention_scores_and_gradients_equal_autograd_on_the_plain_form
     for name, grad, expected in zip(("projection", "att2", "weight", "bias"), grads, reference_grads):
         torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-3, msg=name)
     assert grads[0].abs().sum() > 0 and grads[1].abs().sum() > 0
+    no_rows = additive_scores(projection, att2[:0], image[:0], weight, bias)  # e.g. every beam finished
+    assert no_rows.shape == (0, 196)
 
 
 def test_image_projection_computed_once_per_forward_and_shared_by_captions():
