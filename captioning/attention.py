@@ -69,12 +69,12 @@ class _AdditiveScores(torch.autograd.Function):
     def forward(ctx, image_projection: torch.Tensor, att2: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor) -> torch.Tensor:
         chunk = _rows_per_chunk(image_projection)
-        dtype = image_projection.dtype
+        weight_in_dtype = weight.to(image_projection.dtype)  # (A,) cast once, not per chunk
         scores = torch.cat([
             _score_activations(image_projection, att2[start:start + chunk], image[start:start + chunk])
-            @ weight.to(dtype)  # (b, 196)
+            @ weight_in_dtype  # (b, 196)
             for start in range(0, att2.size(0), chunk)
-        ] or [image_projection.new_zeros(0, image_projection.size(1))]) + bias.to(dtype)  # (B, 196)
+        ] or [image_projection.new_zeros(0, image_projection.size(1))]) + bias.to(weight_in_dtype.dtype)  # (B, 196)
         ctx.save_for_backward(image_projection, att2, image, weight)
         ctx.bias_dtype = bias.dtype
         return scores

@@ -197,6 +197,8 @@ class Encoder(nn.Module):
     def finetune(self, enabled: bool = True) -> None:
         """Freeze the whole trunk, or unfreeze its last three stages (and the head conv/norm timm groups with them)."""
         self.finetuning = enabled
+        if enabled:  # trained weights may change without a version bump (fused Adam): fold again when frozen
+            self._folded = None
         if enabled and not self.tail_names:
             self.tail_names = {name for group in stage_groups(self.trunk)[-FINETUNED_STAGES:] for name in group}
         for name, parameter in self.trunk.named_parameters():
