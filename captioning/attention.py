@@ -68,13 +68,14 @@ class _AdditiveScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, image_projection: torch.Tensor, att2: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor) -> torch.Tensor:
+        dtype = image_projection.dtype
+        weight_in_dtype = weight.to(dtype)  # (A,) cast once, not per chunk
+        scores = image_projection.new_empty(att2.size(0), image_projection.size(1))  # (B, 196); B may be 0
         chunk = _rows_per_chunk(image_projection)
-        weight_in_dtype = weight.to(image_projection.dtype)  # (A,) cast once, not per chunk
-        scores = torch.cat([
-            _score_activations(image_projection, att2[start:start + chunk], image[start:start + chunk])
-            @ weight_in_dtype  # (b, 196)
-            for start in range(0, att2.size(0), chunk)
-        ] or [image_projection.new_zeros(0, image_projection.size(1))]) + bias.to(weight_in_dtype.dtype)  # (B, 196)
+        for start in range(0, att2.size(0), chunk):
+            rows = slice(start, start + chunk)
+            scores[rows] = _score_activations(image_projection, att2[rows], image[rows]) @ weight_in_dtype  # (b, 196)
+        scores.add_(bias.to(dtype))  # (B, 196)
         ctx.save_for_backward(image_projection, att2, image, weight)
         ctx.bias_dtype = bias.dtype
         return scores
