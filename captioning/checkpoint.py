@@ -95,23 +95,61 @@ def check_state_matches(expected: dict[str, torch.Tensor], stored: dict[str, tor
         raise CheckpointError(f"{where}: config.json does not match the weights: " + ", ".join(problems))
 
 
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Uniform mean of several weight sets of one model (checkpoint averaging: smooths epoch-to-epoch noise)."""
+    first = states[0]
+    for index, state in enumerate(states[1:], start=1):
+        check_state_matches(first, state, f"model {index + 1} of {len(states)}")
+    averaged = {}
+    for key, tensor in first.items():
+        if tensor.is_floating_point():
+            averaged[key] = torch.stack([s[key].float() for s in states]).mean(0)  # same shape as tensor, fp32
+        elif all(torch.equal(s[key], tensor) for s in states):
+            averaged[key] = tensor
+        else:
+            raise CheckpointError(f"integer tensor {key} differs between the models: they cannot be averaged")
+    return averaged
+
+
+def read_and_average(directories: list[str | Path]) -> tuple[ModelConfig, dict[str, int], dict[str, torch.Tensor]]:
+    """One model directory, or the weight average of several that share config and word map (e.g. epochs of a run)."""
+    config, word_map, state = read_model_dir(directories[0])
+    if len(directories) == 1:
+        return config, word_map, state
+    states = [state]
+    for directory in directories[1:]:
+        other_config, other_word_map, other_state = read_model_dir(directory)
+        if other_config != config:
+            raise CheckpointError(f"{directory} has another config.json than {directories[0]}: only models of one "
+                                  "run (same architecture and settings) can be averaged")
+        if other_word_map != word_map:
+            raise CheckpointError(f"{directory} has another wordmap.json than {directories[0]}")
+        states.append(other_state)
+    return config, word_map, average_states(states)
+
+
 def main(argv=None) -> int:
-    """Copy a model directory, storing its weights in fp16 (how assets/model is made from runs/*/best)."""
+    """Copy a model directory, or average several epochs of one run, storing the weights in fp16 (how assets/model
+    is made from runs/*/best)."""
     from captioning import cli
 
     parser = cli.make_parser("python -m captioning.checkpoint", main.__doc__)
-    parser.add_argument("source", help="model directory, e.g. runs/flickr8k/best")
+    parser.add_argument("sources", nargs="+", metavar="source",
+                        help="model directory, e.g. runs/flickr8k/best; several (e.g. runs/x/epoch_6 runs/x/epoch_8) "
+                             "are averaged weight by weight")
     parser.add_argument("target", help="output model directory, e.g. assets/model")
     parser.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: store fp16)")
     args = parser.parse_args(argv)
     try:
-        config, word_map, state = read_model_dir(args.source)
+        config, word_map, state = read_and_average(args.sources)
     except CheckpointError as error:
-        print(cli.model_load_error(args.source, error), file=sys.stderr)
+        unreadable = [s for s in args.sources if not (Path(s) / WEIGHTS_FILE).is_file()]
+        print(cli.model_load_error(unreadable[0] if unreadable else args.sources[0], error), file=sys.stderr)
         return 2
     path = save_model_dir(args.target, config, word_map, state, fp16=not args.fp32)
     size = (path / WEIGHTS_FILE).stat().st_size / 2**20
-    print(f"wrote {path} ({size:.1f} MiB weights, {'fp32' if args.fp32 else 'fp16'})")
+    averaged = f", the mean of {len(args.sources)} models" if len(args.sources) > 1 else ""
+    print(f"wrote {path} ({size:.1f} MiB weights, {'fp32' if args.fp32 else 'fp16'}{averaged})")
     return 0
 
 

@@ -255,3 +255,33 @@ def test_training_state_round_trip_and_malicious_state_refused(tiny_config, word
     with pytest.raises(pickle.UnpicklingError):
         load_training_state(tmp_path / "evil.pt", restored, optimizer)
     assert not marker.exists()
+
+
+def test_averaging_epochs_gives_the_mean_weights_in_fp16(config, word_map, tmp_path, capsys):
+    from captioning.checkpoint import main
+
+    first, second = make_model(config, word_map, seed=1), make_model(config, word_map, seed=2)
+    first.save(tmp_path / "epoch_1")
+    second.save(tmp_path / "epoch_2")
+    assert main([str(tmp_path / "epoch_1"), str(tmp_path / "epoch_2"), str(tmp_path / "averaged")]) == 0
+    assert "the mean of 2 models" in capsys.readouterr().out
+    stored = load_file(str(tmp_path / "averaged" / "model.safetensors"))
+    one, two = first.decoder.state_dict(), second.decoder.state_dict()
+    assert all(v.dtype == torch.float16 for v in stored.values())
+    for key, value in one.items():
+        expected = ((value.float() + two[key].float()) / 2).half()
+        assert torch.equal(stored[f"decoder.{key}"], expected), key
+    assert not torch.equal(one["fc.weight"], two["fc.weight"])  # the two really differ
+    loaded = Captioner.load(tmp_path / "averaged")
+    assert loaded.config == config and loaded.word_map == word_map
+
+
+def test_averaging_refuses_models_of_different_runs(config, word_map, tmp_path, capsys):
+    from captioning.checkpoint import main
+
+    make_model(config, word_map).save(tmp_path / "a")
+    other = dataclasses.replace(config, decoder_dim=config.decoder_dim * 2)
+    make_model(other, word_map).save(tmp_path / "b")
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "out")]) == 2
+    assert "another config.json" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
