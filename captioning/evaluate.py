@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--length-penalty", type=float, default=0.0,
                         help="length penalty of the beam search, 0 = none")
     parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="images captioned together")
+    parser.add_argument("--expected-context", action="store_true",
+                        help="hard-attention model: decode with the expected (soft) context instead of the argmax "
+                             "cell, as the paper's code scored its hard model (no effect on soft models)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java; a few seconds faster)")
     parser.add_argument("--json-out", help="also write the metrics (fractions, as printed in JSON) to this file")
     parser.add_argument("--captions-out", help="also write {image name: caption} to this file")
@@ -97,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = cli.load_captioner(args.model)
     if model is None:
         return 2
+    if args.expected_context:
+        model.use_expected_context()
     try:
         image_size = model.config.preprocessing.image_size
         if args.data_name:

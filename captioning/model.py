@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +136,12 @@ class Captioner(nn.Module):
         device = next(self.decoder.parameters()).device
         self.encoder_bf16 = inference_encoder_bf16(self.config.encoder_bf16, device)
         return inference_precision_note(self.config.encoder_bf16, self.encoder_bf16)
+
+    def use_expected_context(self) -> None:
+        """Decode a hard-attention model with the expected (soft) context instead of its argmax cell: what the
+        paper's own code (arctic-captions, build_sampler without argmax) did for its hard-attention scores."""
+        self.config = replace(self.config, attention="soft")
+        self.decoder.hard = False
 
     def load_checkpoint_state(self, state: dict[str, torch.Tensor], where: str) -> None:
         """Load what a model directory stores, each tensor checked by name and shape against this model."""

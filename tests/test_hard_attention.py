@@ -141,6 +141,29 @@ def test_beam_search_on_a_hard_model_gives_one_hot_maps_at_the_location_used(tin
             assert np.array_equal(caption.alphas.reshape(len(caption.words), -1).argmax(axis=1), flat.argmax(axis=1))
 
 
+def test_expected_context_decodes_a_hard_model_as_the_soft_model_of_its_weights(tiny_config, word_map):
+    """use_expected_context (evaluate --expected-context): the same captions, scores and maps as a soft-attention
+    model holding the same weights; the maps are then the full alpha, not one-hot cells."""
+    hard = hard_captioner(tiny_config, word_map).eval()
+    soft = hard_captioner(tiny_config, word_map, attention="soft").eval()
+    soft.load_state_dict(hard.state_dict())
+    with torch.no_grad():
+        hard.decoder.attention.full_att.weight.mul_(30.0)  # peaked attention: argmax and expectation differ
+        soft.decoder.attention.full_att.weight.mul_(30.0)
+        hard.decoder.fc.weight.mul_(20.0)  # peaked words: the context changes them
+        soft.decoder.fc.weight.mul_(20.0)
+    features = torch.randn(3, 196, 1280)  # (N, 196, C)
+    argmax_captions = hard.caption_features(features, beam_size=3)
+    hard.use_expected_context()
+    assert hard.config.attention == "soft" and not hard.decoder.hard
+    expected = hard.caption_features(features, beam_size=3)
+    reference = soft.caption_features(features, beam_size=3)
+    assert [c.words for c in expected] == [c.words for c in reference]
+    assert [c.score for c in expected] == pytest.approx([c.score for c in reference], abs=1e-5)
+    assert all(c.distribution is None and not set(np.unique(c.alphas)) <= {0.0, 1.0} for c in expected)
+    assert [c.score for c in argmax_captions] != pytest.approx([c.score for c in expected], abs=1e-3)
+
+
 def test_decoding_uses_the_annotation_vector_at_the_argmax(tiny_config, word_map):
     """Greedy decoding of the hard model equals a soft model whose context is replaced by the argmax vector."""
     captioner = hard_captioner(tiny_config, word_map).eval()
