@@ -91,6 +91,8 @@ class TrainConfig:
     scst_max_len: int = option(20, "self-critical: longest sampled caption, in words with <end>")
     scst_dropout: bool = option(False, "self-critical: keep dropout on while sampling (off: the policy trained is "
                                        "the one that decodes)")
+    keep_epochs: bool = option(False, "also keep each epoch's model in epoch_N/ (for checkpoint averaging: "
+                                      "python -m captioning.checkpoint RUN/epoch_6 RUN/epoch_8 OUT)")
     select_on: str = option("bleu4", "val metric that picks best/ and drives lr decay and early stop: bleu4 | cider")
 
     # constructor shortcuts for the encoder spec (not stored: folded into `encoder`); also what a train_config.json
@@ -414,6 +416,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
         if is_main_process():
             print(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
             captioner.save(run_dir / "last")
+            if config.keep_epochs:
+                captioner.save(run_dir / f"epoch_{epoch + 1}")
             if improved:
                 captioner.save(run_dir / "best")
             save_training_state(run_dir / "last" / "train_state.pt", captioner, optimizer, state, trained)

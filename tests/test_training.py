@@ -116,7 +116,7 @@ def two_epoch_runs(shapes_data, tmp_path_factory):
     base = TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"],
                        backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
                        attention_dim=16, decoder_dim=16, dropout=0.5, batch_size=10, max_steps_per_epoch=4,
-                       val_max_images=4, threads=1, seed=5, device="cpu")
+                       val_max_images=4, threads=1, seed=5, device="cpu", keep_epochs=True)
     straight = dataclasses.replace(base, output_dir=str(root / "straight"), epochs=2)
     with TorchThreads(2):
         assert train_cli.main(cli_args(straight)) == 0
@@ -142,7 +142,7 @@ def test_resume_gives_identical_weights_and_log(two_epoch_runs):
     assert [row["epoch"] for row in resumed_log] == ["1", "2"]
     assert without_times(straight_log) == without_times(resumed_log)
     assert without_times(two_epoch_runs["first_epoch_log"]) == without_times(resumed_log[:1])  # epoch 1 kept
-    for name in ("best", "last"):
+    for name in ("best", "last", "epoch_1", "epoch_2"):
         weights = name + "/model.safetensors"
         assert (straight / weights).read_bytes() == (resumed / weights).read_bytes()
     assert json.loads((resumed / "train_config.json").read_text())["epochs"] == 2
@@ -175,6 +175,9 @@ def test_run_directory_contents(two_epoch_runs):
     assert state["best_bleu4"] == max(r["val_bleu4"] for r in state["history"])
     if best_epoch == 2:
         assert (run / "best" / "model.safetensors").read_bytes() == (run / "last" / "model.safetensors").read_bytes()
+    weights = {name: (run / name / "model.safetensors").read_bytes() for name in ("epoch_1", "epoch_2", "last")}
+    assert weights["epoch_2"] == weights["last"] and weights["epoch_1"] != weights["epoch_2"]  # --keep-epochs
+    assert sorted(p.name for p in (run / "epoch_1").iterdir()) == ["config.json", "model.safetensors", "wordmap.json"]
     assert not [p.name for p in run.rglob(".tmp-*")]  # no temporary file left by a clean run
 
 
