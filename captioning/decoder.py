@@ -156,17 +156,19 @@ class Decoder(nn.Module):
         layout = RowLayout.identity(features.size(0), features.device)
         return DecoderState(features, image_projection, h0, c0, self.step_weights(dtype), layout)
 
-    def attend_and_update(self, word_gates: torch.Tensor, state: DecoderState,
-                          soft_context_probability: float = 0.5) -> tuple[torch.Tensor, DecoderState]:
+    def attend_and_update(self, word_gates: torch.Tensor, state: DecoderState, soft_context_probability: float = 0.5,
+                          sample_locations: bool | None = None) -> tuple[torch.Tensor, DecoderState]:
         """The recurrence for one step, shared by teacher forcing and search: attend from h_{t-1}, gate the
         context, update the LSTM. word_gates (B, 4D) -> alpha (B, 196), next state. Hard attention replaces the
-        expected context by one location's vector (training: sampled, else soft with soft_context_probability)."""
+        expected context by one location's vector (sampled, else soft with soft_context_probability, when
+        sample_locations, which defaults to training mode; otherwise the most likely location, as in decoding)."""
         att2, gate = state.weights.project_hidden(state.hidden)  # (B, A), (B, C)
         context, alpha = self.attention.attend(state.features, state.image_projection, att2,
                                                state.layout)  # (B, C), (B, 196)
         location_log_prob = None
         if self.hard:
-            context, location_log_prob = hard_context(state.features, alpha, context, self.training,
+            sample = self.training if sample_locations is None else sample_locations
+            context, location_log_prob = hard_context(state.features, alpha, context, sample,
                                                       soft_context_probability, state.layout.image)  # (B, C), (B,)
         gated = torch.sigmoid(gate) * context  # (B, C)
         hidden, cell = lstm_cell(word_gates, gated, state.hidden, state.cell, state.weights)  # (B, D), (B, D)
@@ -175,10 +177,12 @@ class Decoder(nn.Module):
         next_state.location_log_prob = location_log_prob  # (B,) or None
         return alpha, next_state
 
-    def step(self, words: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
-        """One word for each row: words (B,) -> logits (B, V), alpha (B, 196), next state."""
+    def step(self, words: torch.Tensor, state: DecoderState,
+             sample_locations: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+        """One word for each row: words (B,) -> logits (B, V), alpha (B, 196), next state. sample_locations: as in
+        attend_and_update (hard attention only)."""
         word_gates = state.weights.word_gates(self.embedding(words))  # (B, 4D)
-        alpha, state = self.attend_and_update(word_gates, state)  # (B, 196)
+        alpha, state = self.attend_and_update(word_gates, state, sample_locations=sample_locations)  # (B, 196)
         logits = self.fc(self.dropout(state.hidden))  # (B, V)
         return logits, alpha, state
 

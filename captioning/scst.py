@@ -29,7 +29,8 @@ def sample_captions(decoder: Decoder, features: torch.Tensor, k: int, start_id: 
                     banned: Sequence[int], max_len: int = 20, temperature: float = 1.0) -> Samples:
     """Multinomial samples; `banned` ids (<pad>, <start>, <unk>) are never drawn, nor <end> first; log_probs are
     those of the distribution sampled from: the model's softmax renormalised without the banned words, so that
-    the policy gradient is exact.
+    the policy gradient is exact. A hard-attention decoder reads its most likely location at every step, as when
+    decoding, so the words are the only sampled choices and the policy trained is the one the captions come from.
 
     The image projection is computed once per image and shared by its K rows, as in the beam search.
     """
@@ -40,7 +41,7 @@ def sample_captions(decoder: Decoder, features: torch.Tensor, k: int, start_id: 
     alive = torch.ones(rows, dtype=torch.bool, device=device)  # (B*K,)
     tokens, log_probs, masks = [], [], []
     for step in range(max_len):
-        logits, _, state = decoder.step(words, state)  # (B*K, V)
+        logits, _, state = decoder.step(words, state, sample_locations=False)  # (B*K, V)
         never = torch.tensor([*banned, *((end_id,) if step == 0 else ())], device=device)
         logits = logits.float().index_fill(1, never, float("-inf"))  # (B*K, V) the policy never puts mass there
         scores = torch.log_softmax(logits / temperature, dim=1)  # (B*K, V) log-probs of the policy sampled from

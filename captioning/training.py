@@ -325,8 +325,11 @@ def plot_curves(run_dir: Path, history: list[dict]) -> Path:
 
 def load_weights(captioner: Captioner, directory: str | Path) -> None:
     """Start from a saved model's weights (decoder, plus fine-tuned encoder parts), checked name by name."""
-    _, _, state = read_model_dir(directory)
+    start_config, _, state = read_model_dir(directory)
     captioner.load_checkpoint_state(state, str(directory))
+    if start_config.attention != captioner.config.attention:  # same tensors either way, so allowed, but say so
+        print(f"note: {directory} was trained with {start_config.attention} attention; this run trains it as "
+              f"{captioner.config.attention} (--attention {captioner.config.attention})")
 
 
 def make_objective(captioner: Captioner, to_features, train_set: ImageCaptions, config: TrainConfig) -> nn.Module:

@@ -89,6 +89,31 @@ def test_rewards_follow_image_major_order():
     assert caption_texts(torch.tensor([[1, 2, END, 0], [2, END, 0, 0]]), id_to_word, END) == ["a dog", "dog"]
 
 
+def test_a_hard_decoder_samples_words_while_reading_its_most_likely_cell():
+    """In training mode a hard decoder would sample cells; the sampler must read the argmax cell (what decoding
+    reads), so its log-probs are those of eval-mode (argmax) teacher forcing of the same words."""
+    torch.manual_seed(0)
+    decoder = Decoder(V, C, embed_dim=8, attention_dim=8, decoder_dim=10, dropout=0.0, attention_mode="hard")
+    feats = features(3)
+    torch.manual_seed(5)
+    samples = sample_captions(decoder.train(), feats, k=2, start_id=START, end_id=END, banned=(PAD, START, UNK))
+    lengths = samples.mask.sum(dim=1)  # (6,) words incl. <end>
+    captions = torch.cat([torch.full((6, 1), START), samples.tokens], dim=1)  # (6, T+1)
+    image_index = torch.arange(3).repeat_interleave(2)  # (6,)
+
+    def sampler_scores(output):
+        allowed = output.logits.index_fill(2, torch.tensor([PAD, START, UNK]), float("-inf"))  # (6, T, V)
+        allowed[:, 0, END] = float("-inf")  # no empty caption
+        scores = torch.log_softmax(allowed, dim=2)  # (6, T, V)
+        return scores.gather(2, samples.tokens[:, :, None]).squeeze(2)[samples.mask]  # (n_words,)
+
+    with torch.no_grad():
+        argmax = sampler_scores(decoder.eval()(feats, captions, lengths + 1, image_index))
+        sampled = sampler_scores(decoder.train()(feats, captions, lengths + 1, image_index, 0.0))
+    torch.testing.assert_close(samples.log_probs[samples.mask].detach(), argmax, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(sampled, argmax, atol=1e-3)  # sampled cells would have given other log-probs
+
+
 # --- the self-critical stage through the training loop --------------------------------------------------------
 
 
@@ -154,3 +179,32 @@ def test_scst_refuses_a_start_model_of_another_shape(tiny_train_config, cross_en
 
     with pytest.raises(CheckpointError):
         train(scst_config(tiny_train_config, tmp_path / "bad", cross_entropy_start, decoder_dim=24))
+
+
+def test_scst_on_a_hard_model_trains_the_words_and_leaves_the_attention_as_it_was(tiny_train_config, tmp_path):
+    """Self-critical fine-tuning of a hard-attention model: rollouts read the argmax cell, as decoding does, so the
+    attention (which an argmax gets no gradient through) keeps its weights while the rest of the decoder trains."""
+    from captioning.model import Captioner
+    from captioning.training import train
+
+    train(tiny_train_config(tmp_path / "hard", attention="hard", dropout=0.0))
+    start = Captioner.load(tmp_path / "hard" / "last")
+    state = train(scst_config(tiny_train_config, tmp_path / "scst", tmp_path / "hard" / "last", attention="hard",
+                              epochs=1))
+    assert state["history"][0]["train_reward"] > 0
+    trained = Captioner.load(tmp_path / "scst" / "last")
+    assert trained.config.attention == "hard"
+    before, after = start.decoder.state_dict(), trained.decoder.state_dict()
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert {"fc.weight", "lstm.weight_hh", "f_beta.weight"} <= moved
+    assert not {name for name in moved if name.startswith("attention.")}
+
+
+def test_a_start_model_of_the_other_attention_mode_is_named(tiny_train_config, tmp_path, capsys):
+    """--init-from a hard model into a soft run (the tensors match) trains it as soft: the run says so."""
+    from captioning.training import train
+
+    train(tiny_train_config(tmp_path / "hard", attention="hard", dropout=0.0, max_steps_per_epoch=1))
+    capsys.readouterr()
+    train(tiny_train_config(tmp_path / "soft", init_from=str(tmp_path / "hard" / "last"), max_steps_per_epoch=1))
+    assert "was trained with hard attention; this run trains it as soft (--attention soft)" in capsys.readouterr().out
