@@ -29,6 +29,15 @@ def features(n: int) -> torch.Tensor:
     return torch.randn(n, 196, C, generator=torch.Generator().manual_seed(1))  # (n, 196, C)
 
 
+def sampler_log_probs(logits: torch.Tensor, samples: Samples) -> torch.Tensor:
+    """Teacher-forced logits (B, T, V) of the sampled words -> log p of each sampled word (n_words,) under the
+    sampler's policy: the softmax renormalised without the banned words, and without <end> first."""
+    allowed = logits.index_fill(2, torch.tensor([PAD, START, UNK]), float("-inf"))  # (B, T, V)
+    allowed[:, 0, END] = float("-inf")  # no empty caption
+    scores = torch.log_softmax(allowed, dim=2)  # (B, T, V) log p(w_t | w_<t, image) renormalised without banned
+    return scores.gather(2, samples.tokens[:, :, None]).squeeze(2)[samples.mask]  # (n_words,)
+
+
 def test_sampler_never_draws_banned_tokens_and_ends_every_caption():
     decoder = make_decoder()
     torch.manual_seed(3)
@@ -53,11 +62,8 @@ def test_sampled_log_probs_match_teacher_forcing_of_the_same_words():
     lengths = samples.mask.sum(dim=1)  # (6,) words incl. <end>
     captions = torch.cat([torch.full((6, 1), START), samples.tokens], dim=1)  # (6, T+1)
     output = decoder(feats, captions, lengths + 1, image_index=torch.arange(3).repeat_interleave(2))
-    allowed = output.logits.index_fill(2, torch.tensor([PAD, START, UNK]), float("-inf"))  # (6, T, V)
-    allowed[:, 0, END] = float("-inf")  # no empty caption
-    scores = torch.log_softmax(allowed, dim=2)  # (6, T, V) log p(w_t | w_<t, image) renormalised without banned
-    expected = scores.gather(2, samples.tokens[:, :, None]).squeeze(2)  # (6, T)
-    torch.testing.assert_close(samples.log_probs[samples.mask], expected[samples.mask], atol=1e-5, rtol=1e-5)
+    expected = sampler_log_probs(output.logits, samples)  # (n_words,)
+    torch.testing.assert_close(samples.log_probs[samples.mask], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_leave_one_out_baseline_on_a_hand_made_example():
@@ -100,16 +106,9 @@ def test_a_hard_decoder_samples_words_while_reading_its_most_likely_cell():
     lengths = samples.mask.sum(dim=1)  # (6,) words incl. <end>
     captions = torch.cat([torch.full((6, 1), START), samples.tokens], dim=1)  # (6, T+1)
     image_index = torch.arange(3).repeat_interleave(2)  # (6,)
-
-    def sampler_scores(output):
-        allowed = output.logits.index_fill(2, torch.tensor([PAD, START, UNK]), float("-inf"))  # (6, T, V)
-        allowed[:, 0, END] = float("-inf")  # no empty caption
-        scores = torch.log_softmax(allowed, dim=2)  # (6, T, V)
-        return scores.gather(2, samples.tokens[:, :, None]).squeeze(2)[samples.mask]  # (n_words,)
-
     with torch.no_grad():
-        argmax = sampler_scores(decoder.eval()(feats, captions, lengths + 1, image_index))
-        sampled = sampler_scores(decoder.train()(feats, captions, lengths + 1, image_index, 0.0))
+        argmax = sampler_log_probs(decoder.eval()(feats, captions, lengths + 1, image_index).logits, samples)
+        sampled = sampler_log_probs(decoder.train()(feats, captions, lengths + 1, image_index, 0.0).logits, samples)
     torch.testing.assert_close(samples.log_probs[samples.mask].detach(), argmax, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(sampled, argmax, atol=1e-3)  # sampled cells would have given other log-probs
 
@@ -124,17 +123,21 @@ def scst_config(tiny_train_config, output_dir, start_dir, **overrides):
     return tiny_train_config(output_dir, **values)
 
 
-@pytest.fixture(scope="module")
-def cross_entropy_start(shapes_data, tmp_path_factory):
-    """A cross-entropy model (one short epoch) that the self-critical runs start from."""
+def train_start_model(shapes_data, root, attention: str = "soft"):
+    """A tiny model trained for one short epoch on the shapes data -> its last/ directory, for runs to start from."""
     from captioning.training import TrainConfig, train
 
-    root = tmp_path_factory.mktemp("ce_start")
     train(TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(root),
                       backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
                       attention_dim=16, decoder_dim=16, dropout=0.0, epochs=1, batch_size=10, max_steps_per_epoch=3,
-                      val_max_images=4, threads=1, seed=28, device="cpu"))
+                      val_max_images=4, threads=1, seed=28, device="cpu", attention=attention))
     return root / "last"
+
+
+@pytest.fixture(scope="module")
+def cross_entropy_start(shapes_data, tmp_path_factory):
+    """A cross-entropy model (one short epoch) that the self-critical runs start from."""
+    return train_start_model(shapes_data, tmp_path_factory.mktemp("ce_start"))
 
 
 def test_scst_run_starts_from_the_model_and_logs_reward_and_cider(tiny_train_config, cross_entropy_start, tmp_path):
@@ -181,16 +184,21 @@ def test_scst_refuses_a_start_model_of_another_shape(tiny_train_config, cross_en
         train(scst_config(tiny_train_config, tmp_path / "bad", cross_entropy_start, decoder_dim=24))
 
 
-def test_scst_on_a_hard_model_trains_the_words_and_leaves_the_attention_as_it_was(tiny_train_config, tmp_path):
+@pytest.fixture(scope="module")
+def hard_start(shapes_data, tmp_path_factory):
+    """A tiny hard-attention model (one short epoch) that the runs below start from."""
+    return train_start_model(shapes_data, tmp_path_factory.mktemp("hard_start"), attention="hard")
+
+
+def test_scst_on_a_hard_model_trains_the_words_and_leaves_the_attention_as_it_was(tiny_train_config, hard_start,
+                                                                                   tmp_path):
     """Self-critical fine-tuning of a hard-attention model: rollouts read the argmax cell, as decoding does, so the
     attention (which an argmax gets no gradient through) keeps its weights while the rest of the decoder trains."""
     from captioning.model import Captioner
     from captioning.training import train
 
-    train(tiny_train_config(tmp_path / "hard", attention="hard", dropout=0.0))
-    start = Captioner.load(tmp_path / "hard" / "last")
-    state = train(scst_config(tiny_train_config, tmp_path / "scst", tmp_path / "hard" / "last", attention="hard",
-                              epochs=1))
+    start = Captioner.load(hard_start)
+    state = train(scst_config(tiny_train_config, tmp_path / "scst", hard_start, attention="hard", epochs=1))
     assert state["history"][0]["train_reward"] > 0
     trained = Captioner.load(tmp_path / "scst" / "last")
     assert trained.config.attention == "hard"
@@ -200,11 +208,10 @@ def test_scst_on_a_hard_model_trains_the_words_and_leaves_the_attention_as_it_wa
     assert not {name for name in moved if name.startswith("attention.")}
 
 
-def test_a_start_model_of_the_other_attention_mode_is_named(tiny_train_config, tmp_path, capsys):
+def test_a_start_model_of_the_other_attention_mode_is_named(tiny_train_config, hard_start, tmp_path, capsys):
     """--init-from a hard model into a soft run (the tensors match) trains it as soft: the run says so."""
     from captioning.training import train
 
-    train(tiny_train_config(tmp_path / "hard", attention="hard", dropout=0.0, max_steps_per_epoch=1))
     capsys.readouterr()
-    train(tiny_train_config(tmp_path / "soft", init_from=str(tmp_path / "hard" / "last"), max_steps_per_epoch=1))
+    train(tiny_train_config(tmp_path / "soft", init_from=str(hard_start), max_steps_per_epoch=1))
     assert "was trained with hard attention; this run trains it as soft (--attention soft)" in capsys.readouterr().out
