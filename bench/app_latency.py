@@ -21,7 +21,8 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from skimage import data as skimage_data
 
-import app
+from captioning import shipped
+from captioning.cli import app
 from captioning.config import EncoderSpec
 from captioning.model import Captioner, create_captioner
 from captioning.preprocess import load_image
@@ -56,7 +57,7 @@ def timed(fn, n: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running demo; default: start one in-process")
-    parser.add_argument("--model", default=str(app.DEFAULT_MODEL))
+    parser.add_argument("--model", default=str(shipped.DEFAULT_MODEL))
     parser.add_argument("--random", action="store_true", help="random weights with the shipped model's shapes")
     parser.add_argument("--random-len", type=int, default=12, help="caption length of the random model")
     parser.add_argument("--calls", type=int, default=20)
@@ -79,8 +80,8 @@ def main() -> None:
         if note := captioner.use_fastest_encoder():  # as app.py runs it
             print(note)
         print(f"model: {'random weights, shipped shapes' if args.random else args.model} "
-              f"({captioner.config.backbone}, {captioner.config.preprocessing.input_size} px, "
-              f"decoder {captioner.config.decoder_dim}, vocab {captioner.config.vocab_size})")
+              f"({captioner.config.encoder.backbone}, {captioner.config.preprocessing.input_size} px, "
+              f"decoder {captioner.config.decoder.decoder_dim}, vocab {captioner.config.vocab_size})")
         demo = app.build_demo(captioner, args.beam_size, cache_examples=False)
         demo.queue(max_size=64)
         # server_port=None: gradio takes the first free port from 7860 (or $GRADIO_SERVER_PORT) on

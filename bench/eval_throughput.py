@@ -1,5 +1,5 @@
 """End-to-end evaluation throughput: images/s for encoder + batched beam search, the path
-`python -m captioning.evaluate` takes (uint8 pixels -> Captioner.features_from_pixels -> caption_features).
+`python -m captioning.cli.evaluate` takes (uint8 pixels -> Captioner.features_from_pixels -> caption_features).
 
     python -m bench.eval_throughput --model assets/model --images 64 --batch-size 16 --beam-size 3 --threads 2
 
@@ -80,15 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         measure(model, pixels[: args.batch_size * args.warmup], args.batch_size, args.beam_size, args.length_penalty)
     result = measure(model, pixels, args.batch_size, args.beam_size, args.length_penalty)
     total = result["encode_s"] + result["decode_s"]
-    config = model.config
+    config, decoder = model.config, model.config.decoder
     result.update(images=args.images, batch_size=args.batch_size, beam_size=args.beam_size, threads=args.threads,
                   source=args.source, channels_last=args.channels_last, images_per_s=args.images / total,
-                  backbone=config.backbone,
-                  input_size=config.preprocessing.input_size, encoder_bf16=config.encoder_bf16,
-                  decoder=f"{config.embed_dim}/{config.attention_dim}/{config.decoder_dim}", vocab=config.vocab_size)
+                  backbone=config.encoder.backbone,
+                  input_size=config.preprocessing.input_size, encoder_bf16=config.encoder.bf16,
+                  decoder=f"{decoder.embed_dim}/{decoder.attention_dim}/{decoder.decoder_dim}", vocab=config.vocab_size)
     print(f"{args.images} images ({args.source}), batch {args.batch_size}, beam {args.beam_size}, "
-          f"{args.threads} threads{', channels_last' if args.channels_last else ''}, {config.backbone} @ "
-          f"{config.preprocessing.input_size}px{' bf16' if config.encoder_bf16 else ''}, decoder "
+          f"{args.threads} threads{', channels_last' if args.channels_last else ''}, {config.encoder.backbone} @ "
+          f"{config.preprocessing.input_size}px{' bf16' if config.encoder.bf16 else ''}, decoder "
           f"{result['decoder']}, vocab {config.vocab_size}")
     print(f"  {result['images_per_s']:.2f} images/s end-to-end  (encoder {result['encode_s']:.2f}s = "
           f"{100 * result['encode_s'] / total:.0f}%, beam search {result['decode_s']:.2f}s; "

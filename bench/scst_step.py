@@ -38,7 +38,7 @@ def make_references(generator: torch.Generator, images: int, vocab: int) -> list
 def measure(bf16: bool, args, scorer: CiderD, references: list[list[str]]) -> tuple[float, float]:
     """(images/s, mean sampled length) over the timed steps."""
     torch.manual_seed(0)
-    decoder = Decoder(args.vocab, args.dim, 512, 512, 512, 0.5).train()
+    decoder = Decoder(args.vocab, args.dim).train()
     optimizer = torch.optim.Adam(decoder.parameters(), lr=2e-5, fused=True)
     id_to_word = {i: f"w{i}" for i in range(args.vocab)}
     generator = torch.Generator().manual_seed(0)

@@ -48,7 +48,7 @@ def make_step(decoder: Decoder, bf16: bool):
 def measure(bf16: bool, args) -> tuple[float, float, float]:
     """(captions/s by wall clock, by this process's CPU time / threads, GFLOP per caption fwd + bwd)."""
     torch.manual_seed(0)
-    decoder = Decoder(args.vocab, args.dim, 512, 512, 512, 0.5).train()
+    decoder = Decoder(args.vocab, args.dim).train()
     step = make_step(decoder, bf16)
     generator = torch.Generator().manual_seed(0)
     batches = [make_batch(generator, args.captions, args.per_image, args.vocab, args.dim) for _ in range(args.steps)]

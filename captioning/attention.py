@@ -13,7 +13,7 @@ from torch import nn
 class RowLayout:
     """Which image each decoding row (a caption, beam or sample) reads, and the row's slot among that image's rows:
     the attention context is then one (slots x 196) @ (196 x C) GEMM per image, its features read once per step
-    instead of once per row (issue 13: the per-row copies made the context memory-bound)."""
+    instead of once per row (per-row copies would make the context memory-bound)."""
 
     image: torch.Tensor  # (B,) the image of each row
     slot: torch.Tensor  # (B,) the row's place among its image's rows
@@ -62,8 +62,8 @@ def _score_activations(image_projection: torch.Tensor, att2: torch.Tensor, image
 class _AdditiveScores(torch.autograd.Function):
     """w . relu(P[image] + W_h h) + b for every row and location, a few rows at a time, recomputing the activations
     in backward instead of storing them: autograd's version keeps a per-row copy of P and makes about ten passes
-    over the (B, 196, A) activations in memory per step; here each chunk's passes stay in cache (32 rows,
-    A = 512, forward + backward: 20-28 -> 8-10 ms)."""
+    over the (B, 196, A) activations in memory per step; here each chunk's passes stay in cache (timings in
+    docs/benchmarks.md)."""
 
     @staticmethod
     def forward(ctx, image_projection: torch.Tensor, att2: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -127,31 +126,3 @@ def read_and_average(directories: list[str | Path]) -> tuple[ModelConfig, dict[s
         states.append(other_state)
     return config, word_map, average_states(states)
 
-
-def main(argv=None) -> int:
-    """Copy a model directory, or average several epochs of one run, storing the weights in fp16 (how assets/model
-    is made from runs/*/best)."""
-    from captioning import cli
-
-    parser = cli.make_parser("python -m captioning.checkpoint", main.__doc__)
-    parser.add_argument("sources", nargs="+", metavar="source",
-                        help="model directory, e.g. runs/flickr8k/best; several (e.g. runs/x/epoch_6 runs/x/epoch_8) "
-                             "are averaged weight by weight")
-    parser.add_argument("target", help="output model directory, e.g. assets/model")
-    parser.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: store fp16)")
-    args = parser.parse_args(argv)
-    try:
-        config, word_map, state = read_and_average(args.sources)
-    except CheckpointError as error:
-        unreadable = [s for s in args.sources if not (Path(s) / WEIGHTS_FILE).is_file()]
-        print(cli.model_load_error(unreadable[0] if unreadable else args.sources[0], error), file=sys.stderr)
-        return 2
-    path = save_model_dir(args.target, config, word_map, state, fp16=not args.fp32)
-    size = (path / WEIGHTS_FILE).stat().st_size / 2**20
-    averaged = f", the mean of {len(args.sources)} models" if len(args.sources) > 1 else ""
-    print(f"wrote {path} ({size:.1f} MiB weights, {'fp32' if args.fp32 else 'fp16'}{averaged})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

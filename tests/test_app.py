@@ -10,12 +10,14 @@ from unittest import mock
 import gradio as gr
 import numpy as np
 import pytest
+import torch
 from conftest import make_hard_model
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-import app
+from captioning import payload, serving, shipped
+from captioning.cli import app
 from captioning.model import Caption, Captioner
 from captioning.preprocess import load_image
 
@@ -25,11 +27,11 @@ EXAMPLE = ROOT / "assets" / "examples" / "cat.jpg"
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dir, tmp_path_factory, launch_demo):
-    """(captioner, client, calls): the demo on a free local port; calls counts model invocations."""
+    """(captioner, client, calls): the demo on a free local port; calls counts model invocations (searches)."""
     captioner = Captioner.load(tiny_model_dir)
     calls = []
-    caption = captioner.caption_alternatives
-    captioner.caption_alternatives = lambda *args, **kwargs: calls.append(1) or caption(*args, **kwargs)
+    search = captioner.caption_pools
+    captioner.caption_pools = lambda *args, **kwargs: calls.append(1) or search(*args, **kwargs)
     with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
         demo = app.build_demo(captioner, cache_examples=True)
     demo.queue(max_size=8)
@@ -53,7 +55,7 @@ def test_caption_returns_text_first_then_per_word_data(served):
     assert len(data["gates"]) == len(data["words"]) and all(0 < g < 1 for g in data["gates"])
     assert (data["model"], data["attention"], data["beam"]) == ("model", "soft", 3)
     assert data["score"] == pytest.approx(best.score, abs=1e-3)
-    assert app.decode_image(data["image"]).size == load_image(EXAMPLE).size  # small photo: shown at its own size
+    assert payload.decode_image(data["image"]).size == load_image(EXAMPLE).size  # small photo: shown at its own size
     np.testing.assert_allclose(unpacked(data), alphas / alphas.max(axis=(1, 2), keepdims=True), atol=1e-4)
     for other in data["alternatives"]:  # the beam's other captions, next best first, each with its own data
         assert unpacked(other).shape == (len(other["words"]), 14, 14) and "alphas" not in other
@@ -63,7 +65,7 @@ def test_caption_returns_text_first_then_per_word_data(served):
 
 
 def unpacked(caption: dict) -> np.ndarray:
-    """A caption's packed grids (app.packed_grids) as float (n_words, rows, cols), each word scaled to max 1."""
+    """A caption's packed grids (payload.packed_grids) as float (n_words, rows, cols), each word scaled to max 1."""
     import base64
 
     values = np.frombuffer(base64.b64decode(caption["grids"]), dtype="<u2").astype(np.float64) / 65535
@@ -73,18 +75,18 @@ def unpacked(caption: dict) -> np.ndarray:
 def test_packed_grids_keep_each_words_map_and_are_small():
     rng = np.random.default_rng(0)
     alphas = rng.dirichlet(np.ones(196), size=12).reshape(12, 14, 14).astype(np.float32)  # (n_words, 14, 14)
-    caption = app.word_payload(Caption(["w"] * 12, alphas, -3.0))
+    caption = payload.word_payload(Caption(["w"] * 12, alphas, -3.0))
     np.testing.assert_allclose(unpacked(caption), alphas / alphas.max(axis=(1, 2), keepdims=True), atol=1e-5)
     assert len(caption["grids"]) * 3 < len(str(caption["alphas"]))  # a third of the nested lists or less
-    assert app.packed_grids(np.zeros((0, 14, 14))) == ""  # an empty caption
+    assert payload.packed_grids(np.zeros((0, 14, 14))) == ""  # an empty caption
 
 
 def test_the_display_photo_keeps_to_its_byte_budget():
     noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8))
     flat = Image.new("RGB", (640, 480), (90, 140, 200))
-    assert len(app.display_data_url(flat)) == len(app.encode_image(flat, 80))  # the first quality that fits
-    small = app.display_data_url(noise, budget=60_000)
-    assert len(small) < len(app.encode_image(noise, 80)) and app.decode_image(small).size == (640, 480)
+    assert len(payload.display_data_url(flat)) == len(payload.encode_image(flat, 80))  # the first quality that fits
+    small = payload.display_data_url(noise, budget=60_000)
+    assert len(small) < len(payload.encode_image(noise, 80)) and payload.decode_image(small).size == (640, 480)
 
 
 def test_alternatives_are_the_beams_other_captions():
@@ -92,7 +94,7 @@ def test_alternatives_are_the_beams_other_captions():
     grids = np.full((2, 14, 14), 1 / 196, dtype=np.float32)  # (n_words, 14, 14)
     captions = [Caption(["a", "dog"], grids, -1.5, gates=np.array([0.25, 0.75], dtype=np.float32)),
                 Caption(["a", "cat"], grids, -2.0), Caption(["one", "dog"], grids, -2.5)]
-    data = app.caption_data(captions, Image.new("RGB", (40, 30)), "m", "hard", 3)
+    data = payload.caption_data(captions, Image.new("RGB", (40, 30)), "m", "hard", 3)
     assert data["caption"] == "a dog" and data["gates"] == [0.25, 0.75] and data["attention"] == "hard"
     assert [a["caption"] for a in data["alternatives"]] == ["a cat", "one dog"]
     assert data["alternatives"][0]["gates"] == [None, None]  # a search that records no gate
@@ -150,7 +152,7 @@ def test_first_example_is_part_of_the_page_not_a_page_load_event(tiny_model_dir,
     with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path)}):
         config = app.build_demo(captioner, cache_examples=True).get_config_file()
     values = {c["props"].get("elem_id"): c["props"].get("value") for c in config["components"]}
-    first = app.example_paths()[0]
+    first = shipped.example_photos()[0]
     assert values["caption-text"] == captioner.caption(load_image(first), beam_size=3)[0].text
     assert values["image-input"]["orig_name"] == Path(first).name
     assert values["attention-data"]["words"] == values["caption-text"].split()
@@ -159,7 +161,7 @@ def test_first_example_is_part_of_the_page_not_a_page_load_event(tiny_model_dir,
 
 def test_render_step_is_pure():
     data = {"words": ["a", "cat"], "alphas": np.full((2, 14, 14), 1 / 196).tolist(),
-            "image": app.encode_image(Image.new("RGB", (40, 30), "white"))}
+            "image": payload.encode_image(Image.new("RGB", (40, 30), "white"))}
     image, chips = app.render_step(data, 1)
     assert image.size == (40, 30) and chips == [("a", app.OTHER), ("cat", app.CURRENT)]
 
@@ -169,9 +171,15 @@ def test_handlers_run_without_a_server(tmp_path):
     beams = []
 
     class FakeCaptioner:  # records the beam size; a fixed 2-word caption with peaked attention
-        config = SimpleNamespace(attention="soft")
+        config = SimpleNamespace(decoder=SimpleNamespace(attention="soft"))
 
-        def caption_alternatives(self, image, beam_size):
+        def image_batch(self, image):
+            return torch.zeros(1, 3, 8, 8)  # (1, 3, I, I)
+
+        def encode(self, images):
+            return torch.zeros(len(images), 196, 4)  # (B, 196, C)
+
+        def caption_pools(self, features, beam_size):
             beams.append(beam_size)
             alphas = np.zeros((2, 14, 14), dtype=np.float32)  # (n_words, 14, 14)
             alphas[0, 0, 0] = alphas[1, 13, 13] = 1.0
@@ -181,7 +189,7 @@ def test_handlers_run_without_a_server(tmp_path):
     app.caption_image(FakeCaptioner(), 4, str(EXAMPLE), 2.0)
     assert beams == [4, 2] and text == "a cat" and data["words"] == ["a", "cat"]
     assert data["gates"] == [None, None] and data["alternatives"] == []  # no gates recorded, one caption
-    assert app.decode_image(data["image"]).size == load_image(EXAMPLE).size
+    assert payload.decode_image(data["image"]).size == load_image(EXAMPLE).size
     first, _ = app.step(0, data)
     second, second_chips = app.step(1, data)
     assert first != second and second_chips[1] == ("cat", app.CURRENT)  # another word, another cached heatmap
@@ -204,7 +212,7 @@ def test_command_line_defaults_and_auth(monkeypatch):
     assert (args.host, args.port, args.beam_size, args.max_file_size, args.concurrency) == (
         "127.0.0.1", 7860, 3, "10mb", 2)
     assert args.model is None and not args.share and args.auth is None
-    assert app.model_dirs(None)[0][0] == app.DEFAULT_MODEL  # then assets/model_hard, once it is there
+    assert serving.default_model_dirs()[0][0] == shipped.DEFAULT_MODEL  # then assets/model_hard, once there
     assert app.parse_args(["--model", "a", "--model", "b"]).model == ["a", "b"]
     assert app.parse_args(["--auth", "me:pa:ss"]).auth == ("me", "pa:ss")
     with pytest.raises(SystemExit):
@@ -308,15 +316,15 @@ def test_the_page_offers_each_model_by_its_directory_name(two_models, tiny_model
                                             cache_examples=False).get_config_file()["components"]
                   if c["props"].get("elem_id") == "model-choice")
     assert [c[0] for c in choice["props"]["choices"]] == ["model", "model_hard"] and choice["props"]["visible"]
-    assert app.model_names([Path("assets/model"), Path("assets/model_hard")]) == ["model", "model_hard"]
-    assert app.model_names([Path("runs/a/best"), Path("runs/b/best")]) == ["runs/a/best", "runs/b/best"]
+    assert serving.model_names([Path("assets/model"), Path("assets/model_hard")]) == ["model", "model_hard"]
+    assert serving.model_names([Path("runs/a/best"), Path("runs/b/best")]) == ["runs/a/best", "runs/b/best"]
 
 
 def test_a_hard_models_step_heatmap_is_its_chosen_cell(two_models):
     _, _, client = two_models
     text, data = client.predict(handle_file(str(EXAMPLE)), 3, "tiny_hard", api_name="/caption")
     heatmap, _ = client.predict(0, data, api_name="/step")
-    shown = np.asarray(app.decode_image(data["image"])).astype(int)  # (H, W, 3)
+    shown = np.asarray(payload.decode_image(data["image"])).astype(int)  # (H, W, 3)
     changed = np.abs(np.asarray(Image.open(heatmap)).astype(int) - shown).max(axis=2) > 40  # (H, W) JPEG noise aside
     rows, cols = np.nonzero(changed)
     row, col = np.unravel_index(int(np.argmax(data["alphas"][0])), (14, 14))
@@ -328,8 +336,8 @@ def test_a_hard_models_step_heatmap_is_its_chosen_cell(two_models):
 def test_serving_the_default_models(tiny_model_dir, monkeypatch, capsys, local_port, tmp_path):
     """No --model: assets/model, plus assets/model_hard when it is there; without it, one line says so."""
     monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "examples"))
-    monkeypatch.setattr(app, "DEFAULT_MODEL", tiny_model_dir)
-    monkeypatch.setattr(app, "DEFAULT_HARD_MODEL", tmp_path / "model_hard")
+    monkeypatch.setitem(shipped.SHIPPED_MODELS, "model", tiny_model_dir)
+    monkeypatch.setitem(shipped.SHIPPED_MODELS, "model_hard", tmp_path / "model_hard")
     served = []
 
     def on_serve(demo):
@@ -340,7 +348,7 @@ def test_serving_the_default_models(tiny_model_dir, monkeypatch, capsys, local_p
     out = capsys.readouterr().out
     assert "note: assets/model_hard (the hard-attention model) is not there: serving assets/model only" in out
     make_hard_model(tiny_model_dir, tmp_path / "model_hard")
-    assert app.model_dirs(None) == ([tiny_model_dir, tmp_path / "model_hard"], None)
+    assert serving.default_model_dirs() == ([tiny_model_dir, tmp_path / "model_hard"], None)
     assert app.main(["--port", str(local_port), "--cache-examples", "off"]) == 0
     assert "not there" not in capsys.readouterr().out
     model_parameter = [p for p in served[-1]["named_endpoints"]["/caption"]["parameters"] if p["label"] == "Model"]

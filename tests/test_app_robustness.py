@@ -24,7 +24,8 @@ from gradio_client.exceptions import AppError, AuthenticationError
 from gradio_client.utils import QueueError
 from PIL import Image, ImageFile
 
-import app
+from captioning import payload
+from captioning.cli import app
 from captioning.model import Captioner
 from captioning.preprocess import MAX_IMAGE_PIXELS, Preprocessing, load_image, preprocess_image
 
@@ -65,7 +66,7 @@ def assert_still_serves(server) -> None:
 
 def shown(data: dict) -> np.ndarray:
     """The display image carried in the hidden JSON, as int (H, W, 3)."""
-    return np.asarray(app.decode_image(data["image"])).astype(int)
+    return np.asarray(payload.decode_image(data["image"])).astype(int)
 
 
 def vm_rss_mb() -> float:
@@ -349,11 +350,12 @@ def test_concurrent_clients_get_identical_captions_and_memory_stays_bounded(serv
 def test_a_full_queue_refuses_fast_with_a_clear_message(captioner, tmp_path, launch_demo):
     delay = 1.0
 
-    def slow_caption(*args, **kwargs):
+    def slow_search(*args, **kwargs):
         time.sleep(delay)
-        return captioner.caption_alternatives(*args, **kwargs)
+        return captioner.caption_pools(*args, **kwargs)
 
-    slow = SimpleNamespace(caption_alternatives=slow_caption, config=captioner.config)
+    slow = SimpleNamespace(image_batch=captioner.image_batch, encode=captioner.encode, caption_pools=slow_search,
+                           config=captioner.config)
     demo = app.build_demo(slow, concurrency=1, examples=[], cache_examples=False)
     demo.queue(max_size=1)
     url = launch_demo(demo)

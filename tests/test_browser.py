@@ -22,7 +22,8 @@ from conftest import make_hard_model
 from gradio_client import Client, handle_file
 from PIL import Image
 
-import app
+from captioning import payload
+from captioning.cli import app
 from captioning.model import Caption, Captioner
 
 pytestmark = pytest.mark.slow
@@ -42,8 +43,14 @@ class ThreeCaptions:
     def __init__(self, captioner: Captioner):
         self.captioner, self.config = captioner, captioner.config
 
-    def caption_alternatives(self, images, beam_size: int = 3) -> list[list[Caption]]:
-        pools = self.captioner.caption_alternatives(images, beam_size)
+    def image_batch(self, images):
+        return self.captioner.image_batch(images)
+
+    def encode(self, images):
+        return self.captioner.encode(images)
+
+    def caption_pools(self, features, beam_size: int = 3) -> list[list[Caption]]:
+        pools = self.captioner.caption_pools(features, beam_size)
         return [[self.rotated(pool[0], i) for i in range(beam_size)] for pool in pools]
 
     @staticmethod
@@ -203,7 +210,7 @@ def test_the_figure_download_is_a_png_with_one_panel_per_word(page, tmp_path):
     path = tmp_path / "figure.png"
     download.value.save_as(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and download.value.suggested_filename.endswith(".png")
-    shown = app.decode_image(data["image"])
+    shown = payload.decode_image(data["image"])
     layout = page.evaluate("([n, aspect]) => window.satDemo.figureLayout(n, aspect)",
                            [len(data["words"]), shown.height / shown.width])
     figure = np.asarray(Image.open(path).convert("RGB")).astype(int)  # (H, W, 3)
@@ -277,7 +284,7 @@ def test_the_page_draws_what_step_renders_for_api_clients(page, url, tmp_path):
     page.wait_for_function("() => document.querySelector('#heatmap canvas').dataset.word === '1'")
     png = page.evaluate(PIXELS_JS).split(",", 1)[1]
     browser = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("L")).astype(float)
-    photo = np.asarray(app.decode_image(data["image"]).convert("L")).astype(float)
+    photo = np.asarray(payload.decode_image(data["image"]).convert("L")).astype(float)
     assert browser.shape == server.shape == photo.shape
     heat_browser, heat_server = np.abs(browser - photo), np.abs(server - photo)  # (H, W) where it is tinted
     assert np.corrcoef(heat_browser.ravel(), heat_server.ravel())[0, 1] > 0.8

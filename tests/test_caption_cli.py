@@ -1,4 +1,4 @@
-"""python -m captioning.caption: text and JSON output, attention figures, bad inputs (tiny random model)."""
+"""python -m captioning.cli.caption: text and JSON output, attention figures, bad inputs (tiny random model)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioning.caption import main
+from captioning.cli.caption import main
 from captioning.model import Captioner
 from captioning.preprocess import load_image
 

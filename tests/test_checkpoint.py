@@ -151,7 +151,7 @@ def test_missing_config_or_word_map(saved, name):
 
 def test_config_that_does_not_match_the_weights_names_tensor_and_shapes(saved):
     config = read_json(saved / "config.json")
-    config["decoder_dim"] = 24  # the weights were trained with 16
+    config["decoder"]["decoder_dim"] = 24  # the weights were trained with 16
     write_json(saved / "config.json", config)
     with pytest.raises(CheckpointError) as error:
         Captioner.load(saved)
@@ -258,7 +258,7 @@ def test_training_state_round_trip_and_malicious_state_refused(tiny_config, word
 
 
 def test_averaging_epochs_gives_the_mean_weights_in_fp16(config, word_map, tmp_path, capsys):
-    from captioning.checkpoint import main
+    from captioning.cli.checkpoint import main
 
     first, second = make_model(config, word_map, seed=1), make_model(config, word_map, seed=2)
     first.save(tmp_path / "epoch_1")
@@ -277,10 +277,11 @@ def test_averaging_epochs_gives_the_mean_weights_in_fp16(config, word_map, tmp_p
 
 
 def test_averaging_refuses_models_of_different_runs(config, word_map, tmp_path, capsys):
-    from captioning.checkpoint import main
+    from captioning.cli.checkpoint import main
 
     make_model(config, word_map).save(tmp_path / "a")
-    other = dataclasses.replace(config, decoder_dim=config.decoder_dim * 2)
+    other = dataclasses.replace(config, decoder=dataclasses.replace(config.decoder,
+                                                                     decoder_dim=config.decoder.decoder_dim * 2))
     make_model(other, word_map).save(tmp_path / "b")
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "out")]) == 2
     assert "another config.json" in capsys.readouterr().err

@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 from conftest import TorchThreads
 
-import prepare_data
-import train as train_cli
-from captioning import caption, evaluate, features
-from captioning.config import EncoderSpec, ModelConfig
+from captioning import features as feature_cache
+from captioning.cli import caption, checkpoint, evaluate, features, prepare
+from captioning.cli import train as train_cli
+from captioning.config import DecoderConfig, EncoderSpec, ModelConfig
+from captioning.encoder import resolve_spec
 from captioning.precision import native_cpu_bf16
 
 REPO = Path(__file__).resolve().parents[1]
-TOOLS = {"prepare_data.py": prepare_data.build_parser, "captioning.features": features.build_parser,
-         "train.py": train_cli.build_parser, "captioning.evaluate": evaluate.build_parser,
-         "captioning.caption": caption.build_parser}
+TOOLS = {"prepare_data.py": prepare.build_parser, "captioning.cli.features": features.build_parser,
+         "train.py": train_cli.build_parser, "captioning.cli.evaluate": evaluate.build_parser,
+         "captioning.cli.caption": caption.build_parser, "captioning.cli.checkpoint": checkpoint.build_parser}
 DIFFERENT_SETTINGS = {"batch_size": "images per encoder batch vs captions per training step",
                       "seed": "data preparation vs training"}  # same word, another setting: each help says which
 LITE0 = ["--backbone", "tf_efficientnet_lite0", "--encoder-weights", "random", "--input-size", "64"]
@@ -59,7 +60,7 @@ def test_the_app_takes_its_model_flag_like_the_other_tools():
     option and description, several values, and the shipped models as the default."""
     import argparse
 
-    import app
+    from captioning.cli import app
 
     served, shared = options(app.build_parser())["model"], options(caption.build_parser())["model"]
     assert served.option_strings == shared.option_strings and isinstance(served, argparse._AppendAction)
@@ -86,20 +87,13 @@ def test_every_help_line_says_what_and_its_default():
 
 def test_default_trunk_is_the_offline_lite2_of_the_shipped_model():
     shipped = ModelConfig.load(REPO / "assets" / "model" / "config.json").encoder
-    assert EncoderSpec() == shipped == EncoderSpec("tf_efficientnet_lite2", "lite-wheel", 448, True, 14)
+    assert resolve_spec(EncoderSpec()) == shipped == EncoderSpec("tf_efficientnet_lite2", "lite-wheel", 448, True, 14)
     assert train_cli.resolve_config(train_cli.given_flags(["--data-name", "x"])).encoder == shipped
     b4 = train_cli.resolve_config(train_cli.given_flags(["--data-name", "x", "--backbone", "efficientnet_b4"]))
     assert b4.encoder == dataclasses.replace(shipped, backbone="efficientnet_b4", weights="timm")
 
 
-def test_flat_config_json_still_loads_and_saves_nested(tmp_path):
-    flat = json.loads((REPO / "assets" / "model" / "config.json").read_text())
-    assert "backbone" in flat and "encoder" not in flat  # the shipped file predates the nesting
-    config = ModelConfig.from_dict(flat)
-    assert config.encoder.backbone == config.backbone == "tf_efficientnet_lite2" and config.encoder_bf16
-    nested = json.loads(config.to_json())
-    assert nested["encoder"]["input_size"] == 448 and "backbone" not in nested
-    assert ModelConfig.from_dict(nested) == config
+def test_train_config_takes_the_encoder_spec_flat(tmp_path):
     old_run = {"data_name": "x", "backbone": "tf_efficientnet_lite0", "encoder_weights": "random", "input_size": 64,
                "encoder_bf16": False}  # a train_config.json written before the nesting
     assert train_cli.TrainConfig(**old_run).encoder == EncoderSpec("tf_efficientnet_lite0", "random", 64, False)
@@ -162,8 +156,8 @@ def test_ctrl_c_while_caching_is_one_line_and_130(shapes_data, tmp_path, monkeyp
             raise KeyboardInterrupt
         return encode(*args)
 
-    encode = features.encode_pixels
-    monkeypatch.setattr(features, "encode_pixels", interrupted_encode)
+    encode = feature_cache.encode_pixels
+    monkeypatch.setattr(feature_cache, "encode_pixels", interrupted_encode)
     code = features.main(["--split", "TRAIN", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"],
                           "--data-name", shapes_data["data_name"], "--batch-size", "8", "--threads", "1", *LITE0])
     err = capsys.readouterr().err
@@ -172,35 +166,12 @@ def test_ctrl_c_while_caching_is_one_line_and_130(shapes_data, tmp_path, monkeyp
     assert code == 130
 
 
-def test_adopting_an_old_layout_cache(shapes_data, tmp_path, capsys):
-    """The one-shot way to keep a cache written before the data name was in the file names."""
-    args = ["--split", "VAL", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"], "--data-name",
-            shapes_data["data_name"], "--image-size", "32", "--threads", "1", *LITE0]
-    assert features.main(args) == 0
-    new_npy, new_json = features.cache_paths(tmp_path, "VAL", shapes_data["data_name"])
-    made = json.loads(new_json.read_text())
-    spec = made.pop("encoder")  # rewrite it as the old code did: unnamed files, flat keys
-    old = {**{k: made[k] for k in ("names", "dim", "batch_size", "preprocessing", "done", "complete")}, "grid": 196,
-           "bf16": spec["bf16"], "backbone": spec["backbone"], "weights": spec["weights"]}
-    new_npy.rename(tmp_path / "VAL_FEATURES.npy")
-    (tmp_path / "VAL_FEATURES.json").write_text(json.dumps(old))
-    new_json.unlink()
-    with pytest.raises(FileNotFoundError, match="adopt it with python -m captioning.features --adopt-legacy"):
-        features.load_cached_features(tmp_path, "VAL", shapes_data["data_name"])
-    capsys.readouterr()
-    assert features.main([*args, "--adopt-legacy"]) == 0
-    assert "adopted" in capsys.readouterr().out and not (tmp_path / "VAL_FEATURES.npy").exists()
-    assert json.loads(new_json.read_text())["encoder"] == spec
-    assert features.main(args) == 0  # the same settings: nothing to re-encode
-    assert "already complete" in capsys.readouterr().out
-
-
 def test_csv_without_a_caption_column_and_a_row_without_caption(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     for rows, where in ((["a.png", "b.png"], ":1:"), (["a.png,a red circle", "b.png"], ":2:")):
         (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
-        code = prepare_data.main(["--dataset", "csv", "--captions-file", str(tmp_path / "c.csv"), "--image-dir",
-                                  str(tmp_path / "images"), "--output-dir", str(tmp_path / "out")])
+        code = prepare.main(["--dataset", "csv", "--captions-file", str(tmp_path / "c.csv"), "--image-dir",
+                             str(tmp_path / "images"), "--data-dir", str(tmp_path / "out")])
         line = one_line(capsys.readouterr().err)
         assert code == 2 and where in line and "row has no caption column (expected rows image,caption" in line
 
@@ -241,7 +212,7 @@ def test_evaluation_refuses_a_cache_made_at_another_input_size(shapes_data, tmp_
     data = PreparedData(shapes_data["data_dir"], shapes_data["data_name"])
     spec = EncoderSpec("tf_efficientnet_lite0", "random", input_size=64)
     torch.manual_seed(0)
-    create_captioner(spec, data.load_word_map(), 32, embed_dim=8, attention_dim=8, decoder_dim=8).save(tmp_path / "m")
+    create_captioner(spec, data.load_word_map(), 32, DecoderConfig(8, 8, 8)).save(tmp_path / "m")
     assert features.main(["--split", "VAL", "--cache-dir", str(tmp_path / "c"), "--data-dir", shapes_data["data_dir"],
                           "--data-name", data.data_name, "--threads", "1", *LITE0[:4], "--input-size", "32"]) == 0
     capsys.readouterr()

@@ -45,13 +45,12 @@ def quickstart_calls(lines: list[str]) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
-    import prepare_data
-    import train
-    from captioning import caption, evaluate, features
+    from captioning.cli import caption, evaluate, features, prepare, train
 
-    tools = {("prepare_data.py",): prepare_data.main, ("-m", "captioning.features"): features.main,
-             ("train.py",): train.main, ("-m", "captioning.evaluate"): evaluate.main,
-             ("-m", "captioning.caption"): caption.main}
+    tools = {("prepare_data.py",): prepare.main, ("-m", "captioning.cli.prepare"): prepare.main,
+             ("-m", "captioning.cli.features"): features.main,
+             ("train.py",): train.main, ("-m", "captioning.cli.train"): train.main,
+             ("-m", "captioning.cli.evaluate"): evaluate.main, ("-m", "captioning.cli.caption"): caption.main}
     calls = quickstart_calls(quickstart_lines())
     assert calls[0][:3] == ["pip", "install", "-e"] and calls[-1] == ["python", "app.py", "--model", "runs/quick/best"]
     monkeypatch.chdir(tmp_path)

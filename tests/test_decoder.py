@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from captioning.attention import Attention, RowLayout, additive_scores, context_by_image
+from captioning.config import DecoderConfig
 from captioning.decoder import Decoder, DecoderOutput
 from captioning.loss import caption_loss
 
@@ -16,7 +17,7 @@ V, C, START, END = 20, 24, 17, 18  # ids 1..16 are words, 0 is <pad>
 
 def make_decoder(seed: int = 0, dropout: float = 0.5) -> Decoder:
     torch.manual_seed(seed)
-    return Decoder(V, C, embed_dim=12, attention_dim=10, decoder_dim=14, dropout=dropout)
+    return Decoder(V, C, DecoderConfig(embed_dim=12, attention_dim=10, decoder_dim=14, dropout=dropout))
 
 
 def make_batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,8 +12,15 @@ from PIL import Image
 from safetensors.torch import save_file
 from skimage import data
 
-from captioning.config import EncoderSpec, ModelConfig
-from captioning.encoder import Encoder, create_trunk, native_input_size, preprocessing_for, to_feature_map
+from captioning.config import DecoderConfig, EncoderSpec, ModelConfig
+from captioning.encoder import (
+    Encoder,
+    create_trunk,
+    native_input_size,
+    preprocessing_for,
+    resolve_spec,
+    to_feature_map,
+)
 from captioning.loss import caption_loss
 from captioning.model import Captioner
 from captioning.preprocess import Preprocessing, preprocess_image, resize_square, to_model_input
@@ -283,6 +290,16 @@ def test_native_input_gives_a_real_14x14_map_of_the_reported_channels(backbone, 
     assert _tail_is(encoder, tail)
 
 
+def test_resolve_spec_fills_in_only_what_the_spec_leaves_to_the_trunk():
+    assert resolve_spec(EncoderSpec()) == EncoderSpec("tf_efficientnet_lite2", "lite-wheel", 448)  # the shipped trunk
+    assert resolve_spec(EncoderSpec("vgg16", grid_size=7)) == EncoderSpec("vgg16", "timm", 112, grid_size=7)
+    assert resolve_spec(EncoderSpec("resnet50", input_size=64)) == EncoderSpec("resnet50", "timm", 64)
+    given = EncoderSpec("tf_efficientnet_lite0", "random", 224, bf16=False)
+    assert resolve_spec(given) is given
+    moved = resolve_spec(given.with_changes(backbone="vit_tiny_patch16_224"))  # a new trunk gets its own defaults
+    assert moved == EncoderSpec("vit_tiny_patch16_224", "timm", 224, bf16=False)
+
+
 def test_efficientnet_b4_encodes_a_small_input_to_196_vectors_of_1792():
     torch.manual_seed(0)
     encoder = Encoder("efficientnet_b4").eval()
@@ -310,7 +327,7 @@ def _training_batch(word_map: dict[str, int]) -> tuple[torch.Tensor, torch.Tenso
 def test_family_encodes_finetunes_trains_a_step_and_reloads(backbone, dim, native, small, tail, word_map, tmp_path):
     spec = EncoderSpec(backbone=backbone, weights="random", input_size=small, bf16=False)
     config = ModelConfig(encoder=spec, encoder_finetuned=True, encoder_dim=dim,
-                         vocab_size=len(word_map), embed_dim=8, attention_dim=8, decoder_dim=8,
+                         vocab_size=len(word_map), decoder=DecoderConfig(8, 8, 8),
                          preprocessing=Preprocessing(image_size=small, input_size=small))
     torch.manual_seed(0)
     model = Captioner(config, word_map).train()

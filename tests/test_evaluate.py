@@ -1,4 +1,4 @@
-"""`python -m captioning.evaluate`: metrics and captions for a prepared split, for raw Karpathy-format input (the
+"""`python -m captioning.cli.evaluate`: metrics and captions for a prepared split, for raw Karpathy-format input (the
 same images give the same captions and scores), from cached features, with METEOR (Java), and clear errors."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import TorchThreads
 
-from captioning import evaluate
+from captioning.cli import evaluate
+from captioning.config import DecoderConfig
 from captioning.metrics import coco_metrics
 from captioning.model import Captioner
 
@@ -26,8 +27,8 @@ def model_dir(shapes_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("evaluate") / "run"
     with TorchThreads(1):
         train(TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(run),
-                          backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
-                          attention_dim=16, decoder_dim=32, dropout=0.1, epochs=4, batch_size=10, decoder_lr=1e-2,
+                          backbone="test_efficientnet", encoder_weights="random", input_size=64,
+                          decoder=DecoderConfig(16, 16, 32, dropout=0.1), epochs=4, batch_size=10, decoder_lr=1e-2,
                           val_max_images=4, seed=1, device="cpu"))
     return run / "best"
 
@@ -67,7 +68,8 @@ def test_prepared_split_metrics_and_captions(model_dir, shapes_data, tmp_path, c
                              "--captions-out", str(tmp_path / "captions.json")], capsys)
     assert code == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert json.loads(out[out.index("{"):]) == metrics  # printed and written alike
+    assert {**json.loads(out[out.index("{"):]), "model": str(model_dir), "split": "VAL",
+            "expected_context": False} == metrics  # printed and written alike, with the run's settings
     assert metrics["images"] == len(names) == shapes_data["images"]["val"] and metrics["beam_size"] == 3
     assert "METEOR" not in metrics
     for key in METRICS:
@@ -79,6 +81,21 @@ def test_prepared_split_metrics_and_captions(model_dir, shapes_data, tmp_path, c
     # the scores are those of exactly these captions against the split's references
     rescored = coco_metrics(dict(enumerate(references)), {i: [captions[n]] for i, n in enumerate(names)}, meteor=False)
     assert {k: metrics[k] for k in METRICS} == pytest.approx({k: rescored[k] for k in METRICS})
+
+
+def test_results_file_records_the_run(model_dir, shapes_data, tmp_path, capsys):
+    """--json-out: the run (model as given, split, decoding) and the metrics as the fractions printed."""
+    results = tmp_path / "results" / "val.json"  # its folder is made
+    code, out, _ = run_main(["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name",
+                             shapes_data["data_name"], "--split", "val", "--beam-size", "2", "--no-meteor",
+                             "--expected-context", "--json-out", str(results)], capsys)
+    assert code == 0
+    printed = json.loads(out[out.index("{"):])
+    assert json.loads(results.read_text()) == {"model": str(model_dir), "split": "VAL", "expected_context": True,
+                                               **printed}
+    assert printed["beam_size"] == 2 and printed["images"] == shapes_data["images"]["val"]
+    assert set(METRICS) <= set(printed) and "METEOR" not in printed
+    assert [path.name for path in results.parent.iterdir()] == ["val.json"]  # no temporary file left
 
 
 def test_raw_karpathy_input_equals_the_prepared_split(model_dir, shapes_data, tmp_path, capsys, counted_images):
@@ -119,8 +136,8 @@ def test_cached_features(model_dir, shapes_data, tmp_path, capsys):
     names, _ = split_names_refs(shapes_data, "VAL")
     with h5py.File(data_dir / f"VAL_IMAGES_{base}.hdf5", "r") as h5:
         cache_features(model.encoder, lambda a, b, images=h5["images"]: images[a:b], names, tmp_path / "cache", "VAL",
-                       model.config.preprocessing, batch_size=4, bf16=model.config.encoder_bf16,
-                       weights=model.config.encoder_weights, data_name=base)
+                       model.config.preprocessing, batch_size=4, bf16=model.config.encoder.bf16,
+                       weights=model.config.encoder.weights, data_name=base)
     common = ["--model", str(model_dir), "--data-dir", str(data_dir), "--data-name", base, "--no-meteor",
               "--beam-size", "1", "--cache-dir", str(tmp_path / "cache")]
     code, _, _ = run_main([*common, "--split", "VAL", "--captions-out", str(tmp_path / "c.json")], capsys)

@@ -3,7 +3,7 @@ moment) leaves only complete files under their final names, resumes with --resum
 checkpoint and ends exactly where an uninterrupted run ends. An interrupted feature cache continues where it
 stopped and equals an uninterrupted one.
 
-The deterministic kill points come from a wrapper around train.py / `python -m captioning.features` that sends
+The deterministic kill points come from a wrapper around train.py / `python -m captioning.cli.features` that sends
 SIGKILL to its own process at the chosen moment (FAULT=step:N, FAULT=write:FILE:N).
 """
 
@@ -26,7 +26,7 @@ from conftest import TorchThreads, cli_args, read_log, without_times
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS, STEPS = 3, 4  # per run; STEPS optimiser steps per epoch
 
-# Runs train.py or captioning.features with a self-inflicted SIGKILL at the point named by $FAULT:
+# Runs train.py or captioning.cli.features with a self-inflicted SIGKILL at the point named by $FAULT:
 #   step:N            after the N-th optimiser step of the process
 #   write:NAME:N      half-way through the N-th atomic write of a file called NAME (the temporary file is left
 #                     half-written, the rename never happens)
@@ -88,10 +88,10 @@ elif kind == "encode":
     features.encode_pixels = dying_encode_pixels
 
 if sys.argv[1] == "train":
-    import train
+    from captioning.cli import train
     sys.exit(train.main(sys.argv[2:]))
-import captioning.features
-captioning.features.main(sys.argv[2:])
+from captioning.cli import features as features_cli
+features_cli.main(sys.argv[2:])
 """
 
 
@@ -129,11 +129,12 @@ def check_only_complete_files(run_dir: Path) -> tuple[int, list[str]]:
 
 @pytest.fixture(scope="module")
 def fault_config(shapes_data):
+    from captioning.config import DecoderConfig
     from captioning.training import TrainConfig
 
     return TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir="",
-                       backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
-                       attention_dim=16, decoder_dim=16, dropout=0.5, epochs=EPOCHS, batch_size=10,
+                       backbone="test_efficientnet", encoder_weights="random", input_size=64,
+                       decoder=DecoderConfig(16, 16, 16, dropout=0.5), epochs=EPOCHS, batch_size=10,
                        max_steps_per_epoch=STEPS, val_max_images=4, threads=1, seed=3, device="cpu")
 
 
@@ -150,7 +151,7 @@ def reference_run(fault_config, tmp_path_factory):
 
 def resume_to_the_end(run_dir: Path) -> None:
     """`train.py --resume` finishes the run, leaving only complete files and all epochs done."""
-    import train as train_cli
+    from captioning.cli import train as train_cli
 
     with TorchThreads():  # train.py sets the configured one thread
         assert train_cli.main(["--resume", str(run_dir)]) == 0
@@ -217,7 +218,7 @@ def test_training_killed_at_a_random_moment_resumes(fault_config, reference_run,
 
 
 def test_resume_before_the_first_checkpoint_is_a_clear_error(fault_config, tmp_path, capsys):
-    import train as train_cli
+    from captioning.cli import train as train_cli
 
     run_dir = tmp_path / "run"
     result = run_wrapped("step:2", "train", cli_args(dataclasses.replace(fault_config, output_dir=str(run_dir))))
@@ -260,33 +261,35 @@ def test_feature_cache_interrupted_by_an_error_continues(cache_inputs, tmp_path)
         return pixels[start:stop]
 
     with pytest.raises(OSError):
-        cache_features(encoder, failing_load, names, tmp_path / "cache", "TRAIN", prep, batch_size=batch, bf16=True)
-    progress = json.loads(cache_paths(tmp_path / "cache", "TRAIN")[1].read_text())
+        cache_features(encoder, failing_load, names, tmp_path / "cache", "TRAIN", prep, batch_size=batch, bf16=True,
+                       data_name="shapes")
+    progress = json.loads(cache_paths(tmp_path / "cache", "TRAIN", "shapes")[1].read_text())
     assert progress["done"] == fail_at * batch > 0 and not progress["complete"]
     with pytest.raises(RuntimeError, match="incomplete"):
-        load_cached_features(tmp_path / "cache", "TRAIN")
+        load_cached_features(tmp_path / "cache", "TRAIN", "shapes")
 
     calls.clear()
     cache_features(encoder, lambda a, b: calls.append(a) or pixels[a:b], names, tmp_path / "cache", "TRAIN", prep,
-                   batch_size=batch, bf16=True)
+                   batch_size=batch, bf16=True, data_name="shapes")
     assert calls == list(range(fail_at * batch, len(names), batch))  # finished batches were not recomputed
     cache_features(encoder, lambda a, b: calls.append(a) or pixels[a:b], names, tmp_path / "whole", "TRAIN", prep,
-                   batch_size=batch, bf16=True)
-    resumed, resumed_names = load_cached_features(tmp_path / "cache", "TRAIN")
-    whole, _ = load_cached_features(tmp_path / "whole", "TRAIN")
+                   batch_size=batch, bf16=True, data_name="shapes")
+    resumed, resumed_names = load_cached_features(tmp_path / "cache", "TRAIN", "shapes")
+    whole, _ = load_cached_features(tmp_path / "whole", "TRAIN", "shapes")
     assert resumed_names == names and resumed.shape == (len(names), 196, encoder.dim)
     assert np.array_equal(resumed, whole)
     assert np.abs(resumed.astype(np.float32)).sum() > 0
 
     calls.clear()  # a complete cache is not recomputed
     cache_features(encoder, lambda a, b: calls.append(a) or pixels[a:b], names, tmp_path / "cache", "TRAIN", prep,
-                   batch_size=batch, bf16=True)
+                   batch_size=batch, bf16=True, data_name="shapes")
     assert calls == []
 
 
 @pytest.mark.slow
 def test_feature_cache_cli_killed_and_restarted(shapes_data, cache_inputs, tmp_path, monkeypatch):
     import captioning.features as features
+    from captioning.cli import features as features_cli
 
     args = ["--split", "TRAIN", "--data-dir", shapes_data["data_dir"], "--data-name", shapes_data["data_name"],
             "--backbone", "tf_efficientnet_lite0", "--encoder-weights", "lite-wheel", "--image-size", "32",
@@ -304,9 +307,9 @@ def test_feature_cache_cli_killed_and_restarted(shapes_data, cache_inputs, tmp_p
 
     monkeypatch.setattr(features, "encode_pixels", counting_encode)
     with TorchThreads():  # the CLI sets --threads 1
-        features.main(["--cache-dir", str(tmp_path / "cache"), *args])
+        features_cli.main(["--cache-dir", str(tmp_path / "cache"), *args])
         assert sum(encoded) == len(cache_inputs["names"]) - 12  # only the unfinished batches
-        features.main(["--cache-dir", str(tmp_path / "whole"), *args])
+        features_cli.main(["--cache-dir", str(tmp_path / "whole"), *args])
     resumed, names = features.load_cached_features(tmp_path / "cache", "TRAIN", shapes_data["data_name"])
     whole, _ = features.load_cached_features(tmp_path / "whole", "TRAIN", shapes_data["data_name"])
     assert names == cache_inputs["names"]

@@ -12,11 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from captioning import features as features_module
-from captioning.config import EncoderSpec, ModelConfig
+from captioning.cli import features as features_cli
+from captioning.config import DecoderConfig, EncoderSpec, ModelConfig
 from captioning.data import PreparedData
 from captioning.encoder import Encoder, preprocessing_for
-from captioning.features import CacheMismatch, cache_features, cache_paths, encode_pixels, load_cached_features
+from captioning.features import (
+    CacheMismatch,
+    cache_features,
+    cache_paths,
+    encode_pixels,
+    load_cached_features,
+    read_metadata,
+)
 from captioning.model import Captioner
 from captioning.precision import native_cpu_bf16
 from captioning.preprocess import to_model_input
@@ -78,10 +85,10 @@ def test_cached_features_equal_what_the_model_computes_from_pixels(encoder, trai
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     pixels = train_split["pixels"][:8]
     cache_features(encoder, lambda a, b: pixels[a:b], train_split["names"][:8], tmp_path, "TRAIN", prep,
-                   batch_size=4, bf16=True)
-    cached = np.asarray(load_cached_features(tmp_path, "TRAIN")[0], dtype=np.float32)  # (8, 196, C)
+                   batch_size=4, bf16=True, data_name="shapes")
+    cached = np.asarray(load_cached_features(tmp_path, "TRAIN", "shapes")[0], dtype=np.float32)  # (8, 196, C)
     config = ModelConfig(encoder=EncoderSpec(BACKBONE, "lite-wheel", INPUT_SIZE, bf16=True), encoder_dim=encoder.dim,
-                         vocab_size=5, embed_dim=8, attention_dim=8, decoder_dim=8, preprocessing=prep)
+                         vocab_size=5, decoder=DecoderConfig(8, 8, 8), preprocessing=prep)
     model = Captioner(config, {"<pad>": 0, "a": 1, "<start>": 2, "<end>": 3, "<unk>": 4}).eval()
     live = model.encode(to_model_input(torch.from_numpy(pixels), prep)).numpy()  # (8, 196, C)
     np.testing.assert_allclose(cached, live, rtol=2e-3, atol=2e-3 * np.abs(live).max())  # fp16 storage only
@@ -93,19 +100,21 @@ def test_other_settings_are_refused_and_a_complete_cache_is_kept(encoder, train_
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     pixels, names = train_split["pixels"], train_split["names"]
     calls = []
-    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16, bf16=True)
-    bf16_features = np.array(load_cached_features(tmp_path, "TRAIN")[0])
+    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16, bf16=True,
+                   data_name="shapes")
+    bf16_features = np.array(load_cached_features(tmp_path, "TRAIN", "shapes")[0])
     calls.clear()
-    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=8, bf16=True)
+    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=8, bf16=True,
+                   data_name="shapes")
     assert calls == []  # complete and the same spec (another batch size): nothing recomputed
     with pytest.raises(CacheMismatch, match="bf16: cache True vs now False"):
         cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16,
-                       bf16=False)
+                       bf16=False, data_name="shapes")
     with pytest.raises(CacheMismatch, match="images: cache 32 others than the 32 now"):
         cache_features(encoder, counting_loader(pixels[::-1], calls), names[::-1], tmp_path, "TRAIN", prep,
-                       batch_size=16, bf16=True)
+                       batch_size=16, bf16=True, data_name="shapes")
     assert calls == []  # nothing was encoded, nothing overwritten
-    features, kept_names = load_cached_features(tmp_path, "TRAIN")
+    features, kept_names = load_cached_features(tmp_path, "TRAIN", "shapes")
     assert kept_names == names and np.array_equal(features, bf16_features)
 
 
@@ -118,7 +127,7 @@ def test_cli_prepared_and_raw_karpathy_input_give_the_same_cache(shapes_data, tm
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
     names = json.loads(PreparedData(data_dir, base).path("NAMES", "TEST").read_text())
     references = json.loads(PreparedData(data_dir, base).path("REFS", "TEST").read_text())
-    features_module.main([*cli_args(tmp_path / "prepared", "TEST"), "--data-dir", str(data_dir),
+    features_cli.main([*cli_args(tmp_path / "prepared", "TEST"), "--data-dir", str(data_dir),
                           "--data-name", base])
     entries = [{"filename": n, "split": "test", "sentences": [{"raw": r} for r in refs]}
                for n, refs in zip(names, references)]
@@ -127,7 +136,7 @@ def test_cli_prepared_and_raw_karpathy_input_give_the_same_cache(shapes_data, tm
                     "sentences": [{"raw": "a red circle"}]})
     karpathy = tmp_path / "dataset.json"
     karpathy.write_text(json.dumps({"images": entries}))
-    features_module.main([*cli_args(tmp_path / "raw", "TEST"), "--karpathy-json", str(karpathy),
+    features_cli.main([*cli_args(tmp_path / "raw", "TEST"), "--karpathy-json", str(karpathy),
                           "--image-dir", shapes_data["image_dir"], "--data-name", base])
     assert f"features for {len(names)} images" in capsys.readouterr().out
     prepared, prepared_names = load_cached_features(tmp_path / "prepared", "TEST", base)
@@ -172,9 +181,9 @@ def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train
     from captioning.training import make_dataset
 
     data_dir, base = Path(coco_style_data["data_dir"]), coco_style_data["data_name"]
-    features_module.main([*cli_args(tmp_path / "raw", "TRAIN"), "--karpathy-json", coco_style_data["karpathy_json"],
+    features_cli.main([*cli_args(tmp_path / "raw", "TRAIN"), "--karpathy-json", coco_style_data["karpathy_json"],
                           "--image-dir", coco_style_data["image_dir"], "--data-name", base])
-    features_module.main([*cli_args(tmp_path / "prepared", "TRAIN"), "--data-dir", str(data_dir), "--data-name", base])
+    features_cli.main([*cli_args(tmp_path / "prepared", "TRAIN"), "--data-dir", str(data_dir), "--data-name", base])
     prepared_names = json.loads(PreparedData(data_dir, base).path("NAMES", "TRAIN").read_text())
     raw, raw_names = load_cached_features(tmp_path / "raw", "TRAIN", base)
     assert raw_names == prepared_names and len(raw_names) == 6 and raw_names[0].startswith("val2014/")
@@ -183,3 +192,14 @@ def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train
                                cache_dir=str(tmp_path / "raw"), backbone=BACKBONE, encoder_weights="lite-wheel",
                                input_size=INPUT_SIZE, encoder_bf16=native_cpu_bf16())  # the CLI's default
     assert len(make_dataset(config, "TRAIN", from_features=True)) == 6
+
+
+def test_a_cache_is_named_by_its_data_name(tmp_path):
+    """Every cache file carries the data name it was made for: without one there is no cache to read or write."""
+    assert cache_paths(tmp_path, "val", "flickr8k") == (tmp_path / "VAL_FEATURES_flickr8k.npy",
+                                                        tmp_path / "VAL_FEATURES_flickr8k.json")
+    with pytest.raises(ValueError, match="a feature cache is named by its data name .*give --data-name"):
+        cache_paths(tmp_path, "VAL", "")
+    with pytest.raises(ValueError, match="give --data-name"):
+        load_cached_features(tmp_path, "VAL", "")
+    assert read_metadata(tmp_path, "VAL", "") is None

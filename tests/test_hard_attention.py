@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from captioning.attention import hard_context
+from captioning.checkpoint import CheckpointError
 from captioning.loss import HardAttentionLoss, TeacherForcedLoss
 from captioning.model import Captioner, cached_features
 
@@ -20,7 +21,8 @@ ATTENTION_PARAMS = ("attention.encoder_att", "attention.decoder_att", "attention
 def hard_captioner(config, word_map, attention="hard", seed=0) -> Captioner:
     """A tiny captioner (random lite0 encoder, 16-d decoder) without dropout, so that only sampling is random."""
     torch.manual_seed(seed)
-    return Captioner(dataclasses.replace(config, attention=attention, dropout=0.0), word_map).train()
+    decoder = dataclasses.replace(config.decoder, attention=attention, dropout=0.0)
+    return Captioner(dataclasses.replace(config, decoder=decoder), word_map).train()
 
 
 def batch(word_map, n_images=3, per_image=2, length=6, seed=1):
@@ -155,7 +157,7 @@ def test_expected_context_decodes_a_hard_model_as_the_soft_model_of_its_weights(
     features = torch.randn(3, 196, 1280)  # (N, 196, C)
     argmax_captions = hard.caption_features(features, beam_size=3)
     hard.use_expected_context()
-    assert hard.config.attention == "soft" and not hard.decoder.hard
+    assert hard.config.decoder.attention == "soft" and not hard.decoder.hard
     expected = hard.caption_features(features, beam_size=3)
     reference = soft.caption_features(features, beam_size=3)
     assert [c.words for c in expected] == [c.words for c in reference]
@@ -173,7 +175,6 @@ def test_decoding_uses_the_annotation_vector_at_the_argmax(tiny_config, word_map
         state = decoder.start(features)
         words = torch.full((2,), word_map["<start>"])  # (N,)
         logits, alpha, _ = decoder.step(words, state)  # (N, V), (N, 196)
-        decoder.hard = False
         att2, gate = state.weights.project_hidden(state.hidden)  # (N, A), (N, C)
         context = features[torch.arange(2), alpha.argmax(dim=1)]  # (N, C)
         from captioning.decoder import lstm_cell
@@ -202,16 +203,20 @@ def test_hard_training_resumes_exactly_with_its_baseline(tiny_train_config, tmp_
     assert torch.equal(a["objective"]["baseline"], b["objective"]["baseline"])
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     saved = json.loads((tmp_path / "whole" / "best" / "config.json").read_text())
-    assert saved["attention"] == "hard" and Captioner.load(tmp_path / "whole" / "best").decoder.hard
+    assert saved["decoder"]["attention"] == "hard" and Captioner.load(tmp_path / "whole" / "best").decoder.hard
 
 
 def test_a_model_directory_without_the_attention_key_loads_as_soft(tiny_model_dir, tmp_path):
     import shutil
 
-    copy = tmp_path / "old"
+    copy = tmp_path / "unstated"
     shutil.copytree(tiny_model_dir, copy)
     config = json.loads((copy / "config.json").read_text())
-    config.pop("attention", None)
+    assert config["decoder"].pop("attention") == "soft"
     (copy / "config.json").write_text(json.dumps(config))
     model = Captioner.load(copy)
-    assert model.config.attention == "soft" and not model.decoder.hard
+    assert model.config.decoder.attention == "soft" and not model.decoder.hard
+    config["decoder"]["attention"] = "sharp"
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="attention must be one of"):
+        Captioner.load(copy)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioning import caption as caption_cli
 from captioning import precision
+from captioning.cli import caption as caption_cli
 from captioning.model import Captioner
 
 
@@ -34,9 +34,9 @@ def test_inference_encoder_bf16(monkeypatch, saved, native, device, expected):
 def test_fastest_encoder_is_fp32_only_where_bf16_is_emulated(monkeypatch, bf16_model_dir, native):
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: native)
     captioner = Captioner.load(bf16_model_dir)
-    assert captioner.config.encoder_bf16 and captioner.encoder_bf16  # as saved until asked
+    assert captioner.config.encoder.bf16 and captioner.encoder_bf16  # as saved until asked
     note = captioner.use_fastest_encoder()
-    assert captioner.encoder_bf16 is native and captioner.config.encoder_bf16  # the saved config is untouched
+    assert captioner.encoder_bf16 is native and captioner.config.encoder.bf16  # the saved config is untouched
     assert (note is None) is native
     if not native:
         assert "fp32" in note and "\n" not in note

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -23,6 +24,7 @@ from captioning.prepare import (
     read_csv_captions,
     read_karpathy,
     read_synthetic,
+    split_name,
 )
 from captioning.text import tokenize
 from captioning.vocab import build_word_map, decode, encode_caption, invert_word_map, load_word_map, save_word_map
@@ -209,6 +211,22 @@ def test_csv_without_split_column_cuts_80_10_10_with_seed_28(tmp_path):
     assert with_header.splits == first.splits
 
 
+@pytest.mark.parametrize("header", ["image,captions", "caption,image", "image,caption,fold", "filename,text,split,x"])
+def test_csv_with_an_unrecognised_header_names_the_expected_columns(tmp_path, header):
+    csv_path = write_csv(tmp_path / "c.csv", [header, "a.png,a cat,train"])
+    with pytest.raises(DataError, match=f"c.csv:1: unrecognised header '{header}': expected the columns "
+                                        "image,caption\\[,split\\], or no header row"):
+        read_csv_captions(csv_path, tmp_path)
+
+
+def test_headerless_csv_whose_first_image_has_no_extension(tmp_path):
+    """A first row of plain words is data when its first field is an image file, so only real headers are refused."""
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "cat", format="PNG")
+    caption_set = read_csv_captions(write_csv(tmp_path / "c.csv", ["cat,kitten", "dog.png,a dog"]), tmp_path / "images")
+    assert caption_set.captions == [("cat", ["kitten"]), ("dog.png", ["a", "dog"])]
+
+
 def test_vocabulary_from_train_only_by_default(tmp_path):
     images = tmp_path / "images"
     for name in ("t.png", "v.png"):
@@ -284,9 +302,57 @@ def test_missing_and_corrupt_images_are_skipped(tmp_path):
     assert "missing.jpg" in format_summary(summary) and "corrupt.jpg" in format_summary(summary)
 
     bad_only = write_csv(tmp_path / "bad.csv", ["missing.jpg,a b,train", "corrupt.jpg,a b,train"])
-    with pytest.raises(DataError, match="no readable images"):
+    with pytest.raises(DataError, match="1 of the 2 image files .* do not exist, the others are unreadable; looked "
+                                        f"for e.g. {images / 'missing.jpg'}"):
         prepare_dataset(read_csv_captions(bad_only, images), tmp_path / "none", "toy", progress=False)
     assert list((tmp_path / "none").iterdir()) == []  # nothing half-written
+
+
+def test_no_image_found_shows_a_full_path_it_looked_for(tmp_path):
+    images = tmp_path / "images"
+    make_image(images / "img1.png", (1, 2, 3))
+    good = write_csv(tmp_path / "good.csv", ["img1.png,a red square", "img1.png,a square"])
+    with pytest.raises(DataError, match=f"none of the 1 image files .* exists; looked for e.g. "
+                                        f"{tmp_path / 'elsewhere' / 'img1.png'} \\(is the image directory right"):
+        prepare_dataset(read_csv_captions(good, tmp_path / "elsewhere"), tmp_path / "out", "toy", progress=False)
+    swapped = write_csv(tmp_path / "swapped.csv", ["A red square.,img1.png"])  # caption,image: no header says so
+    with pytest.raises(DataError, match=re.escape(f"looked for e.g. {images / 'A red square.'} (is the image "
+                                                  "directory right, and is each image name, the first column of a CSV "
+                                                  "file, a file name in it?)")):
+        prepare_dataset(read_csv_captions(swapped, images), tmp_path / "out", "toy", progress=False)
+
+
+def test_captions_of_missing_images_add_no_words(tmp_path):
+    images = tmp_path / "images"
+    make_image(images / "here.png", (1, 2, 3))
+    csv_path = write_csv(tmp_path / "c.csv", ["here.png,a cat,train", "gone.png,a zebra,train"])
+    summary = prepare_dataset(read_csv_captions(csv_path, images), tmp_path / "out", "toy", captions_per_image=1,
+                              min_word_freq=0, image_size=8, progress=False)
+    assert summary.skipped_images == {"gone.png": "missing file"}
+    word_map = PreparedData(tmp_path / "out", summary.base_name).load_word_map()
+    assert list(word_map)[1:3] == ["a", "cat"] and "zebra" not in word_map
+    assert summary.vocab_size == len(word_map) == 6
+
+
+def test_warnings_for_mostly_unknown_words_and_tiny_eval_splits(tmp_path):
+    images = tmp_path / "images"
+    for name in ("t1.png", "t2.png", "v.png"):
+        make_image(images / name, (1, 2, 3))
+    csv_path = write_csv(tmp_path / "c.csv", ["t1.png,a black cat sleeps,train", "t2.png,a dog runs,train",
+                                              "v.png,a bird,val"])
+    summary = prepare_dataset(read_csv_captions(csv_path, images), tmp_path / "out", "toy", captions_per_image=1,
+                              min_word_freq=1, image_size=8, progress=False)  # only "a" is seen more than once
+    assert summary.warnings == [
+        "67% of the caption words (6 of 9) are not in the vocabulary of 5 entries and become <unk>: lower "
+        "--min-word-freq or prepare more captions",
+        "val has 1 images (fewer than 5): its scores say little",
+        "test has 0 images (fewer than 5): its scores say little"]
+    assert "\nwarning: val has 1 images" in format_summary(summary)
+
+    healthy = prepare_dataset(read_synthetic(60, tmp_path / "synthetic", seed=3, image_size=16), tmp_path / "ok",
+                              "synthetic", min_word_freq=0, image_size=16, progress=False)
+    assert healthy.images["val"] >= 5 and healthy.images["test"] >= 5
+    assert healthy.warnings == [] and "\nwarning:" not in format_summary(healthy)
 
 
 def test_same_inputs_and_seed_give_byte_identical_files(tmp_path):
@@ -314,7 +380,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_synthetic_smoke(tmp_path):
     result = run_cli("--dataset", "synthetic", "--num-images", "40", "--image-size", "32",
-                     "--output-dir", str(tmp_path))
+                     "--data-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "base name: synthetic_5_cap_per_img_5_min_word_freq" in result.stdout
     assert (tmp_path / "TRAIN_IMAGES_synthetic_5_cap_per_img_5_min_word_freq.hdf5").is_file()
@@ -323,11 +389,22 @@ def test_cli_synthetic_smoke(tmp_path):
 
 def test_cli_missing_karpathy_json_is_a_one_line_error(tmp_path):
     result = run_cli("--dataset", "flickr8k", "--karpathy-json", str(tmp_path / "nope.json"),
-                     "--image-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"))
+                     "--image-dir", str(tmp_path), "--data-dir", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "nope.json" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_split_labels_and_restval_are_read_in_one_place():
+    from captioning.data import SPLITS, split_of
+
+    assert SPLITS == ("TRAIN", "VAL", "TEST")
+    assert [split_of(label) for label in ("train", "restval", " Val ", "TEST")] == ["TRAIN", "TRAIN", "VAL", "TEST"]
+    with pytest.raises(ValueError, match="unknown split 'dev' \\(expected one of train, restval, val, test\\)"):
+        split_of("dev")
+    with pytest.raises(DataError, match="rows.csv:3: unknown split 'dev'"):
+        split_name("dev", "rows.csv:3")
 
 
 def test_prepared_data_owns_names_splits_and_says_what_is_missing(tmp_path):

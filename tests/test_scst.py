@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from captioning.cider import CiderD
+from captioning.config import DecoderConfig
 from captioning.decoder import Decoder
 from captioning.scst import (
     Samples,
@@ -22,7 +23,7 @@ V, C, PAD, START, END, UNK = 12, 16, 0, 9, 10, 11  # ids 1..8 are words
 
 def make_decoder(seed: int = 0) -> Decoder:
     torch.manual_seed(seed)
-    return Decoder(V, C, embed_dim=8, attention_dim=8, decoder_dim=10, dropout=0.0)
+    return Decoder(V, C, DecoderConfig(embed_dim=8, attention_dim=8, decoder_dim=10, dropout=0.0))
 
 
 def features(n: int) -> torch.Tensor:
@@ -99,7 +100,7 @@ def test_a_hard_decoder_samples_words_while_reading_its_most_likely_cell():
     """In training mode a hard decoder would sample cells; the sampler must read the argmax cell (what decoding
     reads), so its log-probs are those of eval-mode (argmax) teacher forcing of the same words."""
     torch.manual_seed(0)
-    decoder = Decoder(V, C, embed_dim=8, attention_dim=8, decoder_dim=10, dropout=0.0, attention_mode="hard")
+    decoder = Decoder(V, C, DecoderConfig(embed_dim=8, attention_dim=8, decoder_dim=10, dropout=0.0, attention="hard"))
     feats = features(3)
     torch.manual_seed(5)
     samples = sample_captions(decoder.train(), feats, k=2, start_id=START, end_id=END, banned=(PAD, START, UNK))
@@ -128,9 +129,9 @@ def train_start_model(shapes_data, root, attention: str = "soft"):
     from captioning.training import TrainConfig, train
 
     train(TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(root),
-                      backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
-                      attention_dim=16, decoder_dim=16, dropout=0.0, epochs=1, batch_size=10, max_steps_per_epoch=3,
-                      val_max_images=4, threads=1, seed=28, device="cpu", attention=attention))
+                      backbone="test_efficientnet", encoder_weights="random", input_size=64,
+                      decoder=DecoderConfig(16, 16, 16, dropout=0.0, attention=attention), epochs=1, batch_size=10,
+                      max_steps_per_epoch=3, val_max_images=4, threads=1, seed=28, device="cpu"))
     return root / "last"
 
 
@@ -201,7 +202,7 @@ def test_scst_on_a_hard_model_trains_the_words_and_leaves_the_attention_as_it_wa
     state = train(scst_config(tiny_train_config, tmp_path / "scst", hard_start, attention="hard", epochs=1))
     assert state["history"][0]["train_reward"] > 0
     trained = Captioner.load(tmp_path / "scst" / "last")
-    assert trained.config.attention == "hard"
+    assert trained.config.decoder.attention == "hard"
     before, after = start.decoder.state_dict(), trained.decoder.state_dict()
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert {"fc.weight", "lstm.weight_hh", "f_beta.weight"} <= moved

@@ -1,17 +1,23 @@
-"""The model shipped in assets/model: loads offline, fits the size budget, captions an example photo sensibly."""
+"""The models shipped in assets/: load offline from any working directory, fit the size budget, caption an example
+photo sensibly; their configs are in the current format and readable without timm."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from captioning.config import ModelConfig
 from captioning.model import Captioner
+from captioning.shipped import DEFAULT_MODEL, EXAMPLES_DIR, SHIPPED_MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = ROOT / "assets" / "model"
+MODEL_DIR = DEFAULT_MODEL
 SPECIAL = {"<pad>", "<start>", "<end>", "<unk>"}
 
 
@@ -29,7 +35,7 @@ def test_shipped_files_are_small_fp16_and_hold_only_the_decoder():
     weights = MODEL_DIR / "model.safetensors"
     assert weights.stat().st_size <= 30 * 2**20
     config = json.loads((MODEL_DIR / "config.json").read_text())
-    assert config["encoder_weights"] == "lite-wheel" and not config["encoder_finetuned"]
+    assert config["encoder"]["weights"] == "lite-wheel" and not config["encoder_finetuned"]
     with safe_open(str(weights), "pt") as f:
         keys = list(f.keys())
         assert all(k.startswith("decoder.") for k in keys)  # the ImageNet encoder comes from the wheel
@@ -48,3 +54,44 @@ def test_captions_an_example_photo_with_a_plausible_sentence(shipped, name):
     assert caption.alphas.shape == (len(caption.words), 14, 14)
     assert abs(float(caption.alphas.sum(axis=(1, 2)).mean()) - 1.0) < 1e-3
     assert caption.alphas.max() > 3.0 / 196  # attention is not uniform: it looks somewhere
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_MODELS))
+def test_shipped_config_is_what_to_json_writes(name):
+    path = SHIPPED_MODELS[name] / "config.json"
+    written = json.loads(path.read_text())
+    assert json.loads(ModelConfig.load(path).to_json()) == written
+    assert written["decoder"]["attention"] == ("hard" if name == "model_hard" else "soft")
+
+
+def test_configs_and_encoder_specs_need_no_timm():
+    """Reading a model's config or describing an encoder must not import timm (nor the encoder module)."""
+    script = f"""
+import sys
+sys.modules["timm"] = None  # any `import timm` now fails
+sys.path.insert(0, {str(ROOT)!r})
+from captioning.config import EncoderSpec, ModelConfig
+from captioning.shipped import SHIPPED_MODELS
+configs = [ModelConfig.load(directory / "config.json") for directory in SHIPPED_MODELS.values()]
+assert [c.decoder.attention for c in configs] == ["soft", "hard"], configs
+spec = EncoderSpec("vgg16", bf16=False).with_changes(grid_size=7)
+assert (spec.weights, spec.input_size, spec.resolved) == ("", 0, False), spec
+assert "captioning.encoder" not in sys.modules
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_load_finds_the_shipped_models_from_any_working_directory(shipped, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(EXAMPLES_DIR / "cat.jpg", tmp_path / "cat.jpg")
+    default = Captioner.load()
+    assert default.config == shipped.config
+    default.use_fastest_encoder()
+    expected = shipped.caption(Image.open(EXAMPLES_DIR / "cat.jpg"), beam_size=3)[0].text
+    assert default.caption("cat.jpg", beam_size=3)[0].text == expected  # a photo file, relative to the cwd
+    assert Captioner.load("model").config == shipped.config
+    assert Captioner.load("model_hard").config == ModelConfig.load(SHIPPED_MODELS["model_hard"] / "config.json")
+    shutil.copytree(tiny_model_dir, tmp_path / "model")  # a directory of that name here is what "model" means
+    assert Captioner.load("model").config == ModelConfig.load(tiny_model_dir / "config.json") != shipped.config

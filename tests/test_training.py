@@ -15,12 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import TorchThreads, cli_args, read_log, without_times
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 def state_dicts_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -109,13 +110,14 @@ def test_ddp_ranks_end_with_identical_weights(objective, tiny_train_config, tmp_
 @pytest.fixture(scope="module")
 def two_epoch_runs(shapes_data, tmp_path_factory):
     """Through train.py: 2 epochs straight, and 1 epoch then --resume for 1 more (same config otherwise)."""
-    import train as train_cli
+    from captioning.cli import train as train_cli
+    from captioning.config import DecoderConfig
     from captioning.training import TrainConfig
 
     root = tmp_path_factory.mktemp("resume")
     base = TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"],
-                       backbone="test_efficientnet", encoder_weights="random", input_size=64, embed_dim=16,
-                       attention_dim=16, decoder_dim=16, dropout=0.5, batch_size=10, max_steps_per_epoch=4,
+                       backbone="test_efficientnet", encoder_weights="random", input_size=64,
+                       decoder=DecoderConfig(16, 16, 16, dropout=0.5), batch_size=10, max_steps_per_epoch=4,
                        val_max_images=4, threads=1, seed=5, device="cpu", keep_epochs=True)
     straight = dataclasses.replace(base, output_dir=str(root / "straight"), epochs=2)
     with TorchThreads(2):
@@ -154,7 +156,7 @@ def test_run_directory_contents(two_epoch_runs):
     run = two_epoch_runs["straight"]
     for name in ("best", "last"):
         model = Captioner.load(run / name)
-        assert model.config.backbone == "test_efficientnet" and model.config.decoder_dim == 16
+        assert model.config.encoder.backbone == "test_efficientnet" and model.config.decoder.decoder_dim == 16
         assert model.config.preprocessing.image_size == 32 and model.config.preprocessing.input_size == 64  # as stored
         assert sorted(p.name for p in (run / name).iterdir() if not p.name.startswith(".")) == sorted(
             ["config.json", "wordmap.json", "model.safetensors"] + (["train_state.pt"] if name == "last" else []))
@@ -182,7 +184,7 @@ def test_run_directory_contents(two_epoch_runs):
 
 
 def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
-    import train as train_cli
+    from captioning.cli import train as train_cli
 
     with pytest.raises(SystemExit, match="train_config.json not found"):
         train_cli.main(["--resume", str(tmp_path / "nothing")])
@@ -215,6 +217,7 @@ def test_lr_decay_and_early_stop(tiny_train_config, tmp_path, monkeypatch, one_t
     assert lrs == pytest.approx([1e-3] * (decayed_from - 1) + [8e-4] * (epochs_run - decayed_from + 1), rel=1e-12)
     out = capsys.readouterr().out
     assert "early stop" in out and out.count("captions_per_s=") == epochs_run  # throughput printed every epoch
+    assert out.count(", val BLEU-4 25.0, ") == epochs_run  # printed in percent, as the README; log.csv keeps 0.25
     saved = torch.load(tmp_path / "run" / "last" / "train_state.pt", weights_only=True)
     assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(8e-4)
     assert len(read_log(tmp_path / "run")) == epochs_run
@@ -353,18 +356,3 @@ def test_cpu_bf16_autocast_training(tiny_train_config, tmp_path, monkeypatch, on
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--ddp-rank"]:
     ddp_rank_main(sys.argv[2], sys.argv[3])
-
-
-def test_feature_cache_made_with_other_encoder_settings_is_refused(tmp_path):
-    import captioning.training as training
-    from captioning.features import cache_paths
-
-    same = training.TrainConfig(cache_dir=str(tmp_path), data_name="x", backbone="tf_efficientnet_lite0",
-                                input_size=448, encoder_bf16=True)
-    meta = {"encoder": dataclasses.asdict(same.encoder), "names": [], "done": 0, "complete": True}
-    cache_paths(tmp_path, "TRAIN", "x")[1].write_text(json.dumps(meta))
-    np.save(cache_paths(tmp_path, "TRAIN", "x")[0], np.zeros((0, 196, 1280), np.float16))
-    training.check_cache_settings(same, "train")  # matches: no error
-    other = dataclasses.replace(same, input_size=224, encoder_bf16=False)
-    with pytest.raises(ValueError, match="input_size: cache 448 vs model 224; bf16: cache True vs model False"):
-        training.check_cache_settings(other, "train")

@@ -1,24 +1,17 @@
 /* Show, Attend and Tell demo page: draws each word's attention over the photo in the browser, from the per-word data
    /caption returns (words, 14x14 grids, gates, the display image), so stepping through the words (click, hover,
    slider, arrow keys), switching to another caption of the beam and downloading the figure need no request.
-   app.py inlines this file into the page <head>; its views call window.satDemo.mount / mountGallery / show. */
+   captioning/cli/app.py inlines this file into the page <head>; its views call window.satDemo.mount / mountGallery /
+   show, and the viewer's data-heatmap attribute carries the heatmap spec every picture is drawn by. */
 (() => {
   if (window.satDemo) return;
 
-  const SMOOTH_SIGMA = 1.0;  // Gaussian blur of the grid before upsampling, as captioning.visualize.attention_heatmap
-  const MAX_OPACITY = 0.8;   // tint where attention peaks; opacity follows attention (0 = photo untinted) ...
-  const OPACITY_GAMMA = 1.5; // ... as MAX_OPACITY * heat^1.5, so the faint tail leaves the photo clear
-  const HARD_OPACITY = 0.55; // tint of the one cell a hard-attention model chose
-  const FIELD_SCALE = 8;     // the heat is computed at 8x the grid (112x112), then the canvas scales it up smoothly
-  const TILE_WIDTH = 180;    // gallery tiles, CSS px
-  const PANEL_WIDTH = 240;   // panels of the downloadable figure
-  const FIGURE_COLUMNS = 5;
-  const FIGURE_MARGIN = 10;
-  const TITLE_HEIGHT = 26;
-  const HEADER_HEIGHT = 40;
+  const TILE_WIDTH = 180;  // gallery tiles, CSS px
 
   // ---------------------------------------------------------------------------------------------------------------
-  // pure helpers: grids, interpolation, colours
+  // pure helpers: the heatmap spec, grids, interpolation, colours. Every number comes from the viewer's data-heatmap
+  // (captioning.heatmap.HeatmapSpec.to_page()), and each step mirrors captioning/heatmap.py: the canvas shows what
+  // Python renders for /step and the figures, up to float rounding.
 
   function parseColormap(hex) {
     const lut = new Uint8ClampedArray(768);  // 256 x rgb
@@ -26,10 +19,20 @@
     return lut;
   }
 
+  function specOf(json) {
+    // data-heatmap -> the spec's numbers, its colour table and the opacity per heat level of each attention style
+    const spec = JSON.parse(json), soft = new Float64Array(256), hard = new Float64Array(256);
+    for (let k = 0; k < 256; k++) {
+      soft[k] = spec.max_opacity * Math.pow(k / 255, spec.opacity_gamma);
+      hard[k] = spec.hard_opacity * (k / 255);  // hard heat is 0 or 1: the chosen cell at hard_opacity
+    }
+    return {...spec, lut: parseColormap(spec.colors), opacity: {soft, hard}};
+  }
+
   function gridOf(alpha) {
-    // nested rows (R x C) -> {values: Float32Array(R*C), rows, cols}; null when it is not a finite 2-D grid
+    // nested rows (R x C) -> {values: Float64Array(R*C), rows, cols}; null when it is not a finite 2-D grid
     if (!Array.isArray(alpha) || !alpha.length || !Array.isArray(alpha[0])) return null;
-    const rows = alpha.length, cols = alpha[0].length, values = new Float32Array(rows * cols);
+    const rows = alpha.length, cols = alpha[0].length, values = new Float64Array(rows * cols);
     for (let r = 0; r < rows; r++) {
       if (!Array.isArray(alpha[r]) || alpha[r].length !== cols) return null;
       for (let c = 0; c < cols; c++) {
@@ -42,7 +45,7 @@
   }
 
   function packedGrids(text, shape, n) {
-    // app.packed_grids: base64 of little-endian uint16, rows*cols per word -> n grids (null where it is short)
+    // payload.packed_grids: base64 of little-endian uint16, rows*cols per word -> n grids (null where it is short)
     const rows = Number(shape[0]), cols = Number(shape[1]), cells = rows * cols;
     if (!(cells > 0)) return new Array(n).fill(null);
     let bytes;
@@ -50,7 +53,7 @@
     const view = new DataView(bytes.buffer);
     return Array.from({length: n}, (_, w) => {
       if ((w + 1) * cells * 2 > bytes.length) return null;
-      const values = new Float32Array(cells);
+      const values = new Float64Array(cells);
       for (let i = 0; i < cells; i++) values[i] = view.getUint16(2 * (w * cells + i), true) / 65535;
       return {values, rows, cols};
     });
@@ -63,19 +66,20 @@
     return Array.from({length: n}, (_, i) => gridOf(alphas[i]));
   }
 
-  function gaussianKernel(sigma) {
-    const radius = Math.ceil(4 * sigma), kernel = new Float32Array(2 * radius + 1);  // scipy's truncate=4
+  function gaussianKernel(sigma, truncate) {
+    // heatmap.gaussian_kernel: radius floor(truncate * sigma + 0.5), weights summing to 1
+    const radius = Math.floor(truncate * sigma + 0.5), kernel = new Float64Array(2 * radius + 1);
     let sum = 0;
     for (let k = -radius; k <= radius; k++) sum += (kernel[k + radius] = Math.exp(-0.5 * (k / sigma) ** 2));
     return kernel.map(w => w / sum);
   }
 
-  function smooth(grid, sigma) {
-    // separable Gaussian blur with edge values repeated (scipy's mode="nearest")
+  function smooth(grid, sigma, truncate) {
+    // heatmap.blur_matrix both ways: separable Gaussian blur, edge values repeated
     if (!(sigma > 0)) return grid;
-    const {rows, cols} = grid, kernel = gaussianKernel(sigma), radius = (kernel.length - 1) / 2;
+    const {rows, cols} = grid, kernel = gaussianKernel(sigma, truncate), radius = (kernel.length - 1) / 2;
     const clamp = (v, n) => Math.min(Math.max(v, 0), n - 1);
-    const across = new Float32Array(rows * cols), out = new Float32Array(rows * cols);
+    const across = new Float64Array(rows * cols), out = new Float64Array(rows * cols);
     for (let r = 0; r < rows; r++)
       for (let c = 0; c < cols; c++) {
         let s = 0;
@@ -91,21 +95,22 @@
     return {values: out, rows, cols};
   }
 
-  function cubic(x) {  // Keys' cubic convolution, a = -0.5 (Pillow's BICUBIC)
-    const a = -0.5, t = Math.abs(x);
+  function cubic(x, a) {  // heatmap.keys_cubic: Keys' cubic convolution kernel
+    const t = Math.abs(x);
     if (t < 1) return ((a + 2) * t - (a + 3)) * t * t + 1;
     if (t < 2) return (((t - 5) * t + 8) * t - 4) * a;
     return 0;
   }
 
-  function cubicTaps(outSize, inSize) {
-    // for each output pixel: 4 input indices and weights (pixel centres aligned, edges clamped)
-    const index = new Int32Array(outSize * 4), weight = new Float32Array(outSize * 4), scale = inSize / outSize;
+  function cubicTaps(outSize, inSize, a) {
+    // heatmap.cubic_matrix as taps: for each output pixel, 4 input indices and weights (pixel centres aligned,
+    // edges repeated, weights summing to 1)
+    const index = new Int32Array(outSize * 4), weight = new Float64Array(outSize * 4);
     for (let o = 0; o < outSize; o++) {
-      const x = (o + 0.5) * scale - 0.5, x0 = Math.floor(x);
+      const x = (o + 0.5) * (inSize / outSize) - 0.5, x0 = Math.floor(x);
       let sum = 0;
       for (let k = 0; k < 4; k++) {
-        const w = cubic(x - (x0 - 1 + k));
+        const w = cubic(x - (x0 - 1 + k), a);
         index[4 * o + k] = Math.min(Math.max(x0 - 1 + k, 0), inSize - 1);
         weight[4 * o + k] = w;
         sum += w;
@@ -115,10 +120,12 @@
     return {index, weight};
   }
 
-  function softField(grid, width, height) {
-    // the smoothed grid upsampled (bicubic) to width x height and stretched to [0, 1]: Float32Array(W*H)
-    const g = smooth(grid, SMOOTH_SIGMA), xs = cubicTaps(width, g.cols), ys = cubicTaps(height, g.rows);
-    const field = new Float32Array(width * height), row = new Float32Array(g.cols);
+  function softField(grid, width, height, spec) {
+    // heatmap.soft_heatmap: the blurred grid upsampled to width x height, as {values: Float64Array(W*H), lo, span};
+    // the heat (values - lo) / span in [0, 1] is taken pixel by pixel in tint (one pass less over the field)
+    const g = smooth(grid, spec.smooth_sigma, spec.smooth_truncate);
+    const xs = cubicTaps(width, g.cols, spec.cubic_a), ys = cubicTaps(height, g.rows, spec.cubic_a);
+    const field = new Float64Array(width * height), row = new Float64Array(g.cols);
     let lo = Infinity, hi = -Infinity;
     for (let y = 0; y < height; y++) {
       for (let c = 0; c < g.cols; c++) {
@@ -134,32 +141,36 @@
         if (v > hi) hi = v;
       }
     }
-    const span = hi - lo;
-    if (!(span > 1e-12)) return field.fill(0);  // flat attention: nothing to highlight
-    for (let p = 0; p < field.length; p++) field[p] = (field[p] - lo) / span;
-    return field;
+    if (!(hi - lo > 1e-12)) return {values: field.fill(0), lo: 0, span: 1};  // flat attention: nothing to highlight
+    return {values: field, lo, span: hi - lo};
   }
 
-  function chosenCell(grid, width, height) {
-    // hard attention: the argmax cell as a pixel rectangle {x, y, w, h} of a width x height picture
+  function cellBox(row, col, rows, cols, width, height) {
+    // heatmap.cell_box: grid cell (row, col) as pixels [x0, x1) x [y0, y1) of a width x height picture
+    const x0 = Math.round(col * width / cols), x1 = Math.round((col + 1) * width / cols);
+    const y0 = Math.round(row * height / rows), y1 = Math.round((row + 1) * height / rows);
+    return {x0, y0, x1: Math.max(x1, x0 + 1), y1: Math.max(y1, y0 + 1)};
+  }
+
+  function hardField(grid, width, height) {
+    // heatmap.hard_heatmap: 1 on the chosen (argmax, first on ties) cell, 0 elsewhere, as softField's {values, lo, span}
     let best = 0;
     for (let i = 1; i < grid.values.length; i++) if (grid.values[i] > grid.values[best]) best = i;
-    const r = Math.floor(best / grid.cols), c = best % grid.cols;
-    const x0 = Math.round(c * width / grid.cols), x1 = Math.round((c + 1) * width / grid.cols);
-    const y0 = Math.round(r * height / grid.rows), y1 = Math.round((r + 1) * height / grid.rows);
-    return {x: x0, y: y0, w: Math.max(x1 - x0, 1), h: Math.max(y1 - y0, 1), row: r, col: c};
+    const box = cellBox(Math.floor(best / grid.cols), best % grid.cols, grid.rows, grid.cols, width, height);
+    const field = new Float64Array(width * height);
+    for (let y = box.y0; y < box.y1; y++) field.fill(1, y * width + box.x0, y * width + box.x1);
+    return {values: field, lo: 0, span: 1};
   }
 
-  function heatLayer(field, lut, out) {
-    // out = colour(field) with opacity MAX_OPACITY * field^OPACITY_GAMMA: over the photo it tints where the model
-    // looked (captioning.visualize.attention_overlay draws the same for /step and the figures)
-    const dst = out.data;
-    for (let p = 0, q = 0; p < field.length; p++, q += 4) {
-      const v = field[p], k = ((v * 255 + 0.5) | 0) * 3;
-      dst[q] = lut[k];
-      dst[q + 1] = lut[k + 1];
-      dst[q + 2] = lut[k + 2];
-      dst[q + 3] = Math.pow(v, OPACITY_GAMMA) * MAX_OPACITY * 255 + 0.5;
+  function tint(photo, field, opacity, lut, out) {
+    // heatmap.attention_overlay: each pixel moves towards its heat level's colour by that level's opacity
+    const src = photo.data, dst = out.data, {values, lo, span} = field;
+    for (let p = 0, q = 0; p < values.length; p++, q += 4) {
+      const k = ((values[p] - lo) / span * 255 + 0.5) | 0, w = opacity[k], c = 3 * k;
+      dst[q] = (src[q] + (lut[c] - src[q]) * w + 0.5) | 0;
+      dst[q + 1] = (src[q + 1] + (lut[c + 1] - src[q + 1]) * w + 0.5) | 0;
+      dst[q + 2] = (src[q + 2] + (lut[c + 2] - src[q + 2]) * w + 0.5) | 0;
+      dst[q + 3] = 255;
     }
     return out;
   }
@@ -173,9 +184,22 @@
   // the page's state and views
 
   const S = {
-    root: null, gallery: null, lut: null, data: null, view: null, alt: 0, word: 0, photo: null, layer: null,
-    version: 0, token: 0, pending: null,
+    root: null, gallery: null, spec: null, data: null, view: null, alt: 0, word: 0, photo: null,
+    pixels: {photo: null, sizes: new Map()}, version: 0, token: 0, pending: null,
   };
+
+  // other scripts of the page (probe.js) follow the views through these: on('shown' | 'words' | 'select', fn)
+  const hooks = {shown: [], words: [], select: []};
+
+  function on(name, fn) {
+    hooks[name].push(fn);
+  }
+
+  function emit(name, ...args) {
+    hooks[name].forEach(fn => {
+      try { fn(...args); } catch (error) { console.error(error); }
+    });
+  }
 
   function captionsOf(data) {
     // every caption of the beam, best first: the top level, then data.alternatives (the next best first)
@@ -190,42 +214,40 @@
     return {
       words, grids: gridsOf(c, words.length), caption: String(c.caption ?? words.join(' ')),
       gates: words.map((_, i) => (Number.isFinite(gates[i]) ? gates[i] : null)), score: c.score,
-      attention: data.attention === 'hard' ? 'hard' : 'soft',
+      attention: data.attention === 'hard' ? 'hard' : 'soft', source: c,
     };
   }
 
-  function layerCanvas(width, height) {
-    // the reusable small canvas a word's heat layer is painted on before it is scaled over the photo
-    if (!S.layer) S.layer = document.createElement('canvas');
-    if (S.layer.width !== width) S.layer.width = width;
-    if (S.layer.height !== height) S.layer.height = height;
-    return S.layer;
+  function photoPixels(width, height) {
+    // the photo's RGBA pixels at width x height (the canvas scales it), read once per photo and size
+    if (S.pixels.photo !== S.photo) S.pixels = {photo: S.photo, sizes: new Map()};
+    const key = `${width}x${height}`;
+    if (!S.pixels.sizes.has(key)) {
+      const canvas = document.createElement('canvas');
+      canvas.width = width;
+      canvas.height = height;
+      const ctx = canvas.getContext('2d', {willReadFrequently: true});
+      ctx.imageSmoothingEnabled = true;
+      ctx.imageSmoothingQuality = 'high';
+      ctx.drawImage(S.photo, 0, 0, width, height);
+      S.pixels.sizes.set(key, ctx.getImageData(0, 0, width, height));
+    }
+    return S.pixels.sizes.get(key);
   }
 
   function drawWord(canvas, view, i, width, height) {
-    // word i's attention over the photo, into canvas (resized to width x height)
+    // word i's attention over the photo, into canvas (resized to width x height): the heat at full size, tinted
+    // pixel by pixel as captioning.heatmap.word_overlay does (a 640x480 word takes a few ms)
     if (canvas.width !== width) canvas.width = width;
     if (canvas.height !== height) canvas.height = height;
-    const ctx = canvas.getContext('2d'), grid = view.grids[i];
-    ctx.imageSmoothingEnabled = true;
-    ctx.imageSmoothingQuality = 'high';
-    ctx.drawImage(S.photo, 0, 0, width, height);
-    if (!grid) return;  // no word (empty caption) or a broken grid: the photo alone
-    if (view.attention === 'hard') {
-      const cell = chosenCell(grid, width, height), [r, g, b] = rgb(S.lut, 1);
-      ctx.fillStyle = `rgba(${r},${g},${b},${HARD_OPACITY})`;
-      ctx.fillRect(cell.x, cell.y, cell.w, cell.h);
-      ctx.strokeStyle = `rgb(${r},${g},${b})`;
-      ctx.lineWidth = Math.max(1, Math.round(width / 320));
-      ctx.strokeRect(cell.x + 0.5, cell.y + 0.5, cell.w - 1, cell.h - 1);
+    const ctx = canvas.getContext('2d'), grid = view.grids[i], photo = photoPixels(width, height);
+    if (!grid) {  // no word (empty caption) or a broken grid: the photo alone
+      ctx.putImageData(photo, 0, 0);
       return;
     }
-    // Soft: the heat at FIELD_SCALE x the grid (bicubic, in JS), scaled up to the photo by the canvas (bilinear, on
-    // premultiplied colours), so a word costs ~12k pixels of script work whatever the photo size.
-    const w = Math.min(width, grid.cols * FIELD_SCALE), h = Math.min(height, grid.rows * FIELD_SCALE);
-    const layer = layerCanvas(w, h), lctx = layer.getContext('2d');
-    lctx.putImageData(heatLayer(softField(grid, w, h), S.lut, lctx.createImageData(w, h)), 0, 0);
-    ctx.drawImage(layer, 0, 0, w, h, 0, 0, width, height);
+    const field = view.attention === 'hard' ? hardField(grid, width, height) : softField(grid, width, height, S.spec);
+    const out = tint(photo, field, S.spec.opacity[view.attention], S.spec.lut, ctx.createImageData(width, height));
+    ctx.putImageData(out, 0, 0);
   }
 
   function drawMain(i) {
@@ -256,6 +278,7 @@
     box.replaceChildren();
     if (!S.view.words.length) {
       box.textContent = '(the model produced an empty caption)';
+      emit('words', box, S.view);
       return;
     }
     S.view.words.forEach((word, i) => {
@@ -266,6 +289,7 @@
       chip.append(label, gateBar(S.view.gates[i]));
       box.appendChild(chip);
     });
+    emit('words', box, S.view);
   }
 
   function renderAlternatives() {
@@ -292,13 +316,14 @@
 
   function renderLegend() {
     const box = S.root.querySelector('#legend');
+    const spec = S.spec, grey = 'linear-gradient(#9ca3af, #9ca3af)';  // the tint shown over a mid-grey photo
     if (S.view.attention === 'hard') {
-      const [r, g, b] = rgb(S.lut, 1);
+      const [r, g, b] = rgb(spec.lut, 1), tinted = `rgba(${r},${g},${b},${spec.hard_opacity})`;
       box.innerHTML = '';
       const swatch = document.createElement('span');
       swatch.className = 'sat-legend-cell';
-      swatch.style.background = `rgba(${r},${g},${b},${HARD_OPACITY})`;
-      swatch.style.borderColor = `rgb(${r},${g},${b})`;
+      swatch.style.backgroundImage = `linear-gradient(${tinted}, ${tinted}), ${grey}`;
+      swatch.style.borderColor = 'transparent';
       const note = document.createElement('span');
       note.textContent = 'hard attention: the one cell of the 14x14 grid the model looked at for this word';
       box.append(swatch, note);
@@ -306,15 +331,15 @@
     }
     const stops = [];
     for (let k = 0; k <= 10; k++) {
-      const [r, g, b] = rgb(S.lut, k / 10);
-      stops.push(`rgba(${r},${g},${b},${(MAX_OPACITY * Math.pow(k / 10, OPACITY_GAMMA)).toFixed(2)}) ${k * 10}%`);
+      const [r, g, b] = rgb(spec.lut, k / 10), alpha = spec.max_opacity * Math.pow(k / 10, spec.opacity_gamma);
+      stops.push(`rgba(${r},${g},${b},${alpha.toFixed(2)}) ${k * 10}%`);
     }
     box.innerHTML = '';
     const low = document.createElement('span');
     low.textContent = 'little attention (photo untinted)';
     const bar = document.createElement('span');
     bar.className = 'sat-legend-bar';
-    bar.style.backgroundImage = `linear-gradient(to right, ${stops.join(', ')}), linear-gradient(#9ca3af, #9ca3af)`;
+    bar.style.backgroundImage = `linear-gradient(to right, ${stops.join(', ')}), ${grey}`;
     const high = document.createElement('span');
     high.textContent = 'most attention';
     box.append(low, bar, high);
@@ -383,6 +408,7 @@
     S.word = Math.min(Math.max(Math.round(Number(i) || 0), 0), Math.max(S.view.words.length - 1, 0));
     markWord();
     drawMain(S.word);
+    emit('select', S.word);
   }
 
   function selectAlternative(a) {
@@ -416,6 +442,7 @@
     if (!data || typeof data !== 'object' || typeof data.image !== 'string') return;
     if (S.data && data.id && data.id === S.data.id && S.word === 0 && S.alt === 0) {  // already on screen
       markShown();
+      emit('shown', S.data);
       return;
     }
     const token = ++S.token, photo = loadPhoto(data.image);  // decoding starts first, off the main thread
@@ -433,6 +460,7 @@
       drawMain(S.word);
       markShown();
       S.root.querySelector('#download-figure').disabled = !S.view.words.length;
+      emit('shown', data);
       afterPaint(drawGallery);
     }).catch(() => {});
   }
@@ -440,22 +468,25 @@
   // ---------------------------------------------------------------------------------------------------------------
   // the paper-style figure: the photo, then one panel per word, drawn here and saved as PNG
 
-  function figureLayout(nWords, aspect) {
-    // panel rectangles of the figure for nWords words on a photo of aspect height/width (pure: tests use it too)
-    const panels = nWords + 1, columns = Math.max(1, Math.min(FIGURE_COLUMNS, panels));
-    const rows = Math.ceil(panels / columns), w = PANEL_WIDTH, h = Math.max(1, Math.round(PANEL_WIDTH * aspect));
-    const cell = TITLE_HEIGHT + h + FIGURE_MARGIN;
+  function figureLayout(nWords, aspect, spec = S.spec) {
+    // panel rectangles of the figure for nWords words on a photo of aspect height/width, by the spec's figure_*
+    // numbers (pure; captioning.visualize.figure_layout computes the same for Python's figure)
+    const margin = spec.figure_margin, titleHeight = spec.figure_title_height;
+    const panels = nWords + 1, columns = Math.max(1, Math.min(spec.figure_columns, panels));
+    const rows = Math.ceil(panels / columns), w = spec.figure_panel_width;
+    const h = Math.max(1, Math.round(w * aspect)), cell = titleHeight + h + margin;
     const boxes = [];
     for (let p = 0; p < panels; p++) {
-      const x = FIGURE_MARGIN + (p % columns) * (w + FIGURE_MARGIN);
-      const y = HEADER_HEIGHT + Math.floor(p / columns) * cell + TITLE_HEIGHT;
+      const x = margin + (p % columns) * (w + margin);
+      const y = spec.figure_header_height + Math.floor(p / columns) * cell + titleHeight;
       boxes.push({x, y, w, h});
     }
-    return {width: FIGURE_MARGIN + columns * (w + FIGURE_MARGIN), height: HEADER_HEIGHT + rows * cell, panels: boxes};
+    return {width: margin + columns * (w + margin), height: spec.figure_header_height + rows * cell, panels: boxes};
   }
 
   function figureCanvas() {
-    const view = S.view, aspect = S.photo.naturalHeight / S.photo.naturalWidth;
+    // the figure as captioning.visualize.attention_figure draws it: caption, photo, one titled panel per word
+    const view = S.view, spec = S.spec, aspect = S.photo.naturalHeight / S.photo.naturalWidth;
     const layout = figureLayout(view.words.length, aspect), canvas = document.createElement('canvas');
     canvas.width = layout.width;
     canvas.height = layout.height;
@@ -464,19 +495,20 @@
     ctx.fillRect(0, 0, layout.width, layout.height);
     ctx.fillStyle = '#111827';
     ctx.textAlign = 'center';
-    ctx.font = '600 17px sans-serif';
-    ctx.fillText(view.caption, layout.width / 2, 26, layout.width - 2 * FIGURE_MARGIN);
-    ctx.font = '15px sans-serif';
+    ctx.font = `600 ${spec.figure_caption_font_px}px sans-serif`;
+    ctx.fillText(view.caption, layout.width / 2, spec.figure_caption_baseline, layout.width - 2 * spec.figure_margin);
+    ctx.font = `${spec.figure_title_font_px}px sans-serif`;
     layout.panels.forEach((box, p) => {
       if (p === 0) {
-        ctx.drawImage(S.photo, box.x, box.y, box.w, box.h);
+        ctx.putImageData(photoPixels(box.w, box.h), box.x, box.y);
       } else {
         drawWord(panel, view, p - 1, box.w, box.h);
         ctx.drawImage(panel, box.x, box.y);
       }
       const gate = p > 0 ? view.gates[p - 1] : null;
-      const title = p === 0 ? '(image)' : view.words[p - 1] + (gate === null ? '' : `  \u03b2 ${gate.toFixed(2)}`);
-      ctx.fillText(title, box.x + box.w / 2, box.y - 8, box.w);
+      const title = p === 0 ? spec.figure_image_title
+        : view.words[p - 1] + (gate === null ? '' : `  \u03b2 ${gate.toFixed(2)}`);
+      ctx.fillText(title, box.x + box.w / 2, box.y - spec.figure_title_gap, box.w);
     });
     return canvas;
   }
@@ -523,7 +555,7 @@
 
   function mount(element, initial) {
     S.root = element;
-    S.lut = parseColormap(element.querySelector('.sat-viewer').dataset.colormap);
+    S.spec = specOf(element.querySelector('.sat-viewer').dataset.heatmap);
     const words = element.querySelector('#words');
     words.addEventListener('click', event => {
       const i = wordTarget(event, words);
@@ -561,5 +593,8 @@
     if (S.view && S.photo) drawGallery();
   }
 
-  window.satDemo = {mount, mountGallery, show, select, selectAlternative, downloadFigure, figureLayout, state: S};
+  window.satDemo = {
+    mount, mountGallery, show, select, selectAlternative, downloadFigure, figureLayout, state: S,
+    viewOf, drawWord, on,  // for probe.js: a caption's view, its word tiles, the views' hooks
+  };
 })();

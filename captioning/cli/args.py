@@ -7,8 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "model"
-SPLIT_CHOICES = ("TRAIN", "VAL", "TEST")
+from captioning.config import EncoderSpec
+from captioning.data import SPLITS as SPLIT_CHOICES
+from captioning.shipped import DEFAULT_MODEL
+
 INTERRUPTED = 130  # the shell's exit status for a process stopped by Ctrl-C (128 + SIGINT)
 
 
@@ -27,7 +29,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
-    """An ArgumentParser whose usage line names the real command (e.g. 'python -m captioning.features')."""
+    """An ArgumentParser whose usage line names the real command (e.g. 'python -m captioning.cli.features')."""
     return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
 
 
@@ -73,13 +75,13 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
                             "emulated, about 10x slower")
 
 
-def encoder_spec(args: argparse.Namespace, base=None):
+def encoder_spec(args: argparse.Namespace, base: EncoderSpec | None = None) -> EncoderSpec:
     """The EncoderSpec the flags ask for: base (a feature cache's spec; default: EncoderSpec()) with the given
-    flags applied."""
-    from captioning.config import EncoderSpec
+    flags applied, and the trunk's own defaults filled in where it leaves weights or input size open."""
+    from captioning.encoder import resolve_spec  # imports timm: only once a spec is wanted, not for --help
 
-    return (base or EncoderSpec()).with_changes(backbone=args.backbone, weights=args.encoder_weights,
-                                                input_size=args.input_size, bf16=args.encoder_bf16)
+    return resolve_spec((base or EncoderSpec()).with_changes(backbone=args.backbone, weights=args.encoder_weights,
+                                                             input_size=args.input_size, bf16=args.encoder_bf16))
 
 
 def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +115,7 @@ def add_image_size_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_cache_dir_flag(parser: argparse.ArgumentParser, required: bool = False) -> None:
     parser.add_argument("--cache-dir", required=required, default="",
-                        help="feature-cache folder written by python -m captioning.features (files are named "
+                        help="feature-cache folder written by python -m captioning.cli.features (files are named "
                              "SPLIT_FEATURES_<data name>.npy/.json); empty: no cache")
 
 
@@ -134,29 +136,18 @@ def add_beam_size_flag(parser: argparse.ArgumentParser) -> None:
 # --- entry-point helpers --------------------------------------------------------------------------------------
 
 
-def model_load_error(path: str | Path, error: Exception) -> str:
-    """One line saying why a model directory cannot be loaded, pointing a run directory to its best/ model."""
-    path = Path(path)
-    for checkpoint in ("best", "last"):  # a training run holds its models in these folders
-        if (path / checkpoint / "model.safetensors").is_file() or (path / checkpoint / "config.json").is_file():
-            return (f"error: {path} is a training run directory; its {checkpoint} model is {path / checkpoint} "
-                    f"(use --model {path / checkpoint})")
-    return f"error: cannot load the model from {path}: {error}"
-
-
 def load_captioner(path: str | Path, fastest_encoder: bool = False):
-    """Captioner.load, or None after printing model_load_error's one line (the caller then exits with 2).
+    """The loaded model, or None after printing why it cannot be loaded in one line (the caller then exits with 2).
 
     fastest_encoder (captioning photos, not scoring): fp32 where the saved bf16 would be emulated, with a note."""
-    from captioning.checkpoint import CheckpointError
-    from captioning.model import Captioner, EncoderUnavailable
+    from captioning.serving import ModelLoadError, load_captioner  # imported on use: --help stays fast
 
     try:
-        captioner = Captioner.load(path)
-    except (CheckpointError, OSError, ImportError, ValueError, EncoderUnavailable) as error:
-        print(model_load_error(path, error), file=sys.stderr)
+        captioner, note = load_captioner(path, fastest_encoder)
+    except ModelLoadError as error:
+        print(error, file=sys.stderr)
         return None
-    if fastest_encoder and (note := captioner.use_fastest_encoder()):
+    if note:
         print(note, file=sys.stderr)
     return captioner
 

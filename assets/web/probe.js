@@ -1,0 +1,256 @@
+/* Your own caption and the model comparison, on top of demo.js (window.satDemo).
+   - A typed sentence's per-word data (the page's probe: a caption's per-word format plus probs, ranks, unknown and
+     total_log_prob) is shown in the viewer like a caption: it comes first, the model's own captions of the photo
+     after it in the alternatives list, so the words step by click, slider and keys with no request. Each word chip
+     gets the probability and rank the model gave it there, an unknown word a <unk> mark, and a summary line
+     compares the sentence's log-probability with the model's own caption's.
+   - The compare view (#compare-view) draws one row per served model: its caption or its reading of the typed
+     sentence, as word tiles on the photo; tiles of the same word index share a column.
+   captioning/cli/app.py inlines this file after demo.js; the page calls window.satProbe.show / showCompare /
+   mountCompare. */
+(() => {
+  if (window.satProbe || !window.satDemo) return;
+
+  const demo = window.satDemo, S = demo.state;
+  const TILE_WIDTH = 112;  // compare tiles, CSS px
+  const P = {caption: null, compare: null, captions: null, root: null, requested: null};
+  // caption: the model's caption data last shown in the viewer; compare: the compare view's data; captions: the
+  // last compare data of kind "caption" (each model's own caption score); requested: the photo a compare run was
+  // asked for
+
+  function finite(x) {
+    return typeof x === 'number' && Number.isFinite(x);
+  }
+
+  function probText(p) {
+    // a probability in a few characters: 0.42, 0.031, 4e-5
+    if (!finite(p)) return '?';
+    if (p >= 0.01) return p.toFixed(2);
+    return p > 0 ? p.toExponential(0) : '0';
+  }
+
+  function logpText(x) {
+    return finite(x) ? x.toFixed(2) : '-inf';
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function probOf(c, i) {
+    // word i's probability, from its log-probability where there is one (probs are rounded to 6 decimals)
+    const logp = Array.isArray(c.log_probs) ? c.log_probs[i] : null;
+    if (finite(logp)) return Math.exp(logp);
+    return Array.isArray(c.probs) ? c.probs[i] : null;
+  }
+
+  function scoreLabel(c, i) {
+    // word i's probability and rank, as a small label (data-prob, data-rank for scripts)
+    const p = probOf(c, i), rank = Array.isArray(c.ranks) ? c.ranks[i] : null;
+    const label = element('span', 'sat-prob', `p ${probText(p)} \u00b7 #${rank ?? '?'}`);
+    label.dataset.prob = finite(p) ? String(p) : '';
+    label.dataset.rank = rank == null ? '' : String(rank);
+    label.title = `the model gave this word probability ${probText(p)} here; rank ${rank ?? '?'} among the words `
+      + 'it could write (1 = its own pick)';
+    return label;
+  }
+
+  function markUnknown(chip) {
+    chip.classList.add('unknown');
+    chip.title = "not in the model's vocabulary: read as <unk>";
+    const text = chip.querySelector('.sat-word-text, .sat-tile-word');
+    const tag = element('span', 'sat-unk', '<unk>');
+    if (text) text.after(tag); else chip.appendChild(tag);
+  }
+
+  function decorate(chip, c, i) {
+    // a word chip or tile of a probe: its probability and rank, and the mark of a word outside the vocabulary
+    chip.appendChild(scoreLabel(c, i));
+    if (Array.isArray(c.unknown) && c.unknown[i] === true) markUnknown(chip);
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // the viewer: a probe shown as a caption
+
+  function captionEntry(data) {
+    // a caption data's best caption as an alternatives entry (no photo, no nested lists)
+    const {image, alternatives, alphas, probe, own, ...entry} = data;
+    return entry;
+  }
+
+  function show(p) {
+    // the page's probe payload -> the viewer: the typed sentence first, then (same photo and model) the captions
+    if (!p || typeof p !== 'object' || !Array.isArray(p.words) || typeof p.image !== 'string') return;
+    const {image, text, ...entry} = p;
+    const base = P.caption && P.caption.image === image && P.caption.model === p.model ? P.caption : null;
+    demo.show({
+      ...entry, image, model: p.model, attention: p.attention, beam: base ? base.beam : null,
+      id: `probe:${p.model}:${p.caption}:${base ? base.id : ''}`,
+      alternatives: base ? [captionEntry(base), ...(base.alternatives || [])] : [],
+      probe: entry, own: base ? {caption: base.caption, score: base.score} : null,
+    });
+  }
+
+  function backToCaption() {
+    if (P.caption) demo.show(P.caption);
+  }
+
+  function renderSummary() {
+    const box = S.root && S.root.querySelector('#probe-summary');
+    if (!box) return;
+    const probe = S.data && S.data.probe;
+    box.replaceChildren();
+    box.hidden = !probe;
+    if (!probe) return;
+    const own = S.data.own, total = probe.total_log_prob;
+    const line = element('div', 'sat-probe-line');
+    const yours = element('span', 'sat-probe-total', `your sentence: log p = ${logpText(total)}`);
+    yours.dataset.total = finite(total) ? String(total) : '';
+    const theirs = element('span', 'sat-probe-own', own
+      ? ` (the model's own caption: ${logpText(own.score)})`
+      : ' (caption the photo with this model to compare with its own caption)');
+    theirs.dataset.score = own && finite(own.score) ? String(own.score) : '';
+    line.append(yours, theirs);
+    box.appendChild(line);
+    const notes = [];
+    if (probe.truncated) notes.push(`only the first ${probe.words.length} words were scored (the model's limit)`);
+    if ((probe.unknown || []).some(u => u === true)) notes.push('words marked <unk> are outside the vocabulary');
+    notes.push('under each word: the probability the model gave it there, and its rank (#1 = the model\'s pick)');
+    box.appendChild(element('div', 'sat-note', notes.join('; ')));
+    if (own) {
+      const back = element('button', 'sat-probe-back', "Back to the model's caption");
+      back.type = 'button';
+      back.id = 'probe-back';
+      back.addEventListener('click', backToCaption);
+      box.appendChild(back);
+    }
+  }
+
+  function onWords(box, view) {
+    // demo.js drew a caption's word chips: label a probe's words, tag the typed sentence in the alternatives
+    const c = view.source || {};
+    if (Array.isArray(c.probs)) box.querySelectorAll('[data-index]').forEach(chip => {
+      decorate(chip, c, Number(chip.dataset.index));
+    });
+    const first = S.root.querySelector('#alternatives [data-alt="0"]');
+    if (first && S.data && S.data.probe && !first.querySelector('.sat-probe-tag')) {
+      first.classList.add('sat-probe-alt');
+      first.querySelector('.sat-alt-text')?.append(element('span', 'sat-probe-tag', ' (your sentence)'));
+    }
+    renderSummary();
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // the compare view
+
+  function compareOn() {
+    const box = document.querySelector('#compare input[type=checkbox]');
+    return !!(box && box.checked);
+  }
+
+  function ownScore(model) {
+    // the model's own caption score on the compare view's photo, when a compare of captions holds it
+    if (!P.captions || !P.compare || P.captions.image !== P.compare.image) return null;
+    const row = P.captions.rows.find(r => r.model === model);
+    return row && finite(row.score) ? row.score : null;
+  }
+
+  function rowHead(row, kind) {
+    const head = element('div', 'sat-compare-head');
+    head.dataset.model = String(row.model);
+    const name = element('span', 'sat-compare-model', String(row.model));
+    const mode = element('span', 'sat-compare-mode', `${row.attention === 'hard' ? 'hard' : 'soft'} attention`);
+    const text = element('span', 'sat-compare-caption', kind === 'probe' ? '' : String(row.caption ?? ''));
+    const score = kind === 'probe' ? row.total_log_prob : row.score, own = kind === 'probe' ? ownScore(row.model) : null;
+    const total = element('span', 'sat-compare-score', `log p = ${logpText(score)}`
+      + (own === null ? '' : ` (own caption: ${logpText(own)})`));
+    total.dataset.score = finite(score) ? String(score) : '';
+    head.append(name, mode, text, total);
+    return head;
+  }
+
+  function drawCompare() {
+    const root = P.root;
+    if (!root) return;
+    const panel = root.querySelector('.sat-compare'), box = root.querySelector('#compare-rows');
+    const c = P.compare, ready = !!(c && compareOn() && S.photo && S.photo.src === c.image);
+    box.replaceChildren();
+    panel.hidden = !ready;  // tiles are drawn on the viewer's photo: another photo's rows wait for theirs
+    if (!ready) return;
+    root.querySelector('.sat-compare-what').textContent = c.kind === 'probe'
+      ? `reading your sentence "${c.text}"` : 'captioning it';
+    const width = Math.min(TILE_WIDTH, S.photo.naturalWidth);
+    const height = Math.max(1, Math.round(width * S.photo.naturalHeight / S.photo.naturalWidth));
+    const columns = Math.max(1, ...c.rows.map(r => (Array.isArray(r.words) ? r.words.length : 0)));
+    box.style.gridTemplateColumns = `repeat(${columns}, ${width + 10}px)`;
+    c.rows.forEach(row => {
+      const view = demo.viewOf(row, 0);
+      box.appendChild(rowHead(row, c.kind));
+      view.words.forEach((word, i) => {
+        const tile = element('button', 'sat-tile');
+        tile.type = 'button';
+        tile.setAttribute('role', 'button');
+        tile.dataset.index = String(i);
+        tile.dataset.model = String(row.model);
+        const canvas = document.createElement('canvas');
+        demo.drawWord(canvas, view, i, width, height);
+        tile.append(canvas, element('span', 'sat-tile-word', `${i}: ${word}`));
+        if (c.kind === 'probe') decorate(tile, row, i);
+        box.appendChild(tile);
+      });
+    });
+    panel.dataset.kind = c.kind;
+    panel.dataset.version = String(Number(panel.dataset.version || 0) + 1);
+    markColumn(S.word);
+  }
+
+  function markColumn(i) {
+    if (!P.root) return;
+    P.root.querySelectorAll('#compare-rows [data-index]').forEach(tile => {
+      tile.classList.toggle('current', Number(tile.dataset.index) === i);
+    });
+  }
+
+  function showCompare(c) {
+    // the compare data (captions or a probe, one row per model) -> the compare view; anything else hides it
+    P.compare = c && typeof c === 'object' && Array.isArray(c.rows) && c.rows.length ? c : null;
+    if (P.compare && P.compare.kind === 'caption') P.captions = P.compare;
+    P.requested = null;
+    requestAnimationFrame(drawCompare);
+  }
+
+  function refreshCompare(data) {
+    // compare mode shows the photo on screen: ask for every model's caption of a new photo (the hidden button)
+    if (!compareOn() || !data || data.probe || typeof data.image !== 'string') return;  // a probe brings its rows
+    if ((P.compare && P.compare.image === data.image) || P.requested === data.image) return;
+    const run = document.querySelector('#compare-run');
+    const button = run && (run.tagName === 'BUTTON' ? run : run.querySelector('button'));
+    if (!button) return;
+    P.requested = data.image;
+    button.click();
+  }
+
+  function mountCompare(element) {
+    P.root = element;
+    element.addEventListener('click', event => {
+      const tile = event.target instanceof Element ? event.target.closest('[data-index]') : null;
+      if (!tile || !element.contains(tile)) return;
+      demo.select(Number(tile.dataset.index));
+      markColumn(Number(tile.dataset.index));
+    });
+    drawCompare();
+  }
+
+  demo.on('words', onWords);
+  demo.on('select', markColumn);
+  demo.on('shown', data => {
+    if (!data.probe) P.caption = data;
+    drawCompare();  // the viewer's photo may be the one the compare rows wait for
+    refreshCompare(data);
+  });
+
+  window.satProbe = {show, showCompare, mountCompare, backToCaption, state: P};
+})();

@@ -1,0 +1,567 @@
+"""The Gradio demo: caption a photo, then step through the words to see where the model looked for each one.
+
+    python app.py                       # serves assets/model and assets/model_hard on http://127.0.0.1:7860
+    python app.py --model runs/x/best --model runs/y/best --host 0.0.0.0 --auth me:secret
+
+A thin shell: the payload, its checks, model loading and the heatmaps live in the library (captioning.payload,
+captioning.serving, captioning.heatmap); the page's HTML, style and script in assets/web/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import hashlib
+import html
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import gradio as gr
+import torch
+from gradio import processing_utils
+from PIL import Image
+
+from captioning.cli.args import interrupted, positive_int
+from captioning.heatmap import HEATMAP, word_overlay
+from captioning.model import Captioner
+from captioning.payload import (
+    BEAM_SIZES,
+    PayloadError,
+    beam_width,
+    cache_jpeg,
+    caption_data,
+    display_data_url,
+    has_words,
+    read_step_request,
+    word_payload,
+)
+from captioning.preprocess import UPLOAD_FORMATS, load_image
+from captioning.probe import Probe, probe, tokenize_probe
+from captioning.serving import (
+    ModelLoadError,
+    default_model_dirs,
+    image_error_message,
+    load_models,
+    serves_shipped_models_only,
+)
+from captioning.shipped import OUT_OF_DOMAIN_EXAMPLE, WEB_DIR, example_photos
+from captioning.visualize import display_image
+
+CURRENT, OTHER = "attending", "word"  # HighlightedText categories of /step's chips: the shown word, the others
+# Gradio writes uploads and /step's heatmaps to its temp folder: every 30 min, delete this app's files older than 1 h.
+DELETE_CACHE = (1800, 3600)
+STARTUP_INTERRUPTED = "interrupted during start-up; nothing is being served"  # Ctrl-C before the demo serves
+FEATURE_CACHE_SIZE = 8  # photos whose encoder features the demo keeps (about 1 MB each for the shipped models)
+MAX_PROBE_CHARS = 5000  # a typed sentence is read up to here (the model scores at most max_caption_len words)
+
+log = logging.getLogger("app")
+
+
+def web_text(name: str) -> str:
+    """A file of the page from assets/web/ (HTML, Markdown, CSS, JS)."""
+    return (WEB_DIR / name).read_text(encoding="utf-8")
+
+
+def page_head() -> str:
+    """The <head> markup of the page's views: its style sheet and script, inlined (no extra requests)."""
+    scripts = "".join(f"<script>{web_text(name)}</script>" for name in ("demo.js", "probe.js"))
+    return f"<style>{web_text('demo.css')}</style>{scripts}"
+
+
+def viewer_html() -> str:
+    """The viewer's markup with the heatmap specification the page draws by (the one Python draws by too)."""
+    return web_text("viewer.html").replace("HEATMAP_SPEC", html.escape(json.dumps(HEATMAP.to_page()), quote=True))
+
+
+def upload_path(component: gr.Image, payload) -> str | None:
+    """Preprocess for the photo input: the uploaded file's path, with the file left unopened (see photo_input)."""
+    if payload is None:
+        return None
+    if payload.url and payload.url.startswith("data:"):  # API callers may inline the image as a data URL
+        try:
+            return processing_utils.save_base64_to_cache(payload.url, component.GRADIO_CACHE)  # bytes, no decoding
+        except Exception:
+            raise gr.Error("Could not read this image: the data URL is not valid base64.") from None
+    if payload.path is None:
+        raise gr.Error("Please upload an image first.")
+    return str(payload.path)
+
+
+def photo_input(**kwargs) -> gr.Image:
+    """gr.Image(type="filepath") whose handler gets the upload's path unopened: nothing is decoded until
+    caption_image calls load_image (pixel limit checked from the header, friendly messages). An instance override,
+    not a subclass: Gradio writes a .pyi stub next to any module that subclasses one of its components."""
+    image = gr.Image(type="filepath", image_mode=None, **kwargs)
+    image.preprocess = functools.partial(upload_path, image)
+    return image
+
+
+# event handlers: plain functions (the models are bound with functools.partial in build_demo), testable without a
+# server
+
+
+def as_models(models: Captioner | Mapping[str, Captioner]) -> dict[str, Captioner]:
+    """Served models by page name, in order (the first is the default); one captioner alone is named "model"."""
+    return dict(models) if isinstance(models, Mapping) else {"model": models}
+
+
+def pick_model(models: dict[str, Captioner], name) -> str:
+    """The requested model's name; None or "" -> the first; an unknown name is a friendly error."""
+    if name in (None, ""):
+        return next(iter(models))
+    if name not in models:
+        raise gr.Error(f"Unknown model {name!r}: this demo serves {', '.join(models)}.")
+    return name
+
+
+class EncodedPhoto(NamedTuple):
+    """A photo as one model saw it: its encoder features and the display photo the page draws on."""
+
+    features: torch.Tensor  # (1, 196, C)
+    shown: str  # the display photo as a JPEG data URL (payload.display_data_url)
+
+
+class FeatureCache:
+    """The last few photos' EncodedPhoto by (model name, sha256 of the uploaded file): probing a photo already
+    captioned, or captioning it again, skips the encoder. The least recently used photo goes first; request threads
+    share it."""
+
+    def __init__(self, size: int = FEATURE_CACHE_SIZE):
+        self.size, self.entries, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> EncodedPhoto | None:
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+            return self.entries.get(key)
+
+    def put(self, key: tuple[str, str], photo: EncodedPhoto) -> None:
+        with self.lock:
+            self.entries[key] = photo
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+def file_digest(path: str) -> str:
+    """sha256 of an uploaded file's bytes: the same photo uploaded again finds its cached features."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_upload(path: str | None) -> Image.Image:
+    """The uploaded photo, decoded; a friendly gr.Error when there is none or it cannot be read."""
+    if not path:
+        raise gr.Error("Please upload an image first.")
+    try:
+        return load_image(path, formats=UPLOAD_FORMATS)  # pixel limit checked before decoding
+    except Exception as error:  # not an image, truncated, too many pixels, out of memory
+        log.info("refused upload %s: %s: %s", path, type(error).__name__, error)
+        raise gr.Error(image_error_message(error)) from None
+
+
+@torch.no_grad()
+def encode_photo(captioner: Captioner, image: Image.Image) -> torch.Tensor:
+    """One decoded photo -> its annotation vectors (1, 196, C), as Captioner.caption_alternatives encodes it."""
+    return captioner.encode(captioner.image_batch(image))  # (1, 196, C)
+
+
+def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: FeatureCache | None) -> EncodedPhoto:
+    """The photo at `path` as model `name` sees it: from the cache when this file was encoded before, else decoded
+    and encoded here (and cached)."""
+    if not path:
+        raise gr.Error("Please upload an image first.")
+    key = (name, file_digest(path))
+    if cache is not None and (photo := cache.get(key)) is not None:
+        return photo
+    image = read_upload(path)
+    try:
+        photo = EncodedPhoto(encode_photo(captioner, image), display_data_url(display_image(image)))
+    except Exception:
+        log.exception("encoding failed for %s", path)
+        raise gr.Error("The model could not read this image. Please try another one.") from None
+    if cache is not None:
+        cache.put(key, photo)
+    return photo
+
+
+def caption_image(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
+                  beam: float | None = None, model: str | None = None, *,
+                  cache: FeatureCache | None = None) -> tuple[str, dict]:
+    """/caption: run one model once; the caption text first, then the per-word data the page draws from. The photo's
+    features are taken from, and left in, `cache` (a later probe of it skips the encoder)."""
+    models = as_models(models)
+    name = pick_model(models, model)
+    image = read_upload(path)
+    captioner, width = models[name], beam_width(beam, default_beam)
+    key = (name, file_digest(path)) if cache is not None else None
+    cached = cache.get(key) if key else None
+    try:
+        features = cached.features if cached else encode_photo(captioner, image)  # (1, 196, C)
+        captions = captioner.caption_pools(features, beam_size=width)[0]  # best first
+    except Exception:
+        log.exception("captioning failed for %s", path)
+        raise gr.Error("The model could not caption this image. Please try another one.") from None
+    data = caption_data(captions, display_image(image), name, captioner.config.decoder.attention, width)
+    if key and not cached:
+        cache.put(key, EncodedPhoto(features, data["image"]))
+    return captions[0].text or "(the model produced an empty caption)", data
+
+
+def caption_example(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
+                    model: str | None = None, *, cache: FeatureCache | None = None) -> tuple[str, dict]:
+    """An example row (photo, model) captioned at the default beam size: what the examples cache stores."""
+    return caption_image(models, default_beam, path, None, model, cache=cache)
+
+
+def compare_captions(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
+                     beam: float | None = None, enabled: bool = True, *,
+                     cache: FeatureCache | None = None) -> dict:
+    """/compare: the photo's best caption by every served model, one row each (the per-word format of /caption's
+    words, plus model and attention), and the display photo; {} when compare mode is off or there is no photo."""
+    models = as_models(models)
+    if not enabled or not path:
+        return {}
+    width, rows, shown = beam_width(beam, default_beam), [], None
+    for name, captioner in models.items():
+        photo = encoded_photo(captioner, name, path, cache)
+        try:
+            best = captioner.caption_pools(photo.features, beam_size=width)[0][0]
+        except Exception:
+            log.exception("captioning failed for %s with %s", path, name)
+            raise gr.Error("The model could not caption this image. Please try another one.") from None
+        rows.append({**word_payload(best, nested=False), "model": name,
+                     "attention": captioner.config.decoder.attention})
+        shown = photo.shown
+    return {"kind": "caption", "image": shown, "beam": width, "rows": rows}
+
+
+# probing: a typed sentence scored word by word (captioning.probe)
+
+
+def probe_notes(probed: Probe, max_len: int) -> list[str]:
+    """What to tell the visitor about a probed sentence: words cut off, words read as <unk>."""
+    notes = []
+    if probed.truncated:
+        notes.append(f"Only the first {max_len} words were scored: this model's captions are at most {max_len} "
+                     "words long.")
+    unknown = [word for word, flag in zip(probed.words, probed.unknown) if flag]
+    if unknown:
+        listed = ", ".join(unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+        every = " (it knows English words only)" if len(unknown) == len(probed.words) else ""
+        notes.append(f"Not in the model's vocabulary{every}, scored as the unknown word: {listed}.")  # no <>: HTML
+    return notes
+
+
+def probe_models(models: dict[str, Captioner], names: list[str], path: str | None, text,
+                 cache: FeatureCache | None) -> list[tuple[dict, str]]:
+    """Each named model's probe of `text` on the photo: (its payload: Probe.to_payload() with model and attention,
+    the display photo); gr.Error for no photo or a text with no word, gr.Warning for words cut or unknown."""
+    if not path:
+        raise gr.Error("Please upload a photo first: your sentence is scored on it.")
+    text = text[:MAX_PROBE_CHARS] if isinstance(text, str) else text
+    results, notes = [], []
+    for name in names:
+        captioner = models[name]
+        try:  # the text is checked before the photo is read
+            tokenize_probe(text, captioner.word_map, captioner.config.max_caption_len)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        photo = encoded_photo(captioner, name, path, cache)
+        probed = probe(captioner, photo.features, [text])[0]
+        notes += [note for note in probe_notes(probed, captioner.config.max_caption_len) if note not in notes]
+        results.append(({**probed.to_payload(), "model": name, "attention": captioner.config.decoder.attention},
+                        photo.shown))
+    for note in notes:
+        gr.Warning(note)
+    return results
+
+
+def probe_sentence(models: Captioner | Mapping[str, Captioner], path: str | None, text: str | None,
+                   model: str | None = None, *, cache: FeatureCache | None = None) -> dict:
+    """/probe: how likely one model finds a typed sentence on the photo, word by word (teacher forcing): words,
+    per-word log-probabilities, probabilities, ranks and unknown flags, gates, 14x14 maps (`alphas`, and packed
+    `grids` as /caption's), the total log-probability, plus model and attention."""
+    models = as_models(models)
+    return probe_models(models, [pick_model(models, model)], path, text, cache)[0][0]
+
+
+def page_probe(models: Captioner | Mapping[str, Captioner], path: str | None, text: str | None,
+               model: str | None = None, compare: bool = False, *,
+               cache: FeatureCache | None = None) -> tuple[dict, dict]:
+    """The page's probe: the chosen model's payload (packed grids only, the display photo and the typed text), and
+    in compare mode every model's, one row each, for the compare view (else the compare view is left as it is)."""
+    models = as_models(models)
+    name = pick_model(models, model)
+    names = list(models) if compare else [name]
+    results = probe_models(models, names, path, text, cache)
+    rows = [{k: v for k, v in payload.items() if k != "alphas"} for payload, _ in results]
+    shown = results[0][1]
+    chosen = {**rows[names.index(name)], "image": shown, "text": text}
+    if not compare:
+        return chosen, gr.skip()
+    return chosen, {"kind": "probe", "image": shown, "text": text, "rows": rows}
+
+
+def render_step(data: dict | None, index) -> tuple[Image.Image, list[tuple[str, str]]]:
+    """Word `index`'s heatmap image and chips from the per-word JSON alone (the model is not run)."""
+    if not has_words(data):
+        raise gr.Error("Caption an image first.")
+    try:
+        word = read_step_request(data, index)
+    except PayloadError as error:
+        log.info("refused /step data: %s", error)
+        raise gr.Error("This caption's word data is damaged or incomplete. Please caption the image again.") from None
+    heatmap = word_overlay(word.image, word.alpha, word.attention)
+    chips = [(w, CURRENT if i == word.index else OTHER) for i, w in enumerate(word.words)]
+    return heatmap, chips
+
+
+def step(index: float, data: dict | None):
+    """/step for API clients: word `index`'s heatmap (a file) and chips, from the per-word data (no model call)."""
+    heatmap, chips = render_step(data, index)
+    return cache_jpeg(heatmap, gr.utils.get_upload_folder()), chips
+
+
+def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, concurrency: int = 2,
+               examples: list[str] | None = None, cache_examples: bool | str = "lazy",
+               flickr8k_notes: bool = False) -> gr.Blocks:
+    """The Blocks app around loaded captioners (one, or several by name; the first is the default).
+    cache_examples: True (at launch, and the first example is on the page as it loads), "lazy" (on first use) or
+    False. flickr8k_notes: the served models are the shipped Flickr8k ones (the page's note on the examples says so).
+    """
+    models = as_models(models)
+    names = list(models)
+    examples = example_photos() if examples is None else examples
+    # The examples cache is a CSV with the per-word JSON in one field: allow fields of a few MB (Python's csv module
+    # refuses fields over 128 KB by default, which a detailed photo and 5 beam captions can pass).
+    csv.field_size_limit(max(csv.field_size_limit(), 16 * 2**20))
+    cache = FeatureCache()  # this demo's encoded photos: a probe of a captioned photo skips the encoder
+    run_model = functools.partial(caption_image, models, beam_size, cache=cache)  # (path, beam, model) -> outputs
+    run_example = functools.partial(caption_example, models, beam_size, cache=cache)  # (path, model) -> outputs
+    # The first example is part of the page itself (the components' initial values, computed once here), not filled
+    # in by a page-load event: on a busy server such an event lands late and replaces the visitor's own photo.
+    first_text, first_data = run_model(examples[0]) if examples and cache_examples is True else (None, None)
+    head = page_head()
+    with gr.Blocks(title="Show, Attend and Tell", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown(web_text("intro.md"))
+        with gr.Row():
+            with gr.Column(scale=1) as left:
+                image = photo_input(value=examples[0] if first_data else None, sources=["upload", "clipboard"],
+                                    label="Photo", elem_id="image-input")
+                choice = gr.Radio(names, value=names[0], label="Model", elem_id="model-choice",
+                                  info="the model directories this demo serves", visible=len(names) > 1)
+                compare = gr.Checkbox(False, label="Compare models", elem_id="compare", visible=len(names) > 1,
+                                      info="caption the photo (and score your sentence) with every model, one "
+                                           "under the other")
+                beam = gr.Slider(*BEAM_SIZES, value=beam_size, step=1, label="Beam size",
+                                 info="1 = greedy (fastest); larger searches more captions", elem_id="beam-size")
+                button = gr.Button("Caption", variant="primary", elem_id="caption-button")
+            with gr.Column(scale=1):
+                text = gr.Textbox(first_text, label="Caption", interactive=False, elem_id="caption-text")
+                with gr.Row(equal_height=True):
+                    probe_text = gr.Textbox(label="Your own caption", elem_id="probe-text", scale=4, max_lines=1,
+                                            placeholder="type a sentence and press Enter: how likely does the "
+                                                        "model find each word?")
+                    probe_button = gr.Button("Score it", elem_id="probe-button", scale=1, min_width=90)
+                # The first caption rides in the viewer's own value (read once when it mounts); later ones come
+                # through the hidden JSON's change event, in the page.
+                gr.HTML(json.dumps(first_data) if first_data else "", elem_id="viewer", head=head,
+                        html_template=viewer_html(), js_on_load="window.satDemo.mount(element, props.value);")
+        gr.HTML("", elem_id="compare-view", head=head, html_template=web_text("compare.html"),
+                js_on_load="window.satProbe.mountCompare(element);")
+        gr.HTML("", elem_id="gallery-view", head=head, html_template=web_text("gallery.html"),
+                js_on_load="window.satDemo.mountGallery(element);")
+        data = gr.JSON(first_data, visible=False, elem_id="attention-data")
+        probe_data = gr.JSON(visible=False, elem_id="probe-data")  # a typed sentence's per-word data
+        compare_data = gr.JSON(visible=False, elem_id="compare-data")  # every model's caption or probe, one row each
+        outputs = [text, data]
+        example_loads = []  # the event that fills in a clicked example's outputs
+        if examples:
+            with left:  # under the Caption button
+                shelf = gr.Examples(examples=[[path, names[0]] for path in examples], inputs=[image, choice],
+                                    outputs=outputs, fn=run_example, run_on_click=True,
+                                    cache_examples=bool(cache_examples),
+                                    cache_mode="lazy" if cache_examples == "lazy" else "eager", preload=False,
+                                    example_labels=[Path(p).stem for p in examples], label="Examples (click one)",
+                                    elem_id="examples")
+                if flickr8k_notes and any(Path(p).stem == OUT_OF_DOMAIN_EXAMPLE for p in examples):
+                    gr.Markdown(web_text("examples_note.md"), elem_id="examples-note")
+            if cache_examples:  # the queued event that loads a cached example's outputs (can be cancelled)
+                example_loads.append(shelf.load_input_event)
+
+        # Newest action wins: Caption drops a pending example fill, a new upload or example click drops a pending
+        # caption; while one caption is pending (the status tracker shows its queue position), Caption is ignored.
+        captioning = button.click(run_model, [image, beam, choice], outputs, api_name="caption",
+                                  concurrency_limit=concurrency, concurrency_id="model", trigger_mode="once",
+                                  cancels=example_loads)
+        image.upload(None, cancels=[captioning, *example_loads])
+        if examples:
+            shelf.dataset.click(None, cancels=[captioning])
+        # A new caption (button or example) is drawn by the page from the JSON: no request, no server rendering.
+        # The same caption again (the same photo captioned twice) changes nothing, so the button also shows it,
+        # which brings the page back to its first word.
+        show = "(data) => { window.satDemo.show(data); }"
+        data.change(None, [data], None, js=show, show_progress="hidden")
+        captioning.success(None, [data], None, js=show, show_progress="hidden")
+        # API only: one word's heatmap rendered by the server, for gradio_client users (a Number has no bounds).
+        index = gr.Number(visible=False, precision=0, label="word index")
+        step_heatmap = gr.Image(visible=False, type="filepath", format="jpeg", label="heatmap")
+        step_chips = gr.HighlightedText(visible=False, label="words")
+        gr.Button(visible=False).click(step, [index, data], [step_heatmap, step_chips], api_name="step",
+                                       concurrency_limit=8, concurrency_id="step")
+
+        # Your own caption: the page gets the chosen model's probe (and every model's in compare mode) and shows it
+        # in the viewer, stepped like a caption with no further request; /probe is the same for API clients.
+        probing = gr.on([probe_button.click, probe_text.submit], functools.partial(page_probe, models, cache=cache),
+                        [image, probe_text, choice, compare], [probe_data, compare_data], api_visibility="private",
+                        concurrency_limit=concurrency, concurrency_id="model", trigger_mode="always_last")
+        probing.success(None, [probe_data], None, js="(data) => { window.satProbe.show(data); }",
+                        show_progress="hidden")
+        gr.Button(visible=False).click(functools.partial(probe_sentence, models, cache=cache),
+                                       [image, probe_text, choice], probe_data, api_name="probe",
+                                       concurrency_limit=concurrency, concurrency_id="model")
+        # Compare mode: switching it on captions the photo with every model; while it is on, the page asks again
+        # (the hidden button) whenever it shows a caption of another photo.
+        run_compare = functools.partial(compare_captions, models, beam_size, cache=cache)
+        compare_inputs = [image, beam, compare]
+        compare.change(run_compare, compare_inputs, compare_data, api_visibility="private",
+                       concurrency_limit=concurrency, concurrency_id="model", trigger_mode="always_last")
+        gr.Button(visible="hidden", elem_id="compare-run").click(
+            run_compare, compare_inputs, compare_data, api_name="compare", concurrency_limit=concurrency,
+            concurrency_id="model", trigger_mode="always_last")
+        compare_data.change(None, [compare_data], None, js="(data) => { window.satProbe.showCompare(data); }",
+                            show_progress="hidden")
+    return demo
+
+
+# command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every option's help says what it does, its allowed values and its default."""
+    low, high = BEAM_SIZES
+    parser = argparse.ArgumentParser(description="Show, Attend and Tell captioning demo (Gradio).")
+    parser.add_argument("--model", action="append", metavar="DIR",
+                        help="model directory (config.json, wordmap.json, model.safetensors), e.g. runs/x/best; "
+                             "repeat it to serve several (the page offers a choice, the first is the default) "
+                             "(default: assets/model, the shipped soft-attention model, and assets/model_hard, the "
+                             "hard-attention one, when it is there)")
+    # GRADIO_SERVER_NAME/PORT are honoured as defaults: Hugging Face Spaces sets them (0.0.0.0:7860).
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to bind: 127.0.0.1 serves this machine only, 0.0.0.0 the whole network "
+                             "(default: %(default)s, or $GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=port_number, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="TCP port to serve on, 1-65535 (default: %(default)s, or $GRADIO_SERVER_PORT)")
+    parser.add_argument("--share", action="store_true",
+                        help="also create a temporary public *.gradio.live link (default: off; needs internet)")
+    parser.add_argument("--auth", type=auth_pair, metavar="USER:PASS",
+                        help="require this login on the page and the API (default: none; recommended with --share)")
+    parser.add_argument("--beam-size", type=int, default=3, choices=range(low, high + 1), metavar=f"{{{low}..{high}}}",
+                        help=f"the page's initial beam size, {low} (greedy, fastest) to {high} (default: %(default)s)")
+    parser.add_argument("--max-file-size", default="10mb", metavar="SIZE",
+                        help="largest upload accepted, a number with kb, mb or gb, e.g. 500kb (default: %(default)s)")
+    parser.add_argument("--concurrency", type=positive_int, default=2, metavar="N",
+                        help="captions computed at once, 1 or more (default: %(default)s)")
+    parser.add_argument("--queue-size", type=positive_int, default=32, metavar="N",
+                        help="requests allowed to wait, 1 or more; more are refused with 'Queue is full' "
+                             "(default: %(default)s)")
+    parser.add_argument("--cache-examples", choices=["eager", "lazy", "off"], default="eager",
+                        help="caption the example photos at start-up (eager: the first one is on the page at once), "
+                             "on first click (lazy) or never (off) (default: %(default)s)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def port_number(value: str) -> int:
+    """argparse type for --port: a whole number in 1..65535."""
+    number = positive_int(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError("must be at most 65535")
+    return number
+
+
+def auth_pair(value: str) -> tuple[str, str]:
+    """argparse type for --auth USER:PASS."""
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError("must look like USER:PASS")
+    return user, password
+
+
+def share_warning(share: bool, auth: tuple[str, str] | None) -> str | None:
+    """What to print when --share would open the demo to anyone holding the link; None when it is safe."""
+    if share and auth is None:
+        return ("warning: --share without --auth: the public link is open to anyone who has it: they can use this "
+                "demo, its API and your CPU. Add --auth USER:PASS to require a login.")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return serve(args)
+    except KeyboardInterrupt:  # Ctrl-C before the demo was serving (loading, caching the examples)
+        return interrupted(STARTUP_INTERRUPTED)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load the models, start the server and block until Ctrl-C; 2 when a model or the address is unusable."""
+    directories, note = ([Path(d) for d in args.model], None) if args.model else default_model_dirs()
+    if note:
+        print(note, flush=True)
+    try:
+        models, notes = load_models(directories)
+    except ModelLoadError as error:
+        print(error, file=sys.stderr)
+        return 2
+    for line in notes:
+        print(line, flush=True)
+    if warning := share_warning(args.share, args.auth):
+        print(warning, file=sys.stderr, flush=True)
+    cache = {"eager": True, "lazy": "lazy", "off": False}[args.cache_examples]
+    # A fresh examples cache per process: gradio keys its cache by component id, not by model, so a cache left by
+    # another model (or beam size) would show stale captions.
+    with tempfile.TemporaryDirectory(prefix="show-attend-tell-examples-") as cache_dir:
+        os.environ.setdefault("GRADIO_EXAMPLES_CACHE", cache_dir)
+        demo = build_demo(models, args.beam_size, args.concurrency, cache_examples=cache,
+                          flickr8k_notes=serves_shipped_models_only(directories))
+        demo.queue(max_size=args.queue_size)
+        try:
+            try:  # quiet: gradio's own hints name launch() arguments; this app's are printed below
+                _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port,
+                                                      share=args.share, auth=args.auth, quiet=True,
+                                                      max_file_size=args.max_file_size, prevent_thread_lock=True)
+            except OSError as error:  # port taken, address not available
+                print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+                return 2
+            print(f"* Running on local URL:  {local_url}", flush=True)
+            if share_url:
+                print(f"* Running on public URL: {share_url}", flush=True)
+            elif args.share:
+                print(f"could not create a public share link (no network?) — serving locally at {local_url}",
+                      file=sys.stderr)
+            else:
+                print("* To create a public link, rerun with --share (and --auth USER:PASS to require a login).",
+                      flush=True)
+            demo.block_thread()
+        finally:
+            demo.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
