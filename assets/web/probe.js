@@ -84,7 +84,7 @@
   function show(p) {
     // the page's probe payload -> the viewer: the typed sentence first, then (same photo and model) the captions
     if (!p || typeof p !== 'object' || !Array.isArray(p.words) || typeof p.image !== 'string') return;
-    const {image, text, ...entry} = p;
+    const {image, ...entry} = p;  // entry: the sentence as a caption of the alternatives list, and the typed text
     const base = P.caption && P.caption.image === image && P.caption.model === p.model ? P.caption : null;
     demo.show({
       ...entry, image, model: p.model, attention: p.attention, beam: base ? base.beam : null,

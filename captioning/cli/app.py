@@ -72,7 +72,7 @@ def web_text(name: str) -> str:
 
 
 def page_head() -> str:
-    """The <head> markup of the page's views: its style sheet and script, inlined (no extra requests)."""
+    """The <head> markup of the page's views: its style sheet and scripts, inlined (no extra requests)."""
     scripts = "".join(f"<script>{web_text(name)}</script>" for name in ("demo.js", "probe.js"))
     return f"<style>{web_text('demo.css')}</style>{scripts}"
 
@@ -97,8 +97,8 @@ def upload_path(component: gr.Image, payload) -> str | None:
 
 
 def photo_input(**kwargs) -> gr.Image:
-    """gr.Image(type="filepath") whose handler gets the upload's path unopened: nothing is decoded until
-    caption_image calls load_image (pixel limit checked from the header, friendly messages). An instance override,
+    """gr.Image(type="filepath") whose handler gets the upload's path unopened: nothing is decoded until a handler
+    calls read_upload (pixel limit checked from the header, friendly messages). An instance override,
     not a subclass: Gradio writes a .pyi stub next to any module that subclasses one of its components."""
     image = gr.Image(type="filepath", image_mode=None, **kwargs)
     image.preprocess = functools.partial(upload_path, image)
