@@ -14,6 +14,7 @@ browser Caption <= model + 60 ms (median), gradio_client /caption <= handler + 4
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
@@ -141,30 +142,33 @@ def measure_api(url: str, photos: list[Path], calls: int, log: list[float], hand
     return client_ms, model_ms, handler_ms
 
 
-def timed(method, log: list[float], depth: list[int] | None = None):
-    """method, with the wall time of every outermost call appended to log (ms)."""
-    depth = [0] if depth is None else depth
+class Clock:
+    """Per-request timing: the server's handler wraps each /caption call (handler ms), and the model's parts called
+    inside it (decoding the upload, encoding, beam search) add up to that request's model ms."""
 
-    def run(*args, **kwargs):
-        depth[0] += 1
-        start = time.perf_counter()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            depth[0] -= 1
-            if depth[0] == 0:
-                log.append((time.perf_counter() - start) * 1000)
-    return run
+    def __init__(self):
+        self.model, self.handler, self.running = [], [], 0.0
 
+    def part(self, method):
+        """method, its wall time added to the running request's model time."""
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.running += (time.perf_counter() - start) * 1000
+        return run
 
-def timed_model(captioner, log: list[float]):
-    """Record the wall time of every model call the app makes (caption, or caption_alternatives where it exists)
-    in `log`, in ms: a busy machine's model time varies call by call, so each request's page overhead is its
-    total minus its own model time."""
-    depth = [0]
-    for name in ("caption", "caption_alternatives"):
-        if hasattr(captioner, name):
-            setattr(captioner, name, timed(getattr(captioner, name), log, depth))
+    def request(self, handler):
+        """handler, its wall time and its model parts' time appended to the logs when it returns."""
+        def run(*args, **kwargs):
+            self.running, start = 0.0, time.perf_counter()
+            try:
+                return handler(*args, **kwargs)
+            finally:
+                self.handler.append((time.perf_counter() - start) * 1000)
+                self.model.append(self.running)
+        return run
 
 
 class Instant:
@@ -174,27 +178,29 @@ class Instant:
     def __init__(self, captioner, photos: list[Path], beam: int = 3):
         from captioning.preprocess import load_image
 
-        self.config, self.answers = captioner.config, {}
+        self.config, self.word_map, self.answers = captioner.config, captioner.word_map, {}
         for photo in photos:
             image = load_image(photo)
-            pool = (captioner.caption_alternatives(image, beam_size=beam) if hasattr(captioner, "caption_alternatives")
-                    else [captioner.caption(image, beam_size=beam)])[0]
-            self.answers[self.key(image)] = pool
+            features = captioner.encode(captioner.image_batch(image))  # (1, 196, C)
+            self.answers[self.key(image)] = captioner.caption_pools(features, beam_size=beam)[0]
 
     @staticmethod
     def key(image) -> tuple:
         return image.size, image.getpixel((10, 10))
 
-    def caption_alternatives(self, image, beam_size: int = 3):
-        return [self.answers[self.key(image)]]
+    def image_batch(self, image):
+        return self.key(image)
 
-    def caption(self, image, beam_size: int = 3):
-        return [self.answers[self.key(image)][0]]
+    def encode(self, key):
+        return key
+
+    def caption_pools(self, key, beam_size: int = 3):
+        return [self.answers[key]]
 
 
-def serve(model: str, log: list[float], handler_log: list[float], instant_photos: list[Path] | None = None):
-    """The demo with `model` on a free local port, examples off, model calls timed into log and the whole
-    /caption handler (app.caption_image) into handler_log; with instant_photos, an Instant captioner: (demo, url)."""
+def serve(model: str, clock: Clock, instant_photos: list[Path] | None = None):
+    """The demo with `model` on a free local port, examples off and no feature cache (every click runs the model),
+    each /caption request timed by `clock`; with instant_photos, an Instant captioner: (demo, url)."""
     from captioning.cli import app
     from captioning.model import Captioner
 
@@ -203,8 +209,11 @@ def serve(model: str, log: list[float], handler_log: list[float], instant_photos
         print(note)
     if instant_photos:
         captioner = Instant(captioner, instant_photos)
-    timed_model(captioner, log)
-    app.caption_image = timed(app.caption_image, handler_log)  # build_demo binds it from the module
+    # the model's parts, as the handler calls them (build_demo binds the module's functions)
+    app.read_upload, app.encode_photo = clock.part(app.read_upload), clock.part(app.encode_photo)
+    captioner.caption_pools = clock.part(captioner.caption_pools)
+    app.caption_image = clock.request(app.caption_image)
+    app.FeatureCache = functools.partial(app.FeatureCache, 0)  # keeps nothing: a visitor's new photo each time
     demo = app.build_demo(captioner, cache_examples=False)
     demo.queue(max_size=64)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
@@ -230,9 +239,10 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     photos = test_photos(Path(tempfile.mkdtemp(prefix="browser-latency-")))
-    demo, url, log, handler_log = None, args.url, [], []
+    demo, url, clock = None, args.url, Clock()
+    log, handler_log = clock.model, clock.handler
     if not url:
-        demo, url = serve(args.model, log, handler_log, photos if args.instant else None)
+        demo, url = serve(args.model, clock, photos if args.instant else None)
     try:
         caption_ms, model_ms, handler_ms, word_ms, kind = measure(url, photos, args.rounds, args.clicks, log,
                                                                  handler_log)
