@@ -85,7 +85,7 @@ def main() -> None:
         demo = app.build_demo(captioner, args.beam_size, cache_examples=False)
         demo.queue(max_size=64)
         # server_port=None: gradio takes the first free port from 7860 (or $GRADIO_SERVER_PORT) on
-        _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+        _, url, _ = demo.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     client = Client(url, verbose=False, download_files=False if args.no_download else str(workdir))
     try:
         for _ in range(2):  # warm-up: first calls pay for lazy initialisation

@@ -39,11 +39,23 @@ PAGE_JS = """() => {
   window.benchWords = () => [...document.querySelectorAll('#words [role=button], #words .token')];
   window.benchTime = (click, cond) => new Promise(resolve => {
     const t0 = performance.now();
+    window.benchMarks = {click: performance.timeOrigin + t0, shows: 0};
     click();
-    const poll = () => cond() ? requestAnimationFrame(() => setTimeout(() => resolve(performance.now() - t0), 0))
-                              : setTimeout(poll, 0);
-    poll();
+    // checked once per frame (before it is painted): polling faster would take the page's own time; the frame
+    // that first shows the result is painted before the timeout set in its callback runs
+    const poll = () => cond() ? setTimeout(() => {
+      window.benchMarks.painted = performance.timeOrigin + performance.now();
+      resolve(performance.now() - t0);
+    }, 0) : requestAnimationFrame(poll);
+    requestAnimationFrame(poll);
   });
+  const show = window.satDemo.show;  // when the page is handed the caption (and how often), in epoch ms
+  window.satDemo.show = data => {
+    const marks = window.benchMarks || {};
+    marks.shows = (marks.shows || 0) + 1;
+    if (!marks.show) marks.show = performance.timeOrigin + performance.now();
+    return show(data);
+  };
 }"""
 
 CAPTION_JS = """([before, text]) => window.benchTime(() => document.querySelector('#caption-button').click(), () => {
@@ -84,70 +96,13 @@ def upload(page, photo: Path) -> None:
     page.wait_for_timeout(1000)  # a visitor takes a moment between choosing a photo and pressing Caption
 
 
-def measure(url: str, photos: list[Path], rounds: int, clicks: int, log: list[float], handler_log: list[float]):
-    """(caption ms, model ms and handler ms of each of those captions, word-click ms, page kind), in one headless
-    Chromium page; log / handler_log collect the server's model / handler times (empty for a --url server)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        page.wait_for_selector("#image-input input[type=file]", state="attached")
-        page.evaluate(PAGE_JS)
-        expected, caption_ms, model_ms, handler_ms, word_ms = {}, [], [], [], []
-        for r in range(rounds + 2):  # two warm-up rounds learn each photo's caption
-            photo = photos[r % len(photos)]
-            upload(page, photo)
-            before = page.evaluate("() => window.benchHeatmap().key")
-            if photo not in expected:
-                page.click("#caption-button")
-                page.wait_for_function("b => { const h = window.benchHeatmap(); return h.key && h.key !== b; }",
-                                       arg=before)
-                page.wait_for_timeout(500)
-                expected[photo] = page.evaluate("() => window.benchCaption()")
-                continue
-            calls, handled = len(log), len(handler_log)
-            caption_ms.append(page.evaluate(CAPTION_JS, [before, expected[photo]]))
-            model_ms.extend(log[calls:][:1])
-            handler_ms.extend(handler_log[handled:][:1])
-        n_words = page.evaluate("() => window.benchWords().length")
-        kind = page.evaluate("() => window.benchHeatmap().kind")
-        for c in range(clicks):
-            i = (c + 1) % n_words
-            before = page.evaluate("() => window.benchHeatmap().key")
-            word_ms.append(page.evaluate(WORD_JS, [i, before]))
-            page.wait_for_timeout(150)  # a visitor's pace: each click is measured on an idle page
-        browser.close()
-    return caption_ms, model_ms, handler_ms, word_ms, f"{kind} heatmap, {n_words} words"
-
-
-def measure_api(url: str, photos: list[Path], calls: int, log: list[float], handler_log: list[float]):
-    """(client ms, model ms, handler ms) of `calls` /caption calls through gradio_client, one at a time, after one
-    warm-up call per photo; each call's own model and handler times come from the server's logs."""
-    from gradio_client import Client, handle_file
-
-    client = Client(url, verbose=False)
-    for photo in photos:
-        client.predict(handle_file(str(photo)), api_name="/caption")
-    client_ms, model_ms, handler_ms = [], [], []
-    for c in range(calls):
-        models, handled = len(log), len(handler_log)
-        start = time.perf_counter()
-        client.predict(handle_file(str(photos[c % len(photos)])), api_name="/caption")
-        client_ms.append((time.perf_counter() - start) * 1000)
-        model_ms.extend(log[models:][:1])
-        handler_ms.extend(handler_log[handled:][:1])
-    return client_ms, model_ms, handler_ms
-
-
 class Clock:
     """Per-request timing: the server's handler wraps each /caption call (handler ms), and the model's parts called
     inside it (decoding the upload, encoding, beam search) add up to that request's model ms."""
 
     def __init__(self):
         self.model, self.handler, self.running = [], [], 0.0
+        self.spans = []  # (start, end) of each request's handler, epoch ms: lines up with the page's marks
 
     def part(self, method):
         """method, its wall time added to the running request's model time."""
@@ -162,13 +117,77 @@ class Clock:
     def request(self, handler):
         """handler, its wall time and its model parts' time appended to the logs when it returns."""
         def run(*args, **kwargs):
-            self.running, start = 0.0, time.perf_counter()
+            self.running, start, epoch = 0.0, time.perf_counter(), time.time() * 1000
             try:
                 return handler(*args, **kwargs)
             finally:
                 self.handler.append((time.perf_counter() - start) * 1000)
                 self.model.append(self.running)
+                self.spans.append((epoch, epoch + self.handler[-1]))
         return run
+
+
+def measure(url: str, photos: list[Path], rounds: int, clicks: int, clock: Clock):
+    """(one record per measured Caption click, word-click ms, page kind), in one headless Chromium page. A record
+    holds the click's total ms, the page's marks (epoch ms: click, show, painted; shows: how often the page was
+    handed the caption) and, for an in-process server, that request's model ms, handler ms and handler span."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.wait_for_selector("#image-input input[type=file]", state="attached")
+        page.wait_for_function("() => !!window.satDemo")
+        page.evaluate(PAGE_JS)
+        expected, records, word_ms = {}, [], []
+        for r in range(rounds + 2):  # two warm-up rounds learn each photo's caption
+            photo = photos[r % len(photos)]
+            upload(page, photo)
+            before = page.evaluate("() => window.benchHeatmap().key")
+            if photo not in expected:
+                page.click("#caption-button")
+                page.wait_for_function("b => { const h = window.benchHeatmap(); return h.key && h.key !== b; }",
+                                       arg=before)
+                page.wait_for_timeout(500)
+                expected[photo] = page.evaluate("() => window.benchCaption()")
+                continue
+            served = len(clock.handler)
+            record = {"total": page.evaluate(CAPTION_JS, [before, expected[photo]])}
+            page.wait_for_timeout(300)  # a second hand-over of the same caption would land by now
+            record["marks"] = page.evaluate("() => window.benchMarks")
+            if len(clock.handler) == served + 1:
+                record.update(model=clock.model[-1], handler=clock.handler[-1], span=clock.spans[-1])
+            records.append(record)
+        n_words = page.evaluate("() => window.benchWords().length")
+        kind = page.evaluate("() => window.benchHeatmap().kind")
+        for c in range(clicks):
+            i = (c + 1) % n_words
+            before = page.evaluate("() => window.benchHeatmap().key")
+            word_ms.append(page.evaluate(WORD_JS, [i, before]))
+            page.wait_for_timeout(150)  # a visitor's pace: each click is measured on an idle page
+        browser.close()
+    return records, word_ms, f"{kind} heatmap, {n_words} words"
+
+
+def measure_api(url: str, photos: list[Path], calls: int, clock: Clock) -> list[dict]:
+    """One record per /caption call through gradio_client, one at a time, after a warm-up call per photo: the
+    client's ms, and for an in-process server that call's model and handler ms."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    for photo in photos:
+        client.predict(handle_file(str(photo)), api_name="/caption")
+    records = []
+    for c in range(calls):
+        served, start = len(clock.handler), time.perf_counter()
+        client.predict(handle_file(str(photos[c % len(photos)])), api_name="/caption")
+        record = {"total": (time.perf_counter() - start) * 1000}
+        if len(clock.handler) == served + 1:
+            record.update(model=clock.model[-1], handler=clock.handler[-1])
+        records.append(record)
+    return records
 
 
 class Instant:
@@ -216,8 +235,49 @@ def serve(model: str, clock: Clock, instant_photos: list[Path] | None = None):
     app.FeatureCache = functools.partial(app.FeatureCache, 0)  # keeps nothing: a visitor's new photo each time
     demo = app.build_demo(captioner, cache_examples=False)
     demo.queue(max_size=64)
-    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     return demo, url
+
+
+def column(records: list[dict], key) -> list[float]:
+    return [key(r) for r in records]
+
+
+def report(records: list[dict], word_ms: list[float], api: list[dict], kind: str, instant: bool) -> None:
+    """Print the figures side by side: totals, model and handler times, where a click's time went, the targets."""
+    print(f"page: {kind}; photo 1024x768 JPEG, beam 3 (the page's default)"
+          f"{'; instant model (captions computed beforehand)' if instant else ''}")
+    print(f"Caption click -> caption + first heatmap painted   {summary(column(records, lambda r: r['total']))}")
+    timed = [r for r in records if "model" in r]
+    if timed:
+        print(f"  the model (decode, encode, search; in the server) {summary(column(timed, lambda r: r['model']))}")
+        print(f"  the handler (the model + payload)                {summary(column(timed, lambda r: r['handler']))}")
+        print("  where the rest went (epoch ms of page and server, same machine):")
+        rows = (("click -> handler starts (request, queue, preprocess)", lambda r: r["span"][0] - r["marks"]["click"]),
+                ("handler outside the model (payload)", lambda r: r["handler"] - r["model"]),
+                ("handler ends -> page is handed the data (postprocess, JSON, SSE, Svelte)",
+                 lambda r: r["marks"]["show"] - r["span"][1]),
+                ("page handed the data -> heatmap painted", lambda r: r["marks"]["painted"] - r["marks"]["show"]))
+        for label, key in rows:
+            print(f"    {label:<74} {summary(column(timed, key))}")
+    shows = column(records, lambda r: r["marks"].get("shows", 0))
+    print(f"  the page was handed each caption {min(shows)}-{max(shows)} time(s)")
+    print(f"word click    -> its heatmap painted               {summary(word_ms)}")
+    api_timed = [r for r in api if "handler" in r]
+    if api:
+        print(f"/caption via gradio_client                        {summary(column(api, lambda r: r['total']))}")
+    if api_timed:
+        print(f"  of which the handler                            {summary(column(api_timed, lambda r: r['handler']))}")
+        print(f"  the rest (client, HTTP, queue, Gradio)          "
+              f"{summary(column(api_timed, lambda r: r['total'] - r['handler']))}")
+    if timed and api_timed:
+        page_over = statistics.median(column(timed, lambda r: r["total"] - r["model"]))
+        api_over = statistics.median(column(api_timed, lambda r: r["total"] - r["handler"]))
+        word = statistics.median(word_ms)
+        print("targets (same run): "
+              f"browser - model {page_over:.0f} ms (<= 60: {'met' if page_over <= 60 else 'NOT met'}); "
+              f"client - handler {api_over:.0f} ms (<= 40: {'met' if api_over <= 40 else 'NOT met'}); "
+              f"word {word:.0f} ms (<= 30: {'met' if word <= 30 else 'NOT met'})")
 
 
 def main() -> None:
@@ -240,44 +300,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     photos = test_photos(Path(tempfile.mkdtemp(prefix="browser-latency-")))
     demo, url, clock = None, args.url, Clock()
-    log, handler_log = clock.model, clock.handler
     if not url:
         demo, url = serve(args.model, clock, photos if args.instant else None)
     try:
-        caption_ms, model_ms, handler_ms, word_ms, kind = measure(url, photos, args.rounds, args.clicks, log,
-                                                                 handler_log)
-        api = measure_api(url, photos, args.api_calls, log, handler_log) if args.api_calls else None
+        records, word_ms, kind = measure(url, photos, args.rounds, args.clicks, clock)
+        api = measure_api(url, photos, args.api_calls, clock) if args.api_calls else []
     finally:
         if demo is not None:
             demo.close()
-    print(f"page: {kind}; photo 1024x768 JPEG, beam 3 (the page's default)"
-          f"{'; instant model (captions computed beforehand)' if args.instant else ''}")
-    print(f"Caption click -> caption + first heatmap painted   {summary(caption_ms)}")
-    if len(model_ms) == len(caption_ms):
-        overhead = [total - model for total, model in zip(caption_ms, model_ms)]
-        print(f"  of which the model (timed in the server)         {summary(model_ms)}")
-        print(f"  the rest (page, server, transfers) per click     {summary(overhead)}")
-    if len(handler_ms) == len(caption_ms):
-        server = [handler - model for handler, model in zip(handler_ms, model_ms)]
-        outside = [total - handler for total, handler in zip(caption_ms, handler_ms)]
-        print(f"    handler outside the model (decode, JSON data)  {summary(server)}")
-        print(f"    outside the handler (queue, transfer, page)    {summary(outside)}")
-    print(f"word click    -> its heatmap painted               {summary(word_ms)}")
-    if api:
-        client_ms, api_model_ms, api_handler_ms = api
-        print(f"/caption via gradio_client                        {summary(client_ms)}")
-        if len(api_handler_ms) == len(client_ms):
-            print(f"  of which the handler                            {summary(api_handler_ms)}")
-            print(f"  the rest (client, HTTP, queue, Gradio)          "
-                  f"{summary([c - h for c, h in zip(client_ms, api_handler_ms)])}")
-    if len(model_ms) == len(caption_ms) and api and len(api[2]) == len(api[0]):
-        page_over = statistics.median(t - m for t, m in zip(caption_ms, model_ms))
-        api_over = statistics.median(c - h for c, h in zip(api[0], api[2]))
-        word = statistics.median(word_ms)
-        print("targets (same run): "
-              f"browser - model {page_over:.0f} ms (<= 60: {'met' if page_over <= 60 else 'NOT met'}); "
-              f"client - handler {api_over:.0f} ms (<= 40: {'met' if api_over <= 40 else 'NOT met'}); "
-              f"word {word:.0f} ms (<= 30: {'met' if word <= 30 else 'NOT met'})")
+    report(records, word_ms, api, kind, args.instant)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Cross-entropy epochs on the real Flickr8k fp32 cache, an older commit then the working tree (issue 13 A/B):
+# Cross-entropy epochs on the real Flickr8k fp32 cache, an older commit then the working tree (an A/B):
 # the shipped recipe, 3 epochs of 150 steps, fp32, 2 threads, seed 28. Compare runs/ab_old/log.csv and
 # runs/ab_new/log.csv (captions_per_s, losses, val BLEU-4 / CIDEr). Run it again to resume an interrupted run.
 #   bench/ce_epoch_ab.sh c5d319c

@@ -1,7 +1,7 @@
 """Decoder-only training throughput on random features: captions/s for fp32 and bf16 autocast, the work per
 caption (GFLOP, torch.utils.flop_counter) and the fraction of this CPU's GEMM peak, measured in the same run.
 
-Shapes as in issue 4: 196 x 1280 features, 512/512/512 dims, vocabulary 2500, 32 captions per step
+Shapes of the shipped model: 196 x 1280 features, 512/512/512 dims, vocabulary 2500, 32 captions per step
 (5 captions per image, so 7 images), caption lengths 6-17 words + 2, 2 threads.
 """
 
@@ -91,7 +91,7 @@ def main() -> None:
                         help="which to measure (bf16 is emulated, and slow, on CPUs without bf16 instructions)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    targets = {"fp32": 0.50, "bf16": 0.27}  # issue 13: fractions of the same-run GEMM bound
+    targets = {"fp32": 0.50, "bf16": 0.27}  # fractions of the same-run GEMM bound
     for name, bf16 in (("fp32", False), ("bf16", True)):
         if args.precision not in ("both", name):
             continue

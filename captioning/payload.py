@@ -71,6 +71,13 @@ def packed_grids(alphas: np.ndarray) -> str:
     return base64.b64encode(scaled.tobytes()).decode("ascii")
 
 
+def unpack_grids(caption: dict) -> np.ndarray:
+    """Inverse of packed_grids for one caption of the payload: float (n_words, rows, cols), each word's map scaled
+    to a maximum of 1 (the page's copy carries only these)."""
+    values = np.frombuffer(base64.b64decode(caption["grids"]), dtype="<u2").astype(np.float64) / 65535  # (n*196,)
+    return values.reshape(len(caption["words"]), *caption["grid"])  # (n_words, 14, 14)
+
+
 def gate_values(caption: Caption) -> list[float | None]:
     """Each word's gate beta rounded for the page; None for every word when the search recorded none."""
     gates = np.asarray(caption.gates, dtype=np.float64)  # (n_words,) or (0,)
@@ -91,12 +98,12 @@ def word_payload(caption: Caption, nested: bool = True) -> dict:
 
 
 def caption_data(captions: list[Caption], shown: Image.Image, model: str = "model", attention: str = "soft",
-                 beam: int = 3) -> dict:
+                 beam: int = 3, nested: bool = True) -> dict:
     """What `/caption` returns beside the text: the best caption's words, grids and gates at the top level (what
     /step reads), the display-size image, which model made it and how it attends, and the beam's other captions,
-    next best first."""
+    next best first. nested=False leaves out the best caption's `alphas` lists (the page draws from `grids`)."""
     image = display_data_url(shown)
-    best = word_payload(captions[0])
+    best = word_payload(captions[0], nested=nested)
     identity = hashlib.sha256("\n".join([model, str(beam), best["caption"], image]).encode()).hexdigest()[:16]
     return {**best, "image": image, "model": model, "attention": attention, "beam": beam, "id": identity,
             "alternatives": [word_payload(caption, nested=False) for caption in captions[1:]]}

@@ -219,9 +219,12 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def launch_demo():
     """launch_demo(demo, **launch_kwargs) -> local URL: serves a built demo on 127.0.0.1 at a free port (unless
-    server_port is given), without blocking; the caller closes it (demo.close())."""
+    server_port is given), launched as the app launches it, without blocking; the caller closes it (demo.close())."""
     def launch(demo, **launch_kwargs) -> str:
-        settings = dict(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        from captioning.cli.app import LAUNCH_SETTINGS
+
+        settings = dict(LAUNCH_SETTINGS, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                        quiet=True)
         _, url, _ = demo.launch(**{**settings, **launch_kwargs})
         return url
 

@@ -56,27 +56,20 @@ def test_caption_returns_text_first_then_per_word_data(served):
     assert (data["model"], data["attention"], data["beam"]) == ("model", "soft", 3)
     assert data["score"] == pytest.approx(best.score, abs=1e-3)
     assert payload.decode_image(data["image"]).size == load_image(EXAMPLE).size  # small photo: shown at its own size
-    np.testing.assert_allclose(unpacked(data), alphas / alphas.max(axis=(1, 2), keepdims=True), atol=1e-4)
+    np.testing.assert_allclose(payload.unpack_grids(data), alphas / alphas.max(axis=(1, 2), keepdims=True), atol=1e-4)
     for other in data["alternatives"]:  # the beam's other captions, next best first, each with its own data
-        assert unpacked(other).shape == (len(other["words"]), 14, 14) and "alphas" not in other
+        assert payload.unpack_grids(other).shape == (len(other["words"]), 14, 14) and "alphas" not in other
         assert len(other["gates"]) == len(other["words"]) and other["caption"] == " ".join(other["words"])
     scores = [data["score"]] + [other["score"] for other in data["alternatives"]]
     assert scores == sorted(scores, reverse=True) and len(scores) <= 3
-
-
-def unpacked(caption: dict) -> np.ndarray:
-    """A caption's packed grids (payload.packed_grids) as float (n_words, rows, cols), each word scaled to max 1."""
-    import base64
-
-    values = np.frombuffer(base64.b64decode(caption["grids"]), dtype="<u2").astype(np.float64) / 65535
-    return values.reshape(len(caption["words"]), *caption["grid"])
 
 
 def test_packed_grids_keep_each_words_map_and_are_small():
     rng = np.random.default_rng(0)
     alphas = rng.dirichlet(np.ones(196), size=12).reshape(12, 14, 14).astype(np.float32)  # (n_words, 14, 14)
     caption = payload.word_payload(Caption(["w"] * 12, alphas, -3.0))
-    np.testing.assert_allclose(unpacked(caption), alphas / alphas.max(axis=(1, 2), keepdims=True), atol=1e-5)
+    scaled = alphas / alphas.max(axis=(1, 2), keepdims=True)  # (n_words, 14, 14), each word's maximum 1
+    np.testing.assert_allclose(payload.unpack_grids(caption), scaled, atol=1e-5)
     assert len(caption["grids"]) * 3 < len(str(caption["alphas"]))  # a third of the nested lists or less
     assert payload.packed_grids(np.zeros((0, 14, 14))) == ""  # an empty caption
 
@@ -147,7 +140,7 @@ def test_examples_are_cached_with_captions(served):
 
 def test_first_example_is_part_of_the_page_not_a_page_load_event(tiny_model_dir, tmp_path):
     """With eager caching the first example's photo, caption and heatmap are the components' initial values: no load
-    event that could land late on a busy server and replace a visitor's upload (issue 18)."""
+    event that could land late on a busy server and replace a visitor's upload."""
     captioner = Captioner.load(tiny_model_dir)
     with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path)}):
         config = app.build_demo(captioner, cache_examples=True).get_config_file()
@@ -280,7 +273,7 @@ def test_readme_front_matter():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# several models (issue 15): a soft and a hard one, picked by name on the page and in the API
+# several models: a soft and a hard one, picked by name on the page and in the API
 
 
 @pytest.fixture(scope="module")

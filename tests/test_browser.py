@@ -243,7 +243,8 @@ def test_a_hard_model_shows_its_chosen_cell_as_a_crisp_square(page):
         }
         return {x0, y0, x1, y1, w, h};
     }""")
-    row, col = np.unravel_index(int(np.argmax(data["alphas"][0])), (14, 14))
+    assert "alphas" not in data  # the page's copy: packed grids only
+    row, col = np.unravel_index(int(np.argmax(payload.unpack_grids(data)[0])), (14, 14))
     cell_w, cell_h = changed["w"] / 14, changed["h"] / 14
     assert abs(changed["x0"] - col * cell_w) <= 1.5 and abs(changed["x1"] + 1 - (col + 1) * cell_w) <= 1.5
     assert abs(changed["y0"] - row * cell_h) <= 1.5 and abs(changed["y1"] + 1 - (row + 1) * cell_h) <= 1.5
@@ -277,8 +278,9 @@ def test_non_image_upload_shows_a_friendly_error_then_a_photo_still_works(page, 
 def test_the_page_draws_what_step_renders_for_api_clients(page, url, tmp_path):
     """The browser's heatmap and /step's server-rendered one put the heat in the same place."""
     caption_photo(page, EXAMPLE)
-    data = page_data(page)
     client = Client(url, verbose=False, download_files=str(tmp_path))
+    _, data = client.predict(handle_file(str(EXAMPLE)), 3, api_name="/caption")  # as the page's, with `alphas`
+    assert data["id"] == page_data(page)["id"]  # the same caption of the same photo
     server = np.asarray(Image.open(client.predict(1, data, api_name="/step")[0]).convert("L")).astype(float)
     page.locator("#words [role=button]").nth(1).click()
     page.wait_for_function("() => document.querySelector('#heatmap canvas').dataset.word === '1'")

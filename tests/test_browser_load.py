@@ -1,4 +1,4 @@
-"""A busy shared demo stays correct (issue 18): visitors in a real browser, a real server kept busy by API clients.
+"""A busy shared demo stays correct: visitors in a real browser, a real server kept busy by API clients.
 
 A visitor opens the page, uploads their own photo at once and presses Caption (twice, impatiently) while other
 clients keep /caption busy, or while the server is still caching the examples right after start-up. The page must

@@ -1,5 +1,5 @@
 """The command-line tools as a new user meets them: one vocabulary of flags, help that says what and the default,
-and one line (no traceback) naming cause and fix for each misuse found in issue 17."""
+and one line (no traceback) naming cause and fix for each misuse of the commands."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_flags_shared_between_tools_have_one_definition():
 
 
 def test_the_app_takes_its_model_flag_like_the_other_tools():
-    """The app's --model is the shared flag made repeatable (it can serve several models, issue 15): the same
+    """The app's --model is the shared flag made repeatable (it can serve several models): the same
     option and description, several values, and the shipped models as the default."""
     import argparse
 

@@ -17,6 +17,7 @@ import html
 import json
 import logging
 import os
+import secrets
 import sys
 import tempfile
 import threading
@@ -61,6 +62,10 @@ CURRENT, OTHER = "attending", "word"  # HighlightedText categories of /step's ch
 DELETE_CACHE = (1800, 3600)
 STARTUP_INTERRUPTED = "interrupted during start-up; nothing is being served"  # Ctrl-C before the demo serves
 FEATURE_CACHE_SIZE = 8  # photos whose encoder features the demo keeps (about 1 MB each for the shipped models)
+# How the demo is launched, besides address and login. Gradio's run history is off: it rewrites every past call, its
+# payload included, into the browser's localStorage at each message of each call (the page slows with every
+# caption), and it would keep visitors' photos' captions in their browser.
+LAUNCH_SETTINGS = {"run_history": False}
 MAX_PROBE_CHARS = 5000  # a typed sentence is read up to here (the model scores at most max_caption_len words)
 
 log = logging.getLogger("app")
@@ -195,9 +200,11 @@ def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: Feat
 
 def caption_image(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
                   beam: float | None = None, model: str | None = None, *,
-                  cache: FeatureCache | None = None) -> tuple[str, dict]:
-    """/caption: run one model once; the caption text first, then the per-word data the page draws from. The photo's
-    features are taken from, and left in, `cache` (a later probe of it skips the encoder)."""
+                  cache: FeatureCache | None = None, for_page: bool = False) -> tuple[str, dict]:
+    """/caption: run one model once; the caption text first, then the per-word data (payload.caption_data). The
+    photo's features are taken from, and left in, `cache` (a later probe of it skips the encoder). for_page: the
+    page's own copy, without the nested `alphas` lists it does not read, and with a fresh `nonce`, so that every
+    caption, the same one again included, reaches the page as a change of its hidden JSON (one hand-over each)."""
     models = as_models(models)
     name = pick_model(models, model)
     image = read_upload(path)
@@ -210,15 +217,19 @@ def caption_image(models: Captioner | Mapping[str, Captioner], default_beam: int
     except Exception:
         log.exception("captioning failed for %s", path)
         raise gr.Error("The model could not caption this image. Please try another one.") from None
-    data = caption_data(captions, display_image(image), name, captioner.config.decoder.attention, width)
+    data = caption_data(captions, display_image(image), name, captioner.config.decoder.attention, width,
+                        nested=not for_page)
     if key and not cached:
         cache.put(key, EncodedPhoto(features, data["image"]))
+    if for_page:
+        data["nonce"] = secrets.token_hex(4)
     return captions[0].text or "(the model produced an empty caption)", data
 
 
 def caption_example(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
                     model: str | None = None, *, cache: FeatureCache | None = None) -> tuple[str, dict]:
-    """An example row (photo, model) captioned at the default beam size: what the examples cache stores."""
+    """An example row (photo, model) captioned at the default beam size: what the examples cache stores, and what
+    /load_example returns to API clients (the full data, as /caption's)."""
     return caption_image(models, default_beam, path, None, model, cache=cache)
 
 
@@ -346,10 +357,11 @@ def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, 
     csv.field_size_limit(max(csv.field_size_limit(), 16 * 2**20))
     cache = FeatureCache()  # this demo's encoded photos: a probe of a captioned photo skips the encoder
     run_model = functools.partial(caption_image, models, beam_size, cache=cache)  # (path, beam, model) -> outputs
+    run_page = functools.partial(run_model, for_page=True)  # the same, with the page's copy of the data
     run_example = functools.partial(caption_example, models, beam_size, cache=cache)  # (path, model) -> outputs
     # The first example is part of the page itself (the components' initial values, computed once here), not filled
     # in by a page-load event: on a busy server such an event lands late and replaces the visitor's own photo.
-    first_text, first_data = run_model(examples[0]) if examples and cache_examples is True else (None, None)
+    first_text, first_data = run_page(examples[0]) if examples and cache_examples is True else (None, None)
     head = page_head()
     with gr.Blocks(title="Show, Attend and Tell", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(web_text("intro.md"))
@@ -400,18 +412,18 @@ def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, 
 
         # Newest action wins: Caption drops a pending example fill, a new upload or example click drops a pending
         # caption; while one caption is pending (the status tracker shows its queue position), Caption is ignored.
-        captioning = button.click(run_model, [image, beam, choice], outputs, api_name="caption",
+        captioning = button.click(run_page, [image, beam, choice], outputs, api_visibility="private",
                                   concurrency_limit=concurrency, concurrency_id="model", trigger_mode="once",
                                   cancels=example_loads)
         image.upload(None, cancels=[captioning, *example_loads])
         if examples:
             shelf.dataset.click(None, cancels=[captioning])
-        # A new caption (button or example) is drawn by the page from the JSON: no request, no server rendering.
-        # The same caption again (the same photo captioned twice) changes nothing, so the button also shows it,
-        # which brings the page back to its first word.
-        show = "(data) => { window.satDemo.show(data); }"
-        data.change(None, [data], None, js=show, show_progress="hidden")
-        captioning.success(None, [data], None, js=show, show_progress="hidden")
+        # Every caption (button or example) reaches the page once, as a change of the JSON (its nonce is new), and
+        # the page draws it from there: no further request, no server rendering.
+        data.change(None, [data], None, js="(data) => { window.satDemo.show(data); }", show_progress="hidden")
+        # API clients: the same caption with the full per-word data (nested `alphas` lists, as /step reads them).
+        gr.Button(visible=False).click(run_model, [image, beam, choice], outputs, api_name="caption",
+                                       concurrency_limit=concurrency, concurrency_id="model")
         # API only: one word's heatmap rendered by the server, for gradio_client users (a Number has no bounds).
         index = gr.Number(visible=False, precision=0, label="word index")
         step_heatmap = gr.Image(visible=False, type="filepath", format="jpeg", label="heatmap")
@@ -542,7 +554,7 @@ def serve(args: argparse.Namespace) -> int:
         demo.queue(max_size=args.queue_size)
         try:
             try:  # quiet: gradio's own hints name launch() arguments; this app's are printed below
-                _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port,
+                _, local_url, share_url = demo.launch(**LAUNCH_SETTINGS, server_name=args.host, server_port=args.port,
                                                       share=args.share, auth=args.auth, quiet=True,
                                                       max_file_size=args.max_file_size, prevent_thread_lock=True)
             except OSError as error:  # port taken, address not available
