@@ -97,12 +97,13 @@ def word_payload(caption: Caption, nested: bool = True) -> dict:
             "score": round(float(caption.score), 4)}
 
 
-def caption_data(captions: list[Caption], shown: Image.Image, model: str = "model", attention: str = "soft",
+def caption_data(captions: list[Caption], shown: Image.Image | str, model: str = "model", attention: str = "soft",
                  beam: int = 3, nested: bool = True) -> dict:
     """What `/caption` returns beside the text: the best caption's words, grids and gates at the top level (what
-    /step reads), the display-size image, which model made it and how it attends, and the beam's other captions,
-    next best first. nested=False leaves out the best caption's `alphas` lists (the page draws from `grids`)."""
-    image = display_data_url(shown)
+    /step reads), the display-size image (`shown`, or its display_data_url made beforehand), which model made it and
+    how it attends, and the beam's other captions, next best first. nested=False leaves out the best caption's
+    `alphas` lists (the page draws from `grids`)."""
+    image = shown if isinstance(shown, str) else display_data_url(shown)
     best = word_payload(captions[0], nested=nested)
     identity = hashlib.sha256("\n".join([model, str(beam), best["caption"], image]).encode()).hexdigest()[:16]
     return {**best, "image": image, "model": model, "attention": attention, "beam": beam, "id": identity,

@@ -290,3 +290,36 @@ def test_the_page_draws_what_step_renders_for_api_clients(page, url, tmp_path):
     assert browser.shape == server.shape == photo.shape
     heat_browser, heat_server = np.abs(browser - photo), np.abs(server - photo)  # (H, W) where it is tinted
     assert np.corrcoef(heat_browser.ravel(), heat_server.ravel())[0, 1] > 0.8
+
+
+COUNT_JS = """() => { window.showCalls = 0; const show = window.satDemo.show;
+    window.satDemo.show = data => { window.showCalls += 1; return show(data); }; }"""
+# the events the Caption button's click runs that write a caption (their fn_index), from the page's Gradio config
+CAPTION_FNS_JS = """() => { const config = window.gradio_config;
+    const id = name => config.components.find(c => c.props.elem_id === name).id;
+    const button = id('caption-button'), text = id('caption-text');
+    return config.dependencies.filter(d => d.outputs.includes(text)
+        && d.targets.some(([target, event]) => target === button && event === 'click')).map(d => d.id); }"""
+
+
+def test_each_caption_click_is_one_request_and_one_drawing(page):
+    """One caption request per Caption click, one hand-over to the page per caption and one drawing of it; the
+    same caption again (already on screen at its first word) is handed over once and not redrawn."""
+    page.evaluate(COUNT_JS)
+    caption_photo(page, EXAMPLE)
+    page.wait_for_timeout(500)  # a second hand-over would be here by now
+    assert page.evaluate("() => window.showCalls") == 1
+    caption_fns = page.evaluate(CAPTION_FNS_JS)
+    assert len(caption_fns) == 1
+    joins = []  # fn_index of every queued call the page makes
+    page.on("request", lambda r: joins.append(r.post_data_json.get("fn_index"))
+            if "/queue/join" in r.url and r.method == "POST" else None)
+    for clicks, (photo, drawings) in enumerate([(PHOTO, 1), (EXAMPLE, 1), (EXAMPLE, 0)], start=1):
+        before = drawn(page)
+        caption_photo(page, photo)
+        page.wait_for_timeout(500)  # a second request, hand-over or drawing would be here by now
+        after = drawn(page)
+        assert int(after["shown"]) == int(before["shown"]) + 1, (before, after)
+        assert int(after["version"]) == int(before["version"]) + drawings, (before, after)
+        assert page.evaluate("() => window.showCalls") == clicks + 1
+        assert [fn for fn in joins if fn in caption_fns] == caption_fns * clicks, joins

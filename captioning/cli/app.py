@@ -23,6 +23,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -211,14 +212,16 @@ def caption_image(models: Captioner | Mapping[str, Captioner], default_beam: int
     captioner, width = models[name], beam_width(beam, default_beam)
     key = (name, file_digest(path)) if cache is not None else None
     cached = cache.get(key) if key else None
-    try:
-        features = cached.features if cached else encode_photo(captioner, image)  # (1, 196, C)
-        captions = captioner.caption_pools(features, beam_size=width)[0]  # best first
-    except Exception:
-        log.exception("captioning failed for %s", path)
-        raise gr.Error("The model could not caption this image. Please try another one.") from None
-    data = caption_data(captions, display_image(image), name, captioner.config.decoder.attention, width,
-                        nested=not for_page)
+    with ThreadPoolExecutor(1) as helper:  # the display photo is made while the model runs (PIL frees the GIL)
+        shown = helper.submit(lambda: cached.shown if cached else display_data_url(display_image(image)))
+        try:
+            features = cached.features if cached else encode_photo(captioner, image)  # (1, 196, C)
+            captions = captioner.caption_pools(features, beam_size=width)[0]  # best first
+        except Exception:
+            log.exception("captioning failed for %s", path)
+            raise gr.Error("The model could not caption this image. Please try another one.") from None
+        data = caption_data(captions, shown.result(), name, captioner.config.decoder.attention, width,
+                            nested=not for_page)
     if key and not cached:
         cache.put(key, EncodedPhoto(features, data["image"]))
     if for_page:
