@@ -171,23 +171,51 @@ def measure(url: str, photos: list[Path], rounds: int, clicks: int, clock: Clock
     return records, word_ms, f"{kind} heatmap, {n_words} words"
 
 
-def measure_api(url: str, photos: list[Path], calls: int, clock: Clock) -> list[dict]:
-    """One record per /caption call through gradio_client, one at a time, after a warm-up call per photo: the
-    client's ms, and for an in-process server that call's model and handler ms."""
+def measure_api(url: str, photos: list[Path], calls: int, clock: Clock) -> tuple[list[dict], dict]:
+    """(one record per /caption call through gradio_client, one at a time, after a warm-up call per photo: the
+    client's ms, and for an in-process server that call's model and handler ms; the last call's data)."""
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)
     for photo in photos:
-        client.predict(handle_file(str(photo)), api_name="/caption")
-    records = []
+        client.predict(handle_file(str(photo)), 3, api_name="/caption")
+    records, data = [], None
     for c in range(calls):
         served, start = len(clock.handler), time.perf_counter()
-        client.predict(handle_file(str(photos[c % len(photos)])), api_name="/caption")
+        _, data = client.predict(handle_file(str(photos[c % len(photos)])), 3, api_name="/caption")
         record = {"total": (time.perf_counter() - start) * 1000}
         if len(clock.handler) == served + 1:
             record.update(model=clock.model[-1], handler=clock.handler[-1])
         records.append(record)
-    return records
+    return records, data
+
+
+def measure_api_floor(photos: list[Path], calls: int, data: dict) -> list[float]:
+    """gradio_client's own cost on this machine: ms per call of a Gradio app with /caption's inputs and outputs
+    whose handler returns `data` at once (upload, queue, messages, client), called as measure_api calls /caption."""
+    import gradio as gr
+    from gradio_client import Client, handle_file
+
+    from captioning.cli import app
+
+    with gr.Blocks() as floor:
+        inputs = [gr.Image(type="filepath"), gr.Slider(1, 5, value=3), gr.Radio(["model"], value="model")]
+        outputs = [gr.Textbox(), gr.JSON(visible=False)]
+        gr.Button().click(lambda *_: (data["caption"], data), inputs, outputs, api_name="caption")
+    floor.queue(max_size=64)
+    _, url, _ = floor.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        for photo in photos:
+            client.predict(handle_file(str(photo)), 3, api_name="/caption")
+        times = []
+        for c in range(calls):
+            start = time.perf_counter()
+            client.predict(handle_file(str(photos[c % len(photos)])), 3, api_name="/caption")
+            times.append((time.perf_counter() - start) * 1000)
+        return times
+    finally:
+        floor.close()
 
 
 class Instant:
@@ -243,7 +271,8 @@ def column(records: list[dict], key) -> list[float]:
     return [key(r) for r in records]
 
 
-def report(records: list[dict], word_ms: list[float], api: list[dict], kind: str, instant: bool) -> None:
+def report(records: list[dict], word_ms: list[float], api: list[dict], floor: list[float], kind: str,
+           instant: bool) -> None:
     """Print the figures side by side: totals, model and handler times, where a click's time went, the targets."""
     print(f"page: {kind}; photo 1024x768 JPEG, beam 3 (the page's default)"
           f"{'; instant model (captions computed beforehand)' if instant else ''}")
@@ -270,10 +299,14 @@ def report(records: list[dict], word_ms: list[float], api: list[dict], kind: str
         print(f"  of which the handler                            {summary(column(api_timed, lambda r: r['handler']))}")
         print(f"  the rest (client, HTTP, queue, Gradio)          "
               f"{summary(column(api_timed, lambda r: r['total'] - r['handler']))}")
+    if floor:
+        print(f"  gradio_client's floor: the same call to an app that answers at once  {summary(floor)}")
     if timed and api_timed:
         page_over = statistics.median(column(timed, lambda r: r["total"] - r["model"]))
         api_over = statistics.median(column(api_timed, lambda r: r["total"] - r["handler"]))
         word = statistics.median(word_ms)
+        if floor:
+            print(f"  /caption's rest beyond the floor: {api_over - statistics.median(floor):.0f} ms")
         print("targets (same run): "
               f"browser - model {page_over:.0f} ms (<= 60: {'met' if page_over <= 60 else 'NOT met'}); "
               f"client - handler {api_over:.0f} ms (<= 40: {'met' if api_over <= 40 else 'NOT met'}); "
@@ -304,11 +337,12 @@ def main() -> None:
         demo, url = serve(args.model, clock, photos if args.instant else None)
     try:
         records, word_ms, kind = measure(url, photos, args.rounds, args.clicks, clock)
-        api = measure_api(url, photos, args.api_calls, clock) if args.api_calls else []
+        api, data = measure_api(url, photos, args.api_calls, clock) if args.api_calls else ([], None)
     finally:
         if demo is not None:
             demo.close()
-    report(records, word_ms, api, kind, args.instant)
+    floor = measure_api_floor(photos, args.api_calls, data) if data else []
+    report(records, word_ms, api, floor, kind, args.instant)
 
 
 if __name__ == "__main__":
