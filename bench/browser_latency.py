@@ -248,6 +248,7 @@ class Instant:
 def serve(model: str, clock: Clock, instant_photos: list[Path] | None = None):
     """The demo with `model` on a free local port, examples off and no feature cache (every click runs the model),
     each /caption request timed by `clock`; with instant_photos, an Instant captioner: (demo, url)."""
+    from captioning import handlers
     from captioning.cli import app
     from captioning.model import Captioner
 
@@ -256,11 +257,11 @@ def serve(model: str, clock: Clock, instant_photos: list[Path] | None = None):
         print(note)
     if instant_photos:
         captioner = Instant(captioner, instant_photos)
-    # the model's parts, as the handler calls them (build_demo binds the module's functions)
-    app.read_upload, app.encode_photo = clock.part(app.read_upload), clock.part(app.encode_photo)
+    # the model's parts, as the handler calls them (build_demo binds the modules' functions)
+    handlers.read_upload, handlers.encode_photo = clock.part(handlers.read_upload), clock.part(handlers.encode_photo)
     captioner.caption_pools = clock.part(captioner.caption_pools)
     app.caption_image = clock.request(app.caption_image)
-    app.FeatureCache = functools.partial(app.FeatureCache, 0)  # keeps nothing: a visitor's new photo each time
+    app.FeatureCache = functools.partial(handlers.FeatureCache, 0)  # keeps nothing: a visitor's new photo each time
     demo = app.build_demo(captioner, cache_examples=False)
     demo.queue(max_size=64)
     _, url, _ = demo.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)

@@ -3,6 +3,7 @@ a tiny saved model directory for the app / CLI / browser tests."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,22 @@ def launch_demo():
     return launch
 
 
+@pytest.fixture(scope="session")
+def serve_demo(launch_demo):
+    """`with serve_demo(demo) as url:` the built demo queued (max_size requests may wait) and served as launch_demo
+    serves it, closed on leaving."""
+    @contextlib.contextmanager
+    def serve(demo, max_size: int = 8, **launch_kwargs):
+        demo.queue(max_size=max_size)
+        url = launch_demo(demo, **launch_kwargs)
+        try:
+            yield url
+        finally:
+            demo.close()
+
+    return serve
+
+
 @pytest.fixture
 def local_port() -> int:
     """A free port on 127.0.0.1, for tests that start the server through app.main (--port)."""
@@ -257,3 +274,19 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+def open_demo_page(browser, url: str, timeout_ms: int = 20_000, **options):
+    """`with open_demo_page(chromium, url) as page:` a new page on the demo, ready for an upload, closed on leaving."""
+    @contextlib.contextmanager
+    def opened():
+        page = browser.new_page(viewport={"width": 1280, "height": 1000}, **options)
+        page.set_default_timeout(timeout_ms)
+        page.goto(url)
+        page.wait_for_selector("#image-input input[type=file]", state="attached")
+        try:
+            yield page
+        finally:
+            page.close()
+
+    return opened()

@@ -26,7 +26,7 @@ EXAMPLE = ROOT / "assets" / "examples" / "cat.jpg"
 
 
 @pytest.fixture(scope="module")
-def served(tiny_model_dir, tmp_path_factory, launch_demo):
+def served(tiny_model_dir, tmp_path_factory, serve_demo):
     """(captioner, client, calls): the demo on a free local port; calls counts model invocations (searches)."""
     captioner = Captioner.load(tiny_model_dir)
     calls = []
@@ -34,12 +34,8 @@ def served(tiny_model_dir, tmp_path_factory, launch_demo):
     captioner.caption_pools = lambda *args, **kwargs: calls.append(1) or search(*args, **kwargs)
     with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
         demo = app.build_demo(captioner, cache_examples=True)
-    demo.queue(max_size=8)
-    url = launch_demo(demo)
-    try:
+    with serve_demo(demo) as url:
         yield captioner, Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads"))), calls
-    finally:
-        demo.close()
 
 
 def test_caption_returns_text_first_then_per_word_data(served):
@@ -277,17 +273,13 @@ def test_readme_front_matter():
 
 
 @pytest.fixture(scope="module")
-def two_models(tiny_model_dir, tmp_path_factory, launch_demo):
+def two_models(tiny_model_dir, tmp_path_factory, serve_demo):
     """(soft, hard, client): a demo serving the tiny soft model and a hard-attention variant of it."""
     soft = Captioner.load(tiny_model_dir)
     hard = Captioner.load(make_hard_model(tiny_model_dir, tmp_path_factory.mktemp("tiny-hard") / "tiny_hard"))
     demo = app.build_demo({"tiny": soft, "tiny_hard": hard}, examples=[], cache_examples=False)
-    demo.queue(max_size=8)
-    url = launch_demo(demo)
-    try:
+    with serve_demo(demo) as url:
         yield soft, hard, Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
-    finally:
-        demo.close()
 
 
 def test_caption_picks_the_model_by_name(two_models):

@@ -18,7 +18,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from conftest import make_hard_model
+from conftest import make_hard_model, open_demo_page
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -60,7 +60,7 @@ class ThreeCaptions:
 
 
 @pytest.fixture(scope="module")
-def url(tiny_model_dir, tmp_path_factory, launch_demo):
+def url(tiny_model_dir, tmp_path_factory, serve_demo):
     """The demo on a free local port: the scripted tiny model and a hard-attention one, or BROWSER_TEST_MODEL."""
     if os.environ.get("BROWSER_TEST_MODEL"):
         models = {Path(os.environ["BROWSER_TEST_MODEL"]).name: Captioner.load(os.environ["BROWSER_TEST_MODEL"])}
@@ -69,24 +69,14 @@ def url(tiny_model_dir, tmp_path_factory, launch_demo):
         models = {"model": ThreeCaptions(Captioner.load(tiny_model_dir)), "model_hard": Captioner.load(hard)}
     with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
         demo = app.build_demo(models, cache_examples="lazy")
-    demo.queue(max_size=8)
-    local_url = launch_demo(demo)
-    try:
+    with serve_demo(demo) as local_url:
         yield local_url
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
 def page(url, chromium):
-    page = chromium.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
-    page.set_default_timeout(20_000)
-    page.goto(url)
-    page.wait_for_selector("#image-input input[type=file]", state="attached")
-    try:
+    with open_demo_page(chromium, url, accept_downloads=True) as page:
         yield page
-    finally:
-        page.close()
 
 
 def drawn(page) -> dict:

@@ -14,6 +14,7 @@ from conftest import make_hard_model
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from captioning import handlers
 from captioning.cli import app
 from captioning.cli.caption import main as caption_main
 from captioning.model import Captioner
@@ -150,7 +151,7 @@ def test_compare_captions_the_photo_with_every_model(served, two_models):
 
 
 def test_the_pages_probe_has_every_models_reading_in_compare_mode(two_models):
-    cache = app.FeatureCache()
+    cache = handlers.FeatureCache()
     chosen, compare = app.page_probe(two_models, str(DOGS), SENTENCE, "tiny_hard", True, cache=cache)
     assert chosen["model"] == "tiny_hard" and chosen["text"] == SENTENCE and "alphas" not in chosen
     assert chosen["image"].startswith("data:image/jpeg;base64,") and chosen["image"] == compare["image"]
@@ -163,8 +164,8 @@ def test_the_pages_probe_has_every_models_reading_in_compare_mode(two_models):
 
 
 def test_the_feature_cache_keeps_the_most_recent_photos():
-    cache = app.FeatureCache(size=2)
-    photos = {name: app.EncodedPhoto(np.zeros(1), name) for name in "abc"}
+    cache = handlers.FeatureCache(size=2)
+    photos = {name: handlers.EncodedPhoto(np.zeros(1), name) for name in "abc"}
     cache.put(("m", "a"), photos["a"])
     cache.put(("m", "b"), photos["b"])
     assert cache.get(("m", "a")) is photos["a"]  # now the most recent

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_hard_model
+from conftest import make_hard_model, open_demo_page
 from gradio_client import Client, handle_file
 from test_browser import caption_photo, current_chip, drawn, wait_for_word
 
@@ -42,7 +42,7 @@ PROBS_JS = ("() => [...document.querySelectorAll('#words .sat-prob')]"
 
 
 @pytest.fixture(scope="module")
-def url(tiny_model_dir, tmp_path_factory, launch_demo):
+def url(tiny_model_dir, tmp_path_factory, serve_demo):
     """The demo on a free local port: the tiny model and a hard-attention variant, or PROBE_TEST_MODELS."""
     if os.environ.get("PROBE_TEST_MODELS"):
         directories = [Path(d) for d in os.environ["PROBE_TEST_MODELS"].split(",")]
@@ -53,12 +53,8 @@ def url(tiny_model_dir, tmp_path_factory, launch_demo):
         hard = make_hard_model(tiny_model_dir, tmp_path_factory.mktemp("hard") / "model_hard")
         models = {"model": Captioner.load(tiny_model_dir), "model_hard": Captioner.load(hard)}
     demo = app.build_demo(models, examples=[], cache_examples=False)
-    demo.queue(max_size=8)
-    local_url = launch_demo(demo)
-    try:
+    with serve_demo(demo) as local_url:
         yield local_url
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +64,8 @@ def client(url, tmp_path_factory) -> Client:
 
 @pytest.fixture
 def page(url, chromium):
-    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
-    page.set_default_timeout(30_000)
-    page.goto(url)
-    page.wait_for_selector("#image-input input[type=file]", state="attached")
-    try:
+    with open_demo_page(chromium, url, timeout_ms=30_000) as page:
         yield page
-    finally:
-        page.close()
 
 
 def probe_sentence(page, text: str) -> None:

@@ -3,8 +3,8 @@
     python app.py                       # serves assets/model and assets/model_hard on http://127.0.0.1:7860
     python app.py --model runs/x/best --model runs/y/best --host 0.0.0.0 --auth me:secret
 
-A thin shell: the payload, its checks, model loading and the heatmaps live in the library (captioning.payload,
-captioning.serving, captioning.heatmap); the page's HTML, style and script in assets/web/.
+A thin shell: what the endpoints compute, the payload, its checks, model loading and the heatmaps live in the
+library (captioning.handlers, .payload, .serving, .heatmap); the page's HTML, style and script in assets/web/.
 """
 
 from __future__ import annotations
@@ -12,62 +12,44 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
-import hashlib
 import html
 import json
 import logging
 import os
-import secrets
 import sys
 import tempfile
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
 import gradio as gr
-import torch
 from gradio import processing_utils
 from PIL import Image
 
+from captioning import handlers
 from captioning.cli.args import interrupted, positive_int
+from captioning.handlers import (
+    FeatureCache,
+    RequestError,
+    as_models,
+    caption_upload,
+    compare_captions,
+    pick_model,
+    probe_models,
+)
 from captioning.heatmap import HEATMAP, word_overlay
 from captioning.model import Captioner
-from captioning.payload import (
-    BEAM_SIZES,
-    PayloadError,
-    beam_width,
-    cache_jpeg,
-    caption_data,
-    display_data_url,
-    has_words,
-    read_step_request,
-    word_payload,
-)
-from captioning.preprocess import UPLOAD_FORMATS, load_image
-from captioning.probe import Probe, probe, tokenize_probe
-from captioning.serving import (
-    ModelLoadError,
-    default_model_dirs,
-    image_error_message,
-    load_models,
-    serves_shipped_models_only,
-)
+from captioning.payload import BEAM_SIZES, PayloadError, cache_jpeg, has_words, read_step_request
+from captioning.serving import ModelLoadError, default_model_dirs, load_models, serves_shipped_models_only
 from captioning.shipped import OUT_OF_DOMAIN_EXAMPLE, WEB_DIR, example_photos
-from captioning.visualize import display_image
 
 CURRENT, OTHER = "attending", "word"  # HighlightedText categories of /step's chips: the shown word, the others
 # Gradio writes uploads and /step's heatmaps to its temp folder: every 30 min, delete this app's files older than 1 h.
 DELETE_CACHE = (1800, 3600)
 STARTUP_INTERRUPTED = "interrupted during start-up; nothing is being served"  # Ctrl-C before the demo serves
-FEATURE_CACHE_SIZE = 8  # photos whose encoder features the demo keeps (about 1 MB each for the shipped models)
 # How the demo is launched, besides address and login. Gradio's run history is off: it rewrites every past call, its
 # payload included, into the browser's localStorage at each message of each call (the page slows with every
 # caption), and it would keep visitors' photos' captions in their browser.
 LAUNCH_SETTINGS = {"run_history": False}
-MAX_PROBE_CHARS = 5000  # a typed sentence is read up to here (the model scores at most max_caption_len words)
 
 log = logging.getLogger("app")
 
@@ -111,122 +93,27 @@ def photo_input(**kwargs) -> gr.Image:
     return image
 
 
-# event handlers: plain functions (the models are bound with functools.partial in build_demo), testable without a
-# server
+# event handlers: plain functions over captioning.handlers (the models are bound with functools.partial in
+# build_demo), testable without a server; a RequestError reaches the visitor as gr.Error
 
 
-def as_models(models: Captioner | Mapping[str, Captioner]) -> dict[str, Captioner]:
-    """Served models by page name, in order (the first is the default); one captioner alone is named "model"."""
-    return dict(models) if isinstance(models, Mapping) else {"model": models}
+def shown_to_visitor(handler):
+    """handler, with a RequestError raised as gr.Error (the page shows its message, gradio_client raises it)."""
+    @functools.wraps(handler)
+    def run(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except RequestError as error:
+            raise gr.Error(str(error)) from None
+    return run
 
 
-def pick_model(models: dict[str, Captioner], name) -> str:
-    """The requested model's name; None or "" -> the first; an unknown name is a friendly error."""
-    if name in (None, ""):
-        return next(iter(models))
-    if name not in models:
-        raise gr.Error(f"Unknown model {name!r}: this demo serves {', '.join(models)}.")
-    return name
-
-
-class EncodedPhoto(NamedTuple):
-    """A photo as one model saw it: its encoder features and the display photo the page draws on."""
-
-    features: torch.Tensor  # (1, 196, C)
-    shown: str  # the display photo as a JPEG data URL (payload.display_data_url)
-
-
-class FeatureCache:
-    """The last few photos' EncodedPhoto by (model name, sha256 of the uploaded file): probing a photo already
-    captioned, or captioning it again, skips the encoder. The least recently used photo goes first; request threads
-    share it."""
-
-    def __init__(self, size: int = FEATURE_CACHE_SIZE):
-        self.size, self.entries, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> EncodedPhoto | None:
-        with self.lock:
-            if key in self.entries:
-                self.entries.move_to_end(key)
-            return self.entries.get(key)
-
-    def put(self, key: tuple[str, str], photo: EncodedPhoto) -> None:
-        with self.lock:
-            self.entries[key] = photo
-            self.entries.move_to_end(key)
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-
-
-def file_digest(path: str) -> str:
-    """sha256 of an uploaded file's bytes: the same photo uploaded again finds its cached features."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def read_upload(path: str | None) -> Image.Image:
-    """The uploaded photo, decoded; a friendly gr.Error when there is none or it cannot be read."""
-    if not path:
-        raise gr.Error("Please upload an image first.")
-    try:
-        return load_image(path, formats=UPLOAD_FORMATS)  # pixel limit checked before decoding
-    except Exception as error:  # not an image, truncated, too many pixels, out of memory
-        log.info("refused upload %s: %s: %s", path, type(error).__name__, error)
-        raise gr.Error(image_error_message(error)) from None
-
-
-@torch.no_grad()
-def encode_photo(captioner: Captioner, image: Image.Image) -> torch.Tensor:
-    """One decoded photo -> its annotation vectors (1, 196, C), as Captioner.caption_alternatives encodes it."""
-    return captioner.encode(captioner.image_batch(image))  # (1, 196, C)
-
-
-def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: FeatureCache | None) -> EncodedPhoto:
-    """The photo at `path` as model `name` sees it: from the cache when this file was encoded before, else decoded
-    and encoded here (and cached)."""
-    if not path:
-        raise gr.Error("Please upload an image first.")
-    key = (name, file_digest(path))
-    if cache is not None and (photo := cache.get(key)) is not None:
-        return photo
-    image = read_upload(path)
-    try:
-        photo = EncodedPhoto(encode_photo(captioner, image), display_data_url(display_image(image)))
-    except Exception:
-        log.exception("encoding failed for %s", path)
-        raise gr.Error("The model could not read this image. Please try another one.") from None
-    if cache is not None:
-        cache.put(key, photo)
-    return photo
-
-
+@shown_to_visitor
 def caption_image(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
                   beam: float | None = None, model: str | None = None, *,
                   cache: FeatureCache | None = None, for_page: bool = False) -> tuple[str, dict]:
-    """/caption: run one model once; the caption text first, then the per-word data (payload.caption_data). The
-    photo's features are taken from, and left in, `cache` (a later probe of it skips the encoder). for_page: the
-    page's own copy, without the nested `alphas` lists it does not read, and with a fresh `nonce`, so that every
-    caption, the same one again included, reaches the page as a change of its hidden JSON (one hand-over each)."""
-    models = as_models(models)
-    name = pick_model(models, model)
-    image = read_upload(path)
-    captioner, width = models[name], beam_width(beam, default_beam)
-    key = (name, file_digest(path)) if cache is not None else None
-    cached = cache.get(key) if key else None
-    with ThreadPoolExecutor(1) as helper:  # the display photo is made while the model runs (PIL frees the GIL)
-        shown = helper.submit(lambda: cached.shown if cached else display_data_url(display_image(image)))
-        try:
-            features = cached.features if cached else encode_photo(captioner, image)  # (1, 196, C)
-            captions = captioner.caption_pools(features, beam_size=width)[0]  # best first
-        except Exception:
-            log.exception("captioning failed for %s", path)
-            raise gr.Error("The model could not caption this image. Please try another one.") from None
-        data = caption_data(captions, shown.result(), name, captioner.config.decoder.attention, width,
-                            nested=not for_page)
-    if key and not cached:
-        cache.put(key, EncodedPhoto(features, data["image"]))
-    if for_page:
-        data["nonce"] = secrets.token_hex(4)
-    return captions[0].text or "(the model produced an empty caption)", data
+    """/caption: run one model once; the caption text first, then the per-word data (handlers.caption_upload)."""
+    return caption_upload(models, path, beam, model, default_beam=default_beam, cache=cache, for_page=for_page)
 
 
 def caption_example(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
@@ -236,93 +123,42 @@ def caption_example(models: Captioner | Mapping[str, Captioner], default_beam: i
     return caption_image(models, default_beam, path, None, model, cache=cache)
 
 
-def compare_captions(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
-                     beam: float | None = None, enabled: bool = True, *,
-                     cache: FeatureCache | None = None) -> dict:
-    """/compare: the photo's best caption by every served model, one row each (the per-word format of /caption's
-    words, plus model and attention), and the display photo; {} when compare mode is off or there is no photo."""
-    models = as_models(models)
+@shown_to_visitor
+def compare_view(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
+                 beam: float | None = None, enabled: bool = True, *, cache: FeatureCache | None = None) -> dict:
+    """/compare: every served model's best caption of the photo (handlers.compare_captions); {} when compare mode
+    is off or there is no photo."""
     if not enabled or not path:
         return {}
-    width, rows, shown = beam_width(beam, default_beam), [], None
-    for name, captioner in models.items():
-        photo = encoded_photo(captioner, name, path, cache)
-        try:
-            best = captioner.caption_pools(photo.features, beam_size=width)[0][0]
-        except Exception:
-            log.exception("captioning failed for %s with %s", path, name)
-            raise gr.Error("The model could not caption this image. Please try another one.") from None
-        rows.append({**word_payload(best, nested=False), "model": name,
-                     "attention": captioner.config.decoder.attention})
-        shown = photo.shown
-    return {"kind": "caption", "image": shown, "beam": width, "rows": rows}
+    return compare_captions(models, path, beam, default_beam=default_beam, cache=cache)
 
 
-# probing: a typed sentence scored word by word (captioning.probe)
-
-
-def probe_notes(probed: Probe, max_len: int) -> list[str]:
-    """What to tell the visitor about a probed sentence: words cut off, words read as <unk>."""
-    notes = []
-    if probed.truncated:
-        notes.append(f"Only the first {max_len} words were scored: this model's captions are at most {max_len} "
-                     "words long.")
-    unknown = [word for word, flag in zip(probed.words, probed.unknown) if flag]
-    if unknown:
-        listed = ", ".join(unknown[:8]) + (", ..." if len(unknown) > 8 else "")
-        every = " (it knows English words only)" if len(unknown) == len(probed.words) else ""
-        notes.append(f"Not in the model's vocabulary{every}, scored as the unknown word: {listed}.")  # no <>: HTML
-    return notes
-
-
-def probe_models(models: dict[str, Captioner], names: list[str], path: str | None, text,
-                 cache: FeatureCache | None) -> list[tuple[dict, str]]:
-    """Each named model's probe of `text` on the photo: (its payload: Probe.to_payload() with model and attention,
-    the display photo); gr.Error for no photo or a text with no word, gr.Warning for words cut or unknown."""
-    if not path:
-        raise gr.Error("Please upload a photo first: your sentence is scored on it.")
-    text = text[:MAX_PROBE_CHARS] if isinstance(text, str) else text
-    results, notes = [], []
-    for name in names:
-        captioner = models[name]
-        try:  # the text is checked before the photo is read
-            tokenize_probe(text, captioner.word_map, captioner.config.max_caption_len)
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
-        photo = encoded_photo(captioner, name, path, cache)
-        probed = probe(captioner, photo.features, [text])[0]
-        notes += [note for note in probe_notes(probed, captioner.config.max_caption_len) if note not in notes]
-        results.append(({**probed.to_payload(), "model": name, "attention": captioner.config.decoder.attention},
-                        photo.shown))
+def warn(notes: list[str]) -> None:
     for note in notes:
         gr.Warning(note)
-    return results
 
 
+@shown_to_visitor
 def probe_sentence(models: Captioner | Mapping[str, Captioner], path: str | None, text: str | None,
                    model: str | None = None, *, cache: FeatureCache | None = None) -> dict:
     """/probe: how likely one model finds a typed sentence on the photo, word by word (teacher forcing): words,
     per-word log-probabilities, probabilities, ranks and unknown flags, gates, 14x14 maps (`alphas`, and packed
     `grids` as /caption's), the total log-probability, plus model and attention."""
     models = as_models(models)
-    return probe_models(models, [pick_model(models, model)], path, text, cache)[0][0]
+    results, notes = probe_models(models, [pick_model(models, model)], path, text, cache)
+    warn(notes)
+    return results[0][0]
 
 
+@shown_to_visitor
 def page_probe(models: Captioner | Mapping[str, Captioner], path: str | None, text: str | None,
                model: str | None = None, compare: bool = False, *,
                cache: FeatureCache | None = None) -> tuple[dict, dict]:
-    """The page's probe: the chosen model's payload (packed grids only, the display photo and the typed text), and
-    in compare mode every model's, one row each, for the compare view (else the compare view is left as it is)."""
-    models = as_models(models)
-    name = pick_model(models, model)
-    names = list(models) if compare else [name]
-    results = probe_models(models, names, path, text, cache)
-    rows = [{k: v for k, v in payload.items() if k != "alphas"} for payload, _ in results]
-    shown = results[0][1]
-    chosen = {**rows[names.index(name)], "image": shown, "text": text}
-    if not compare:
-        return chosen, gr.skip()
-    return chosen, {"kind": "probe", "image": shown, "text": text, "rows": rows}
+    """The page's probe (handlers.page_probe): the chosen model's payload, and in compare mode every model's for the
+    compare view (else the compare view is left as it is)."""
+    chosen, compared, notes = handlers.page_probe(models, path, text, model, compare, cache=cache)
+    warn(notes)
+    return chosen, gr.skip() if compared is None else compared
 
 
 def render_step(data: dict | None, index) -> tuple[Image.Image, list[tuple[str, str]]]:
@@ -446,7 +282,7 @@ def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, 
                                        concurrency_limit=concurrency, concurrency_id="model")
         # Compare mode: switching it on captions the photo with every model; while it is on, the page asks again
         # (the hidden button) whenever it shows a caption of another photo.
-        run_compare = functools.partial(compare_captions, models, beam_size, cache=cache)
+        run_compare = functools.partial(compare_view, models, beam_size, cache=cache)
         compare_inputs = [image, beam, compare]
         compare.change(run_compare, compare_inputs, compare_data, api_visibility="private",
                        concurrency_limit=concurrency, concurrency_id="model", trigger_mode="always_last")

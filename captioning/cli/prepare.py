@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from captioning import prepare
 from captioning.cli.args import (
     add_data_dir_flag,
     add_image_size_flag,
@@ -20,17 +21,9 @@ from captioning.cli.args import (
     non_negative_int,
     positive_int,
 )
-from captioning.prepare import (
-    KARPATHY_DATASETS,
-    DataError,
-    format_summary,
-    prepare_dataset,
-    read_csv_captions,
-    read_karpathy,
-    read_synthetic,
-)
+from captioning.prepare import DataError
 
-DATASETS = (*KARPATHY_DATASETS, "csv", "synthetic")
+DATASETS = (*prepare.KARPATHY_DATASETS, "csv", "synthetic")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,10 +67,10 @@ def check_inputs(args: argparse.Namespace) -> None:
 def read_captions(args: argparse.Namespace):
     """The CaptionSet for --dataset."""
     if args.dataset == "csv":
-        return read_csv_captions(args.captions_file, args.image_dir)
+        return prepare.read_csv_captions(args.captions_file, args.image_dir)
     if args.dataset == "synthetic":
-        return read_synthetic(args.num_images, os.path.join(args.data_dir, "synthetic_images"), seed=args.seed)
-    return read_karpathy(args.karpathy_json, args.image_dir, args.dataset)
+        return prepare.read_synthetic(args.num_images, os.path.join(args.data_dir, "synthetic_images"), seed=args.seed)
+    return prepare.read_karpathy(args.karpathy_json, args.image_dir, args.dataset)
 
 
 def main(argv=None) -> int:
@@ -85,7 +78,7 @@ def main(argv=None) -> int:
     try:
         check_inputs(args)
         caption_set = read_captions(args)
-        summary = prepare_dataset(
+        summary = prepare.prepare_dataset(
             caption_set, args.data_dir, args.dataset, captions_per_image=args.captions_per_image,
             min_word_freq=args.min_word_freq, max_len=args.max_len, image_size=args.image_size,
             vocab_splits=args.vocab_splits, seed=args.seed)
@@ -95,7 +88,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return interrupted("interrupted; nothing was written (files are renamed into place only when all are "
                                "complete); rerun the same command")
-    print(format_summary(summary))
+    print(prepare.format_summary(summary))
     return 0
 
 

@@ -1,0 +1,221 @@
+"""What the demo's endpoints compute, without Gradio: caption an uploaded photo, caption it with every model, score a
+typed sentence on it. A request that cannot be served raises RequestError with the line the visitor reads; the app
+shows it (captioning.cli.app turns it into gr.Error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from PIL import Image
+
+from captioning.model import Captioner
+from captioning.payload import beam_width, caption_data, display_data_url, word_payload
+from captioning.preprocess import UPLOAD_FORMATS, load_image
+from captioning.probe import Probe, probe, tokenize_probe
+from captioning.serving import image_error_message
+from captioning.visualize import display_image
+
+FEATURE_CACHE_SIZE = 8  # photos whose encoder features the demo keeps (about 1 MB each for the shipped models)
+MAX_PROBE_CHARS = 5000  # a typed sentence is read up to here (the model scores at most max_caption_len words)
+EMPTY_CAPTION = "(the model produced an empty caption)"  # the caption text shown for a caption with no word
+
+log = logging.getLogger("app")
+
+
+class RequestError(ValueError):
+    """A request the demo cannot serve: the message is the one line the visitor sees."""
+
+
+class EncodedPhoto(NamedTuple):
+    """A photo as one model saw it: its encoder features and the display photo the page draws on."""
+
+    features: torch.Tensor  # (1, 196, C)
+    shown: str  # the display photo as a JPEG data URL (payload.display_data_url)
+
+
+class FeatureCache:
+    """The last few photos' EncodedPhoto by (model name, sha256 of the uploaded file): probing a photo already
+    captioned, or captioning it again, skips the encoder. The least recently used photo goes first; request threads
+    share it."""
+
+    def __init__(self, size: int = FEATURE_CACHE_SIZE):
+        self.size, self.entries, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> EncodedPhoto | None:
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+            return self.entries.get(key)
+
+    def put(self, key: tuple[str, str], photo: EncodedPhoto) -> None:
+        with self.lock:
+            self.entries[key] = photo
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+def file_digest(path: str) -> str:
+    """sha256 of an uploaded file's bytes: the same photo uploaded again finds its cached features."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def as_models(models: Captioner | Mapping[str, Captioner]) -> dict[str, Captioner]:
+    """Served models by page name, in order (the first is the default); one captioner alone is named "model"."""
+    return dict(models) if isinstance(models, Mapping) else {"model": models}
+
+
+def pick_model(models: dict[str, Captioner], name) -> str:
+    """The requested model's name; None or "" -> the first; an unknown name is a RequestError."""
+    if name in (None, ""):
+        return next(iter(models))
+    if name not in models:
+        raise RequestError(f"Unknown model {name!r}: this demo serves {', '.join(models)}.")
+    return name
+
+
+def read_upload(path: str | None) -> Image.Image:
+    """The uploaded photo, decoded; a RequestError when there is none or it cannot be read."""
+    if not path:
+        raise RequestError("Please upload an image first.")
+    try:
+        return load_image(path, formats=UPLOAD_FORMATS)  # pixel limit checked before decoding
+    except Exception as error:  # not an image, truncated, too many pixels, out of memory
+        log.info("refused upload %s: %s: %s", path, type(error).__name__, error)
+        raise RequestError(image_error_message(error)) from None
+
+
+@torch.no_grad()
+def encode_photo(captioner: Captioner, image: Image.Image) -> torch.Tensor:
+    """One decoded photo -> its annotation vectors (1, 196, C), as Captioner.caption encodes it."""
+    return captioner.encode(captioner.image_batch(image))  # (1, 196, C)
+
+
+def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: FeatureCache | None) -> EncodedPhoto:
+    """The photo at `path` as model `name` sees it: from the cache when this file was encoded before, else decoded
+    and encoded here (and cached)."""
+    if not path:
+        raise RequestError("Please upload an image first.")
+    key = (name, file_digest(path))
+    if cache is not None and (photo := cache.get(key)) is not None:
+        return photo
+    image = read_upload(path)
+    try:
+        photo = EncodedPhoto(encode_photo(captioner, image), display_data_url(display_image(image)))
+    except Exception:
+        log.exception("encoding failed for %s", path)
+        raise RequestError("The model could not read this image. Please try another one.") from None
+    if cache is not None:
+        cache.put(key, photo)
+    return photo
+
+
+def caption_upload(models: Captioner | Mapping[str, Captioner], path: str | None, beam=None, model=None, *,
+                   default_beam: int = 3, cache: FeatureCache | None = None,
+                   for_page: bool = False) -> tuple[str, dict]:
+    """/caption: one model's caption of the photo at `path`: the text (EMPTY_CAPTION for none) and the per-word data
+    (payload.caption_data). The photo's features are taken from, and left in, `cache`. for_page: the page's own copy,
+    without the nested `alphas` lists it does not read, and with a fresh `nonce`, so that every caption, the same one
+    again included, reaches the page as a change of its hidden JSON (one hand-over each)."""
+    models = as_models(models)
+    name = pick_model(models, model)
+    image = read_upload(path)
+    captioner, width = models[name], beam_width(beam, default_beam)
+    key = (name, file_digest(path)) if cache is not None else None
+    cached = cache.get(key) if key else None
+    with ThreadPoolExecutor(1) as helper:  # the display photo is made while the model runs (PIL frees the GIL)
+        shown = helper.submit(lambda: cached.shown if cached else display_data_url(display_image(image)))
+        try:
+            features = cached.features if cached else encode_photo(captioner, image)  # (1, 196, C)
+            captions = captioner.caption_pools(features, beam_size=width)[0]  # best first
+        except Exception:
+            log.exception("captioning failed for %s", path)
+            raise RequestError("The model could not caption this image. Please try another one.") from None
+        data = caption_data(captions, shown.result(), name, captioner.config.decoder.attention, width,
+                            nested=not for_page)
+    if key and not cached:
+        cache.put(key, EncodedPhoto(features, data["image"]))
+    if for_page:
+        data["nonce"] = secrets.token_hex(4)
+    return captions[0].text or EMPTY_CAPTION, data
+
+
+def compare_captions(models: Captioner | Mapping[str, Captioner], path: str | None, beam=None, *,
+                     default_beam: int = 3, cache: FeatureCache | None = None) -> dict:
+    """/compare: the photo's best caption by every served model, one row each (the per-word format of /caption's
+    words, plus model and attention), and the display photo."""
+    width, rows, shown = beam_width(beam, default_beam), [], None
+    for name, captioner in as_models(models).items():
+        photo = encoded_photo(captioner, name, path, cache)
+        try:
+            best = captioner.caption_pools(photo.features, beam_size=width)[0][0]
+        except Exception:
+            log.exception("captioning failed for %s with %s", path, name)
+            raise RequestError("The model could not caption this image. Please try another one.") from None
+        rows.append({**word_payload(best, nested=False), "model": name,
+                     "attention": captioner.config.decoder.attention})
+        shown = photo.shown
+    return {"kind": "caption", "image": shown, "beam": width, "rows": rows}
+
+
+def probe_notes(probed: Probe, max_len: int) -> list[str]:
+    """What to tell the visitor about a probed sentence: words cut off, words read as <unk>."""
+    notes = []
+    if probed.truncated:
+        notes.append(f"Only the first {max_len} words were scored: this model's captions are at most {max_len} "
+                     "words long.")
+    unknown = [word for word, flag in zip(probed.words, probed.unknown) if flag]
+    if unknown:
+        listed = ", ".join(unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+        every = " (it knows English words only)" if len(unknown) == len(probed.words) else ""
+        notes.append(f"Not in the model's vocabulary{every}, scored as the unknown word: {listed}.")  # no <>: HTML
+    return notes
+
+
+def probe_models(models: Captioner | Mapping[str, Captioner], names: list[str], path: str | None, text,
+                 cache: FeatureCache | None = None) -> tuple[list[tuple[dict, str]], list[str]]:
+    """Each named model's probe of `text` on the photo: ([(its payload: Probe.to_payload() with model and attention,
+    the display photo)], the notes for the visitor: words cut or unknown); a RequestError for no photo or a text
+    with no word."""
+    if not path:
+        raise RequestError("Please upload a photo first: your sentence is scored on it.")
+    models = as_models(models)
+    text = text[:MAX_PROBE_CHARS] if isinstance(text, str) else text
+    results, notes = [], []
+    for name in names:
+        captioner = models[name]
+        try:  # the text is checked before the photo is read
+            tokenize_probe(text, captioner.word_map, captioner.config.max_caption_len)
+        except ValueError as error:
+            raise RequestError(str(error)) from None
+        photo = encoded_photo(captioner, name, path, cache)
+        probed = probe(captioner, photo.features, [text])[0]
+        notes += [note for note in probe_notes(probed, captioner.config.max_caption_len) if note not in notes]
+        results.append(({**probed.to_payload(), "model": name, "attention": captioner.config.decoder.attention},
+                        photo.shown))
+    return results, notes
+
+
+def page_probe(models: Captioner | Mapping[str, Captioner], path: str | None, text, model=None,
+               compare: bool = False, *, cache: FeatureCache | None = None) -> tuple[dict, dict | None, list[str]]:
+    """The page's probe: (the chosen model's payload: packed grids only, the display photo and the typed text; in
+    compare mode every model's, one row each, for the compare view, else None; the notes for the visitor)."""
+    models = as_models(models)
+    name = pick_model(models, model)
+    names = list(models) if compare else [name]
+    results, notes = probe_models(models, names, path, text, cache)
+    rows = [{k: v for k, v in payload.items() if k != "alphas"} for payload, _ in results]
+    shown = results[0][1]
+    chosen = {**rows[names.index(name)], "image": shown, "text": text}
+    compared = {"kind": "probe", "image": shown, "text": text, "rows": rows} if compare else None
+    return chosen, compared, notes
