@@ -79,9 +79,11 @@ def main() -> None:
         captioner = random_captioner(args.random_len) if args.random else Captioner.load(args.model)
         if note := captioner.use_fastest_encoder():  # as app.py runs it
             print(note)
-        print(f"model: {'random weights, shipped shapes' if args.random else args.model} "
-              f"({captioner.config.encoder.backbone}, {captioner.config.preprocessing.input_size} px, "
-              f"decoder {captioner.config.decoder.decoder_dim}, vocab {captioner.config.vocab_size})")
+        print(
+            f"model: {'random weights, shipped shapes' if args.random else args.model} "
+            f"({captioner.config.encoder.backbone}, {captioner.config.preprocessing.input_size} px, "
+            f"decoder {captioner.config.decoder.decoder_dim}, vocab {captioner.config.vocab_size})"
+        )
         demo = app.build_demo(captioner, args.beam_size, cache_examples=False)
         demo.queue(max_size=64)
         # server_port=None: gradio takes the first free port from 7860 (or $GRADIO_SERVER_PORT) on
@@ -92,11 +94,14 @@ def main() -> None:
             data = client.predict(handle_file(str(photo)), args.beam_size, api_name="/caption")[-1]
         n_words = len(data["words"])
         print(f"caption: {len(data['words'])} words, beam {args.beam_size}")
-        caption_times = timed(lambda i: client.predict(handle_file(str(photo)), args.beam_size,
-                                                       api_name="/caption"), args.calls)
+        caption_times = timed(
+            lambda i: client.predict(handle_file(str(photo)), args.beam_size, api_name="/caption"), args.calls
+        )
         step_times = timed(lambda i: client.predict(i % n_words, data, api_name="/step"), args.calls)
-        print(f"/caption  {percentiles(caption_times)}   (upload + model + the per-word data; the page draws "
-              "the heatmaps)")
+        print(
+            f"/caption  {percentiles(caption_times)}   (upload + model + the per-word data; the page draws "
+            "the heatmaps)"
+        )
         print(f"/step     {percentiles(step_times)}   (one heatmap from the hidden JSON, no model call)")
     finally:
         if demo is not None:
@@ -109,8 +114,9 @@ def main() -> None:
         # In a worker thread, as gradio runs handlers: on a busy 2-core box torch in the main thread can be
         # several times slower (OpenMP thread contention), which would misattribute time to the app.
         with ThreadPoolExecutor(1) as pool:
-            model_times = pool.submit(timed, lambda i: captioner.caption(image, beam_size=args.beam_size),
-                                      max(5, args.calls // 4)).result()
+            model_times = pool.submit(
+                timed, lambda i: captioner.caption(image, beam_size=args.beam_size), max(5, args.calls // 4)
+            ).result()
         print(f"model     {percentiles(model_times)}   (captioner.caption alone, in a worker thread)")
         caption = captioner.caption(image, beam_size=args.beam_size)[0]
         render_times = timed(lambda i: render_word_overlays(image, caption), 10)

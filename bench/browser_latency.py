@@ -24,8 +24,16 @@ from pathlib import Path
 from PIL import Image
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 # In-page helpers: the heatmap's current identity, and "click, then wait until cond holds and a frame is painted".
 PAGE_JS = """() => {
@@ -91,8 +99,9 @@ def summary(ms: list[float]) -> str:
 def upload(page, photo: Path) -> None:
     """Put `photo` in the photo input and wait until the page shows it (the upload is done)."""
     page.locator("#image-input input[type=file]").set_input_files(str(photo))
-    page.wait_for_function("name => (document.querySelector('#image-input img')?.src || '').includes(name)",
-                           arg=photo.stem)
+    page.wait_for_function(
+        "name => (document.querySelector('#image-input img')?.src || '').includes(name)", arg=photo.stem
+    )
     page.wait_for_timeout(1000)  # a visitor takes a moment between choosing a photo and pressing Caption
 
 
@@ -106,16 +115,19 @@ class Clock:
 
     def part(self, method):
         """method, its wall time added to the running request's model time."""
+
         def run(*args, **kwargs):
             start = time.perf_counter()
             try:
                 return method(*args, **kwargs)
             finally:
                 self.running += (time.perf_counter() - start) * 1000
+
         return run
 
     def request(self, handler):
         """handler, its wall time and its model parts' time appended to the logs when it returns."""
+
         def run(*args, **kwargs):
             self.running, start, epoch = 0.0, time.perf_counter(), time.time() * 1000
             try:
@@ -124,6 +136,7 @@ class Clock:
                 self.handler.append((time.perf_counter() - start) * 1000)
                 self.model.append(self.running)
                 self.spans.append((epoch, epoch + self.handler[-1]))
+
         return run
 
 
@@ -148,8 +161,9 @@ def measure(url: str, photos: list[Path], rounds: int, clicks: int, clock: Clock
             before = page.evaluate("() => window.benchHeatmap().key")
             if photo not in expected:
                 page.click("#caption-button")
-                page.wait_for_function("b => { const h = window.benchHeatmap(); return h.key && h.key !== b; }",
-                                       arg=before)
+                page.wait_for_function(
+                    "b => { const h = window.benchHeatmap(); return h.key && h.key !== b; }", arg=before
+                )
                 page.wait_for_timeout(500)
                 expected[photo] = page.evaluate("() => window.benchCaption()")
                 continue
@@ -272,22 +286,29 @@ def column(records: list[dict], key) -> list[float]:
     return [key(r) for r in records]
 
 
-def report(records: list[dict], word_ms: list[float], api: list[dict], floor: list[float], kind: str,
-           instant: bool) -> None:
+def report(
+    records: list[dict], word_ms: list[float], api: list[dict], floor: list[float], kind: str, instant: bool
+) -> None:
     """Print the figures side by side: totals, model and handler times, where a click's time went, the targets."""
-    print(f"page: {kind}; photo 1024x768 JPEG, beam 3 (the page's default)"
-          f"{'; instant model (captions computed beforehand)' if instant else ''}")
+    print(
+        f"page: {kind}; photo 1024x768 JPEG, beam 3 (the page's default)"
+        f"{'; instant model (captions computed beforehand)' if instant else ''}"
+    )
     print(f"Caption click -> caption + first heatmap painted   {summary(column(records, lambda r: r['total']))}")
     timed = [r for r in records if "model" in r]
     if timed:
         print(f"  the model (decode, encode, search; in the server) {summary(column(timed, lambda r: r['model']))}")
         print(f"  the handler (the model + payload)                {summary(column(timed, lambda r: r['handler']))}")
         print("  where the rest went (epoch ms of page and server, same machine):")
-        rows = (("click -> handler starts (request, queue, preprocess)", lambda r: r["span"][0] - r["marks"]["click"]),
-                ("handler outside the model (payload)", lambda r: r["handler"] - r["model"]),
-                ("handler ends -> page is handed the data (postprocess, JSON, SSE, Svelte)",
-                 lambda r: r["marks"]["show"] - r["span"][1]),
-                ("page handed the data -> heatmap painted", lambda r: r["marks"]["painted"] - r["marks"]["show"]))
+        rows = (
+            ("click -> handler starts (request, queue, preprocess)", lambda r: r["span"][0] - r["marks"]["click"]),
+            ("handler outside the model (payload)", lambda r: r["handler"] - r["model"]),
+            (
+                "handler ends -> page is handed the data (postprocess, JSON, SSE, Svelte)",
+                lambda r: r["marks"]["show"] - r["span"][1],
+            ),
+            ("page handed the data -> heatmap painted", lambda r: r["marks"]["painted"] - r["marks"]["show"]),
+        )
         for label, key in rows:
             print(f"    {label:<74} {summary(column(timed, key))}")
     shows = column(records, lambda r: r["marks"].get("shows", 0))
@@ -298,8 +319,10 @@ def report(records: list[dict], word_ms: list[float], api: list[dict], floor: li
         print(f"/caption via gradio_client                        {summary(column(api, lambda r: r['total']))}")
     if api_timed:
         print(f"  of which the handler                            {summary(column(api_timed, lambda r: r['handler']))}")
-        print(f"  the rest (client, HTTP, queue, Gradio)          "
-              f"{summary(column(api_timed, lambda r: r['total'] - r['handler']))}")
+        print(
+            f"  the rest (client, HTTP, queue, Gradio)          "
+            f"{summary(column(api_timed, lambda r: r['total'] - r['handler']))}"
+        )
     if floor:
         print(f"  gradio_client's floor: the same call to an app that answers at once  {summary(floor)}")
     if timed and api_timed:
@@ -308,10 +331,12 @@ def report(records: list[dict], word_ms: list[float], api: list[dict], floor: li
         word = statistics.median(word_ms)
         if floor:
             print(f"  /caption's rest beyond the floor: {api_over - statistics.median(floor):.0f} ms")
-        print("targets (same run): "
-              f"browser - model {page_over:.0f} ms (<= 60: {'met' if page_over <= 60 else 'NOT met'}); "
-              f"client - handler {api_over:.0f} ms (<= 40: {'met' if api_over <= 40 else 'NOT met'}); "
-              f"word {word:.0f} ms (<= 30: {'met' if word <= 30 else 'NOT met'})")
+        print(
+            "targets (same run): "
+            f"browser - model {page_over:.0f} ms (<= 60: {'met' if page_over <= 60 else 'NOT met'}); "
+            f"client - handler {api_over:.0f} ms (<= 40: {'met' if api_over <= 40 else 'NOT met'}); "
+            f"word {word:.0f} ms (<= 30: {'met' if word <= 30 else 'NOT met'})"
+        )
 
 
 def main() -> None:
@@ -320,12 +345,20 @@ def main() -> None:
     parser.add_argument("--model", default="assets/model")
     parser.add_argument("--rounds", type=int, default=10, help="measured Caption clicks (default: %(default)s)")
     parser.add_argument("--clicks", type=int, default=30, help="measured word clicks (default: %(default)s)")
-    parser.add_argument("--api-calls", type=int, default=20,
-                        help="measured /caption calls through gradio_client (default: %(default)s)")
-    parser.add_argument("--instant", action="store_true",
-                        help="answer with captions computed beforehand: times the page, server and Gradio alone")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads for the in-process server, 0 = torch's default (default: %(default)s)")
+    parser.add_argument(
+        "--api-calls", type=int, default=20, help="measured /caption calls through gradio_client (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--instant",
+        action="store_true",
+        help="answer with captions computed beforehand: times the page, server and Gradio alone",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for the in-process server, 0 = torch's default (default: %(default)s)",
+    )
     args = parser.parse_args()
 
     if args.threads:

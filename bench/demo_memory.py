@@ -36,8 +36,13 @@ def memory_mb(pid: int) -> dict[str, float]:
 def start_demo(port: int, extra: list[str]) -> tuple[subprocess.Popen, float]:
     """`python app.py --port port ...` started and serving: (process, seconds to start)."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *extra], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), *extra],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in process.stdout:
         if "Running on local URL" in line:
             return process, time.perf_counter() - start
@@ -49,8 +54,11 @@ def main() -> None:
     parser.add_argument("--captions", type=int, default=50, help="captions in all (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=4, help="clients at once (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7871, help="the demo's port (default: %(default)s)")
-    parser.add_argument("--models", default="model,model_hard",
-                        help="the served models' names, comma-separated, used in turn (default: %(default)s)")
+    parser.add_argument(
+        "--models",
+        default="model,model_hard",
+        help="the served models' names, comma-separated, used in turn (default: %(default)s)",
+    )
     parser.add_argument("app_args", nargs="*", help="more arguments for app.py (after --)")
     args = parser.parse_args()
 
@@ -72,8 +80,9 @@ def main() -> None:
             client, first = Client(url, verbose=False), None
             for i in range(c, args.captions, args.clients):
                 start = time.perf_counter()
-                client.predict(handle_file(str(photos[i % len(photos)])), 3, served[(i // 3) % len(served)],
-                               api_name="/caption")
+                client.predict(
+                    handle_file(str(photos[i % len(photos)])), 3, served[(i // 3) % len(served)], api_name="/caption"
+                )
                 first = first or time.perf_counter() - start
             return first
 
@@ -88,8 +97,10 @@ def main() -> None:
         process.wait(timeout=30)
     print(f"demo: python app.py {' '.join(args.app_args)} (models: {', '.join(served)}); started in {started:.1f} s")
     print(f"resident memory idle (after start-up)               {idle['VmRSS']:7.0f} MB")
-    print(f"resident memory after {args.captions} captions from {args.clients} clients  {after['VmRSS']:7.0f} MB "
-          f"(peak {after['VmHWM']:.0f} MB; the captions took {took:.1f} s)")
+    print(
+        f"resident memory after {args.captions} captions from {args.clients} clients  {after['VmRSS']:7.0f} MB "
+        f"(peak {after['VmHWM']:.0f} MB; the captions took {took:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

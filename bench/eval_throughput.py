@@ -42,7 +42,7 @@ def measure(model: Captioner, pixels: torch.Tensor, batch_size: int, beam_size: 
     encode_s = decode_s = 0.0
     lengths, incomplete = [], 0
     for start in range(0, len(pixels), batch_size):
-        batch = pixels[start:start + batch_size]  # (b, 3, S, S)
+        batch = pixels[start : start + batch_size]  # (b, 3, S, S)
         t0 = time.perf_counter()
         features = model.features_from_pixels(batch)  # (b, 196, C)
         t1 = time.perf_counter()
@@ -81,18 +81,31 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(model, pixels, args.batch_size, args.beam_size, args.length_penalty)
     total = result["encode_s"] + result["decode_s"]
     config, decoder = model.config, model.config.decoder
-    result.update(images=args.images, batch_size=args.batch_size, beam_size=args.beam_size, threads=args.threads,
-                  source=args.source, channels_last=args.channels_last, images_per_s=args.images / total,
-                  backbone=config.encoder.backbone,
-                  input_size=config.preprocessing.input_size, encoder_bf16=config.encoder.bf16,
-                  decoder=f"{decoder.embed_dim}/{decoder.attention_dim}/{decoder.decoder_dim}", vocab=config.vocab_size)
-    print(f"{args.images} images ({args.source}), batch {args.batch_size}, beam {args.beam_size}, "
-          f"{args.threads} threads{', channels_last' if args.channels_last else ''}, {config.encoder.backbone} @ "
-          f"{config.preprocessing.input_size}px{' bf16' if config.encoder.bf16 else ''}, decoder "
-          f"{result['decoder']}, vocab {config.vocab_size}")
-    print(f"  {result['images_per_s']:.2f} images/s end-to-end  (encoder {result['encode_s']:.2f}s = "
-          f"{100 * result['encode_s'] / total:.0f}%, beam search {result['decode_s']:.2f}s; "
-          f"{result['mean_words']:.1f} words/caption, {result['incomplete']} cut at max length)")
+    result.update(
+        images=args.images,
+        batch_size=args.batch_size,
+        beam_size=args.beam_size,
+        threads=args.threads,
+        source=args.source,
+        channels_last=args.channels_last,
+        images_per_s=args.images / total,
+        backbone=config.encoder.backbone,
+        input_size=config.preprocessing.input_size,
+        encoder_bf16=config.encoder.bf16,
+        decoder=f"{decoder.embed_dim}/{decoder.attention_dim}/{decoder.decoder_dim}",
+        vocab=config.vocab_size,
+    )
+    print(
+        f"{args.images} images ({args.source}), batch {args.batch_size}, beam {args.beam_size}, "
+        f"{args.threads} threads{', channels_last' if args.channels_last else ''}, {config.encoder.backbone} @ "
+        f"{config.preprocessing.input_size}px{' bf16' if config.encoder.bf16 else ''}, decoder "
+        f"{result['decoder']}, vocab {config.vocab_size}"
+    )
+    print(
+        f"  {result['images_per_s']:.2f} images/s end-to-end  (encoder {result['encode_s']:.2f}s = "
+        f"{100 * result['encode_s'] / total:.0f}%, beam search {result['decode_s']:.2f}s; "
+        f"{result['mean_words']:.1f} words/caption, {result['incomplete']} cut at max length)"
+    )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
     return 0

@@ -73,8 +73,12 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=20)
     parser.add_argument("--vocab", type=int, default=2278)
     parser.add_argument("--dim", type=int, default=1280)
-    parser.add_argument("--precision", choices=("both", "fp32", "bf16"), default="both",
-                        help="which to measure (bf16 is emulated, and slow, on CPUs without bf16 instructions)")
+    parser.add_argument(
+        "--precision",
+        choices=("both", "fp32", "bf16"),
+        default="both",
+        help="which to measure (bf16 is emulated, and slow, on CPUs without bf16 instructions)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(1)
@@ -84,8 +88,10 @@ def main() -> None:
         if args.precision not in ("both", name):
             continue
         rate, length = measure(bf16, args, scorer, references)
-        print(f"{name}: {rate:.1f} images/s ({rate * args.samples:.0f} sampled captions/s, K={args.samples}, "
-              f"mean sample length {length:.1f} words incl. <end>)")
+        print(
+            f"{name}: {rate:.1f} images/s ({rate * args.samples:.0f} sampled captions/s, K={args.samples}, "
+            f"mean sample length {length:.1f} words incl. <end>)"
+        )
 
 
 if __name__ == "__main__":

@@ -87,8 +87,12 @@ def main() -> None:
     parser.add_argument("--per-image", type=int, default=5)
     parser.add_argument("--vocab", type=int, default=2500)
     parser.add_argument("--dim", type=int, default=1280)
-    parser.add_argument("--precision", choices=("both", "fp32", "bf16"), default="both",
-                        help="which to measure (bf16 is emulated, and slow, on CPUs without bf16 instructions)")
+    parser.add_argument(
+        "--precision",
+        choices=("both", "fp32", "bf16"),
+        default="both",
+        help="which to measure (bf16 is emulated, and slow, on CPUs without bf16 instructions)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     targets = {"fp32": 0.50, "bf16": 0.27}  # fractions of the same-run GEMM bound
@@ -102,9 +106,12 @@ def main() -> None:
             verdict = "no verdict: this CPU has no native bf16, torch emulates it"
         else:
             verdict = "met" if fraction >= targets[name] else "NOT met"
-        print(f"{name}: {rate:.1f} captions/s, {gflop:.3f} GFLOP/caption, GEMM peak {peak:.0f} GFLOP/s: "
-              f"{fraction:.0%} of the bound (target {targets[name]:.0%}: {verdict}); by CPU time (for a busy "
-              f"machine): {rate_cpu:.1f} captions/s, peak {peak_cpu:.0f}, {rate_cpu * gflop / peak_cpu:.0%}")
+        print(
+            f"{name}: {rate:.1f} captions/s, {gflop:.3f} GFLOP/caption, GEMM peak {peak:.0f} GFLOP/s: "
+            f"{fraction:.0%} of the bound (target {targets[name]:.0%}: {verdict}); by CPU time (for a busy "
+            f"machine): {rate_cpu:.1f} captions/s, peak {peak_cpu:.0f}, {rate_cpu * gflop / peak_cpu:.0%}"
+        )
+
 
 if __name__ == "__main__":
     main()

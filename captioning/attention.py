@@ -66,8 +66,14 @@ class _AdditiveScores(torch.autograd.Function):
     docs/benchmarks.md)."""
 
     @staticmethod
-    def forward(ctx, image_projection: torch.Tensor, att2: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,
-                bias: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx,
+        image_projection: torch.Tensor,
+        att2: torch.Tensor,
+        image: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+    ) -> torch.Tensor:
         dtype = image_projection.dtype
         weight_in_dtype = weight.to(dtype)  # (A,) cast once, not per chunk
         scores = image_projection.new_empty(att2.size(0), image_projection.size(1))  # (B, 196); B may be 0
@@ -103,8 +109,9 @@ class _AdditiveScores(torch.autograd.Function):
         return grad_projection, grad_att2, None, grad_weight.to(weight.dtype), grad_bias
 
 
-def additive_scores(image_projection: torch.Tensor, att2: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,
-                    bias: torch.Tensor) -> torch.Tensor:
+def additive_scores(
+    image_projection: torch.Tensor, att2: torch.Tensor, image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
     """Attention scores e = w . relu(W_a a + W_h h) + b: image_projection (N, 196, A) one per image, att2 (B, A)
     per row, image (B,) each row's image, weight (A,), bias (1,) -> (B, 196)."""
     return _AdditiveScores.apply(image_projection, att2, image, weight, bias)  # (B, 196)
@@ -137,30 +144,38 @@ class Attention(nn.Module):
         return self.attend(features, image_projection, self.decoder_att(hidden))
 
     def attend(
-        self, features: torch.Tensor, image_projection: torch.Tensor, att2: torch.Tensor,
+        self,
+        features: torch.Tensor,
+        image_projection: torch.Tensor,
+        att2: torch.Tensor,
         layout: RowLayout | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The same with the hidden half of the score, att2 = decoder_att(h) (B, A), already computed; with a
         layout, features and image_projection are one per image (N, 196, C), (N, 196, A) and layout says which one
         each row reads."""
         layout = layout if layout is not None else RowLayout.identity(att2.size(0), att2.device)
-        scores = additive_scores(image_projection, att2, layout.image, self.full_att.weight[0],
-                                 self.full_att.bias)  # (B, 196)
+        scores = additive_scores(
+            image_projection, att2, layout.image, self.full_att.weight[0], self.full_att.bias
+        )  # (B, 196)
         alpha = torch.softmax(scores, dim=1)  # (B, 196)
         return context_by_image(alpha, features, layout), alpha  # (B, C), (B, 196)
 
 
-def location_context(features: torch.Tensor, location: torch.Tensor,
-                     image: torch.Tensor | None = None) -> torch.Tensor:
+def location_context(features: torch.Tensor, location: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
     """The annotation vector at one location per row: features (B, 196, C) (or (N, 196, C) with image (B,), each
     row's image), location (B,) -> (B, C)."""
     image = image if image is not None else torch.arange(location.size(0), device=features.device)  # (B,)
     return features[image, location]  # (B, C)
 
 
-def hard_context(features: torch.Tensor, alpha: torch.Tensor, soft_context: torch.Tensor, sample: bool,
-                 soft_probability: float,
-                 image: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def hard_context(
+    features: torch.Tensor,
+    alpha: torch.Tensor,
+    soft_context: torch.Tensor,
+    sample: bool,
+    soft_probability: float,
+    image: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Hard (stochastic) attention's context (Xu et al. 2015, 4.1) -> context (B, C), log p(s) (B,) or None.
 
     Training (sample=True): a location s ~ Multinoulli(alpha) per row, its annotation vector as the context, except

@@ -34,12 +34,18 @@ def atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def save_model_dir(directory: str | Path, config: ModelConfig, word_map: dict[str, int],
-                   state: dict[str, torch.Tensor], fp16: bool = False) -> Path:
+def save_model_dir(
+    directory: str | Path,
+    config: ModelConfig,
+    word_map: dict[str, int],
+    state: dict[str, torch.Tensor],
+    fp16: bool = False,
+) -> Path:
     """Write the three files atomically; fp16 halves the weights file (floating tensors only)."""
     directory = Path(directory)
-    tensors = {k: (v.half() if fp16 and v.is_floating_point() else v).detach().contiguous().cpu()
-               for k, v in state.items()}
+    tensors = {
+        k: (v.half() if fp16 and v.is_floating_point() else v).detach().contiguous().cpu() for k, v in state.items()
+    }
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     atomic_write(directory / WORDMAP_FILE, lambda p: p.write_text(json.dumps(word_map)))
     atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(config.to_json()))
@@ -72,8 +78,10 @@ def read_model_dir(directory: str | Path) -> tuple[ModelConfig, dict[str, int], 
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{weights} is not a safetensors file ({error}); pickles are never loaded") from error
     if len(word_map) != config.vocab_size:
-        raise CheckpointError(f"vocabulary size mismatch: wordmap.json has {len(word_map)} words, "
-                              f"config.json says vocab_size={config.vocab_size}")
+        raise CheckpointError(
+            f"vocabulary size mismatch: wordmap.json has {len(word_map)} words, "
+            f"config.json says vocab_size={config.vocab_size}"
+        )
     return config, word_map, state
 
 
@@ -81,8 +89,11 @@ def check_state_matches(expected: dict[str, torch.Tensor], stored: dict[str, tor
     """Raise a CheckpointError naming every missing, unexpected or differently shaped tensor."""
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
-    shapes = [f"{k}: weights {tuple(stored[k].shape)} vs config {tuple(v.shape)}"
-              for k, v in expected.items() if k in stored and tuple(stored[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k}: weights {tuple(stored[k].shape)} vs config {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in stored and tuple(stored[k].shape) != tuple(v.shape)
+    ]
     problems = []
     if missing:
         problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
@@ -119,10 +130,11 @@ def read_and_average(directories: list[str | Path]) -> tuple[ModelConfig, dict[s
     for directory in directories[1:]:
         other_config, other_word_map, other_state = read_model_dir(directory)
         if other_config != config:
-            raise CheckpointError(f"{directory} has another config.json than {directories[0]}: only models of one "
-                                  "run (same architecture and settings) can be averaged")
+            raise CheckpointError(
+                f"{directory} has another config.json than {directories[0]}: only models of one "
+                "run (same architecture and settings) can be averaged"
+            )
         if other_word_map != word_map:
             raise CheckpointError(f"{directory} has another wordmap.json than {directories[0]}")
         states.append(other_state)
     return config, word_map, average_states(states)
-

@@ -65,8 +65,11 @@ class EncoderSpec:
 
     def differences(self, other: EncoderSpec, mine: str = "wanted", theirs: str = "found") -> list[str]:
         """'field: mine X vs theirs Y' for every field that differs (empty when the specs are equal)."""
-        return [f"{f.name}: {mine} {getattr(self, f.name)!r} vs {theirs} {getattr(other, f.name)!r}"
-                for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+        return [
+            f"{f.name}: {mine} {getattr(self, f.name)!r} vs {theirs} {getattr(other, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
 
     @classmethod
     def from_dict(cls, data: dict) -> EncoderSpec:
@@ -82,8 +85,11 @@ class DecoderConfig:
     attention_dim: int = option(512, "attention MLP size")
     decoder_dim: int = option(512, "LSTM hidden size")
     dropout: float = option(0.5, "dropout before the word classifier")
-    attention: str = option("soft", "soft (the expected context) | hard (one location per word: sampled and trained "
-                                    "with REINFORCE, the most likely one when decoding; Xu et al. 2015, 4.1)")
+    attention: str = option(
+        "soft",
+        "soft (the expected context) | hard (one location per word: sampled and trained "
+        "with REINFORCE, the most likely one when decoding; Xu et al. 2015, 4.1)",
+    )
 
     def __post_init__(self):
         if self.attention not in ATTENTION_MODES:
@@ -112,12 +118,16 @@ class ModelConfig:
 
     def __post_init__(self):
         if not self.encoder.resolved:
-            raise ValueError(f"the encoder spec leaves weights {self.encoder.weights!r} or input_size "
-                             f"{self.encoder.input_size} to the trunk's defaults: resolve it first "
-                             "(captioning.encoder.resolve_spec)")
+            raise ValueError(
+                f"the encoder spec leaves weights {self.encoder.weights!r} or input_size "
+                f"{self.encoder.input_size} to the trunk's defaults: resolve it first "
+                "(captioning.encoder.resolve_spec)"
+            )
         if self.preprocessing.input_size != self.encoder.input_size:
-            raise ValueError(f"preprocessing input_size {self.preprocessing.input_size} differs from the encoder "
-                             f"spec's {self.encoder.input_size}")
+            raise ValueError(
+                f"preprocessing input_size {self.preprocessing.input_size} differs from the encoder "
+                f"spec's {self.encoder.input_size}"
+            )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

@@ -52,8 +52,9 @@ def read_raw_split(karpathy_json: str | Path, image_dir: str | Path, split: str)
     if not entries:
         raise ValueError(f"{karpathy_json} has no {split!r} images")
     names = [str(Path(e.get("filepath", "")) / e["filename"]) for e in entries]
-    return RawSplit(names, [Path(image_dir) / name for name in names],
-                    [[s["raw"] for s in e["sentences"]] for e in entries])
+    return RawSplit(
+        names, [Path(image_dir) / name for name in names], [[s["raw"] for s in e["sentences"]] for e in entries]
+    )
 
 
 @dataclass
@@ -111,14 +112,18 @@ class PreparedData:
     def check_exists(self, split: str | None = None) -> None:
         """FileNotFoundError in one line naming the cause and the fix: unknown data name or a split not prepared."""
         if not self.word_map_path.is_file():
-            found = sorted(p.name[len("WORDMAP_"):-len(".json")] for p in self.data_dir.glob("WORDMAP_*.json"))
+            found = sorted(p.name[len("WORDMAP_") : -len(".json")] for p in self.data_dir.glob("WORDMAP_*.json"))
             there = f"data names there: {', '.join(found)}" if found else "none there"
-            raise FileNotFoundError(f"no prepared data named {self.data_name!r} in {self.data_dir} ({there}); "
-                                    "check --data-name or run prepare_data.py first")
+            raise FileNotFoundError(
+                f"no prepared data named {self.data_name!r} in {self.data_dir} ({there}); "
+                "check --data-name or run prepare_data.py first"
+            )
         if split is not None and not self.images_path(split).is_file():
-            raise FileNotFoundError(f"split {self.split_key(split)} was not prepared for {self.data_name!r} in "
-                                    f"{self.data_dir} (prepared: {', '.join(self.splits()) or 'none'}); choose one "
-                                    "of those with --split")
+            raise FileNotFoundError(
+                f"split {self.split_key(split)} was not prepared for {self.data_name!r} in "
+                f"{self.data_dir} (prepared: {', '.join(self.splits()) or 'none'}); choose one "
+                "of those with --split"
+            )
 
     def load_word_map(self) -> dict[str, int]:
         self.check_exists()
@@ -146,7 +151,7 @@ class PreparedData:
         else:
             inverse = invert_word_map(self.load_word_map())
             texts = [" ".join(decode(c.tolist(), inverse)) for c in captions]
-            references = [texts[i * cpi:(i + 1) * cpi] for i in range(num_images)]
+            references = [texts[i * cpi : (i + 1) * cpi] for i in range(num_images)]
         names_path = self.path("NAMES", split)
         names = json.loads(names_path.read_text()) if names_path.exists() else [str(i) for i in range(num_images)]
         return SplitCaptions(captions, lengths, cpi, references, names)

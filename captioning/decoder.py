@@ -62,23 +62,36 @@ class DecoderState:
 
     def select(self, index: torch.Tensor) -> DecoderState:
         """Rows picked (and possibly repeated) by index, e.g. to expand images into beams."""
-        state = DecoderState(self.features, self.image_projection, self.hidden[index], self.cell[index],
-                             self.weights, self.layout.select(index))
+        state = DecoderState(
+            self.features,
+            self.image_projection,
+            self.hidden[index],
+            self.cell[index],
+            self.weights,
+            self.layout.select(index),
+        )
         state.gate = None if self.gate is None else self.gate[index]  # (B',)
         return state
 
     def first(self, rows: int) -> DecoderState:
         """The first rows only: in length-sorted teacher forcing, the captions still decoding."""
-        return DecoderState(self.features, self.image_projection, self.hidden[:rows], self.cell[:rows],
-                            self.weights, self.layout.first(rows))
+        return DecoderState(
+            self.features,
+            self.image_projection,
+            self.hidden[:rows],
+            self.cell[:rows],
+            self.weights,
+            self.layout.first(rows),
+        )
 
     def updated(self, hidden: torch.Tensor, cell: torch.Tensor) -> DecoderState:
         """The same rows with a new (h, c)."""
         return DecoderState(self.features, self.image_projection, hidden, cell, self.weights, self.layout)
 
 
-def lstm_cell(word_gates: torch.Tensor, context: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor,
-              weights: StepWeights) -> tuple[torch.Tensor, torch.Tensor]:
+def lstm_cell(
+    word_gates: torch.Tensor, context: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor, weights: StepWeights
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTMCell update on input [E y; z] and state (h, c) -> new (h, c). word_gates = W_e E y + b (B, 4D),
     context = the gated attention context z (B, C); hard attention and sampling reuse it unchanged."""
     inputs = torch.cat([context, hidden.to(context.dtype)], dim=1)  # (B, C + D)
@@ -131,8 +144,9 @@ class Decoder(nn.Module):
     def step_weights(self, dtype: torch.dtype) -> StepWeights:
         """The per-step weights stacked (two GEMMs per step instead of five), cast to dtype once, and with their
         gradients computed once for all steps (StepLinear)."""
-        embed_weight, context_weight = self.lstm.weight_ih.split([self.embedding.embedding_dim,
-                                                                  self.f_beta.out_features], dim=1)
+        embed_weight, context_weight = self.lstm.weight_ih.split(
+            [self.embedding.embedding_dim, self.f_beta.out_features], dim=1
+        )
         return StepWeights(
             from_hidden=StepLinear(torch.cat([self.attention.decoder_att.weight, self.f_beta.weight]).to(dtype)),
             from_hidden_bias=torch.cat([self.attention.decoder_att.bias, self.f_beta.bias]).to(dtype),  # (A + C,)
@@ -152,20 +166,27 @@ class Decoder(nn.Module):
         layout = RowLayout.identity(features.size(0), features.device)
         return DecoderState(features, image_projection, h0, c0, self.step_weights(dtype), layout)
 
-    def attend_and_update(self, word_gates: torch.Tensor, state: DecoderState, soft_context_probability: float = 0.5,
-                          sample_locations: bool | None = None) -> tuple[torch.Tensor, DecoderState]:
+    def attend_and_update(
+        self,
+        word_gates: torch.Tensor,
+        state: DecoderState,
+        soft_context_probability: float = 0.5,
+        sample_locations: bool | None = None,
+    ) -> tuple[torch.Tensor, DecoderState]:
         """The recurrence for one step, shared by teacher forcing and search: attend from h_{t-1}, gate the
         context, update the LSTM. word_gates (B, 4D) -> alpha (B, 196), next state. Hard attention replaces the
         expected context by one location's vector (sampled, else soft with soft_context_probability, when
         sample_locations, which defaults to training mode; otherwise the most likely location, as in decoding)."""
         att2, gate = state.weights.project_hidden(state.hidden)  # (B, A), (B, C)
-        context, alpha = self.attention.attend(state.features, state.image_projection, att2,
-                                               state.layout)  # (B, C), (B, 196)
+        context, alpha = self.attention.attend(
+            state.features, state.image_projection, att2, state.layout
+        )  # (B, C), (B, 196)
         location_log_prob = None
         if self.hard:
             sample = self.training if sample_locations is None else sample_locations
-            context, location_log_prob = hard_context(state.features, alpha, context, sample,
-                                                      soft_context_probability, state.layout.image)  # (B, C), (B,)
+            context, location_log_prob = hard_context(
+                state.features, alpha, context, sample, soft_context_probability, state.layout.image
+            )  # (B, C), (B,)
         gated = torch.sigmoid(gate) * context  # (B, C)
         hidden, cell = lstm_cell(word_gates, gated, state.hidden, state.cell, state.weights)  # (B, D), (B, D)
         next_state = state.updated(hidden, cell)
@@ -173,8 +194,9 @@ class Decoder(nn.Module):
         next_state.location_log_prob = location_log_prob  # (B,) or None
         return alpha, next_state
 
-    def step(self, words: torch.Tensor, state: DecoderState,
-             sample_locations: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+    def step(
+        self, words: torch.Tensor, state: DecoderState, sample_locations: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
         """One word for each row: words (B,) -> logits (B, V), alpha (B, 196), next state. sample_locations: as in
         attend_and_update (hard attention only)."""
         word_gates = state.weights.word_gates(self.embedding(words))  # (B, 4D)

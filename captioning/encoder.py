@@ -81,8 +81,11 @@ def resolve_spec(spec: EncoderSpec) -> EncoderSpec:
     weights if any, else timm's; input_size 0 -> the native size. A resolved spec comes back unchanged."""
     if spec.resolved:
         return spec
-    return dataclasses.replace(spec, weights=spec.weights or default_weights(spec.backbone),
-                               input_size=spec.input_size or native_input_size(spec.backbone, spec.grid_size))
+    return dataclasses.replace(
+        spec,
+        weights=spec.weights or default_weights(spec.backbone),
+        input_size=spec.input_size or native_input_size(spec.backbone, spec.grid_size),
+    )
 
 
 def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
@@ -98,7 +101,7 @@ def to_feature_map(output: torch.Tensor, trunk: nn.Module, backbone: str) -> tor
     """`forward_features` output -> (B, C, H, W): CNN maps as they are, NHWC maps permuted, ViT-style tokens
     (B, prefix + H*W, C) without their class/register tokens, laid back on their square patch grid."""
     if output.ndim == 3:  # tokens
-        patches = output[:, getattr(trunk, "num_prefix_tokens", 0):]  # (B, H*W, C)
+        patches = output[:, getattr(trunk, "num_prefix_tokens", 0) :]  # (B, H*W, C)
         side = round(patches.size(1) ** 0.5)
         if side * side != patches.size(1):
             raise ValueError(f"backbone {backbone!r} gives {patches.size(1)} tokens: not a square grid of patches")
@@ -120,11 +123,16 @@ def fold_batchnorms(trunk: nn.Module) -> tuple[nn.Module, int]:
         names = list(parent._modules)
         for first, second in zip(names, names[1:]):
             conv, norm = parent._modules[first], parent._modules[second]
-            if (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats
-                    and norm.num_features == conv.out_channels):
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(norm, nn.BatchNorm2d)
+                and norm.track_running_stats
+                and norm.num_features == conv.out_channels
+            ):
                 parent._modules[first] = fuse_conv_bn_eval(conv, norm)
-                parent._modules[second] = nn.Sequential(*(m for m in (getattr(norm, "drop", None),
-                                                                      getattr(norm, "act", None)) if m is not None))
+                parent._modules[second] = nn.Sequential(
+                    *(m for m in (getattr(norm, "drop", None), getattr(norm, "act", None)) if m is not None)
+                )
                 count += 1
     return folded, count
 

@@ -13,9 +13,15 @@ from captioning.metrics import broken_ending_share, coco_metrics
 from captioning.model import Caption, Captioner
 
 
-def caption_all(model: Captioner, count: int, load_batch: Callable[[int, int], torch.Tensor], batch_size: int,
-                beam_size: int, length_penalty: float = 0.0,
-                to_features: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[Caption]:
+def caption_all(
+    model: Captioner,
+    count: int,
+    load_batch: Callable[[int, int], torch.Tensor],
+    batch_size: int,
+    beam_size: int,
+    length_penalty: float = 0.0,
+    to_features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> list[Caption]:
     """Caption images [0, count) in batches; load_batch gives what to_features (default: the model's pixel
     encoder, Captioner.batch_encoder) turns into features: uint8 pixels (b, 3, S, S) or cached features."""
     to_features = to_features or model.features_from_pixels
@@ -36,15 +42,28 @@ def prepared_split(data_dir: str, data_name: str, split: str, image_size: int):
     return captions.names, captions.references, lambda a, b: torch.from_numpy(images[a:b])
 
 
-def evaluate(model: Captioner, names: Sequence[str], references: Sequence[list[str]], load_batch, batch_size: int,
-             beam_size: int, length_penalty: float = 0.0, from_features: bool = False, meteor: bool = True):
+def evaluate(
+    model: Captioner,
+    names: Sequence[str],
+    references: Sequence[list[str]],
+    load_batch,
+    batch_size: int,
+    beam_size: int,
+    length_penalty: float = 0.0,
+    from_features: bool = False,
+    meteor: bool = True,
+):
     """Metrics dict (with image count and beam size) and the generated captions by image name."""
     to_features = model.batch_encoder(cached=from_features)  # chosen once for the whole split
     captions = caption_all(model, len(names), load_batch, batch_size, beam_size, length_penalty, to_features)
     hypotheses = {i: [c.text] for i, c in enumerate(captions)}
     metrics = coco_metrics({i: list(r) for i, r in enumerate(references)}, hypotheses, meteor=meteor)
-    metrics.update(images=len(names), beam_size=beam_size, length_penalty=length_penalty,
-                   function_word_endings=broken_ending_share([c.text for c in captions]))
+    metrics.update(
+        images=len(names),
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        function_word_endings=broken_ending_share([c.text for c in captions]),
+    )
     return metrics, {name: c.text for name, c in zip(names, captions)}
 
 

@@ -101,16 +101,25 @@ def cache_features(
     features_path.parent.mkdir(parents=True, exist_ok=True)
     grid = encoder.grid_size
     spec = resolve_spec(EncoderSpec(encoder.backbone, weights, prep.input_size, bf16, grid))  # "": trunk's default
-    header = {"format": CACHE_FORMAT, "data_name": data_name, "split": PreparedData.split_key(split),
-              "names": list(names), "dim": encoder.dim, "batch_size": batch_size,
-              "encoder": dataclasses.asdict(spec), "preprocessing": prep_to_json(prep)}
+    header = {
+        "format": CACHE_FORMAT,
+        "data_name": data_name,
+        "split": PreparedData.split_key(split),
+        "names": list(names),
+        "dim": encoder.dim,
+        "batch_size": batch_size,
+        "encoder": dataclasses.asdict(spec),
+        "preprocessing": prep_to_json(prep),
+    }
     progress = read_metadata(cache_dir, split, data_name)
     if progress is not None and features_path.exists():
         wrong = cache_differences(progress, header)
         if wrong and not (progress["complete"] and all(w.startswith("batch_size") for w in wrong)):
-            raise CacheMismatch(f"{features_path} already holds {split} features made with other settings "
-                                f"({'; '.join(wrong)}); use another --cache-dir, the same settings, or delete "
-                                f"{features_path.name} and {progress_path.name} to start over")
+            raise CacheMismatch(
+                f"{features_path} already holds {split} features made with other settings "
+                f"({'; '.join(wrong)}); use another --cache-dir, the same settings, or delete "
+                f"{features_path.name} and {progress_path.name} to start over"
+            )
     else:
         shape = (len(names), spec.cells, encoder.dim)
         np.lib.format.open_memmap(features_path, mode="w+", dtype=np.float16, shape=shape).flush()
@@ -134,23 +143,30 @@ def cache_features(
     return features_path
 
 
-def load_cached_features(cache_dir: str | Path, split: str, data_name: str, spec: EncoderSpec | None = None,
-                         prep: Preprocessing | None = None) -> tuple[np.ndarray, list[str]]:
+def load_cached_features(
+    cache_dir: str | Path,
+    split: str,
+    data_name: str,
+    spec: EncoderSpec | None = None,
+    prep: Preprocessing | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """Memory-mapped (N, 196, C) fp16 features and their image names; refuses an unfinished cache and, when spec /
     prep are given, a cache made with any other encoder spec or preprocessing (the difference is named)."""
     features_path, progress_path = cache_paths(cache_dir, split, data_name)
     progress = read_metadata(cache_dir, split, data_name)
     if progress is None:
-        raise FileNotFoundError(f"no feature cache {progress_path.name} in {cache_dir}; make it with "
-                                "python -m captioning.cli.features")
+        raise FileNotFoundError(
+            f"no feature cache {progress_path.name} in {cache_dir}; make it with python -m captioning.cli.features"
+        )
     if not progress["complete"]:
         done = f"{progress['done']}/{len(progress['names'])}"
-        raise CacheIncomplete(f"feature cache {features_path} is incomplete ({done}); rerun the "
-                              "python -m captioning.cli.features command that made it to finish it")
+        raise CacheIncomplete(
+            f"feature cache {features_path} is incomplete ({done}); rerun the "
+            "python -m captioning.cli.features command that made it to finish it"
+        )
     wrong = spec_of(progress).differences(spec, "cache", "model") if spec is not None else []
     if prep is not None and progress.get("preprocessing") != prep_to_json(prep):
         wrong.append(f"preprocessing: cache {progress.get('preprocessing')} vs model {prep_to_json(prep)}")
     if wrong:
         raise ValueError(f"feature cache {features_path} was made with other encoder settings ({'; '.join(wrong)})")
     return np.load(features_path, mmap_mode="r"), progress["names"]
-

@@ -120,9 +120,16 @@ def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: Feat
     return photo
 
 
-def caption_upload(models: Captioner | Mapping[str, Captioner], path: str | None, beam=None, model=None, *,
-                   default_beam: int = 3, cache: FeatureCache | None = None,
-                   for_page: bool = False) -> tuple[str, dict]:
+def caption_upload(
+    models: Captioner | Mapping[str, Captioner],
+    path: str | None,
+    beam=None,
+    model=None,
+    *,
+    default_beam: int = 3,
+    cache: FeatureCache | None = None,
+    for_page: bool = False,
+) -> tuple[str, dict]:
     """/caption: one model's caption of the photo at `path`: the text (EMPTY_CAPTION for none) and the per-word data
     (payload.caption_data). The photo's features are taken from, and left in, `cache`. for_page: the page's own copy,
     without the nested `alphas` lists it does not read, and with a fresh `nonce`, so that every caption, the same one
@@ -141,8 +148,9 @@ def caption_upload(models: Captioner | Mapping[str, Captioner], path: str | None
         except Exception:
             log.exception("captioning failed for %s", path)
             raise RequestError("The model could not caption this image. Please try another one.") from None
-        data = caption_data(captions, shown.result(), name, captioner.config.decoder.attention, width,
-                            nested=not for_page)
+        data = caption_data(
+            captions, shown.result(), name, captioner.config.decoder.attention, width, nested=not for_page
+        )
     if key and not cached:
         cache.put(key, EncodedPhoto(features, data["image"]))
     if for_page:
@@ -150,8 +158,14 @@ def caption_upload(models: Captioner | Mapping[str, Captioner], path: str | None
     return captions[0].text or EMPTY_CAPTION, data
 
 
-def compare_captions(models: Captioner | Mapping[str, Captioner], path: str | None, beam=None, *,
-                     default_beam: int = 3, cache: FeatureCache | None = None) -> dict:
+def compare_captions(
+    models: Captioner | Mapping[str, Captioner],
+    path: str | None,
+    beam=None,
+    *,
+    default_beam: int = 3,
+    cache: FeatureCache | None = None,
+) -> dict:
     """/compare: the photo's best caption by every served model, one row each (the per-word format of /caption's
     words, plus model and attention), and the display photo."""
     width, rows, shown = beam_width(beam, default_beam), [], None
@@ -162,8 +176,9 @@ def compare_captions(models: Captioner | Mapping[str, Captioner], path: str | No
         except Exception:
             log.exception("captioning failed for %s with %s", path, name)
             raise RequestError("The model could not caption this image. Please try another one.") from None
-        rows.append({**word_payload(best, nested=False), "model": name,
-                     "attention": captioner.config.decoder.attention})
+        rows.append(
+            {**word_payload(best, nested=False), "model": name, "attention": captioner.config.decoder.attention}
+        )
         shown = photo.shown
     return {"kind": "caption", "image": shown, "beam": width, "rows": rows}
 
@@ -172,8 +187,9 @@ def probe_notes(probed: Probe, max_len: int) -> list[str]:
     """What to tell the visitor about a probed sentence: words cut off, words read as <unk>."""
     notes = []
     if probed.truncated:
-        notes.append(f"Only the first {max_len} words were scored: this model's captions are at most {max_len} "
-                     "words long.")
+        notes.append(
+            f"Only the first {max_len} words were scored: this model's captions are at most {max_len} words long."
+        )
     unknown = [word for word, flag in zip(probed.words, probed.unknown) if flag]
     if unknown:
         listed = ", ".join(unknown[:8]) + (", ..." if len(unknown) > 8 else "")
@@ -182,8 +198,13 @@ def probe_notes(probed: Probe, max_len: int) -> list[str]:
     return notes
 
 
-def probe_models(models: Captioner | Mapping[str, Captioner], names: list[str], path: str | None, text,
-                 cache: FeatureCache | None = None) -> tuple[list[tuple[dict, str]], list[str]]:
+def probe_models(
+    models: Captioner | Mapping[str, Captioner],
+    names: list[str],
+    path: str | None,
+    text,
+    cache: FeatureCache | None = None,
+) -> tuple[list[tuple[dict, str]], list[str]]:
     """Each named model's probe of `text` on the photo: ([(its payload: Probe.to_payload() with model and attention,
     the display photo)], the notes for the visitor: words cut or unknown); a RequestError for no photo or a text
     with no word."""
@@ -201,13 +222,21 @@ def probe_models(models: Captioner | Mapping[str, Captioner], names: list[str], 
         photo = encoded_photo(captioner, name, path, cache)
         probed = probe(captioner, photo.features, [text])[0]
         notes += [note for note in probe_notes(probed, captioner.config.max_caption_len) if note not in notes]
-        results.append(({**probed.to_payload(), "model": name, "attention": captioner.config.decoder.attention},
-                        photo.shown))
+        results.append(
+            ({**probed.to_payload(), "model": name, "attention": captioner.config.decoder.attention}, photo.shown)
+        )
     return results, notes
 
 
-def page_probe(models: Captioner | Mapping[str, Captioner], path: str | None, text, model=None,
-               compare: bool = False, *, cache: FeatureCache | None = None) -> tuple[dict, dict | None, list[str]]:
+def page_probe(
+    models: Captioner | Mapping[str, Captioner],
+    path: str | None,
+    text,
+    model=None,
+    compare: bool = False,
+    *,
+    cache: FeatureCache | None = None,
+) -> tuple[dict, dict | None, list[str]]:
     """The page's probe: (the chosen model's payload: packed grids only, the display photo and the typed text; in
     compare mode every model's, one row each, for the compare view, else None; the notes for the visitor)."""
     models = as_models(models)

@@ -120,8 +120,9 @@ def cubic_matrix(out_size: int, in_size: int, a: float) -> np.ndarray:
     weights = keys_cubic(x[:, None] - taps, a)  # (out, 4)
     weights = weights / weights.sum(axis=1, keepdims=True)  # (out, 4)
     matrix = np.zeros((out_size, in_size))
-    np.add.at(matrix, (np.repeat(np.arange(out_size), 4), np.clip(taps, 0, in_size - 1).astype(int).ravel()),
-              weights.ravel())
+    np.add.at(
+        matrix, (np.repeat(np.arange(out_size), 4), np.clip(taps, 0, in_size - 1).astype(int).ravel()), weights.ravel()
+    )
     return matrix  # (out, in)
 
 
@@ -163,8 +164,7 @@ def hard_heatmap(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return heat
 
 
-def word_heatmap(alpha: np.ndarray, size: tuple[int, int], attention: str,
-                 spec: HeatmapSpec = HEATMAP) -> np.ndarray:
+def word_heatmap(alpha: np.ndarray, size: tuple[int, int], attention: str, spec: HeatmapSpec = HEATMAP) -> np.ndarray:
     """One word's heatmap (H, W) in [0, 1] on a picture of size (W, H): soft_heatmap or hard_heatmap."""
     if attention not in ATTENTION_MODES:
         raise ValueError(f"attention must be one of {ATTENTION_MODES}, not {attention!r}")
@@ -176,8 +176,9 @@ def heat_levels(heatmap: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(heatmap, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # (H, W)
 
 
-def attention_overlay(image: Image.Image, heatmap: np.ndarray, attention: str,
-                      spec: HeatmapSpec = HEATMAP) -> Image.Image:
+def attention_overlay(
+    image: Image.Image, heatmap: np.ndarray, attention: str, spec: HeatmapSpec = HEATMAP
+) -> Image.Image:
     """Tint an RGB picture with a heatmap (H, W) in [0, 1] of the same size: each pixel moves towards its heat
     level's colour by that level's opacity (spec.opacity(attention)), so where the model paid little attention the
     photo shows untinted."""

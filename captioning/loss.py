@@ -53,8 +53,9 @@ class TeacherForcedLoss(nn.Module):
     forward(idx, targets) and self-critical.pytorch's LossWrapper. Another objective (self-critical, hard attention)
     is another module with this forward and a result with .loss and .log_values(); the loops stay as they are."""
 
-    def __init__(self, captioner: Captioner, to_features: Callable[[torch.Tensor], torch.Tensor],
-                 attention_penalty: float):
+    def __init__(
+        self, captioner: Captioner, to_features: Callable[[torch.Tensor], torch.Tensor], attention_penalty: float
+    ):
         super().__init__()
         self.captioner = captioner
         self.to_features = to_features  # Captioner.batch_encoder: the batch -> features function of this run
@@ -105,9 +106,16 @@ class HardAttentionLoss(TeacherForcedLoss):
     b <- decay * b + (1 - decay) * mean log p(y | s) (the first batch's mean starts it), plus an entropy bonus on alpha.
     The baseline is a buffer, so the training state saves it and DDP keeps the ranks in step."""
 
-    def __init__(self, captioner: Captioner, to_features: Callable[[torch.Tensor], torch.Tensor],
-                 attention_penalty: float, reinforce_weight: float = 1.0, entropy_weight: float = 0.01,
-                 soft_context_probability: float = 0.5, baseline_decay: float = 0.9):
+    def __init__(
+        self,
+        captioner: Captioner,
+        to_features: Callable[[torch.Tensor], torch.Tensor],
+        attention_penalty: float,
+        reinforce_weight: float = 1.0,
+        entropy_weight: float = 0.01,
+        soft_context_probability: float = 0.5,
+        baseline_decay: float = 0.9,
+    ):
         super().__init__(captioner, to_features, attention_penalty)
         if captioner.config.decoder.attention != "hard":
             raise ValueError("HardAttentionLoss needs a model with attention='hard'")
@@ -119,8 +127,9 @@ class HardAttentionLoss(TeacherForcedLoss):
         self.register_buffer("baseline_started", torch.zeros((), dtype=torch.bool))
 
     def loss_on_features(self, features, captions, lengths, image_index) -> BatchLoss:
-        output = self.captioner.decoder(features, captions, lengths, image_index,
-                                        self.soft_context_probability)  # logits (B, L, V)
+        output = self.captioner.decoder(
+            features, captions, lengths, image_index, self.soft_context_probability
+        )  # logits (B, L, V)
         loss, cross_entropy, _ = caption_loss(output, captions, self.attention_penalty)
         logits, targets = predicted_tokens(output, captions)  # (n_tokens, V), (n_tokens,)
         tokens = output.mask.sum()
@@ -132,8 +141,14 @@ class HardAttentionLoss(TeacherForcedLoss):
             reinforce = -(advantage[:, None] * output.location_log_probs).sum() / tokens
             loss = loss + self.reinforce_weight * reinforce - self.entropy_weight * entropy
             self.update_baseline(likelihood.mean())
-        return HardAttentionBatchLoss(loss, cross_entropy.detach(), tokens, topk_hits(logits.detach(), targets, k=5),
-                                      baseline=float(self.baseline), entropy=float(entropy.detach()))
+        return HardAttentionBatchLoss(
+            loss,
+            cross_entropy.detach(),
+            tokens,
+            topk_hits(logits.detach(), targets, k=5),
+            baseline=float(self.baseline),
+            entropy=float(entropy.detach()),
+        )
 
     @torch.no_grad()
     def update_baseline(self, mean_log_likelihood: torch.Tensor) -> None:

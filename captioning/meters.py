@@ -35,8 +35,9 @@ class PassMeters:
     captions: int = 0
     step_seconds: float = 0.0  # batch time without the data wait
 
-    def update(self, logged: dict[str, tuple[float, int]], captions: int, data_seconds: float,
-               step_seconds: float) -> None:
+    def update(
+        self, logged: dict[str, tuple[float, int]], captions: int, data_seconds: float, step_seconds: float
+    ) -> None:
         for name, (value, weight) in logged.items():
             self.logged[name].update(value, weight)
         self.data_time.update(data_seconds)
@@ -54,8 +55,11 @@ class PassMeters:
 
     def postfix(self) -> dict[str, str]:
         """The progress bar's running averages."""
-        return {**{name: f"{meter.avg:.3g}" for name, meter in self.logged.items()},
-                "batch": f"{self.batch_time.avg:.2f}s", "data": f"{self.data_time.avg:.3f}s"}
+        return {
+            **{name: f"{meter.avg:.3g}" for name, meter in self.logged.items()},
+            "batch": f"{self.batch_time.avg:.2f}s",
+            "data": f"{self.data_time.avg:.3f}s",
+        }
 
 
 def topk_hits(logits: torch.Tensor, targets: torch.Tensor, k: int = 5) -> torch.Tensor:

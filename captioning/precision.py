@@ -18,8 +18,10 @@ def emulated_bf16_warning(flag: str, fp32_flag: str) -> str | None:
     """The one-line warning for a bf16 option on a CPU that would emulate it; None where bf16 is native."""
     if native_cpu_bf16():
         return None
-    return (f"warning: this CPU has no native bf16 (AVX512_BF16 / AMX), so {flag} runs emulated, about 10x slower "
-            f"than fp32 here; {fp32_flag} avoids that")
+    return (
+        f"warning: this CPU has no native bf16 (AVX512_BF16 / AMX), so {flag} runs emulated, about 10x slower "
+        f"than fp32 here; {fp32_flag} avoids that"
+    )
 
 
 def inference_encoder_bf16(saved: bool, device: str | torch.device = "cpu") -> bool:
@@ -31,6 +33,8 @@ def inference_encoder_bf16(saved: bool, device: str | torch.device = "cpu") -> b
 def inference_precision_note(saved: bool, used: bool) -> str | None:
     """One line when captioning runs the encoder in another precision than the model's features were made in."""
     if saved and not used:
-        return ("note: this CPU has no native bf16, so the encoder runs in fp32 (the model's features were made "
-                "under bf16 autocast; captions can differ in a few words)")
+        return (
+            "note: this CPU has no native bf16, so the encoder runs in fp32 (the model's features were made "
+            "under bf16 autocast; captions can differ in a few words)"
+        )
     return None

@@ -155,15 +155,22 @@ def header_fields(row: list[str]) -> list[str]:
 def is_csv_header(row: list[str]) -> bool:
     """True for the header image,caption[,split] (image may be filename or file, caption may be text)."""
     fields = header_fields(row)
-    return (len(fields) in (2, 3) and fields[0] in CSV_IMAGE_COLUMNS and fields[1] in CSV_CAPTION_COLUMNS
-            and fields[2:] in ([], ["split"]))
+    return (
+        len(fields) in (2, 3)
+        and fields[0] in CSV_IMAGE_COLUMNS
+        and fields[1] in CSV_CAPTION_COLUMNS
+        and fields[2:] in ([], ["split"])
+    )
 
 
 def looks_like_header(row: list[str], image_dir) -> bool:
     """Column names, not data: every field one word without a dot, and the first one no file in image_dir."""
     fields = header_fields(row)
-    return (bool(fields) and all(COLUMN_NAME.fullmatch(f) for f in fields)
-            and not os.path.isfile(os.path.join(image_dir, row[0].strip())))
+    return (
+        bool(fields)
+        and all(COLUMN_NAME.fullmatch(f) for f in fields)
+        and not os.path.isfile(os.path.join(image_dir, row[0].strip()))
+    )
 
 
 def read_csv_rows(csv_path) -> list[tuple[int, list[str]]]:
@@ -199,8 +206,10 @@ def read_csv_captions(csv_path, image_dir, seed: int = CSV_SPLIT_SEED) -> Captio
         header = rows.pop(0)[1]
     elif rows and looks_like_header(rows[0][1], image_dir):
         line, row = rows[0]
-        raise DataError(f"{csv_path}:{line}: unrecognised header {','.join(row)!r}: expected the columns "
-                        f"{CSV_COLUMNS}, or no header row")
+        raise DataError(
+            f"{csv_path}:{line}: unrecognised header {','.join(row)!r}: expected the columns "
+            f"{CSV_COLUMNS}, or no header row"
+        )
     with_split = has_split_column(header, rows)
     splits, captions = {}, []
     for line, row in rows:
@@ -209,8 +218,10 @@ def read_csv_captions(csv_path, image_dir, seed: int = CSV_SPLIT_SEED) -> Captio
         if not name:
             raise DataError(f"{where}: row has no image name")
         if len(row) < 2:
-            raise DataError(f"{where}: row has no caption column (expected rows image,caption[,split]; "
-                            "quote a caption that contains commas)")
+            raise DataError(
+                f"{where}: row has no caption column (expected rows image,caption[,split]; "
+                "quote a caption that contains commas)"
+            )
         caption_fields = row[1:-1] if with_split else row[1:]  # unquoted commas stay part of the caption
         if with_split:
             if len(row) < 3:
@@ -367,8 +378,14 @@ class StoredImages:
     boxes: list[list[dict]]
 
 
-def stage_images(split: str, images: dict[str, list[list[str]]], caption_set: CaptionSet, opts: SplitOptions,
-                 summary: PrepareSummary, staged: dict[str, str]) -> StoredImages | None:
+def stage_images(
+    split: str,
+    images: dict[str, list[list[str]]],
+    caption_set: CaptionSet,
+    opts: SplitOptions,
+    summary: PrepareSummary,
+    staged: dict[str, str],
+) -> StoredImages | None:
     """Store one split's readable images under a temporary name and register the split's files in staged
     {temp: final}; None (nothing registered) if no image is readable. Skipped images go to summary.skipped_images."""
     names = split_file_names(split, opts.base, with_boxes=caption_set.boxes is not None)
@@ -403,8 +420,16 @@ def stage_images(split: str, images: dict[str, list[list[str]]], caption_set: Ca
     return StoredImages(stored, boxes)
 
 
-def write_captions(split: str, stored: StoredImages, images: dict[str, list[list[str]]], word_map: dict[str, int],
-                   caption_set: CaptionSet, opts: SplitOptions, rng: random.Random, summary: PrepareSummary) -> None:
+def write_captions(
+    split: str,
+    stored: StoredImages,
+    images: dict[str, list[list[str]]],
+    word_map: dict[str, int],
+    caption_set: CaptionSet,
+    opts: SplitOptions,
+    rng: random.Random,
+    summary: PrepareSummary,
+) -> None:
     """One split's CAPTIONS/CAPLENS/REFS/NAMES(/BOXES) under their temporary names: captions_per_image encoded
     captions per stored image (pick_captions with rng), and every reference."""
     encoded, lengths, refs = [], [], []
@@ -429,15 +454,22 @@ def no_images_error(image_dir: str, skipped: dict[str, str]) -> DataError:
     names that are not file names (CSV columns in another order), shows in it."""
     missing = [name for name, why in skipped.items() if why == "missing file"]
     if missing:
-        what = (f"none of the {len(skipped)} image files named with the captions exists" if len(missing) == len(skipped)
-                else f"{len(missing)} of the {len(skipped)} image files named with the captions do not exist, the "
-                     "others are unreadable")
+        what = (
+            f"none of the {len(skipped)} image files named with the captions exists"
+            if len(missing) == len(skipped)
+            else f"{len(missing)} of the {len(skipped)} image files named with the captions do not exist, the "
+            "others are unreadable"
+        )
         looked_for = os.path.abspath(os.path.join(image_dir, missing[0]))
-        return DataError(f"no readable image: {what}; looked for e.g. {looked_for} (is the image directory right, and "
-                         "is each image name, the first column of a CSV file, a file name in it?)")
+        return DataError(
+            f"no readable image: {what}; looked for e.g. {looked_for} (is the image directory right, and "
+            "is each image name, the first column of a CSV file, a file name in it?)"
+        )
     name, why = next(iter(skipped.items()))
-    return DataError(f"no readable image: all {len(skipped)} image files failed to load, e.g. "
-                     f"{os.path.abspath(os.path.join(image_dir, name))} [{why}]")
+    return DataError(
+        f"no readable image: all {len(skipped)} image files failed to load, e.g. "
+        f"{os.path.abspath(os.path.join(image_dir, name))} [{why}]"
+    )
 
 
 def data_warnings(images: dict[str, int], captions: list[list[str]], word_map: dict[str, int]) -> list[str]:
@@ -447,13 +479,16 @@ def data_warnings(images: dict[str, int], captions: list[list[str]], word_map: d
     words = sum(len(tokens) for tokens in captions)
     unknown = sum(word not in word_map for tokens in captions for word in tokens)
     if 2 * unknown > words:
-        warnings.append(f"{100 * unknown / words:.0f}% of the caption words ({unknown} of {words}) are not in the "
-                        f"vocabulary of {len(word_map)} entries and become <unk>: lower --min-word-freq or prepare "
-                        "more captions")
+        warnings.append(
+            f"{100 * unknown / words:.0f}% of the caption words ({unknown} of {words}) are not in the "
+            f"vocabulary of {len(word_map)} entries and become <unk>: lower --min-word-freq or prepare "
+            "more captions"
+        )
     for split in SPLIT_KEYS[1:]:  # val, test
         if images.get(split, 0) < MIN_EVAL_IMAGES:
-            warnings.append(f"{split} has {images.get(split, 0)} images (fewer than {MIN_EVAL_IMAGES}): its scores "
-                            "say little")
+            warnings.append(
+                f"{split} has {images.get(split, 0)} images (fewer than {MIN_EVAL_IMAGES}): its scores say little"
+            )
     return warnings
 
 
@@ -471,9 +506,18 @@ def check_options(captions_per_image: int, min_word_freq: int, max_len: int, ima
         raise ValueError(f"vocab_splits must be one of {VOCAB_SPLITS}, got {vocab_splits!r}")
 
 
-def prepare_dataset(caption_set: CaptionSet, output_dir, dataset: str, captions_per_image: int = 5,
-                    min_word_freq: int = 5, max_len: int = 50, image_size: int = 256, vocab_splits: str = "train",
-                    seed: int = 123, progress: bool = True) -> PrepareSummary:
+def prepare_dataset(
+    caption_set: CaptionSet,
+    output_dir,
+    dataset: str,
+    captions_per_image: int = 5,
+    min_word_freq: int = 5,
+    max_len: int = 50,
+    image_size: int = 256,
+    vocab_splits: str = "train",
+    seed: int = 123,
+    progress: bool = True,
+) -> PrepareSummary:
     """Write WORDMAP and per split IMAGES/CAPTIONS/CAPLENS/REFS/NAMES(/BOXES) files; same inputs+seed -> same bytes.
 
     Images are stored first, so the vocabulary counts the captions of stored images only: a missing or unreadable
@@ -486,10 +530,20 @@ def prepare_dataset(caption_set: CaptionSet, output_dir, dataset: str, captions_
     by_split = group_by_split(caption_set.splits, kept)
     with_captions = {name for images in by_split.values() for name in images}
     summary = PrepareSummary(
-        base_name=base, output_dir=output_dir, images={}, captions={}, captions_read=len(caption_set.captions),
-        captions_kept=len(kept), too_long=dropped["too_long"], empty=dropped["empty"],
-        duplicates=dropped["duplicate"], vocab_size=0, images_sampled=0, images_topped_up=0,
-        images_without_captions=[name for name in caption_set.splits if name not in with_captions])
+        base_name=base,
+        output_dir=output_dir,
+        images={},
+        captions={},
+        captions_read=len(caption_set.captions),
+        captions_kept=len(kept),
+        too_long=dropped["too_long"],
+        empty=dropped["empty"],
+        duplicates=dropped["duplicate"],
+        vocab_size=0,
+        images_sampled=0,
+        images_topped_up=0,
+        images_without_captions=[name for name in caption_set.splits if name not in with_captions],
+    )
     opts = SplitOptions(output_dir, base, captions_per_image, max_len, image_size, progress)
     staged = {}  # temporary path -> final path
     try:
@@ -501,8 +555,10 @@ def prepare_dataset(caption_set: CaptionSet, output_dir, dataset: str, captions_
             else:
                 summary.empty_splits.append(split)
         if not kept:
-            raise DataError(f"no usable caption among the {len(caption_set.captions)} read ({dropped['empty']} empty, "
-                            f"{dropped['too_long']} over --max-len {max_len}, {dropped['duplicate']} duplicate)")
+            raise DataError(
+                f"no usable caption among the {len(caption_set.captions)} read ({dropped['empty']} empty, "
+                f"{dropped['too_long']} over --max-len {max_len}, {dropped['duplicate']} duplicate)"
+            )
         if not stored:
             raise no_images_error(caption_set.image_dir, summary.skipped_images)
         stored_names = {name for images in stored.values() for name in images.names}
@@ -532,6 +588,7 @@ def prepare_dataset(caption_set: CaptionSet, output_dir, dataset: str, captions_
 
 def format_summary(summary: PrepareSummary, max_names: int = 20) -> str:
     """Human-readable report of a prepare_dataset() run."""
+
     def name_list(names):
         shown = ", ".join(names[:max_names])
         return shown + (f", ... ({len(names) - max_names} more)" if len(names) > max_names else "")
@@ -542,14 +599,20 @@ def format_summary(summary: PrepareSummary, max_names: int = 20) -> str:
             lines.append(f"  {split:5s}: {summary.images[split]} images, {summary.captions[split]} captions")
         else:
             lines.append(f"  {split:5s}: no images (split skipped)")
-    lines.append(f"captions: {summary.captions_read} read, {summary.captions_kept} kept; excluded "
-                 f"{summary.too_long} too long, {summary.empty} empty, {summary.duplicates} duplicate")
-    lines.append(f"images with more captions than needed (sampled): {summary.images_sampled}; "
-                 f"with fewer (topped up with repeats): {summary.images_topped_up}")
+    lines.append(
+        f"captions: {summary.captions_read} read, {summary.captions_kept} kept; excluded "
+        f"{summary.too_long} too long, {summary.empty} empty, {summary.duplicates} duplicate"
+    )
+    lines.append(
+        f"images with more captions than needed (sampled): {summary.images_sampled}; "
+        f"with fewer (topped up with repeats): {summary.images_topped_up}"
+    )
     lines.append(f"vocabulary: {summary.vocab_size} entries (4 special tokens included)")
     if summary.images_without_captions:
-        lines.append(f"images skipped, no usable caption ({len(summary.images_without_captions)}): "
-                     f"{name_list(summary.images_without_captions)}")
+        lines.append(
+            f"images skipped, no usable caption ({len(summary.images_without_captions)}): "
+            f"{name_list(summary.images_without_captions)}"
+        )
     skipped = [f"{name} [{why}]" for name, why in summary.skipped_images.items()]
     lines.append(f"images skipped, missing/unreadable ({len(skipped)}): {name_list(skipped) if skipped else 'none'}")
     if summary.removed_stale:

@@ -86,21 +86,24 @@ class Probe:
 
     def to_caption(self) -> Caption:
         """The sentence as a Caption (score = total_log_prob), for everything that draws or sends captions."""
-        return Caption(list(self.words), self.alphas, self.total_log_prob, True, self.gates,
-                       distribution=self.distribution)
+        return Caption(
+            list(self.words), self.alphas, self.total_log_prob, True, self.gates, distribution=self.distribution
+        )
 
     def to_payload(self) -> dict:
         """The demo's per-word JSON of a caption (captioning.payload.word_payload: caption, words, alphas, grids,
         grid, gates, score), plus the per-word scores and flags. JSON-safe: a log-probability of -inf is None."""
-        return {**word_payload(self.to_caption()),
-                "log_probs": [finite_or_none(x, 4) for x in self.log_probs],
-                "probs": [finite_or_none(x, 6) for x in self.probs],
-                "ranks": [int(r) for r in self.ranks],
-                "unknown": [bool(u) for u in self.unknown],
-                "end_log_prob": finite_or_none(self.end_log_prob, 4),
-                "end_rank": int(self.end_rank),
-                "total_log_prob": finite_or_none(self.total_log_prob, 4),
-                "truncated": bool(self.truncated)}
+        return {
+            **word_payload(self.to_caption()),
+            "log_probs": [finite_or_none(x, 4) for x in self.log_probs],
+            "probs": [finite_or_none(x, 6) for x in self.probs],
+            "ranks": [int(r) for r in self.ranks],
+            "unknown": [bool(u) for u in self.unknown],
+            "end_log_prob": finite_or_none(self.end_log_prob, 4),
+            "end_rank": int(self.end_rank),
+            "total_log_prob": finite_or_none(self.total_log_prob, 4),
+            "truncated": bool(self.truncated),
+        }
 
 
 def finite_or_none(value, digits: int) -> float | None:
@@ -167,8 +170,11 @@ def probe_features(captioner: Captioner, features: torch.Tensor, sentences: list
     lengths = torch.tensor([len(s) for s in sentences], device=device)  # (R,) words per sentence
 
     with evaluating(captioner):
-        image_of_row = torch.zeros(rows, dtype=torch.long, device=device) if features.size(0) == 1 \
-            else torch.arange(rows, device=device)  # (R,)
+        image_of_row = (
+            torch.zeros(rows, dtype=torch.long, device=device)
+            if features.size(0) == 1
+            else torch.arange(rows, device=device)
+        )  # (R,)
         state = decoder.start(features.to(device)).select(image_of_row)  # (R, ...) rows share the image's tensors
         totals = torch.zeros(rows, device=device)  # (R,) fp32, accumulated like the beam's scores
         log_probs, ranks, alphas, gates = [], [], [], []
@@ -192,19 +198,21 @@ def probe_features(captioner: Captioner, features: torch.Tensor, sentences: list
     for row, sentence in enumerate(sentences):
         n = len(sentence)
         maps = alphas[row, :n].reshape(n, grid, grid)  # (n, 14, 14)
-        probes.append(Probe(
-            words=[captioner.id_to_word[i] for i in sentence],
-            ids=list(sentence),
-            unknown=[i == ids.unk for i in sentence],
-            log_probs=log_probs[row, :n],  # (n,)
-            ranks=ranks[row, :n].astype(np.int64),  # (n,)
-            gates=gates[row, :n],  # (n,)
-            alphas=one_hot_maps(maps) if hard else maps,  # (n, 14, 14) as Captioner.to_caption shows them
-            distribution=maps if hard else None,
-            end_log_prob=float(log_probs[row, n]),
-            end_rank=int(ranks[row, n]),
-            total_log_prob=float(totals[row]),
-        ))
+        probes.append(
+            Probe(
+                words=[captioner.id_to_word[i] for i in sentence],
+                ids=list(sentence),
+                unknown=[i == ids.unk for i in sentence],
+                log_probs=log_probs[row, :n],  # (n,)
+                ranks=ranks[row, :n].astype(np.int64),  # (n,)
+                gates=gates[row, :n],  # (n,)
+                alphas=one_hot_maps(maps) if hard else maps,  # (n, 14, 14) as Captioner.to_caption shows them
+                distribution=maps if hard else None,
+                end_log_prob=float(log_probs[row, n]),
+                end_rank=int(ranks[row, n]),
+                total_log_prob=float(totals[row]),
+            )
+        )
     return probes
 
 
@@ -220,7 +228,10 @@ def probe(captioner: Captioner, image_or_features: ImageInput | torch.Tensor, te
     (1, 196, C). One Probe per text, in order; ValueError (a message for people) if a text is empty or has no word."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     tokens = [tokenize_probe(text, captioner.word_map, captioner.config.max_caption_len) for text in texts]
-    features = image_or_features if isinstance(image_or_features, torch.Tensor) \
-        else image_features(captioner, image_or_features)  # (1, 196, C)
+    features = (
+        image_or_features
+        if isinstance(image_or_features, torch.Tensor)
+        else image_features(captioner, image_or_features)
+    )  # (1, 196, C)
     probes = probe_features(captioner, features, [t.ids for t in tokens])
     return [replace(p, words=list(t.words), truncated=t.truncated) for p, t in zip(probes, tokens)]

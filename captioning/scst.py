@@ -25,8 +25,16 @@ class Samples:
     mask: torch.Tensor  # (B*K, T) bool: real words, <end> included
 
 
-def sample_captions(decoder: Decoder, features: torch.Tensor, k: int, start_id: int, end_id: int,
-                    banned: Sequence[int], max_len: int = 20, temperature: float = 1.0) -> Samples:
+def sample_captions(
+    decoder: Decoder,
+    features: torch.Tensor,
+    k: int,
+    start_id: int,
+    end_id: int,
+    banned: Sequence[int],
+    max_len: int = 20,
+    temperature: float = 1.0,
+) -> Samples:
     """Multinomial samples; `banned` ids (<pad>, <start>, <unk>) are never drawn, nor <end> first; log_probs are
     those of the distribution sampled from: the model's softmax renormalised without the banned words, so that
     the policy gradient is exact. A hard-attention decoder reads its most likely location at every step, as when
@@ -85,8 +93,9 @@ def caption_texts(tokens: torch.Tensor, id_to_word: dict[int, str], end_id: int)
     return texts
 
 
-def cider_rewards(scorer: CiderD, texts: Sequence[str], references: Sequence[Sequence[str]],
-                  keys: Sequence[object]) -> torch.Tensor:
+def cider_rewards(
+    scorer: CiderD, texts: Sequence[str], references: Sequence[Sequence[str]], keys: Sequence[object]
+) -> torch.Tensor:
     """CIDEr-D of each sampled caption against its image's references; texts are image-major (B*K,)."""
     k = len(texts) // len(references)
     rewards = [scorer.score(text, references[i // k], key=keys[i // k]) for i, text in enumerate(texts)]
@@ -130,9 +139,17 @@ class SelfCriticalLoss(nn.Module):
     image rewarded by CIDEr-D against the image's references (looked up by dataset index), baseline = the mean of
     the image's other samples ("mean") or its greedy caption ("greedy"). Same forward as TeacherForcedLoss."""
 
-    def __init__(self, captioner: Captioner, to_features: Callable[[torch.Tensor], torch.Tensor], scorer: CiderD,
-                 references: Sequence[Sequence[str]], samples_per_image: int = 5, baseline: str = "mean",
-                 max_len: int = 20, sample_with_dropout: bool = False):
+    def __init__(
+        self,
+        captioner: Captioner,
+        to_features: Callable[[torch.Tensor], torch.Tensor],
+        scorer: CiderD,
+        references: Sequence[Sequence[str]],
+        samples_per_image: int = 5,
+        baseline: str = "mean",
+        max_len: int = 20,
+        sample_with_dropout: bool = False,
+    ):
         super().__init__()
         if baseline not in ("mean", "greedy"):
             raise ValueError(f"baseline must be 'mean' or 'greedy', not {baseline!r}")
@@ -154,8 +171,9 @@ class SelfCriticalLoss(nn.Module):
         references = [self.references[i] for i in keys]
         banned = (self.ids.pad, self.ids.start, self.ids.unk)
         with nullcontext() if self.sample_with_dropout else dropout_off(self.captioner):
-            samples = sample_captions(self.captioner.decoder, features, self.k, self.ids.start, self.ids.end, banned,
-                                      self.max_len)
+            samples = sample_captions(
+                self.captioner.decoder, features, self.k, self.ids.start, self.ids.end, banned, self.max_len
+            )
         texts = caption_texts(samples.tokens, self.captioner.id_to_word, self.ids.end)
         rewards = cider_rewards(self.scorer, texts, references, keys)  # (N, K)
         if self.baseline == "mean":

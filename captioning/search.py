@@ -24,8 +24,15 @@ class Hypothesis:
     gates: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (n_words,) mean gate beta per word
 
 
-def next_word_log_probs(decoder: Decoder, words: torch.Tensor, state: DecoderState, step: int, start_id: int,
-                        end_id: int, banned: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+def next_word_log_probs(
+    decoder: Decoder,
+    words: torch.Tensor,
+    state: DecoderState,
+    step: int,
+    start_id: int,
+    end_id: int,
+    banned: tuple[int, ...],
+) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
     """One decoder step scored for search: words (R,) -> log p(next word) (R, V) fp32, alpha (R, 196) fp32, state.
     <pad>, <start> and banned words (e.g. <unk>) are never emitted, nor <end> first (no empty caption)."""
     logits, alpha, state = decoder.step(words, state)  # (R, V), (R, 196)
@@ -35,8 +42,9 @@ def next_word_log_probs(decoder: Decoder, words: torch.Tensor, state: DecoderSta
     return log_probs, alpha.float(), state
 
 
-def to_hypothesis(tokens: list[int], alphas: torch.Tensor, score: float, end_id: int,
-                  gates: torch.Tensor | None = None) -> Hypothesis:
+def to_hypothesis(
+    tokens: list[int], alphas: torch.Tensor, score: float, end_id: int, gates: torch.Tensor | None = None
+) -> Hypothesis:
     """A decoded row as a caption: the words before the first <end> (all of them, incomplete, if none).
     gates (steps,): the mean context gate beta of each step, cut like the alphas."""
     complete = end_id in tokens
@@ -53,8 +61,14 @@ def step_gate(state: DecoderState, rows: int, device: torch.device) -> torch.Ten
 
 
 @torch.no_grad()
-def greedy_search(decoder: Decoder, features: torch.Tensor, start_id: int, end_id: int, max_len: int = 50,
-                  banned: tuple[int, ...] = ()) -> list[list[Hypothesis]]:
+def greedy_search(
+    decoder: Decoder,
+    features: torch.Tensor,
+    start_id: int,
+    end_id: int,
+    max_len: int = 50,
+    banned: tuple[int, ...] = (),
+) -> list[list[Hypothesis]]:
     """Most likely word at each step. features (B, 196, C) -> per image, a pool of one Hypothesis."""
     state = decoder.start(features)
     batch = features.size(0)
@@ -125,8 +139,7 @@ def beam_search(
             if still_open[b] and top_scores[b, j] > float("-inf"):
                 row = b * k + int(beam_ids[b, j])
                 ended = [*history[row].tolist(), end_id]
-                finished[b].append(to_hypothesis(ended, alpha_all[row], float(top_scores[b, j]), end_id,
-                                                 gate_all[row]))
+                finished[b].append(to_hypothesis(ended, alpha_all[row], float(top_scores[b, j]), end_id, gate_all[row]))
 
         # The k best candidates that do not end become the next beams.
         live_rank = torch.cumsum(~is_end, dim=1) - 1  # (B, 2k)
@@ -147,15 +160,25 @@ def beam_search(
         pool = finished[b]
         if not pool:  # no beam emitted <end> within max_len: best live beam
             row = b * k + int(beam_scores[b].argmax())
-            pool = [to_hypothesis(history[row].tolist(), alpha_history[row], float(beam_scores[b].max()), end_id,
-                                  gate_history[row])]
+            pool = [
+                to_hypothesis(
+                    history[row].tolist(), alpha_history[row], float(beam_scores[b].max()), end_id, gate_history[row]
+                )
+            ]
         ranked = sorted(pool, key=lambda h: -_normalised(h, length_penalty))  # stable: ties keep finishing order
         results.append(ranked[:k])  # a last step can finish more than k
     return results
 
 
-def decode(decoder: Decoder, features: torch.Tensor, word_map: dict[str, int], beam_size: int = 3,
-           max_len: int = 50, length_penalty: float = 0.0, allow_unk: bool = False) -> list[list[Hypothesis]]:
+def decode(
+    decoder: Decoder,
+    features: torch.Tensor,
+    word_map: dict[str, int],
+    beam_size: int = 3,
+    max_len: int = 50,
+    length_penalty: float = 0.0,
+    allow_unk: bool = False,
+) -> list[list[Hypothesis]]:
     """Per image, the search's finished captions (up to beam_size), best first. Beam size 1 without a length
     penalty is greedy search: the same caption as one beam, without the beam bookkeeping."""
     ids = special_ids(word_map)

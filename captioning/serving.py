@@ -26,10 +26,15 @@ def model_load_error(path: str | Path, error: Exception) -> str:
     path = Path(path)
     for checkpoint in RUN_CHECKPOINTS:
         if (path / checkpoint / WEIGHTS_FILE).is_file() or (path / checkpoint / CONFIG_FILE).is_file():
-            return (f"error: {path} is a training run directory; its {checkpoint} model is {path / checkpoint} "
-                    f"(use --model {path / checkpoint})")
-    hint = " (the default model is assets/model; pass --model DIR to use another)" \
-        if path.resolve() == DEFAULT_MODEL else ""
+            return (
+                f"error: {path} is a training run directory; its {checkpoint} model is {path / checkpoint} "
+                f"(use --model {path / checkpoint})"
+            )
+    hint = (
+        " (the default model is assets/model; pass --model DIR to use another)"
+        if path.resolve() == DEFAULT_MODEL
+        else ""
+    )
     return f"error: cannot load the model from {path}: {error}{hint}"
 
 
@@ -77,8 +82,10 @@ def image_error_message(error: BaseException) -> str:
     """Why an upload could not be read, in one sentence for the page (never a stack trace)."""
     if isinstance(error, ImageTooLargeError):
         size = f"is {error.width}x{error.height} pixels" if error.width else "has far too many pixels"
-        return (f"Could not read this image: it {size}, over the {error.limit / 1e6:g}-megapixel limit. "
-                "Please upload a smaller image.")
+        return (
+            f"Could not read this image: it {size}, over the {error.limit / 1e6:g}-megapixel limit. "
+            "Please upload a smaller image."
+        )
     if isinstance(error, UnidentifiedImageError):
         return f"Could not read this image: the file is not a {SUPPORTED_TYPES} image. Please upload a photo."
     if isinstance(error, MemoryError):

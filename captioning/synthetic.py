@@ -54,12 +54,21 @@ def caption_variants(objects: list[dict]) -> list[str]:
         a, b = objects
         rel = relation(a, b)
         da, db = describe(a), describe(b)
-        return [f"a {da} {rel} a {db}", f"a {db} {INVERSE_RELATION[rel]} a {da}",
-                f"there is a {da} and a {db}", f"two shapes: a {db} and a {da}"]
+        return [
+            f"a {da} {rel} a {db}",
+            f"a {db} {INVERSE_RELATION[rel]} a {da}",
+            f"there is a {da} and a {db}",
+            f"two shapes: a {db} and a {da}",
+        ]
     a, b, c = sorted(objects, key=lambda o: o["box"][0] + o["box"][2])  # left to right
     da, db, dc = describe(a), describe(b), describe(c)
-    return [f"a {da}, a {db} and a {dc} from left to right", f"three shapes: a {dc}, a {da} and a {db}",
-            f"a {da} {relation(a, b)} a {db}", f"a {db} {relation(b, c)} a {dc}", f"a {dc} {relation(c, a)} a {da}"]
+    return [
+        f"a {da}, a {db} and a {dc} from left to right",
+        f"three shapes: a {dc}, a {da} and a {db}",
+        f"a {da} {relation(a, b)} a {db}",
+        f"a {db} {relation(b, c)} a {dc}",
+        f"a {dc} {relation(c, a)} a {da}",
+    ]
 
 
 def boxes_overlap(a: list[int], b: list[int], gap: int) -> bool:

@@ -49,16 +49,22 @@ class TrainConfig:
     data_dir: str = option("data", "folder prepare_data.py wrote (its --data-dir)")
     data_name: str = option("", "base name of the prepared files, printed by prepare_data.py")
     output_dir: str = option("runs/default", "run directory: best/, last/, log.csv, training_curves.png")
-    cache_dir: str = option("", "feature cache of python -m captioning.cli.features (frozen encoder only); empty: "
-                                "encode the HDF5 pixels every epoch")
+    cache_dir: str = option(
+        "",
+        "feature cache of python -m captioning.cli.features (frozen encoder only); empty: "
+        "encode the HDF5 pixels every epoch",
+    )
     encoder: EncoderSpec = field(default_factory=EncoderSpec)  # from the feature cache when training on one
     decoder: DecoderConfig = field(default_factory=DecoderConfig)  # its fields are flags (--embed-dim, --attention)
     hard_reinforce_weight: float = option(1.0, "hard attention: weight of the REINFORCE term (lambda_r)")
     hard_entropy_weight: float = option(0.01, "hard attention: weight of the entropy bonus on alpha (lambda_e)")
-    hard_soft_probability: float = option(0.5, "hard attention: chance that a training step uses the expected "
-                                               "(soft) context instead of a sampled location")
-    finetune_encoder: bool = option(False, "also train the encoder's last three stages (reads pixels, ignores "
-                                           "--cache-dir)")
+    hard_soft_probability: float = option(
+        0.5,
+        "hard attention: chance that a training step uses the expected (soft) context instead of a sampled location",
+    )
+    finetune_encoder: bool = option(
+        False, "also train the encoder's last three stages (reads pixels, ignores --cache-dir)"
+    )
     fine_tune_embeddings: bool = option(True, "train the word embeddings")
     epochs: int = option(30, "epochs to train (a resumed run counts the ones already done)")
     batch_size: int = option(32, "captions per step and per process (an image's captions travel together)")
@@ -78,18 +84,29 @@ class TrainConfig:
     threads: int = option(0, "torch CPU threads, 0 = torch's default")
     seed: int = option(28, "random seed (data order, initialisation, dropout)")
     device: str = option("", "cpu | cuda | cuda:N; empty: cuda if available, else cpu")
-    init_from: str = option("", "model directory whose weights start this run (e.g. the cross-entropy model that "
-                                "--scst fine-tunes); empty: fresh weights")
-    scst: bool = option(False, "self-critical training: sampled captions rewarded by CIDEr-D, instead of "
-                               "cross-entropy (start it with --init-from)")
+    init_from: str = option(
+        "",
+        "model directory whose weights start this run (e.g. the cross-entropy model that "
+        "--scst fine-tunes); empty: fresh weights",
+    )
+    scst: bool = option(
+        False,
+        "self-critical training: sampled captions rewarded by CIDEr-D, instead of "
+        "cross-entropy (start it with --init-from)",
+    )
     scst_samples: int = option(5, "self-critical: captions sampled per image")
-    scst_baseline: str = option("mean", "self-critical baseline: mean (of the image's other samples) | greedy "
-                                        "(the image's greedy caption)")
+    scst_baseline: str = option(
+        "mean", "self-critical baseline: mean (of the image's other samples) | greedy (the image's greedy caption)"
+    )
     scst_max_len: int = option(20, "self-critical: longest sampled caption, in words with <end>")
-    scst_dropout: bool = option(False, "self-critical: keep dropout on while sampling (off: the policy trained is "
-                                       "the one that decodes)")
-    keep_epochs: bool = option(False, "also keep each epoch's model in epoch_N/ (for checkpoint averaging: "
-                                      "python -m captioning.cli.checkpoint RUN/epoch_6 RUN/epoch_8 OUT)")
+    scst_dropout: bool = option(
+        False, "self-critical: keep dropout on while sampling (off: the policy trained is the one that decodes)"
+    )
+    keep_epochs: bool = option(
+        False,
+        "also keep each epoch's model in epoch_N/ (for checkpoint averaging: "
+        "python -m captioning.cli.checkpoint RUN/epoch_6 RUN/epoch_8 OUT)",
+    )
     select_on: str = option("bleu4", "val metric that picks best/ and drives lr decay and early stop: bleu4 | cider")
 
     # constructor shortcuts for the encoder spec, as the command line spells them (not stored: folded into `encoder`)
@@ -103,8 +120,11 @@ class TrainConfig:
             self.encoder = EncoderSpec.from_dict(self.encoder)
         if isinstance(self.decoder, dict):
             self.decoder = DecoderConfig.from_dict(self.decoder)
-        self.encoder = resolve_spec(self.encoder.with_changes(backbone=backbone, weights=encoder_weights,
-                                                              input_size=input_size, bf16=encoder_bf16))
+        self.encoder = resolve_spec(
+            self.encoder.with_changes(
+                backbone=backbone, weights=encoder_weights, input_size=input_size, bf16=encoder_bf16
+            )
+        )
 
 
 def is_main_process() -> bool:
@@ -113,14 +133,16 @@ def is_main_process() -> bool:
 
 def build_captioner(config: TrainConfig, word_map: dict[str, int], image_size: int = 256) -> Captioner:
     """A fresh model for this run's data (image_size: side of its stored square images) and hyperparameters."""
-    captioner = create_captioner(config.encoder, word_map, image_size, config.decoder,
-                                 finetuned=config.finetune_encoder)
+    captioner = create_captioner(
+        config.encoder, word_map, image_size, config.decoder, finetuned=config.finetune_encoder
+    )
     captioner.decoder.fine_tune_embeddings(config.fine_tune_embeddings)
     return captioner
 
 
-def make_dataset(config: TrainConfig, split: str, from_features: bool,
-                 prep: Preprocessing | None = None) -> ImageCaptions:
+def make_dataset(
+    config: TrainConfig, split: str, from_features: bool, prep: Preprocessing | None = None
+) -> ImageCaptions:
     """One split with cached features (checked to come from the run's encoder spec and preprocessing, and to
     belong to the same images) or with its HDF5 pixels."""
     data = PreparedData(config.data_dir, config.data_name)
@@ -143,8 +165,14 @@ def make_loader(dataset: ImageCaptions, config: TrainConfig, epoch: int, shuffle
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed + epoch))
     else:
         sampler = SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=images_per_batch, sampler=sampler, collate_fn=collate_images,
-                      num_workers=config.num_workers, persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_size=images_per_batch,
+        sampler=sampler,
+        collate_fn=collate_images,
+        num_workers=config.num_workers,
+        persistent_workers=False,
+    )
 
 
 def autocast(config: TrainConfig, device: torch.device):
@@ -195,8 +223,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: Tra
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         if config.grad_clip:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip,
-                                     foreach=True)
+            nn.utils.clip_grad_norm_(
+                [p for g in optimizer.param_groups for p in g["params"]], config.grad_clip, foreach=True
+            )
         optimizer.step()
         return result
 
@@ -204,8 +233,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, config: Tra
     total = len(loader) if not config.max_steps_per_epoch else min(len(loader), config.max_steps_per_epoch)
     with tqdm(total=total, desc=f"epoch {epoch + 1}", disable=not is_main_process(), unit="batch") as bar:
         meters = metered_pass(itertools.islice(loader, total), train_step, bar)
-    return {**meters.averages("train"), "batch_time": meters.batch_time.avg, "data_time": meters.data_time.avg,
-            "captions_per_s": meters.captions_per_second()}
+    return {
+        **meters.averages("train"),
+        "batch_time": meters.batch_time.avg,
+        "data_time": meters.data_time.avg,
+        "captions_per_s": meters.captions_per_second(),
+    }
 
 
 @torch.no_grad()
@@ -230,8 +263,11 @@ def validate(objective: TeacherForcedLoss, dataset: ImageCaptions, config: Train
 
     batches = itertools.takewhile(lambda batch: int(batch[4][0]) < limit, make_loader(dataset, config, 0, False))
     meters = metered_pass(batches, validation_step)
-    return {**meters.averages("val"), "val_bleu4": bleu4(references, hypotheses),
-            "val_cider": cider(references, hypotheses)}
+    return {
+        **meters.averages("val"),
+        "val_bleu4": bleu4(references, hypotheses),
+        "val_cider": cider(references, hypotheses),
+    }
 
 
 def objective_buffers(objective: nn.Module) -> dict[str, torch.Tensor]:
@@ -239,8 +275,9 @@ def objective_buffers(objective: nn.Module) -> dict[str, torch.Tensor]:
     return {name: buffer for name, buffer in objective.named_buffers() if not name.startswith("captioner.")}
 
 
-def save_training_state(path: Path, captioner: Captioner, optimizer, state: dict,
-                        objective: nn.Module | None = None) -> None:
+def save_training_state(
+    path: Path, captioner: Captioner, optimizer, state: dict, objective: nn.Module | None = None
+) -> None:
     """One file (tensors and plain values only, loadable with weights_only=True), written atomically."""
     payload = {
         "model": captioner.state_dict(),
@@ -276,8 +313,11 @@ SCORES = {"val_bleu4": "val BLEU-4", "val_cider": "val CIDEr"}  # printed x100 w
 
 def format_row(row: dict) -> str:
     """One epoch's log row as printed: name=value, the val scores as README-style "val BLEU-4 44.1"."""
-    return ", ".join(f"{SCORES[name]} {100 * value:.1f}" if name in SCORES else f"{name}={value:.4g}"
-                     for name, value in row.items() if name != "epoch")
+    return ", ".join(
+        f"{SCORES[name]} {100 * value:.1f}" if name in SCORES else f"{name}={value:.4g}"
+        for name, value in row.items()
+        if name != "epoch"
+    )
 
 
 def write_log(run_dir: Path, history: list[dict]) -> None:
@@ -305,8 +345,9 @@ def plot_curves(run_dir: Path, history: list[dict]) -> Path:
     """training_curves.png: one panel per logged quantity (loss, top-5, SCST reward, val BLEU-4 and CIDEr), drawn
     on an Agg canvas (no pyplot state)."""
     epochs = [row["epoch"] for row in history]
-    panels = [(title, [(name, label) for name, label in series if name in history[0]])
-              for title, series in CURVE_PANELS]
+    panels = [
+        (title, [(name, label) for name, label in series if name in history[0]]) for title, series in CURVE_PANELS
+    ]
     panels = [(title, series) for title, series in panels if series]
     figure = Figure(figsize=(4.4 * len(panels), 3.6))
     FigureCanvasAgg(figure)  # renders without any GUI backend or global matplotlib setting
@@ -333,8 +374,10 @@ def load_weights(captioner: Captioner, directory: str | Path) -> None:
     captioner.load_checkpoint_state(state, str(directory))
     trained, training = start_config.decoder.attention, captioner.config.decoder.attention
     if trained != training:  # same tensors either way, so allowed, but say so
-        print(f"note: {directory} was trained with {trained} attention; this run trains it as {training} "
-              f"(--attention {training})")
+        print(
+            f"note: {directory} was trained with {trained} attention; this run trains it as {training} "
+            f"(--attention {training})"
+        )
 
 
 def make_objective(captioner: Captioner, to_features, train_set: ImageCaptions, config: TrainConfig) -> nn.Module:
@@ -343,17 +386,32 @@ def make_objective(captioner: Captioner, to_features, train_set: ImageCaptions, 
     if config.scst:
         return make_self_critical(captioner, to_features, train_set, config)
     if config.decoder.attention == "hard":
-        return HardAttentionLoss(captioner, to_features, config.attention_penalty, config.hard_reinforce_weight,
-                                 config.hard_entropy_weight, config.hard_soft_probability)
+        return HardAttentionLoss(
+            captioner,
+            to_features,
+            config.attention_penalty,
+            config.hard_reinforce_weight,
+            config.hard_entropy_weight,
+            config.hard_soft_probability,
+        )
     return TeacherForcedLoss(captioner, to_features, config.attention_penalty)
 
 
-def make_self_critical(captioner: Captioner, to_features, train_set: ImageCaptions,
-                       config: TrainConfig) -> SelfCriticalLoss:
+def make_self_critical(
+    captioner: Captioner, to_features, train_set: ImageCaptions, config: TrainConfig
+) -> SelfCriticalLoss:
     """The SCST objective; CIDEr-D document frequencies come from the TRAIN references, computed once per run."""
     references = train_set.split.references
-    return SelfCriticalLoss(captioner, to_features, CiderD(references), references, config.scst_samples,
-                            config.scst_baseline, config.scst_max_len, config.scst_dropout)
+    return SelfCriticalLoss(
+        captioner,
+        to_features,
+        CiderD(references),
+        references,
+        config.scst_samples,
+        config.scst_baseline,
+        config.scst_max_len,
+        config.scst_dropout,
+    )
 
 
 def setup_device(config: TrainConfig) -> torch.device:
@@ -393,8 +451,9 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
         loaded = load_training_state(Path(resume) / "last" / "train_state.pt", captioner, optimizer, trained)
         state.update(loaded)
         if is_main_process():
-            print(f"resumed from {resume} after epoch {state['epoch']} (best val BLEU-4 "
-                  f"{100 * state['best_bleu4']:.1f})")
+            print(
+                f"resumed from {resume} after epoch {state['epoch']} (best val BLEU-4 {100 * state['best_bleu4']:.1f})"
+            )
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         config_json = json.dumps(dataclasses.asdict(config), indent=2)
@@ -410,8 +469,10 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] *= config.lr_decay_factor
         started = time.perf_counter()
-        row = {"epoch": epoch + 1, **train_one_epoch(model, make_loader(train_set, config, epoch, True),
-                                                     optimizer, config, device, epoch)}
+        row = {
+            "epoch": epoch + 1,
+            **train_one_epoch(model, make_loader(train_set, config, epoch, True), optimizer, config, device, epoch),
+        }
         row.update(validate(objective, val_set, config, device))
         row.update(lr=optimizer.param_groups[0]["lr"], epoch_time=time.perf_counter() - started)
         score = row[f"val_{config.select_on}"]

@@ -29,8 +29,13 @@ def display_image(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image
     return image.resize(size, Image.BILINEAR, reducing_gap=2.0)
 
 
-def render_word_overlays(image: Image.Image, caption: Caption, max_side: int = DISPLAY_MAX_SIDE,
-                         attention: str = "soft", spec: HeatmapSpec = HEATMAP) -> list[Image.Image]:
+def render_word_overlays(
+    image: Image.Image,
+    caption: Caption,
+    max_side: int = DISPLAY_MAX_SIDE,
+    attention: str = "soft",
+    spec: HeatmapSpec = HEATMAP,
+) -> list[Image.Image]:
     """One overlay per caption word on the image downscaled to max_side (what the page shows for each word)."""
     shown = display_image(image, max_side)
     return [word_overlay(shown, alpha, attention, spec) for alpha in caption.alphas]  # alphas (n_words, 14, 14)
@@ -44,11 +49,20 @@ def figure_layout(n_words: int, aspect: float, spec: HeatmapSpec = HEATMAP) -> d
     rows = -(-panels // columns)
     width, height = spec.figure_panel_width, max(1, half_up(spec.figure_panel_width * aspect))
     cell = spec.figure_title_height + height + spec.figure_margin
-    boxes = [{"x": spec.figure_margin + (p % columns) * (width + spec.figure_margin),
-              "y": spec.figure_header_height + (p // columns) * cell + spec.figure_title_height,
-              "w": width, "h": height} for p in range(panels)]
-    return {"width": spec.figure_margin + columns * (width + spec.figure_margin),
-            "height": spec.figure_header_height + rows * cell, "panels": boxes}
+    boxes = [
+        {
+            "x": spec.figure_margin + (p % columns) * (width + spec.figure_margin),
+            "y": spec.figure_header_height + (p // columns) * cell + spec.figure_title_height,
+            "w": width,
+            "h": height,
+        }
+        for p in range(panels)
+    ]
+    return {
+        "width": spec.figure_margin + columns * (width + spec.figure_margin),
+        "height": spec.figure_header_height + rows * cell,
+        "panels": boxes,
+    }
 
 
 def panel_title(word: str, gate: float | None) -> str:
@@ -56,8 +70,9 @@ def panel_title(word: str, gate: float | None) -> str:
     return word if gate is None or not np.isfinite(gate) else f"{word}  \u03b2 {gate:.2f}"
 
 
-def attention_figure(image: Image.Image, caption: Caption, attention: str = "soft",
-                     spec: HeatmapSpec = HEATMAP) -> Figure:
+def attention_figure(
+    image: Image.Image, caption: Caption, attention: str = "soft", spec: HeatmapSpec = HEATMAP
+) -> Figure:
     """The Show, Attend and Tell figure: the caption, the photo, then each word's attention over it, titled by the
     word (and its gate); laid out in pixels by figure_layout, at FIGURE_DPI, like the page's downloadable figure."""
     shown = display_image(image)
@@ -73,12 +88,22 @@ def attention_figure(image: Image.Image, caption: Caption, attention: str = "sof
     figure = Figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI), dpi=FIGURE_DPI, facecolor="white")
     FigureCanvasAgg(figure)  # Agg canvas: renders without any GUI backend or pyplot state
     for panel, title, box in zip(panels, titles, layout["panels"]):
-        axis = figure.add_axes((box["x"] / width, 1 - (box["y"] + box["h"]) / height, box["w"] / width,
-                                box["h"] / height))
+        axis = figure.add_axes(
+            (box["x"] / width, 1 - (box["y"] + box["h"]) / height, box["w"] / width, box["h"] / height)
+        )
         axis.imshow(panel, interpolation="nearest", aspect="auto")
-        axis.set_title(title, fontsize=spec.figure_title_font_px * points, pad=spec.figure_title_gap * points,
-                       color="#111827")
+        axis.set_title(
+            title, fontsize=spec.figure_title_font_px * points, pad=spec.figure_title_gap * points, color="#111827"
+        )
         axis.axis("off")
-    figure.text(0.5, 1 - spec.figure_caption_baseline / height, caption.text, ha="center", va="baseline",
-                fontsize=spec.figure_caption_font_px * points, fontweight="bold", color="#111827")
+    figure.text(
+        0.5,
+        1 - spec.figure_caption_baseline / height,
+        caption.text,
+        ha="center",
+        va="baseline",
+        fontsize=spec.figure_caption_font_px * points,
+        fontweight="bold",
+        color="#111827",
+    )
     return figure

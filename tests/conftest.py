@@ -73,8 +73,9 @@ def make_hard_model(soft_dir: Path, directory: Path) -> Path:
     from captioning.model import Captioner
 
     captioner = Captioner.load(soft_dir)
-    captioner.config = dataclasses.replace(captioner.config,
-                                           decoder=dataclasses.replace(captioner.config.decoder, attention="hard"))
+    captioner.config = dataclasses.replace(
+        captioner.config, decoder=dataclasses.replace(captioner.config.decoder, attention="hard")
+    )
     with torch.no_grad():
         torch.manual_seed(1)
         captioner.decoder.fc.bias.add_(torch.randn_like(captioner.decoder.fc.bias) * 5.0)
@@ -83,7 +84,7 @@ def make_hard_model(soft_dir: Path, directory: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """One tiny random model directory (make_tiny_model) shared by every test of the session."""
+    """One tiny random model directory (make_tiny_model) shared by every test of the run."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
@@ -101,10 +102,21 @@ def shapes_data(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("shapes")
     caption_set = read_synthetic(SHAPES_IMAGES, root / "images", seed=11, image_size=SHAPES_IMAGE_SIZE)
-    summary = prepare_dataset(caption_set, root / "data", "synthetic", captions_per_image=5, min_word_freq=0,
-                              image_size=SHAPES_IMAGE_SIZE, progress=False)
-    return {"data_dir": str(root / "data"), "data_name": summary.base_name, "image_dir": str(root / "images"),
-            "images": dict(summary.images)}
+    summary = prepare_dataset(
+        caption_set,
+        root / "data",
+        "synthetic",
+        captions_per_image=5,
+        min_word_freq=0,
+        image_size=SHAPES_IMAGE_SIZE,
+        progress=False,
+    )
+    return {
+        "data_dir": str(root / "data"),
+        "data_name": summary.base_name,
+        "image_dir": str(root / "images"),
+        "images": dict(summary.images),
+    }
 
 
 @pytest.fixture
@@ -119,10 +131,22 @@ def tiny_train_config(shapes_data):
     def make(output_dir, **overrides):
         decoder_names = {f.name for f in dataclasses.fields(DecoderConfig)}
         decoder = TINY_DECODER.with_changes(**{k: overrides.pop(k) for k in list(overrides) if k in decoder_names})
-        values = dict(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(output_dir),
-                      backbone="test_efficientnet", encoder_weights="random", input_size=64, decoder=decoder,
-                      epochs=1, batch_size=10, max_steps_per_epoch=3, val_max_images=4, threads=1, seed=28,
-                      device="cpu")
+        values = dict(
+            data_dir=shapes_data["data_dir"],
+            data_name=shapes_data["data_name"],
+            output_dir=str(output_dir),
+            backbone="test_efficientnet",
+            encoder_weights="random",
+            input_size=64,
+            decoder=decoder,
+            epochs=1,
+            batch_size=10,
+            max_steps_per_epoch=3,
+            val_max_images=4,
+            threads=1,
+            seed=28,
+            device="cpu",
+        )
         values.update(overrides)
         return TrainConfig(**values)
 
@@ -196,13 +220,30 @@ def coco_style_data(shapes_data, tmp_path_factory) -> dict:
     for i, source in enumerate(sources):
         shutil.copy(source, root / "images" / "val2014" / source.name)
         split = "restval" if i < 3 else "train" if i < 6 else "val" if i < 8 else "test"
-        entries.append({"filepath": "val2014", "filename": source.name, "split": split,
-                        "sentences": [{"raw": "A red circle."}, {"raw": "a blue square left of a red circle"}]})
+        entries.append(
+            {
+                "filepath": "val2014",
+                "filename": source.name,
+                "split": split,
+                "sentences": [{"raw": "A red circle."}, {"raw": "a blue square left of a red circle"}],
+            }
+        )
     (root / "dataset_coco.json").write_text(json.dumps({"images": entries}))
-    summary = prepare_dataset(read_karpathy(root / "dataset_coco.json", root / "images", "coco"), root / "data",
-                              "coco", captions_per_image=2, min_word_freq=0, image_size=32, progress=False)
-    return {"data_dir": str(root / "data"), "data_name": summary.base_name, "image_dir": str(root / "images"),
-            "karpathy_json": str(root / "dataset_coco.json")}
+    summary = prepare_dataset(
+        read_karpathy(root / "dataset_coco.json", root / "images", "coco"),
+        root / "data",
+        "coco",
+        captions_per_image=2,
+        min_word_freq=0,
+        image_size=32,
+        progress=False,
+    )
+    return {
+        "data_dir": str(root / "data"),
+        "data_name": summary.base_name,
+        "image_dir": str(root / "images"),
+        "karpathy_json": str(root / "dataset_coco.json"),
+    }
 
 
 # --- the demo server and a headless browser (app / robustness / browser tests) -----------------------------------
@@ -221,11 +262,13 @@ def free_port() -> int:
 def launch_demo():
     """launch_demo(demo, **launch_kwargs) -> local URL: serves a built demo on 127.0.0.1 at a free port (unless
     server_port is given), launched as the app launches it, without blocking; the caller closes it (demo.close())."""
+
     def launch(demo, **launch_kwargs) -> str:
         from captioning.cli.app import LAUNCH_SETTINGS
 
-        settings = dict(LAUNCH_SETTINGS, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                        quiet=True)
+        settings = dict(
+            LAUNCH_SETTINGS, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+        )
         _, url, _ = demo.launch(**{**settings, **launch_kwargs})
         return url
 
@@ -236,6 +279,7 @@ def launch_demo():
 def serve_demo(launch_demo):
     """`with serve_demo(demo) as url:` the built demo queued (max_size requests may wait) and served as launch_demo
     serves it, closed on leaving."""
+
     @contextlib.contextmanager
     def serve(demo, max_size: int = 8, **launch_kwargs):
         demo.queue(max_size=max_size)
@@ -254,8 +298,16 @@ def local_port() -> int:
     return free_port()
 
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +318,10 @@ def chromium():
     from playwright.sync_api import sync_playwright
 
     path = Path(os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium"))
-    assert path.is_file(), (f"Chromium not found at {path}: install it (apt-get install chromium) "
-                            "or point CHROMIUM_PATH at a Chromium binary")
+    assert path.is_file(), (
+        f"Chromium not found at {path}: install it (apt-get install chromium) "
+        "or point CHROMIUM_PATH at a Chromium binary"
+    )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
         try:
@@ -278,6 +332,7 @@ def chromium():
 
 def open_demo_page(browser, url: str, timeout_ms: int = 20_000, **options):
     """`with open_demo_page(chromium, url) as page:` a new page on the demo, ready for an upload, closed on leaving."""
+
     @contextlib.contextmanager
     def opened():
         page = browser.new_page(viewport={"width": 1280, "height": 1000}, **options)

@@ -81,8 +81,11 @@ def test_the_display_photo_keeps_to_its_byte_budget():
 def test_alternatives_are_the_beams_other_captions():
     """caption_data keeps the best caption at the top level and the rest, in order, as alternatives."""
     grids = np.full((2, 14, 14), 1 / 196, dtype=np.float32)  # (n_words, 14, 14)
-    captions = [Caption(["a", "dog"], grids, -1.5, gates=np.array([0.25, 0.75], dtype=np.float32)),
-                Caption(["a", "cat"], grids, -2.0), Caption(["one", "dog"], grids, -2.5)]
+    captions = [
+        Caption(["a", "dog"], grids, -1.5, gates=np.array([0.25, 0.75], dtype=np.float32)),
+        Caption(["a", "cat"], grids, -2.0),
+        Caption(["one", "dog"], grids, -2.5),
+    ]
     data = payload.caption_data(captions, Image.new("RGB", (40, 30)), "m", "hard", 3)
     assert data["caption"] == "a dog" and data["gates"] == [0.25, 0.75] and data["attention"] == "hard"
     assert [a["caption"] for a in data["alternatives"]] == ["a cat", "one dog"]
@@ -149,8 +152,11 @@ def test_first_example_is_part_of_the_page_not_a_page_load_event(tiny_model_dir,
 
 
 def test_render_step_is_pure():
-    data = {"words": ["a", "cat"], "alphas": np.full((2, 14, 14), 1 / 196).tolist(),
-            "image": payload.encode_image(Image.new("RGB", (40, 30), "white"))}
+    data = {
+        "words": ["a", "cat"],
+        "alphas": np.full((2, 14, 14), 1 / 196).tolist(),
+        "image": payload.encode_image(Image.new("RGB", (40, 30), "white")),
+    }
     image, chips = app.render_step(data, 1)
     assert image.size == (40, 30) and chips == [("a", app.OTHER), ("cat", app.CURRENT)]
 
@@ -199,7 +205,12 @@ def test_command_line_defaults_and_auth(monkeypatch):
     monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
     args = app.parse_args([])
     assert (args.host, args.port, args.beam_size, args.max_file_size, args.concurrency) == (
-        "127.0.0.1", 7860, 3, "10mb", 2)
+        "127.0.0.1",
+        7860,
+        3,
+        "10mb",
+        2,
+    )
     assert args.model is None and not args.share and args.auth is None
     assert serving.default_model_dirs()[0][0] == shipped.DEFAULT_MODEL  # then assets/model_hard, once there
     assert app.parse_args(["--model", "a", "--model", "b"]).model == ["a", "b"]
@@ -229,8 +240,10 @@ def test_a_training_run_given_as_model_points_to_its_best_folder(tmp_path, capsy
     (run / "best" / "model.safetensors").write_bytes(b"")
     assert app.main(["--model", str(run)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"error: {run} is a training run directory; its best model is {run / 'best'} " \
-                          f"(use --model {run / 'best'})"
+    assert (
+        err.strip() == f"error: {run} is a training run directory; its best model is {run / 'best'} "
+        f"(use --model {run / 'best'})"
+    )
 
 
 @pytest.mark.parametrize("stage", ["loading the model", "starting the server"])
@@ -297,9 +310,13 @@ def test_caption_picks_the_model_by_name(two_models):
 
 
 def test_the_page_offers_each_model_by_its_directory_name(two_models, tiny_model_dir):
-    choice = next(c for c in app.build_demo({"model": two_models[0], "model_hard": two_models[1]}, examples=[],
-                                            cache_examples=False).get_config_file()["components"]
-                  if c["props"].get("elem_id") == "model-choice")
+    choice = next(
+        c
+        for c in app.build_demo(
+            {"model": two_models[0], "model_hard": two_models[1]}, examples=[], cache_examples=False
+        ).get_config_file()["components"]
+        if c["props"].get("elem_id") == "model-choice"
+    )
     assert [c[0] for c in choice["props"]["choices"]] == ["model", "model_hard"] and choice["props"]["visible"]
     assert serving.model_names([Path("assets/model"), Path("assets/model_hard")]) == ["model", "model_hard"]
     assert serving.model_names([Path("runs/a/best"), Path("runs/b/best")]) == ["runs/a/best", "runs/b/best"]

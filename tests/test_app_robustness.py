@@ -48,8 +48,12 @@ def server(captioner, tmp_path_factory, launch_demo):
     downloads = tmp_path_factory.mktemp("downloads")
     client = Client(url, verbose=False, download_files=str(downloads))
     try:
-        yield SimpleNamespace(url=url, client=client, downloads=downloads,
-                              expected=captioner.caption(load_image(GOOD), beam_size=1)[0].text)
+        yield SimpleNamespace(
+            url=url,
+            client=client,
+            downloads=downloads,
+            expected=captioner.caption(load_image(GOOD), beam_size=1)[0].text,
+        )
     finally:
         client.close()
         demo.close()
@@ -84,6 +88,7 @@ def vm_rss_mb() -> float:
 def png_bomb(width: int, height: int) -> bytes:
     """A valid all-black 1-bit PNG of width x height, compressed row by row: a few KB of file, width*height bytes
     once Pillow decodes it (it stores 1-bit pixels in bytes). Never materialised here."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -98,8 +103,8 @@ def picture(width: int = 96, height: int = 64) -> Image.Image:
     """A small 'photo' with 5 flat colours (so palette images are exact): red top, blue bottom, green box, ..."""
     pixels = np.zeros((height, width, 3), dtype=np.uint8)  # (H, W, 3)
     pixels[: height // 2] = (220, 30, 30)
-    pixels[height // 2:] = (30, 40, 200)
-    pixels[height // 4: 3 * height // 4, width // 3: 2 * width // 3] = (40, 190, 60)
+    pixels[height // 2 :] = (30, 40, 200)
+    pixels[height // 4 : 3 * height // 4, width // 3 : 2 * width // 3] = (40, 190, 60)
     pixels[:6, :] = (250, 250, 250)
     pixels[-6:, :] = (10, 10, 10)
     return Image.fromarray(pixels)
@@ -271,8 +276,9 @@ def test_preprocessing_matches_the_same_picture_in_rgb(name, tmp_path):
         if name.startswith("I;16"):
             assert stored.mode.startswith("I")  # still 16-bit when read back
         np.testing.assert_allclose(preprocess_image(stored, prep), expected, atol=0.01)
-    np.testing.assert_allclose(preprocess_image(load_image(tmp_path / f"picture.{fmt.lower()}"), prep), expected,
-                               atol=0.01)
+    np.testing.assert_allclose(
+        preprocess_image(load_image(tmp_path / f"picture.{fmt.lower()}"), prep), expected, atol=0.01
+    )
 
 
 @pytest.mark.parametrize("name", MODES)
@@ -354,16 +360,18 @@ def test_a_full_queue_refuses_fast_with_a_clear_message(captioner, tmp_path, lau
         time.sleep(delay)
         return captioner.caption_pools(*args, **kwargs)
 
-    slow = SimpleNamespace(image_batch=captioner.image_batch, encode=captioner.encode, caption_pools=slow_search,
-                           config=captioner.config)
+    slow = SimpleNamespace(
+        image_batch=captioner.image_batch, encode=captioner.encode, caption_pools=slow_search, config=captioner.config
+    )
     demo = app.build_demo(slow, concurrency=1, examples=[], cache_examples=False)
     demo.queue(max_size=1)
     url = launch_demo(demo)
     clients = []
     try:
         with ThreadPoolExecutor(6) as pool:
-            clients += list(pool.map(lambda i: Client(url, verbose=False, download_files=str(tmp_path / str(i))),
-                                    range(6)))
+            clients += list(
+                pool.map(lambda i: Client(url, verbose=False, download_files=str(tmp_path / str(i))), range(6))
+            )
             start = threading.Barrier(6)
 
             def request(client: Client):
@@ -409,8 +417,16 @@ def run_main(argv: list[str], monkeypatch, tmp_path, port: int, on_serve) -> int
 
 def test_share_without_auth_warns_that_the_link_is_public(tiny_model_dir, monkeypatch, tmp_path, local_port, capsys):
     served = []
-    assert run_main(["--model", str(tiny_model_dir), "--share"], monkeypatch, tmp_path, local_port,
-                    lambda url: served.append(httpx.get(url + "config").status_code)) == 0
+    assert (
+        run_main(
+            ["--model", str(tiny_model_dir), "--share"],
+            monkeypatch,
+            tmp_path,
+            local_port,
+            lambda url: served.append(httpx.get(url + "config").status_code),
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert app.share_warning(True, None) in err
     assert "could not create a public share link" in err  # offline: no link, the local server still runs

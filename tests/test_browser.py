@@ -87,9 +87,11 @@ def drawn(page) -> dict:
 
 def wait_for_word(page, word: int, after: dict | None = None) -> dict:
     """Wait until the heatmap shows word `word`, drawn after `after` (a drawn() state), and return the state."""
-    page.wait_for_function("([word, version]) => { const d = document.querySelector('#heatmap canvas')?.dataset;"
-                           " return d && d.word === String(word) && Number(d.version) > version; }",
-                           arg=[word, int((after or {}).get("version", 0))])
+    page.wait_for_function(
+        "([word, version]) => { const d = document.querySelector('#heatmap canvas')?.dataset;"
+        " return d && d.word === String(word) && Number(d.version) > version; }",
+        arg=[word, int((after or {}).get("version", 0))],
+    )
     return drawn(page)
 
 
@@ -101,15 +103,19 @@ def caption_photo(page, photo: Path, model: str | None = None) -> dict:
     if model:
         page.locator("#model-choice").get_by_label(model, exact=True).check()
     page.click("#caption-button")
-    page.wait_for_function("shown => { const d = document.querySelector('#heatmap canvas')?.dataset;"
-                           " return d && Number(d.shown || 0) > shown && d.word === '0'; }",
-                           arg=int(before.get("shown", 0)))
+    page.wait_for_function(
+        "shown => { const d = document.querySelector('#heatmap canvas')?.dataset;"
+        " return d && Number(d.shown || 0) > shown && d.word === '0'; }",
+        arg=int(before.get("shown", 0)),
+    )
     return drawn(page)
 
 
 def current_chip(page) -> int:
-    return page.evaluate("() => [...document.querySelectorAll('#words [role=button]')]"
-                         ".findIndex(c => c.getAttribute('aria-pressed') === 'true')")
+    return page.evaluate(
+        "() => [...document.querySelectorAll('#words [role=button]')]"
+        ".findIndex(c => c.getAttribute('aria-pressed') === 'true')"
+    )
 
 
 def page_data(page) -> dict:
@@ -166,10 +172,12 @@ def test_words_step_by_click_keys_slider_and_gallery_without_a_request(page, tmp
 def test_gates_and_alternatives_match_the_caption_api(page, url, tmp_path):
     caption_photo(page, EXAMPLE)
     text, data = Client(url, verbose=False, download_files=str(tmp_path)).predict(
-        handle_file(str(EXAMPLE)), 3, api_name="/caption")  # the same photo, model and beam as the page
+        handle_file(str(EXAMPLE)), 3, api_name="/caption"
+    )  # the same photo, model and beam as the page
     assert page.locator("#caption-text textarea").input_value() == text
-    gates = page.evaluate("() => [...document.querySelectorAll('#words [role=button] .sat-gate')]"
-                          ".map(g => Number(g.dataset.gate))")
+    gates = page.evaluate(
+        "() => [...document.querySelectorAll('#words [role=button] .sat-gate')].map(g => Number(g.dataset.gate))"
+    )
     np.testing.assert_allclose(gates, data["gates"], atol=1e-9)
     assert all(0 < g < 1 for g in gates)
     captions = [data, *data["alternatives"]]
@@ -185,8 +193,10 @@ def test_gates_and_alternatives_match_the_caption_api(page, url, tmp_path):
     after = wait_for_word(page, 0, before)
     assert after["alternative"] == "1" and items.nth(1).get_attribute("aria-pressed") == "true"
     assert page.locator("#words [role=button] .sat-word-text").all_inner_texts() == captions[1]["words"]
-    np.testing.assert_allclose(page.evaluate("() => [...document.querySelectorAll('#words .sat-gate')]"
-                                             ".map(g => Number(g.dataset.gate))"), captions[1]["gates"])
+    np.testing.assert_allclose(
+        page.evaluate("() => [...document.querySelectorAll('#words .sat-gate')].map(g => Number(g.dataset.gate))"),
+        captions[1]["gates"],
+    )
     assert page.locator("#gallery canvas").count() == len(captions[1]["words"])
     items.nth(0).click()
     assert wait_for_word(page, 0, after)["alternative"] == "0"
@@ -201,12 +211,13 @@ def test_the_figure_download_is_a_png_with_one_panel_per_word(page, tmp_path):
     download.value.save_as(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and download.value.suggested_filename.endswith(".png")
     shown = payload.decode_image(data["image"])
-    layout = page.evaluate("([n, aspect]) => window.satDemo.figureLayout(n, aspect)",
-                           [len(data["words"]), shown.height / shown.width])
+    layout = page.evaluate(
+        "([n, aspect]) => window.satDemo.figureLayout(n, aspect)", [len(data["words"]), shown.height / shown.width]
+    )
     figure = np.asarray(Image.open(path).convert("RGB")).astype(int)  # (H, W, 3)
     assert figure.shape[:2] == (layout["height"], layout["width"])
     assert len(layout["panels"]) == len(data["words"]) + 1  # the photo, then one panel per word
-    panels = [figure[b["y"]:b["y"] + b["h"], b["x"]:b["x"] + b["w"]] for b in layout["panels"]]
+    panels = [figure[b["y"] : b["y"] + b["h"], b["x"] : b["x"] + b["w"]] for b in layout["panels"]]
     photo = np.asarray(shown.resize((panels[0].shape[1], panels[0].shape[0]), Image.BILINEAR)).astype(int)
     assert np.abs(panels[0] - photo).mean() < 12  # panel 0 is the photo itself
     assert all(np.abs(panel - photo).mean() > 1 for panel in panels[1:])  # every word's panel is tinted
@@ -302,8 +313,12 @@ def test_each_caption_click_is_one_request_and_one_drawing(page):
     caption_fns = page.evaluate(CAPTION_FNS_JS)
     assert len(caption_fns) == 1
     joins = []  # fn_index of every queued call the page makes
-    page.on("request", lambda r: joins.append(r.post_data_json.get("fn_index"))
-            if "/queue/join" in r.url and r.method == "POST" else None)
+    page.on(
+        "request",
+        lambda r: (
+            joins.append(r.post_data_json.get("fn_index")) if "/queue/join" in r.url and r.method == "POST" else None
+        ),
+    )
     for clicks, (photo, drawings) in enumerate([(PHOTO, 1), (EXAMPLE, 1), (EXAMPLE, 0)], start=1):
         before = drawn(page)
         caption_photo(page, photo)

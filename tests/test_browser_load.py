@@ -130,8 +130,9 @@ def visit(browser, url: str, photo: Path, expected: dict) -> dict:
         page.click("#caption-button")
         page.click("#caption-button")  # an impatient second press must not enqueue a second caption
         try:
-            page.wait_for_function("text => document.querySelector('#caption-text textarea')?.value === text",
-                                   arg=expected["caption"])
+            page.wait_for_function(
+                "text => document.querySelector('#caption-text textarea')?.value === text", arg=expected["caption"]
+            )
             waited = time.monotonic() - clicked
         except Exception:  # noqa: BLE001 - what the page shows instead is the finding
             waited = None
@@ -183,8 +184,7 @@ def fresh_demo(model, tmp_path):
         demo.close()
 
 
-def test_visitors_of_a_busy_demo_keep_their_own_photo_and_caption(fresh_demo, model, chromium, launch_demo,
-                                                                   tmp_path):
+def test_visitors_of_a_busy_demo_keep_their_own_photo_and_caption(fresh_demo, model, chromium, launch_demo, tmp_path):
     photo = visitor_photo(tmp_path)
     expected, first_example = expected_outputs(model, photo), expected_outputs(model, EXAMPLES[0])
     assert expected["heatmap"] != first_example["heatmap"]  # the test can tell them apart
@@ -201,8 +201,9 @@ def test_visitors_of_a_busy_demo_keep_their_own_photo_and_caption(fresh_demo, mo
     print(f"\n{BUSY_CLIENTS} busy clients, {MODEL_SECONDS} s model: caption shown after {waits} s")
 
 
-def test_a_visitor_during_start_up_keeps_their_own_photo_and_caption(fresh_demo, model, chromium, launch_demo,
-                                                                     local_port, tmp_path):
+def test_a_visitor_during_start_up_keeps_their_own_photo_and_caption(
+    fresh_demo, model, chromium, launch_demo, local_port, tmp_path
+):
     """Right after start-up the server is up but still caching the examples (launch() returns when that is done)."""
     photo = visitor_photo(tmp_path)
     expected = expected_outputs(model, photo)
@@ -255,8 +256,9 @@ def test_on_a_busy_demo_the_newest_action_wins(fresh_demo, model, chromium, laun
             photo.set_input_files(str(second))  # while the first caption waits in the queue
             page.wait_for_selector("#image-input img[src*=second]")
             page.click("#caption-button")
-            page.wait_for_function("h => document.querySelector('#heatmap canvas')?.dataset.caption === h",
-                                   arg=expected["heatmap"])
+            page.wait_for_function(
+                "h => document.querySelector('#heatmap canvas')?.dataset.caption === h", arg=expected["heatmap"]
+            )
             page.wait_for_timeout(HOLD_SECONDS * 1000)
             after_upload = page.evaluate("() => window.heatmaps")
             assert expected["heatmap"] in after_upload[-1]
@@ -266,8 +268,9 @@ def test_on_a_busy_demo_the_newest_action_wins(fresh_demo, model, chromium, laun
 
             page.click("#caption-button")  # the second photo again, then an example before it comes back
             page.locator("#examples").get_by_text(Path(EXAMPLES[1]).stem, exact=True).click()
-            page.wait_for_function("text => document.querySelector('#caption-text textarea')?.value === text",
-                                   arg=cat["caption"])
+            page.wait_for_function(
+                "text => document.querySelector('#caption-text textarea')?.value === text", arg=cat["caption"]
+            )
             page.wait_for_timeout(HOLD_SECONDS * 1000)
             state = page_state(page)
         assert state["caption"] == cat["caption"] and Path(EXAMPLES[1]).stem in state["photo"]

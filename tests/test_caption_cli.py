@@ -16,7 +16,6 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 CAT, DOGS = str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "dogs.jpg")
 
 
-
 @pytest.fixture(scope="module")
 def model_dir(tiny_model_dir) -> str:
     return str(tiny_model_dir)

@@ -250,8 +250,10 @@ def test_training_state_round_trip_and_malicious_state_refused(tiny_config, word
     assert torch.equal(restored.decoder.fc.weight, model.decoder.fc.weight)
 
     marker = tmp_path / "pwned"
-    torch.save({"model": Payload(marker), "optimizer": {}, "torch_rng": torch.get_rng_state(), "cuda_rng": []},
-               tmp_path / "evil.pt")
+    torch.save(
+        {"model": Payload(marker), "optimizer": {}, "torch_rng": torch.get_rng_state(), "cuda_rng": []},
+        tmp_path / "evil.pt",
+    )
     with pytest.raises(pickle.UnpicklingError):
         load_training_state(tmp_path / "evil.pt", restored, optimizer)
     assert not marker.exists()
@@ -280,8 +282,9 @@ def test_averaging_refuses_models_of_different_runs(config, word_map, tmp_path, 
     from captioning.cli.checkpoint import main
 
     make_model(config, word_map).save(tmp_path / "a")
-    other = dataclasses.replace(config, decoder=dataclasses.replace(config.decoder,
-                                                                     decoder_dim=config.decoder.decoder_dim * 2))
+    other = dataclasses.replace(
+        config, decoder=dataclasses.replace(config.decoder, decoder_dim=config.decoder.decoder_dim * 2)
+    )
     make_model(other, word_map).save(tmp_path / "b")
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "out")]) == 2
     assert "another config.json" in capsys.readouterr().err

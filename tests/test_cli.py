@@ -19,17 +19,27 @@ from captioning.encoder import resolve_spec
 from captioning.precision import native_cpu_bf16
 
 REPO = Path(__file__).resolve().parents[1]
-TOOLS = {"prepare_data.py": prepare.build_parser, "captioning.cli.features": features.build_parser,
-         "train.py": train_cli.build_parser, "captioning.cli.evaluate": evaluate.build_parser,
-         "captioning.cli.caption": caption.build_parser, "captioning.cli.checkpoint": checkpoint.build_parser}
-DIFFERENT_SETTINGS = {"batch_size": "images per encoder batch vs captions per training step",
-                      "seed": "data preparation vs training"}  # same word, another setting: each help says which
+TOOLS = {
+    "prepare_data.py": prepare.build_parser,
+    "captioning.cli.features": features.build_parser,
+    "train.py": train_cli.build_parser,
+    "captioning.cli.evaluate": evaluate.build_parser,
+    "captioning.cli.caption": caption.build_parser,
+    "captioning.cli.checkpoint": checkpoint.build_parser,
+}
+DIFFERENT_SETTINGS = {
+    "batch_size": "images per encoder batch vs captions per training step",
+    "seed": "data preparation vs training",
+}  # same word, another setting: each help says which
 LITE0 = ["--backbone", "tf_efficientnet_lite0", "--encoder-weights", "random", "--input-size", "64"]
 
 
 def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {action.dest: action for action in parser._actions
-            if action.option_strings and action.dest != "help" and action.help != argparse.SUPPRESS}
+    return {
+        action.dest: action
+        for action in parser._actions
+        if action.option_strings and action.dest != "help" and action.help != argparse.SUPPRESS
+    }
 
 
 def one_line(text: str) -> str:
@@ -51,8 +61,22 @@ def test_flags_shared_between_tools_have_one_definition():
                 assert definition == seen[dest][1], f"--{dest}: {tool} differs from {seen[dest][0]}"
             else:
                 seen[dest] = (tool, definition)
-    assert {"data_dir", "data_name", "cache_dir", "image_size", "threads", "backbone", "encoder_weights",
-            "input_size", "encoder_bf16", "split", "model", "beam_size", "karpathy_json", "image_dir"} <= shared
+    assert {
+        "data_dir",
+        "data_name",
+        "cache_dir",
+        "image_size",
+        "threads",
+        "backbone",
+        "encoder_weights",
+        "input_size",
+        "encoder_bf16",
+        "split",
+        "model",
+        "beam_size",
+        "karpathy_json",
+        "image_dir",
+    } <= shared
 
 
 def test_the_app_takes_its_model_flag_like_the_other_tools():
@@ -94,8 +118,13 @@ def test_default_trunk_is_the_offline_lite2_of_the_shipped_model():
 
 
 def test_train_config_takes_the_encoder_spec_flat(tmp_path):
-    old_run = {"data_name": "x", "backbone": "tf_efficientnet_lite0", "encoder_weights": "random", "input_size": 64,
-               "encoder_bf16": False}  # a train_config.json written before the nesting
+    old_run = {
+        "data_name": "x",
+        "backbone": "tf_efficientnet_lite0",
+        "encoder_weights": "random",
+        "input_size": 64,
+        "encoder_bf16": False,
+    }  # a train_config.json written before the nesting
     assert train_cli.TrainConfig(**old_run).encoder == EncoderSpec("tf_efficientnet_lite0", "random", 64, False)
 
 
@@ -106,23 +135,57 @@ def test_b4_offline_is_one_line_naming_the_offline_trunks(shapes_data, tmp_path,
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
     monkeypatch.setattr(model, "Encoder", offline)
-    code = train_cli.main(["--data-dir", shapes_data["data_dir"], "--data-name", shapes_data["data_name"],
-                           "--backbone", "efficientnet_b4", "--output-dir", str(tmp_path / "run")])
+    code = train_cli.main(
+        [
+            "--data-dir",
+            shapes_data["data_dir"],
+            "--data-name",
+            shapes_data["data_name"],
+            "--backbone",
+            "efficientnet_b4",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "efficientnet_b4 ImageNet weights need a download" in line
     assert "tf_efficientnet_lite0 / lite1 / lite2" in line
 
 
 def test_features_with_a_wrong_data_name(shapes_data, tmp_path, capsys):
-    code = features.main(["--split", "VAL", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"],
-                          "--data-name", "flickr8k", *LITE0])
+    code = features.main(
+        [
+            "--split",
+            "VAL",
+            "--cache-dir",
+            str(tmp_path),
+            "--data-dir",
+            shapes_data["data_dir"],
+            "--data-name",
+            "flickr8k",
+            *LITE0,
+        ]
+    )
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "no prepared data named 'flickr8k'" in line and shapes_data["data_name"] in line
 
 
 def test_features_refuse_other_settings_and_say_already_complete(shapes_data, tmp_path, capsys):
-    args = ["--split", "VAL", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"], "--data-name",
-            shapes_data["data_name"], "--image-size", "32", "--threads", "1", *LITE0]
+    args = [
+        "--split",
+        "VAL",
+        "--cache-dir",
+        str(tmp_path),
+        "--data-dir",
+        shapes_data["data_dir"],
+        "--data-name",
+        shapes_data["data_name"],
+        "--image-size",
+        "32",
+        "--threads",
+        "1",
+        *LITE0,
+    ]
     assert features.main(args) == 0
     capsys.readouterr()
     assert features.main(args) == 0
@@ -139,8 +202,21 @@ def test_features_refuse_other_settings_and_say_already_complete(shapes_data, tm
 @pytest.mark.parametrize("native", [True, False])
 def test_features_default_to_bf16_only_where_it_is_native(shapes_data, tmp_path, monkeypatch, capsys, native):
     monkeypatch.setattr(features, "native_cpu_bf16", lambda: native)
-    args = ["--split", "VAL", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"], "--data-name",
-            shapes_data["data_name"], "--image-size", "32", "--threads", "1", *LITE0]
+    args = [
+        "--split",
+        "VAL",
+        "--cache-dir",
+        str(tmp_path),
+        "--data-dir",
+        shapes_data["data_dir"],
+        "--data-name",
+        shapes_data["data_name"],
+        "--image-size",
+        "32",
+        "--threads",
+        "1",
+        *LITE0,
+    ]
     with TorchThreads():
         assert features.main(args) == 0
     made = json.loads((tmp_path / f"VAL_FEATURES_{shapes_data['data_name']}.json").read_text())["encoder"]
@@ -158,8 +234,23 @@ def test_ctrl_c_while_caching_is_one_line_and_130(shapes_data, tmp_path, monkeyp
 
     encode = feature_cache.encode_pixels
     monkeypatch.setattr(feature_cache, "encode_pixels", interrupted_encode)
-    code = features.main(["--split", "TRAIN", "--cache-dir", str(tmp_path), "--data-dir", shapes_data["data_dir"],
-                          "--data-name", shapes_data["data_name"], "--batch-size", "8", "--threads", "1", *LITE0])
+    code = features.main(
+        [
+            "--split",
+            "TRAIN",
+            "--cache-dir",
+            str(tmp_path),
+            "--data-dir",
+            shapes_data["data_dir"],
+            "--data-name",
+            shapes_data["data_name"],
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            *LITE0,
+        ]
+    )
     err = capsys.readouterr().err
     message = [line for line in err.splitlines() if line.strip() and "features TRAIN" not in line]  # not the bar
     assert "Traceback" not in err and message == ["interrupted at 8/32 images; rerun the same command to continue"]
@@ -170,8 +261,18 @@ def test_csv_without_a_caption_column_and_a_row_without_caption(tmp_path, capsys
     (tmp_path / "images").mkdir()
     for rows, where in ((["a.png", "b.png"], ":1:"), (["a.png,a red circle", "b.png"], ":2:")):
         (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
-        code = prepare.main(["--dataset", "csv", "--captions-file", str(tmp_path / "c.csv"), "--image-dir",
-                             str(tmp_path / "images"), "--data-dir", str(tmp_path / "out")])
+        code = prepare.main(
+            [
+                "--dataset",
+                "csv",
+                "--captions-file",
+                str(tmp_path / "c.csv"),
+                "--image-dir",
+                str(tmp_path / "images"),
+                "--data-dir",
+                str(tmp_path / "out"),
+            ]
+        )
         line = one_line(capsys.readouterr().err)
         assert code == 2 and where in line and "row has no caption column (expected rows image,caption" in line
 
@@ -185,8 +286,18 @@ def test_a_split_that_was_not_prepared(shapes_data, tmp_path, tiny_model_dir, ca
     for path in Path(shapes_data["data_dir"]).iterdir():
         if not path.name.startswith("TEST_"):
             (data_dir / path.name).symlink_to(path)
-    code = evaluate.main(["--model", str(tiny_model_dir), "--data-dir", str(data_dir), "--data-name",
-                          source.data_name, "--split", "test"])
+    code = evaluate.main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--data-dir",
+            str(data_dir),
+            "--data-name",
+            source.data_name,
+            "--split",
+            "test",
+        ]
+    )
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "split TEST was not prepared" in line and "(prepared: TRAIN, VAL)" in line
 
@@ -198,8 +309,11 @@ def test_a_run_directory_given_as_model(tiny_model_dir, tmp_path, capsys):
         (run / "best" / path.name).symlink_to(path)
     code = caption.main([str(REPO / "assets" / "examples" / "cat.jpg"), "--model", str(run)])
     line = one_line(capsys.readouterr().err)
-    assert code == 2 and line == f"error: {run} is a training run directory; its best model is {run / 'best'} " \
-                                 f"(use --model {run / 'best'})"
+    assert (
+        code == 2
+        and line
+        == f"error: {run} is a training run directory; its best model is {run / 'best'} (use --model {run / 'best'})"
+    )
 
 
 def test_evaluation_refuses_a_cache_made_at_another_input_size(shapes_data, tmp_path, capsys):
@@ -213,10 +327,41 @@ def test_evaluation_refuses_a_cache_made_at_another_input_size(shapes_data, tmp_
     spec = EncoderSpec("tf_efficientnet_lite0", "random", input_size=64)
     torch.manual_seed(0)
     create_captioner(spec, data.load_word_map(), 32, DecoderConfig(8, 8, 8)).save(tmp_path / "m")
-    assert features.main(["--split", "VAL", "--cache-dir", str(tmp_path / "c"), "--data-dir", shapes_data["data_dir"],
-                          "--data-name", data.data_name, "--threads", "1", *LITE0[:4], "--input-size", "32"]) == 0
+    assert (
+        features.main(
+            [
+                "--split",
+                "VAL",
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--data-dir",
+                shapes_data["data_dir"],
+                "--data-name",
+                data.data_name,
+                "--threads",
+                "1",
+                *LITE0[:4],
+                "--input-size",
+                "32",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    code = evaluate.main(["--model", str(tmp_path / "m"), "--data-dir", shapes_data["data_dir"], "--data-name",
-                          data.data_name, "--cache-dir", str(tmp_path / "c"), "--no-meteor", "--threads", "1"])
+    code = evaluate.main(
+        [
+            "--model",
+            str(tmp_path / "m"),
+            "--data-dir",
+            shapes_data["data_dir"],
+            "--data-name",
+            data.data_name,
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--no-meteor",
+            "--threads",
+            "1",
+        ]
+    )
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "input_size: cache 32 vs model 64" in line

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def quickstart_lines() -> list[str]:
     """The bash block under '## Quickstart (30 seconds, CPU)', continuation lines joined, comments dropped."""
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Quickstart (30 seconds, CPU)"):]
+    section = readme[readme.index("## Quickstart (30 seconds, CPU)") :]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     return [line.split("#")[0].strip() for line in block.replace("\\\n", " ").splitlines()]
 
@@ -47,10 +47,15 @@ def quickstart_calls(lines: list[str]) -> list[list[str]]:
 def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
     from captioning.cli import caption, evaluate, features, prepare, train
 
-    tools = {("prepare_data.py",): prepare.main, ("-m", "captioning.cli.prepare"): prepare.main,
-             ("-m", "captioning.cli.features"): features.main,
-             ("train.py",): train.main, ("-m", "captioning.cli.train"): train.main,
-             ("-m", "captioning.cli.evaluate"): evaluate.main, ("-m", "captioning.cli.caption"): caption.main}
+    tools = {
+        ("prepare_data.py",): prepare.main,
+        ("-m", "captioning.cli.prepare"): prepare.main,
+        ("-m", "captioning.cli.features"): features.main,
+        ("train.py",): train.main,
+        ("-m", "captioning.cli.train"): train.main,
+        ("-m", "captioning.cli.evaluate"): evaluate.main,
+        ("-m", "captioning.cli.caption"): caption.main,
+    }
     calls = quickstart_calls(quickstart_lines())
     assert calls[0][:3] == ["pip", "install", "-e"] and calls[-1] == ["python", "app.py", "--model", "runs/quick/best"]
     monkeypatch.chdir(tmp_path)
@@ -58,7 +63,7 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
         for call in calls[1:-1]:
             assert call[0] == "python", call
             prefix = tuple(call[1:3]) if call[1] == "-m" else (call[1],)
-            assert tools[prefix](call[1 + len(prefix):]) == 0, call
+            assert tools[prefix](call[1 + len(prefix) :]) == 0, call
     out = capsys.readouterr().out
     assert re.search(r"^BLEU-1 [\d.]+ \| BLEU-2 .* BLEU-4 [\d.]+ .*\(10 images, beam 3\)$", out, re.M), out[-2000:]
     caption_line = re.search(r"synthetic_00000\.png: (.+)$", out, re.M)

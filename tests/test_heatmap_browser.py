@@ -38,8 +38,7 @@ TOLERANCE = 0.5
 MAX_PIXEL_DIFFERENCE = 6
 MAX_DIFFERING_SHARE = 0.001
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM}")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM}")]
 
 READ_CANVAS_JS = """() => {
     const canvas = document.querySelector('#heatmap canvas');
@@ -95,8 +94,10 @@ def page():
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 900})
             page.set_default_timeout(20_000)
-            page.set_content(f"<html><head><style>{css}</style><script>{script}</script></head><body>"
-                             f"<div id='viewer'>{viewer_markup()}</div></body></html>")
+            page.set_content(
+                f"<html><head><style>{css}</style><script>{script}</script></head><body>"
+                f"<div id='viewer'>{viewer_markup()}</div></body></html>"
+            )
             page.evaluate("() => window.satDemo.mount(document.querySelector('#viewer'), '')")
             yield page
         finally:
@@ -115,8 +116,10 @@ def show(page, data: dict, word: int) -> dict:
 def test_the_page_reads_the_spec_python_draws_by(page):
     spec = page.evaluate("() => { const {lut, opacity, ...numbers} = window.satDemo.state.spec; return numbers; }")
     assert spec == json.loads(json.dumps(HEATMAP.to_page()))
-    layouts = page.evaluate("() => [[1, 0.75], [6, 0.75], [9, 1.5], [12, 0.5625]].map("
-                            "([n, aspect]) => window.satDemo.figureLayout(n, aspect))")
+    layouts = page.evaluate(
+        "() => [[1, 0.75], [6, 0.75], [9, 1.5], [12, 0.5625]].map("
+        "([n, aspect]) => window.satDemo.figureLayout(n, aspect))"
+    )
     assert layouts == [figure_layout(n, aspect) for n, aspect in [(1, 0.75), (6, 0.75), (9, 1.5), (12, 0.5625)]]
 
 

@@ -88,7 +88,7 @@ def import_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
         path.append(module)
         for imported in edges[module]:
             if state.get(imported) == "open":
-                cycles.append([*path[path.index(imported):], imported])
+                cycles.append([*path[path.index(imported) :], imported])
             elif imported not in state:
                 visit(imported)
         path.pop()
@@ -120,14 +120,18 @@ def test_the_checks_catch_a_library_module_that_imports_the_command_line(tmp_pat
     (package / "cli" / "__init__.py").write_text("")
     (package / "cli" / "args.py").write_text("def load():\n    from captioning.model import Captioner\n")
     (package / "model.py").write_text("from captioning.checkpoint import read_model_dir\n")
-    (package / "checkpoint.py").write_text("def main():\n    from captioning import cli\n    from . import cli\n"
-                                           "    import train\n")
+    (package / "checkpoint.py").write_text(
+        "def main():\n    from captioning import cli\n    from . import cli\n    import train\n"
+    )
     graph = import_graph(tmp_path)
-    assert layer_violations(graph) == ["captioning.checkpoint:2 imports the command-line layer captioning.cli",
-                                       "captioning.checkpoint:4 imports the project script train"]
+    assert layer_violations(graph) == [
+        "captioning.checkpoint:2 imports the command-line layer captioning.cli",
+        "captioning.checkpoint:4 imports the project script train",
+    ]
     (package / "cli" / "__init__.py").write_text("from captioning.cli.args import load\n")  # a package importing on
-    assert import_cycles(import_graph(tmp_path)) == [["captioning.checkpoint", "captioning.cli", "captioning.cli.args",
-                                                      "captioning.model", "captioning.checkpoint"]]
+    assert import_cycles(import_graph(tmp_path)) == [
+        ["captioning.checkpoint", "captioning.cli", "captioning.cli.args", "captioning.model", "captioning.checkpoint"]
+    ]
 
 
 if __name__ == "__main__":

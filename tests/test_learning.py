@@ -56,16 +56,29 @@ def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("learning")
     caption_set = read_synthetic(NUM_IMAGES, root / "images", seed=7, image_size=IMAGE_SIZE)
     caption_set.splits = {name: "val" if split == "test" else split for name, split in caption_set.splits.items()}
-    summary = prepare_dataset(caption_set, root / "data", "synthetic", captions_per_image=5, min_word_freq=0,
-                              image_size=IMAGE_SIZE, progress=False)
+    summary = prepare_dataset(
+        caption_set,
+        root / "data",
+        "synthetic",
+        captions_per_image=5,
+        min_word_freq=0,
+        image_size=IMAGE_SIZE,
+        progress=False,
+    )
     encoder = Encoder(BACKBONE, "lite-wheel")  # runs channels_last itself
     prep = preprocessing_for(encoder, IMAGE_SIZE, INPUT_SIZE)
     started = time.perf_counter()
     with TorchThreads(2):
         cache_splits(encoder, prep, root, summary.base_name)
     cache_seconds = time.perf_counter() - started
-    return {"root": root, "data_dir": root / "data", "data_name": summary.base_name, "cache_dir": root / "cache",
-            "images": summary.images, "cache_seconds": cache_seconds}
+    return {
+        "root": root,
+        "data_dir": root / "data",
+        "data_name": summary.base_name,
+        "cache_dir": root / "cache",
+        "images": summary.images,
+        "cache_seconds": cache_seconds,
+    }
 
 
 def cache_splits(encoder: Encoder, prep, root, base_name: str) -> None:
@@ -73,8 +86,17 @@ def cache_splits(encoder: Encoder, prep, root, base_name: str) -> None:
     for split in ("TRAIN", "VAL"):
         names = json.loads((root / "data" / f"{split}_NAMES_{base_name}.json").read_text())
         with h5py.File(root / "data" / f"{split}_IMAGES_{base_name}.hdf5", "r") as h5:
-            cache_features(encoder, lambda a, b, images=h5["images"]: images[a:b], names, root / "cache", split, prep,
-                           batch_size=2, bf16=BF16, data_name=base_name)
+            cache_features(
+                encoder,
+                lambda a, b, images=h5["images"]: images[a:b],
+                names,
+                root / "cache",
+                split,
+                prep,
+                batch_size=2,
+                bf16=BF16,
+                data_name=base_name,
+            )
 
 
 def attention_in_box(captions: list[Caption], objects: list[list[dict]], image_size: int) -> dict:
@@ -101,14 +123,22 @@ def attention_in_box(captions: list[Caption], objects: list[list[dict]], image_s
             inside_x, inside_y = (centres >= x0) & (centres <= x1), (centres >= y0) & (centres <= y1)
             chance.append(inside_x.mean() * inside_y.mean())
             matched += 1
-    return {"rate": hits / max(matched, 1), "matched": matched, "unmatched": unmatched,
-            "chance": float(np.mean(chance)) if chance else 0.0}
+    return {
+        "rate": hits / max(matched, 1),
+        "matched": matched,
+        "unmatched": unmatched,
+        "chance": float(np.mean(chance)) if chance else 0.0,
+    }
 
 
 def test_attention_in_box_geometry():
     """The measure itself: x is the column, y the row; a peak on the box hits, elsewhere misses."""
-    objects = [[{"shape": "circle", "color": "red", "box": [160, 16, 208, 64]},  # top right
-                {"shape": "square", "color": "blue", "box": [16, 160, 64, 208]}]]  # bottom left
+    objects = [
+        [
+            {"shape": "circle", "color": "red", "box": [160, 16, 208, 64]},  # top right
+            {"shape": "square", "color": "blue", "box": [16, 160, 64, 208]},
+        ]
+    ]  # bottom left
     alphas = np.zeros((4, GRID, GRID), dtype=np.float32)
     alphas[1, 2, 11] = 1.0  # "circle": row 2 (y ~ 40), column 11 (x ~ 184): inside the red circle's box
     alphas[3, 11, 2] = 1.0  # "square": row 11, column 2: inside the blue square's box
@@ -124,11 +154,27 @@ def test_attention_in_box_geometry():
 def learning_config(shapes, run_dir, **overrides) -> TrainConfig:
     """The small decoder on the cached shapes features, two threads."""
     values = dict(
-        data_dir=str(shapes["data_dir"]), data_name=shapes["data_name"], output_dir=str(run_dir),
-        cache_dir=str(shapes["cache_dir"]), backbone=BACKBONE, encoder_weights="lite-wheel", input_size=INPUT_SIZE,
-        encoder_bf16=BF16, decoder=DecoderConfig(64, 64, 128, dropout=0.2), epochs=EPOCHS,
-        batch_size=32, decoder_lr=3e-3, attention_penalty=0.0, lr_decay_patience=1, early_stop_patience=100,
-        val_beam_size=1, bf16=BF16, threads=2, seed=28, device="cpu")
+        data_dir=str(shapes["data_dir"]),
+        data_name=shapes["data_name"],
+        output_dir=str(run_dir),
+        cache_dir=str(shapes["cache_dir"]),
+        backbone=BACKBONE,
+        encoder_weights="lite-wheel",
+        input_size=INPUT_SIZE,
+        encoder_bf16=BF16,
+        decoder=DecoderConfig(64, 64, 128, dropout=0.2),
+        epochs=EPOCHS,
+        batch_size=32,
+        decoder_lr=3e-3,
+        attention_penalty=0.0,
+        lr_decay_patience=1,
+        early_stop_patience=100,
+        val_beam_size=1,
+        bf16=BF16,
+        threads=2,
+        seed=28,
+        device="cpu",
+    )
     return TrainConfig(**{**values, **overrides})
 
 
@@ -145,9 +191,13 @@ def score_run(shapes, run: dict) -> dict:
     data_dir, base = shapes["data_dir"], shapes["data_name"]
     references = json.loads((data_dir / f"VAL_REFS_{base}.json").read_text())
     objects = json.loads((data_dir / f"VAL_BOXES_{base}.json").read_text())
-    return {"captions": captions, "references": references, "objects": objects,
-            "bleu4": bleu4(dict(enumerate(references)), {i: [c.text] for i, c in enumerate(captions)}),
-            "attention": attention_in_box(captions, objects, IMAGE_SIZE)}
+    return {
+        "captions": captions,
+        "references": references,
+        "objects": objects,
+        "bleu4": bleu4(dict(enumerate(references)), {i: [c.text] for i, c in enumerate(captions)}),
+        "attention": attention_in_box(captions, objects, IMAGE_SIZE),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -157,17 +207,27 @@ def runs(shapes, tmp_path_factory) -> dict:
     model. {"soft" | "scst" | "hard": {"run_dir", "state", "seconds"}}."""
     root = tmp_path_factory.mktemp("runs")
     no_dropout = DecoderConfig(64, 64, 128, dropout=0.0)
-    configs = {"soft": learning_config(shapes, root / "soft", decoder=no_dropout, epochs=SOFT_EPOCHS),
-               "scst": learning_config(shapes, root / "scst", decoder=no_dropout, epochs=1, batch_size=16,
-                                       decoder_lr=5e-4, scst=True, init_from=str(root / "soft" / "last"),
-                                       select_on="cider", scst_max_len=12),
-               "hard": learning_config(shapes, root / "hard", decoder=DecoderConfig(64, 64, 128, 0.2, "hard"))}
+    configs = {
+        "soft": learning_config(shapes, root / "soft", decoder=no_dropout, epochs=SOFT_EPOCHS),
+        "scst": learning_config(
+            shapes,
+            root / "scst",
+            decoder=no_dropout,
+            epochs=1,
+            batch_size=16,
+            decoder_lr=5e-4,
+            scst=True,
+            init_from=str(root / "soft" / "last"),
+            select_on="cider",
+            scst_max_len=12,
+        ),
+        "hard": learning_config(shapes, root / "hard", decoder=DecoderConfig(64, 64, 128, 0.2, "hard")),
+    }
     results = {}
     for name, config in configs.items():
         started = time.perf_counter()
         state = train(config)
-        results[name] = {"run_dir": Path(config.output_dir), "state": state,
-                         "seconds": time.perf_counter() - started}
+        results[name] = {"run_dir": Path(config.output_dir), "state": state, "seconds": time.perf_counter() - started}
     return results
 
 
@@ -177,11 +237,13 @@ def test_model_learns_captions_and_where_to_look(shapes, runs):
     scored = score_run(shapes, runs["soft"])
     captions, val_bleu4, attention = scored["captions"], scored["bleu4"], scored["attention"]
     assert len(captions) == len(scored["references"]) == len(scored["objects"]) == shapes["images"]["val"] == 120
-    print(f"\nlearning: cache {shapes['cache_seconds']:.0f}s, train {train_seconds:.0f}s "
-          f"({train_seconds / state['epoch']:.1f}s/epoch), val BLEU-4 {100 * val_bleu4:.1f} "
-          f"(log: {100 * state['history'][-1]['val_bleu4']:.1f}), attention in box {attention['rate']:.3f} "
-          f"of {attention['matched']} shape words (chance {attention['chance']:.3f}, "
-          f"unmatched {attention['unmatched']})")
+    print(
+        f"\nlearning: cache {shapes['cache_seconds']:.0f}s, train {train_seconds:.0f}s "
+        f"({train_seconds / state['epoch']:.1f}s/epoch), val BLEU-4 {100 * val_bleu4:.1f} "
+        f"(log: {100 * state['history'][-1]['val_bleu4']:.1f}), attention in box {attention['rate']:.3f} "
+        f"of {attention['matched']} shape words (chance {attention['chance']:.3f}, "
+        f"unmatched {attention['unmatched']})"
+    )
     losses = [row["train_loss"] for row in state["history"]]
     assert losses[-1] < 0.5 * losses[0]
     assert val_bleu4 >= MIN_BLEU4
@@ -199,9 +261,11 @@ def test_hard_attention_model_learns_and_looks_at_the_shape(shapes, runs):
     scored = score_run(shapes, runs["hard"])
     captions, val_bleu4, attention = scored["captions"], scored["bleu4"], scored["attention"]
     last = state["history"][-1]
-    print(f"\nhard attention: train {train_seconds:.0f}s, val BLEU-4 {100 * val_bleu4:.1f}, argmax in box "
-          f"{attention['rate']:.3f} of {attention['matched']} shape words (chance {attention['chance']:.3f}), "
-          f"final baseline {last['train_baseline']:.3f}, entropy {last['train_entropy']:.2f}")
+    print(
+        f"\nhard attention: train {train_seconds:.0f}s, val BLEU-4 {100 * val_bleu4:.1f}, argmax in box "
+        f"{attention['rate']:.3f} of {attention['matched']} shape words (chance {attention['chance']:.3f}), "
+        f"final baseline {last['train_baseline']:.3f}, entropy {last['train_entropy']:.2f}"
+    )
     assert all(set(np.unique(c.alphas)) <= {0.0, 1.0} for c in captions)  # one location per word
     assert val_bleu4 >= MIN_BLEU4
     assert attention["matched"] >= 100
@@ -213,6 +277,8 @@ def test_one_self_critical_epoch_raises_val_cider(runs):
     must raise the val CIDEr of greedy decoding (what the reward optimises) above the start's."""
     start = runs["soft"]["state"]["history"][-1]["val_cider"]  # greedy val CIDEr of the start (its last epoch)
     row = runs["scst"]["state"]["history"][0]
-    print(f"\nself-critical: val CIDEr {100 * start:.1f} -> {100 * row['val_cider']:.1f}, mean train reward "
-          f"{row['train_reward']:.3f}, {row['epoch_time']:.0f}s")
+    print(
+        f"\nself-critical: val CIDEr {100 * start:.1f} -> {100 * row['val_cider']:.1f}, mean train reward "
+        f"{row['train_reward']:.3f}, {row['epoch_time']:.0f}s"
+    )
     assert row["val_cider"] > start

@@ -22,9 +22,16 @@ def bf16_model_dir(tiny_model_dir, tmp_path_factory):
     return captioner.save(tmp_path_factory.mktemp("bf16") / "model", fp16=True)
 
 
-@pytest.mark.parametrize("saved, native, device, expected", [
-    (True, True, "cpu", True), (True, False, "cpu", False), (False, True, "cpu", False),
-    (False, False, "cpu", False), (True, False, "cuda", True)])
+@pytest.mark.parametrize(
+    "saved, native, device, expected",
+    [
+        (True, True, "cpu", True),
+        (True, False, "cpu", False),
+        (False, True, "cpu", False),
+        (False, False, "cpu", False),
+        (True, False, "cuda", True),
+    ],
+)
 def test_inference_encoder_bf16(monkeypatch, saved, native, device, expected):
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: native)
     assert precision.inference_encoder_bf16(saved, device) is expected

@@ -45,8 +45,10 @@ def write_csv(path: Path, rows: list[str]) -> Path:
 
 def load_outputs(out: Path, split: str, base: str) -> dict:
     """Every JSON output of a split plus the HDF5 images array."""
-    outputs = {kind: json.loads((out / f"{split}_{kind}_{base}.json").read_text(encoding="utf-8"))
-               for kind in ("CAPTIONS", "CAPLENS", "REFS", "NAMES")}
+    outputs = {
+        kind: json.loads((out / f"{split}_{kind}_{base}.json").read_text(encoding="utf-8"))
+        for kind in ("CAPTIONS", "CAPLENS", "REFS", "NAMES")
+    }
     with h5py.File(PreparedData(out, base).images_path(split), "r") as h5:
         outputs["IMAGES"] = h5["images"][:]  # (N, 3, S, S)
         outputs["cpi"] = int(h5.attrs["captions_per_image"])
@@ -95,20 +97,29 @@ def test_worked_example_through_csv_with_split_column(tmp_path):
     images = tmp_path / "images"
     for name, color in COLORS.items():
         make_image(images / f"{name}.png", color)
-    csv_path = write_csv(tmp_path / "captions.csv", [
-        "image,caption,split",
-        "img1.png,A cat.,train", "img1.png,Black cat.,train", "img1.png,Cat on mat.,train",
-        "img2.png,A dog.,test", "img2.png,Brown dog.,test",
-        "img3.png,A bird.,train", "img3.png,Blue bird.,train", "img3.png,Bird flies.,train",
-        "img4.png,A fish.,train",
-    ])
+    csv_path = write_csv(
+        tmp_path / "captions.csv",
+        [
+            "image,caption,split",
+            "img1.png,A cat.,train",
+            "img1.png,Black cat.,train",
+            "img1.png,Cat on mat.,train",
+            "img2.png,A dog.,test",
+            "img2.png,Brown dog.,test",
+            "img3.png,A bird.,train",
+            "img3.png,Blue bird.,train",
+            "img3.png,Bird flies.,train",
+            "img4.png,A fish.,train",
+        ],
+    )
     caption_set = read_csv_captions(csv_path, images)
     assert list(caption_set.by_split["train"]) == ["img1.png", "img3.png", "img4.png"]
     assert list(caption_set.by_split["test"]) == ["img2.png"]
 
     out = tmp_path / "out"
-    summary = prepare_dataset(caption_set, out, "toy", captions_per_image=2, min_word_freq=1, max_len=2,
-                              vocab_splits="all", progress=False)
+    summary = prepare_dataset(
+        caption_set, out, "toy", captions_per_image=2, min_word_freq=1, max_len=2, vocab_splits="all", progress=False
+    )
     base = "toy_2_cap_per_img_1_min_word_freq"
     assert summary.base_name == base
 
@@ -150,8 +161,7 @@ def test_worked_example_through_csv_with_split_column(tmp_path):
 
 
 def karpathy_entry(filename: str, split: str, raws: list[str], filepath: str | None = None) -> dict:
-    entry = {"filename": filename, "split": split,
-             "sentences": [{"raw": raw, "tokens": tokenize(raw)} for raw in raws]}
+    entry = {"filename": filename, "split": split, "sentences": [{"raw": raw, "tokens": tokenize(raw)} for raw in raws]}
     if filepath is not None:
         entry["filepath"] = filepath
     return entry
@@ -159,17 +169,26 @@ def karpathy_entry(filename: str, split: str, raws: list[str], filepath: str | N
 
 def test_karpathy_splits_with_restval_as_train(tmp_path):
     images = tmp_path / "images"
-    entries = [karpathy_entry("a.jpg", "train", ["A dog runs.", "A dog."]),
-               karpathy_entry("b.jpg", "restval", ["A dog sits."]),
-               karpathy_entry("c.jpg", "val", ["A cat."]),
-               karpathy_entry("d.jpg", "test", ["A bird."])]
+    entries = [
+        karpathy_entry("a.jpg", "train", ["A dog runs.", "A dog."]),
+        karpathy_entry("b.jpg", "restval", ["A dog sits."]),
+        karpathy_entry("c.jpg", "val", ["A cat."]),
+        karpathy_entry("d.jpg", "test", ["A bird."]),
+    ]
     for i, entry in enumerate(entries):
         make_image(images / entry["filename"], (40 * i, 0, 0))
     json_path = tmp_path / "dataset.json"
     json_path.write_text(json.dumps({"images": entries, "dataset": "flickr8k"}))
 
-    summary = prepare_dataset(read_karpathy(json_path, images, "flickr8k"), tmp_path / "out", "flickr8k",
-                              captions_per_image=2, min_word_freq=0, image_size=16, progress=False)
+    summary = prepare_dataset(
+        read_karpathy(json_path, images, "flickr8k"),
+        tmp_path / "out",
+        "flickr8k",
+        captions_per_image=2,
+        min_word_freq=0,
+        image_size=16,
+        progress=False,
+    )
     base = "flickr8k_2_cap_per_img_0_min_word_freq"
     assert summary.images == {"train": 2, "val": 1, "test": 1}
     names = {split: load_outputs(tmp_path / "out", split, base)["NAMES"] for split in ("TRAIN", "VAL", "TEST")}
@@ -214,8 +233,11 @@ def test_csv_without_split_column_cuts_80_10_10_with_seed_28(tmp_path):
 @pytest.mark.parametrize("header", ["image,captions", "caption,image", "image,caption,fold", "filename,text,split,x"])
 def test_csv_with_an_unrecognised_header_names_the_expected_columns(tmp_path, header):
     csv_path = write_csv(tmp_path / "c.csv", [header, "a.png,a cat,train"])
-    with pytest.raises(DataError, match=f"c.csv:1: unrecognised header '{header}': expected the columns "
-                                        "image,caption\\[,split\\], or no header row"):
+    with pytest.raises(
+        DataError,
+        match=f"c.csv:1: unrecognised header '{header}': expected the columns "
+        "image,caption\\[,split\\], or no header row",
+    ):
         read_csv_captions(csv_path, tmp_path)
 
 
@@ -256,15 +278,27 @@ def test_long_empty_duplicate_captions_and_sampling(tmp_path):
     for name in ("many.png", "one.png", "long.png"):
         make_image(images / name, (5, 5, 5))
     many = [f"many.png,caption number {i},train" for i in range(7)]
-    csv_path = write_csv(tmp_path / "c.csv", many + [
-        "many.png,caption number 0,train",  # duplicate row
-        "many.png,   ,train",  # empty caption
-        "many.png,this caption has far too many words,train",  # 7 words > max_len=4
-        "one.png,un café noir,train",
-        "long.png,also a caption that is too long,train",  # its only caption -> image skipped
-    ])
-    summary = prepare_dataset(read_csv_captions(csv_path, images), tmp_path / "out", "toy", captions_per_image=3,
-                              min_word_freq=0, max_len=4, image_size=8, progress=False)
+    csv_path = write_csv(
+        tmp_path / "c.csv",
+        many
+        + [
+            "many.png,caption number 0,train",  # duplicate row
+            "many.png,   ,train",  # empty caption
+            "many.png,this caption has far too many words,train",  # 7 words > max_len=4
+            "one.png,un café noir,train",
+            "long.png,also a caption that is too long,train",  # its only caption -> image skipped
+        ],
+    )
+    summary = prepare_dataset(
+        read_csv_captions(csv_path, images),
+        tmp_path / "out",
+        "toy",
+        captions_per_image=3,
+        min_word_freq=0,
+        max_len=4,
+        image_size=8,
+        progress=False,
+    )
     assert (summary.too_long, summary.empty, summary.duplicates) == (2, 1, 1)
     assert summary.images_without_captions == ["long.png"]
     assert summary.images_sampled == 1 and summary.images_topped_up == 1
@@ -286,11 +320,20 @@ def test_missing_and_corrupt_images_are_skipped(tmp_path):
     make_image(images / "good1.png", (10, 20, 30))
     make_image(images / "good2.png", (30, 20, 10))
     (images / "corrupt.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
-    csv_path = write_csv(tmp_path / "c.csv", ["good1.png,a b,train", "missing.jpg,a b,train",
-                                              "corrupt.jpg,a b,train", "good2.png,a b,train"])
+    csv_path = write_csv(
+        tmp_path / "c.csv",
+        ["good1.png,a b,train", "missing.jpg,a b,train", "corrupt.jpg,a b,train", "good2.png,a b,train"],
+    )
     out = tmp_path / "out"
-    summary = prepare_dataset(read_csv_captions(csv_path, images), out, "toy", captions_per_image=1,
-                              min_word_freq=0, image_size=8, progress=False)
+    summary = prepare_dataset(
+        read_csv_captions(csv_path, images),
+        out,
+        "toy",
+        captions_per_image=1,
+        min_word_freq=0,
+        image_size=8,
+        progress=False,
+    )
     assert set(summary.skipped_images) == {"missing.jpg", "corrupt.jpg"}
     assert summary.skipped_images["missing.jpg"] == "missing file"
     assert summary.skipped_images["corrupt.jpg"].startswith("unreadable")
@@ -302,8 +345,11 @@ def test_missing_and_corrupt_images_are_skipped(tmp_path):
     assert "missing.jpg" in format_summary(summary) and "corrupt.jpg" in format_summary(summary)
 
     bad_only = write_csv(tmp_path / "bad.csv", ["missing.jpg,a b,train", "corrupt.jpg,a b,train"])
-    with pytest.raises(DataError, match="1 of the 2 image files .* do not exist, the others are unreadable; looked "
-                                        f"for e.g. {images / 'missing.jpg'}"):
+    with pytest.raises(
+        DataError,
+        match="1 of the 2 image files .* do not exist, the others are unreadable; looked "
+        f"for e.g. {images / 'missing.jpg'}",
+    ):
         prepare_dataset(read_csv_captions(bad_only, images), tmp_path / "none", "toy", progress=False)
     assert list((tmp_path / "none").iterdir()) == []  # nothing half-written
 
@@ -312,13 +358,21 @@ def test_no_image_found_shows_a_full_path_it_looked_for(tmp_path):
     images = tmp_path / "images"
     make_image(images / "img1.png", (1, 2, 3))
     good = write_csv(tmp_path / "good.csv", ["img1.png,a red square", "img1.png,a square"])
-    with pytest.raises(DataError, match=f"none of the 1 image files .* exists; looked for e.g. "
-                                        f"{tmp_path / 'elsewhere' / 'img1.png'} \\(is the image directory right"):
+    with pytest.raises(
+        DataError,
+        match=f"none of the 1 image files .* exists; looked for e.g. "
+        f"{tmp_path / 'elsewhere' / 'img1.png'} \\(is the image directory right",
+    ):
         prepare_dataset(read_csv_captions(good, tmp_path / "elsewhere"), tmp_path / "out", "toy", progress=False)
     swapped = write_csv(tmp_path / "swapped.csv", ["A red square.,img1.png"])  # caption,image: no header says so
-    with pytest.raises(DataError, match=re.escape(f"looked for e.g. {images / 'A red square.'} (is the image "
-                                                  "directory right, and is each image name, the first column of a CSV "
-                                                  "file, a file name in it?)")):
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            f"looked for e.g. {images / 'A red square.'} (is the image "
+            "directory right, and is each image name, the first column of a CSV "
+            "file, a file name in it?)"
+        ),
+    ):
         prepare_dataset(read_csv_captions(swapped, images), tmp_path / "out", "toy", progress=False)
 
 
@@ -326,8 +380,15 @@ def test_captions_of_missing_images_add_no_words(tmp_path):
     images = tmp_path / "images"
     make_image(images / "here.png", (1, 2, 3))
     csv_path = write_csv(tmp_path / "c.csv", ["here.png,a cat,train", "gone.png,a zebra,train"])
-    summary = prepare_dataset(read_csv_captions(csv_path, images), tmp_path / "out", "toy", captions_per_image=1,
-                              min_word_freq=0, image_size=8, progress=False)
+    summary = prepare_dataset(
+        read_csv_captions(csv_path, images),
+        tmp_path / "out",
+        "toy",
+        captions_per_image=1,
+        min_word_freq=0,
+        image_size=8,
+        progress=False,
+    )
     assert summary.skipped_images == {"gone.png": "missing file"}
     word_map = PreparedData(tmp_path / "out", summary.base_name).load_word_map()
     assert list(word_map)[1:3] == ["a", "cat"] and "zebra" not in word_map
@@ -338,19 +399,34 @@ def test_warnings_for_mostly_unknown_words_and_tiny_eval_splits(tmp_path):
     images = tmp_path / "images"
     for name in ("t1.png", "t2.png", "v.png"):
         make_image(images / name, (1, 2, 3))
-    csv_path = write_csv(tmp_path / "c.csv", ["t1.png,a black cat sleeps,train", "t2.png,a dog runs,train",
-                                              "v.png,a bird,val"])
-    summary = prepare_dataset(read_csv_captions(csv_path, images), tmp_path / "out", "toy", captions_per_image=1,
-                              min_word_freq=1, image_size=8, progress=False)  # only "a" is seen more than once
+    csv_path = write_csv(
+        tmp_path / "c.csv", ["t1.png,a black cat sleeps,train", "t2.png,a dog runs,train", "v.png,a bird,val"]
+    )
+    summary = prepare_dataset(
+        read_csv_captions(csv_path, images),
+        tmp_path / "out",
+        "toy",
+        captions_per_image=1,
+        min_word_freq=1,
+        image_size=8,
+        progress=False,
+    )  # only "a" is seen more than once
     assert summary.warnings == [
         "67% of the caption words (6 of 9) are not in the vocabulary of 5 entries and become <unk>: lower "
         "--min-word-freq or prepare more captions",
         "val has 1 images (fewer than 5): its scores say little",
-        "test has 0 images (fewer than 5): its scores say little"]
+        "test has 0 images (fewer than 5): its scores say little",
+    ]
     assert "\nwarning: val has 1 images" in format_summary(summary)
 
-    healthy = prepare_dataset(read_synthetic(60, tmp_path / "synthetic", seed=3, image_size=16), tmp_path / "ok",
-                              "synthetic", min_word_freq=0, image_size=16, progress=False)
+    healthy = prepare_dataset(
+        read_synthetic(60, tmp_path / "synthetic", seed=3, image_size=16),
+        tmp_path / "ok",
+        "synthetic",
+        min_word_freq=0,
+        image_size=16,
+        progress=False,
+    )
     assert healthy.images["val"] >= 5 and healthy.images["test"] >= 5
     assert healthy.warnings == [] and "\nwarning:" not in format_summary(healthy)
 
@@ -360,8 +436,9 @@ def test_same_inputs_and_seed_give_byte_identical_files(tmp_path):
     for run in ("a", "b"):
         out = tmp_path / run
         caption_set = read_synthetic(30, out / "synthetic_images", seed=7)
-        prepare_dataset(caption_set, out, "synthetic", captions_per_image=2, min_word_freq=1, image_size=32,
-                        seed=11, progress=False)
+        prepare_dataset(
+            caption_set, out, "synthetic", captions_per_image=2, min_word_freq=1, image_size=32, seed=11, progress=False
+        )
         runs.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert runs[0].keys() == runs[1].keys()
     assert any(name.endswith(".hdf5") for name in runs[0]) and len(runs[0]) > 30
@@ -374,13 +451,13 @@ def test_same_inputs_and_seed_give_byte_identical_files(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "prepare_data.py", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "prepare_data.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_synthetic_smoke(tmp_path):
-    result = run_cli("--dataset", "synthetic", "--num-images", "40", "--image-size", "32",
-                     "--data-dir", str(tmp_path))
+    result = run_cli("--dataset", "synthetic", "--num-images", "40", "--image-size", "32", "--data-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "base name: synthetic_5_cap_per_img_5_min_word_freq" in result.stdout
     assert (tmp_path / "TRAIN_IMAGES_synthetic_5_cap_per_img_5_min_word_freq.hdf5").is_file()
@@ -388,8 +465,16 @@ def test_cli_synthetic_smoke(tmp_path):
 
 
 def test_cli_missing_karpathy_json_is_a_one_line_error(tmp_path):
-    result = run_cli("--dataset", "flickr8k", "--karpathy-json", str(tmp_path / "nope.json"),
-                     "--image-dir", str(tmp_path), "--data-dir", str(tmp_path / "out"))
+    result = run_cli(
+        "--dataset",
+        "flickr8k",
+        "--karpathy-json",
+        str(tmp_path / "nope.json"),
+        "--image-dir",
+        str(tmp_path),
+        "--data-dir",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "nope.json" in result.stderr
@@ -410,16 +495,25 @@ def test_split_labels_and_restval_are_read_in_one_place():
 def test_prepared_data_owns_names_splits_and_says_what_is_missing(tmp_path):
     """One layout object: tutorial file names, any-case split names, one-line errors for a wrong name or split."""
     out = tmp_path / "out"
-    summary = prepare_dataset(read_synthetic(10, tmp_path / "images", seed=1, image_size=32), out, "synthetic",
-                              min_word_freq=0, image_size=32, progress=False)
+    summary = prepare_dataset(
+        read_synthetic(10, tmp_path / "images", seed=1, image_size=32),
+        out,
+        "synthetic",
+        min_word_freq=0,
+        image_size=32,
+        progress=False,
+    )
     data = PreparedData(out, summary.base_name)
     assert data.path("CAPTIONS", "val") == out / f"VAL_CAPTIONS_{summary.base_name}.json"
     assert data.splits() == ["TRAIN", "VAL", "TEST"] and data.image_size() == 32
     assert data.load_split("val").num_images == summary.images["val"]
     with pytest.raises(ValueError, match="unknown split 'dev' \\(expected one of TRAIN, VAL, TEST\\)"):
         data.path("IMAGES", "dev")
-    with pytest.raises(FileNotFoundError, match=f"no prepared data named 'flickr' in {out} \\(data names there: "
-                                                f"{summary.base_name}\\); check --data-name"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=f"no prepared data named 'flickr' in {out} \\(data names there: "
+        f"{summary.base_name}\\); check --data-name",
+    ):
         PreparedData(out, "flickr").load_split("train")
     data.images_path("test").unlink()
     with pytest.raises(FileNotFoundError, match="split TEST was not prepared .* \\(prepared: TRAIN, VAL\\)"):

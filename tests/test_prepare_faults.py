@@ -42,8 +42,15 @@ def test_crash_while_writing_the_second_split_leaves_nothing_that_looks_complete
 
 
 def test_bad_rows_are_reported_and_good_ones_kept(tmp_path):
-    summary = prepare_dataset(make_dataset(tmp_path), tmp_path / "out", "toy", captions_per_image=2,
-                              min_word_freq=0, image_size=8, progress=False)
+    summary = prepare_dataset(
+        make_dataset(tmp_path),
+        tmp_path / "out",
+        "toy",
+        captions_per_image=2,
+        min_word_freq=0,
+        image_size=8,
+        progress=False,
+    )
     assert summary.empty == 13 and summary.duplicates == 2  # the repeated block holds one empty row
     assert summary.images == {"train": 8, "val": 4}
     assert summary.captions_kept == 24

@@ -87,12 +87,15 @@ def test_probing_a_captioned_photo_does_not_run_the_encoder_again(served):
     assert len(encodes["tiny_hard"]) == hard_before + 1
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "the text is empty"),
-    ("   ", "the text is empty"),
-    ("?! ... --", "no words to score, only punctuation"),
-    ("🐶🐶", "no words to score"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "the text is empty"),
+        ("   ", "the text is empty"),
+        ("?! ... --", "no words to score, only punctuation"),
+        ("🐶🐶", "no words to score"),
+    ],
+)
 def test_text_without_words_is_a_friendly_error(served, text, message):
     client, _ = served
     with pytest.raises(AppError, match=message):
@@ -130,7 +133,8 @@ def test_the_notes_are_gradio_warnings(two_models):
         warnings.simplefilter("always")
         app.probe_sentence(two_models, str(DOGS), "一只狗")
     assert [str(w.message) for w in caught] == [
-        "Not in the model's vocabulary (it knows English words only), scored as the unknown word: 一只狗."]
+        "Not in the model's vocabulary (it knows English words only), scored as the unknown word: 一只狗."
+    ]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         app.probe_sentence(two_models, str(DOGS), SENTENCE)
@@ -199,8 +203,10 @@ def test_the_command_line_prints_each_words_probability_and_rank(tiny_model_dir,
     record = json.loads(capsys.readouterr().out)
     assert record["probe"]["text"] == "a dog on the mat" and record["probe"]["words"] == "a dog on the mat".split()
     assert len(record["probe"]["probs"]) == len(record["probe"]["ranks"]) == 5
-    assert abs(sum(record["probe"]["log_probs"]) + record["probe"]["end_log_prob"]
-               - record["probe"]["total_log_prob"]) < 1e-3
+    assert (
+        abs(sum(record["probe"]["log_probs"]) + record["probe"]["end_log_prob"] - record["probe"]["total_log_prob"])
+        < 1e-3
+    )
 
     assert caption_main([str(DOGS), "--model", model, "--probe", "?!"]) == 2
     assert "error: --probe: That text has no words" in capsys.readouterr().err

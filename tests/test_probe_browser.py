@@ -37,8 +37,10 @@ TIME_PROBE_JS = """() => { window.probeTimes = {};
     new MutationObserver(() => { const box = document.querySelector('#probe-summary');
         if (box && !box.hidden && !window.probeTimes.shown) window.probeTimes.shown = performance.now(); })
         .observe(document.querySelector('#probe-summary'), {attributes: true, childList: true}); }"""
-PROBS_JS = ("() => [...document.querySelectorAll('#words .sat-prob')]"
-            ".map(p => [Number(p.dataset.prob), Number(p.dataset.rank)])")
+PROBS_JS = (
+    "() => [...document.querySelectorAll('#words .sat-prob')]"
+    ".map(p => [Number(p.dataset.prob), Number(p.dataset.rank)])"
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,15 +136,19 @@ def test_a_typed_sentence_shows_each_words_probability_and_steps_without_a_reque
     page.click("#probe-back")  # the model's caption alone again
     page.wait_for_function("() => !window.satDemo.state.data.probe")
     assert page.locator("#probe-summary").is_hidden() and page.locator("#words .sat-prob").count() == 0
-    assert page.locator("#words [role=button] .sat-word-text").all_inner_texts() == \
-        page.locator("#caption-text textarea").input_value().split()
+    assert (
+        page.locator("#words [role=button] .sat-word-text").all_inner_texts()
+        == page.locator("#caption-text textarea").input_value().split()
+    )
 
 
 def test_compare_mode_shows_every_model_one_under_the_other_word_aligned(page, client):
     caption_photo(page, DOGS)
     page.locator("#compare input[type=checkbox]").check()
-    page.wait_for_function("() => document.querySelector('#compare-view .sat-compare')?.dataset.kind === 'caption'"
-                           " && !document.querySelector('#compare-view .sat-compare').hidden")
+    page.wait_for_function(
+        "() => document.querySelector('#compare-view .sat-compare')?.dataset.kind === 'caption'"
+        " && !document.querySelector('#compare-view .sat-compare').hidden"
+    )
     expected = client.predict(handle_file(str(DOGS)), 3, True, api_name="/compare")["rows"]
     rows = compare_rows(page)
     assert [r["model"] for r in rows] == [e["model"] for e in expected] == ["model", "model_hard"]
@@ -162,14 +168,17 @@ def test_compare_mode_shows_every_model_one_under_the_other_word_aligned(page, c
     state = drawn(page)
     page.locator('#compare-rows .sat-tile[data-model="model_hard"][data-index="5"]').click()
     wait_for_word(page, 5, state)  # the word shown above too
-    assert page.locator('#compare-rows .sat-tile.current').count() == 2  # its column, in both rows
+    assert page.locator("#compare-rows .sat-tile.current").count() == 2  # its column, in both rows
 
     caption_photo(page, CAT)  # another photo while comparing: every model captions it
-    page.wait_for_function("() => { const c = window.satProbe.state.compare;"
-                           " return c && c.kind === 'caption' && c.image === window.satDemo.state.data.image; }")
+    page.wait_for_function(
+        "() => { const c = window.satProbe.state.compare;"
+        " return c && c.kind === 'caption' && c.image === window.satDemo.state.data.image; }"
+    )
     cat = client.predict(handle_file(str(CAT)), 3, True, api_name="/compare")["rows"]
-    page.wait_for_function("n => document.querySelectorAll('#compare-rows .sat-tile').length === n",
-                           arg=sum(len(r["words"]) for r in cat))
+    page.wait_for_function(
+        "n => document.querySelectorAll('#compare-rows .sat-tile').length === n", arg=sum(len(r["words"]) for r in cat)
+    )
     assert [r["words"] for r in compare_rows(page)] == [r["words"] for r in cat]
     page.locator("#compare input[type=checkbox]").uncheck()
     page.wait_for_function("() => document.querySelector('#compare-view .sat-compare').hidden")

@@ -43,8 +43,11 @@ def results_tables() -> dict[str, dict[int, dict[str, str]]]:
     tables = {}
     for block in re.split(r"^### ", readme_section("Results"), flags=re.M)[1:]:
         named = re.search(r"`(assets/[\w-]+)`", block.splitlines()[0])
-        rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
-                for line in block.splitlines() if line.startswith("|")]
+        rows = [
+            [cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in block.splitlines()
+            if line.startswith("|")
+        ]
         if not named or not rows:
             continue
         header, body = rows[0], rows[2:]  # rows[1] is the |---| line
@@ -102,8 +105,9 @@ def test_readme_python_api_runs_verbatim(tmp_path):
     `pip install -e .` (CI installs requirements-dev.txt only)."""
     shutil.copy(REPO / "assets" / "examples" / "dogs.jpg", tmp_path / "photo.jpg")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", python_api_snippet()], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", python_api_snippet()], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     text, score = done.stdout.strip().rsplit(" ", 1)
     assert len(text.split()) >= 2 and float(score) < 0, done.stdout

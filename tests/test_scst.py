@@ -42,8 +42,9 @@ def sampler_log_probs(logits: torch.Tensor, samples: Samples) -> torch.Tensor:
 def test_sampler_never_draws_banned_tokens_and_ends_every_caption():
     decoder = make_decoder()
     torch.manual_seed(3)
-    samples = sample_captions(decoder, features(4), k=5, start_id=START, end_id=END, banned=(PAD, START, UNK),
-                              max_len=12)
+    samples = sample_captions(
+        decoder, features(4), k=5, start_id=START, end_id=END, banned=(PAD, START, UNK), max_len=12
+    )
     real = samples.tokens[samples.mask]  # (n_words,)
     assert samples.tokens.shape[0] == 20
     assert not torch.isin(real, torch.tensor([PAD, START, UNK])).any()
@@ -72,8 +73,9 @@ def test_leave_one_out_baseline_on_a_hand_made_example():
     # image 0: baselines (2+3)/2, (1+3)/2, (1+2)/2; image 1: 1.5, 1.5, 0
     expected = torch.tensor([[1.0 - 2.5, 2.0 - 2.0, 3.0 - 1.5], [-1.5, -1.5, 3.0]])
     torch.testing.assert_close(leave_one_out_advantage(rewards), expected)
-    torch.testing.assert_close(greedy_advantage(rewards, torch.tensor([2.0, 1.0])),
-                               torch.tensor([[-1.0, 0.0, 1.0], [-1.0, -1.0, 2.0]]))
+    torch.testing.assert_close(
+        greedy_advantage(rewards, torch.tensor([2.0, 1.0])), torch.tensor([[-1.0, 0.0, 1.0], [-1.0, -1.0, 2.0]])
+    )
 
 
 def test_policy_gradient_loss_weights_each_sampled_word_by_its_advantage():
@@ -118,8 +120,9 @@ def test_a_hard_decoder_samples_words_while_reading_its_most_likely_cell():
 
 
 def scst_config(tiny_train_config, output_dir, start_dir, **overrides):
-    values = dict(scst=True, init_from=str(start_dir), epochs=2, decoder_lr=1e-3, select_on="cider", dropout=0.0,
-                  scst_max_len=8)
+    values = dict(
+        scst=True, init_from=str(start_dir), epochs=2, decoder_lr=1e-3, select_on="cider", dropout=0.0, scst_max_len=8
+    )
     values.update(overrides)
     return tiny_train_config(output_dir, **values)
 
@@ -128,10 +131,24 @@ def train_start_model(shapes_data, root, attention: str = "soft"):
     """A tiny model trained for one short epoch on the shapes data -> its last/ directory, for runs to start from."""
     from captioning.training import TrainConfig, train
 
-    train(TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(root),
-                      backbone="test_efficientnet", encoder_weights="random", input_size=64,
-                      decoder=DecoderConfig(16, 16, 16, dropout=0.0, attention=attention), epochs=1, batch_size=10,
-                      max_steps_per_epoch=3, val_max_images=4, threads=1, seed=28, device="cpu"))
+    train(
+        TrainConfig(
+            data_dir=shapes_data["data_dir"],
+            data_name=shapes_data["data_name"],
+            output_dir=str(root),
+            backbone="test_efficientnet",
+            encoder_weights="random",
+            input_size=64,
+            decoder=DecoderConfig(16, 16, 16, dropout=0.0, attention=attention),
+            epochs=1,
+            batch_size=10,
+            max_steps_per_epoch=3,
+            val_max_images=4,
+            threads=1,
+            seed=28,
+            device="cpu",
+        )
+    )
     return root / "last"
 
 
@@ -146,15 +163,19 @@ def test_scst_run_starts_from_the_model_and_logs_reward_and_cider(tiny_train_con
     from captioning.training import train
 
     start = Captioner.load(cross_entropy_start)
-    state = train(scst_config(tiny_train_config, tmp_path / "scst", cross_entropy_start, epochs=1,
-                              max_steps_per_epoch=0))
+    state = train(
+        scst_config(tiny_train_config, tmp_path / "scst", cross_entropy_start, epochs=1, max_steps_per_epoch=0)
+    )
     row = state["history"][0]
     assert row["train_reward"] > 0 and "train_loss" not in row  # the reward is what this stage logs
     assert {"val_bleu4", "val_cider", "val_loss"} <= set(row)
     assert state["best_score"] == row["val_cider"]  # selected on CIDEr as asked
     trained = Captioner.load(tmp_path / "scst" / "last")
-    moved = [name for name, value in trained.decoder.state_dict().items()
-             if not torch.equal(value, start.decoder.state_dict()[name])]
+    moved = [
+        name
+        for name, value in trained.decoder.state_dict().items()
+        if not torch.equal(value, start.decoder.state_dict()[name])
+    ]
     assert moved  # it trained ...
     random_start = Captioner.load(tmp_path / "scst" / "last")
     random_start.decoder.init_weights()  # what a run that ignored init_from would have started from
@@ -191,8 +212,9 @@ def hard_start(shapes_data, tmp_path_factory):
     return train_start_model(shapes_data, tmp_path_factory.mktemp("hard_start"), attention="hard")
 
 
-def test_scst_on_a_hard_model_trains_the_words_and_leaves_the_attention_as_it_was(tiny_train_config, hard_start,
-                                                                                   tmp_path):
+def test_scst_on_a_hard_model_trains_the_words_and_leaves_the_attention_as_it_was(
+    tiny_train_config, hard_start, tmp_path
+):
     """Self-critical fine-tuning of a hard-attention model: rollouts read the argmax cell, as decoding does, so the
     attention (which an argmax gets no gradient through) keeps its weights while the rest of the decoder trains."""
     from captioning.model import Captioner

@@ -64,8 +64,9 @@ def test_generation_is_fast():
 
 def test_pipeline_writes_boxes_scaled_to_stored_size(tmp_path):
     caption_set = read_synthetic(20, tmp_path / "synthetic_images", seed=5, image_size=128)
-    summary = prepare_dataset(caption_set, tmp_path / "out", "synthetic", captions_per_image=3, min_word_freq=0,
-                              image_size=64, progress=False)
+    summary = prepare_dataset(
+        caption_set, tmp_path / "out", "synthetic", captions_per_image=3, min_word_freq=0, image_size=64, progress=False
+    )
     base = summary.base_name
     for split in ("TRAIN", "VAL", "TEST"):
         names = json.loads((tmp_path / "out" / f"{split}_NAMES_{base}.json").read_text())

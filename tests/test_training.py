@@ -53,7 +53,10 @@ def ddp_rank_main(config_path: str, out_dir: str) -> None:
         return captioner
 
     training.atomic_write, training.Captioner.save, training.build_captioner = (
-        counting_atomic_write, counting_save, keeping_build)
+        counting_atomic_write,
+        counting_save,
+        keeping_build,
+    )
     config = training.TrainConfig(**json.loads(Path(config_path).read_text()))
     state = training.train(config)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -62,8 +65,13 @@ def ddp_rank_main(config_path: str, out_dir: str) -> None:
     tensors.update({f"initial.{k}": v.contiguous() for k, v in initial.items()})
     save_file(tensors, str(Path(out_dir) / f"rank{rank}.safetensors"))
     last = state["history"][-1]
-    report = {"rank": rank, "world_size": world, "writes": writes, "epoch": state["epoch"],
-              "train_loss": last.get("train_loss", last.get("train_reward"))}
+    report = {
+        "rank": rank,
+        "world_size": world,
+        "writes": writes,
+        "epoch": state["epoch"],
+        "train_loss": last.get("train_loss", last.get("train_reward")),
+    }
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 
@@ -84,8 +92,17 @@ def test_ddp_ranks_end_with_identical_weights(objective, tiny_train_config, tmp_
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(dataclasses.asdict(config)))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(Path(__file__).resolve()), "--ddp-rank", str(config_path), str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(Path(__file__).resolve()),
+        "--ddp-rank",
+        str(config_path),
+        str(tmp_path),
+    ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -115,10 +132,21 @@ def two_epoch_runs(shapes_data, tmp_path_factory):
     from captioning.training import TrainConfig
 
     root = tmp_path_factory.mktemp("resume")
-    base = TrainConfig(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"],
-                       backbone="test_efficientnet", encoder_weights="random", input_size=64,
-                       decoder=DecoderConfig(16, 16, 16, dropout=0.5), batch_size=10, max_steps_per_epoch=4,
-                       val_max_images=4, threads=1, seed=5, device="cpu", keep_epochs=True)
+    base = TrainConfig(
+        data_dir=shapes_data["data_dir"],
+        data_name=shapes_data["data_name"],
+        backbone="test_efficientnet",
+        encoder_weights="random",
+        input_size=64,
+        decoder=DecoderConfig(16, 16, 16, dropout=0.5),
+        batch_size=10,
+        max_steps_per_epoch=4,
+        val_max_images=4,
+        threads=1,
+        seed=5,
+        device="cpu",
+        keep_epochs=True,
+    )
     straight = dataclasses.replace(base, output_dir=str(root / "straight"), epochs=2)
     with TorchThreads(2):
         assert train_cli.main(cli_args(straight)) == 0
@@ -159,7 +187,8 @@ def test_run_directory_contents(two_epoch_runs):
         assert model.config.encoder.backbone == "test_efficientnet" and model.config.decoder.decoder_dim == 16
         assert model.config.preprocessing.image_size == 32 and model.config.preprocessing.input_size == 64  # as stored
         assert sorted(p.name for p in (run / name).iterdir() if not p.name.startswith(".")) == sorted(
-            ["config.json", "wordmap.json", "model.safetensors"] + (["train_state.pt"] if name == "last" else []))
+            ["config.json", "wordmap.json", "model.safetensors"] + (["train_state.pt"] if name == "last" else [])
+        )
     rows = read_log(run)
     assert [int(row["epoch"]) for row in rows] == [1, 2]
     columns = ("train_loss", "train_top5", "val_loss", "val_top5", "val_bleu4", "lr", "epoch_time", "captions_per_s")
@@ -193,12 +222,24 @@ def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
 # --- learning-rate decay and early stopping -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("decay_patience", "stop_patience", "epochs_run", "decayed_from"), [
-    (1, 2, 3, 3),  # epoch 1 sets the best; epochs 2, 3 don't improve; lr x0.8 from epoch 3; stop before epoch 4
-    (2, 3, 4, 4),  # lr x0.8 after 2 epochs without improvement (epoch 4); stop after 3 (before epoch 5)
-])
-def test_lr_decay_and_early_stop(tiny_train_config, tmp_path, monkeypatch, one_thread, capsys,
-                                 decay_patience, stop_patience, epochs_run, decayed_from):
+@pytest.mark.parametrize(
+    ("decay_patience", "stop_patience", "epochs_run", "decayed_from"),
+    [
+        (1, 2, 3, 3),  # epoch 1 sets the best; epochs 2, 3 don't improve; lr x0.8 from epoch 3; stop before epoch 4
+        (2, 3, 4, 4),  # lr x0.8 after 2 epochs without improvement (epoch 4); stop after 3 (before epoch 5)
+    ],
+)
+def test_lr_decay_and_early_stop(
+    tiny_train_config,
+    tmp_path,
+    monkeypatch,
+    one_thread,
+    capsys,
+    decay_patience,
+    stop_patience,
+    epochs_run,
+    decayed_from,
+):
     import captioning.training as training
 
     calls = []
@@ -208,8 +249,14 @@ def test_lr_decay_and_early_stop(tiny_train_config, tmp_path, monkeypatch, one_t
         return {"val_loss": 1.0, "val_top5": 50.0, "val_bleu4": 0.25}  # never improves after the first epoch
 
     monkeypatch.setattr(training, "validate", constant_validate)
-    config = tiny_train_config(tmp_path / "run", epochs=10, max_steps_per_epoch=1, decoder_lr=1e-3,
-                               lr_decay_patience=decay_patience, early_stop_patience=stop_patience)
+    config = tiny_train_config(
+        tmp_path / "run",
+        epochs=10,
+        max_steps_per_epoch=1,
+        decoder_lr=1e-3,
+        lr_decay_patience=decay_patience,
+        early_stop_patience=stop_patience,
+    )
     state = training.train(config)
     assert state["epoch"] == epochs_run == len(calls) == len(state["history"])
     assert state["epochs_since_improvement"] == stop_patience
@@ -228,8 +275,15 @@ def test_lr_decays_repeatedly_while_no_improvement(tiny_train_config, tmp_path, 
 
     scores = iter([0.3, 0.2, 0.2, 0.2, 0.4, 0.1])  # improves at epochs 1 and 5 only
     monkeypatch.setattr(training, "validate", lambda *a: {"val_loss": 1.0, "val_top5": 0.0, "val_bleu4": next(scores)})
-    config = tiny_train_config(tmp_path / "run", epochs=6, max_steps_per_epoch=1, decoder_lr=1e-3,
-                               lr_decay_patience=1, early_stop_patience=10, threads=2)
+    config = tiny_train_config(
+        tmp_path / "run",
+        epochs=6,
+        max_steps_per_epoch=1,
+        decoder_lr=1e-3,
+        lr_decay_patience=1,
+        early_stop_patience=10,
+        threads=2,
+    )
     state = training.train(config)
     assert torch.get_num_threads() == 1  # train() leaves process state (one_thread's count) to the entry point
     lrs = [row["lr"] for row in state["history"]]
@@ -268,8 +322,10 @@ def test_teacher_forced_loss_counts_by_hand(tiny_config, word_map):
     assert int(result.tokens) == sum(lengths_list) - len(lengths_list) == len(targets)
     assert int(result.top5_hits) == hits
     assert float(result.cross_entropy) == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-6)
-    assert result.log_values() == {"loss": (pytest.approx(float(result.cross_entropy)), len(targets)),
-                                   "top5": (pytest.approx(100.0 * hits / len(targets)), len(targets))}
+    assert result.log_values() == {
+        "loss": (pytest.approx(float(result.cross_entropy)), len(targets)),
+        "top5": (pytest.approx(100.0 * hits / len(targets)), len(targets)),
+    }
     result.loss.backward()
     assert captioner.decoder.fc.weight.grad.abs().sum() > 0
 
@@ -344,8 +400,9 @@ def test_cpu_bf16_autocast_training(tiny_train_config, tmp_path, monkeypatch, on
         return loss(output, captions, penalty)
 
     monkeypatch.setattr(captioning.loss, "caption_loss", recording_loss)
-    state = training.train(tiny_train_config(tmp_path / "run", bf16=True, epochs=2, max_steps_per_epoch=4,
-                                             decoder_lr=4e-3))
+    state = training.train(
+        tiny_train_config(tmp_path / "run", bf16=True, epochs=2, max_steps_per_epoch=4, decoder_lr=4e-3)
+    )
     assert torch.bfloat16 in dtypes  # the decoder ran under autocast
     for row in state["history"]:
         assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])

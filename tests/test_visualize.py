@@ -221,12 +221,19 @@ def test_attention_figure_has_the_image_and_one_titled_panel_per_word_at_the_lay
     figure = attention_figure(Image.new("RGB", (400, 300), "white"), caption, spec=spec)
     assert isinstance(figure, Figure)
     titles = [axis.get_title() for axis in figure.axes]
-    assert titles == ["(image)", "a  \u03b2 0.10", "cat  \u03b2 0.20", "on  \u03b2 0.30", "a  \u03b2 0.40",
-                      "mat  \u03b2 0.50", "today  \u03b2 0.60"]
+    assert titles == [
+        "(image)",
+        "a  \u03b2 0.10",
+        "cat  \u03b2 0.20",
+        "on  \u03b2 0.30",
+        "a  \u03b2 0.40",
+        "mat  \u03b2 0.50",
+        "today  \u03b2 0.60",
+    ]
     figure.canvas.draw()  # renders headless (Agg)
     pixels = np.asarray(figure.canvas.buffer_rgba())[:, :, :3].astype(int)  # (H, W, 3)
     layout = figure_layout(6, 0.75, spec)
     assert pixels.shape[:2] == (layout["height"], layout["width"])
     box = layout["panels"][1]  # word "a" looked at the top-left cell: tinted there, white far from it
-    panel = pixels[box["y"]:box["y"] + box["h"], box["x"]:box["x"] + box["w"]]  # (h, w, 3)
+    panel = pixels[box["y"] : box["y"] + box["h"], box["x"] : box["x"] + box["w"]]  # (h, w, 3)
     assert np.abs(panel[3, 3] - 255).max() > 60 and (panel[-3, -3] == 255).all()

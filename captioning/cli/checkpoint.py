@@ -19,9 +19,13 @@ from captioning.serving import model_load_error
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m captioning.cli.checkpoint", __doc__)
-    parser.add_argument("sources", nargs="+", metavar="source",
-                        help="model directory, e.g. runs/flickr8k/best; several (e.g. runs/x/epoch_6 runs/x/epoch_8) "
-                             "are averaged weight by weight")
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="source",
+        help="model directory, e.g. runs/flickr8k/best; several (e.g. runs/x/epoch_6 runs/x/epoch_8) "
+        "are averaged weight by weight",
+    )
     parser.add_argument("target", help="output model directory, e.g. assets/model")
     parser.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: store fp16)")
     return parser

@@ -53,16 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_raw_data_flags(parser)
     add_cache_dir_flag(parser)
     add_beam_size_flag(parser)
-    parser.add_argument("--length-penalty", type=float, default=0.0,
-                        help="length penalty of the beam search, 0 = none")
+    parser.add_argument("--length-penalty", type=float, default=0.0, help="length penalty of the beam search, 0 = none")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images captioned together")
-    parser.add_argument("--expected-context", action="store_true",
-                        help="hard-attention model: decode with the expected (soft) context instead of the argmax "
-                             "cell, as the paper's code scored its hard model (no effect on soft models)")
+    parser.add_argument(
+        "--expected-context",
+        action="store_true",
+        help="hard-attention model: decode with the expected (soft) context instead of the argmax "
+        "cell, as the paper's code scored its hard model (no effect on soft models)",
+    )
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java; a few seconds faster)")
-    parser.add_argument("--json-out", metavar="FILE",
-                        help="also write the run (model, split, expected context) and its metrics (fractions, as "
-                             "printed) to this JSON file, e.g. results/model_beam3.json")
+    parser.add_argument(
+        "--json-out",
+        metavar="FILE",
+        help="also write the run (model, split, expected context) and its metrics (fractions, as "
+        "printed) to this JSON file, e.g. results/model_beam3.json",
+    )
     parser.add_argument("--captions-out", help="also write {image name: caption} to this file")
     add_threads_flag(parser)
     return parser
@@ -91,15 +96,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             def load_batch(a: int, b: int) -> torch.Tensor:
                 return torch.from_numpy(raw.load_pixels(a, b, image_size))  # (b, 3, S, S)
+
         from_features = bool(args.cache_dir)
         if from_features:
-            features, cached_names = load_cached_features(args.cache_dir, args.split, args.data_name or "",
-                                                          model.config.encoder, model.config.preprocessing)
+            features, cached_names = load_cached_features(
+                args.cache_dir, args.split, args.data_name or "", model.config.encoder, model.config.preprocessing
+            )
             if list(cached_names) != list(names):
                 raise ValueError(f"feature cache {args.cache_dir} holds other images than this split")
             load_batch = lambda a, b: torch.from_numpy(np.asarray(features[a:b], dtype=np.float32))  # noqa: E731
-        metrics, captions = evaluate(model, names, references, load_batch, args.batch_size, args.beam_size,
-                                     args.length_penalty, from_features, meteor=not args.no_meteor)
+        metrics, captions = evaluate(
+            model,
+            names,
+            references,
+            load_batch,
+            args.batch_size,
+            args.beam_size,
+            args.length_penalty,
+            from_features,
+            meteor=not args.no_meteor,
+        )
     except KeyboardInterrupt:
         return interrupted("interrupted; nothing was written")
     except (CheckpointError, FileNotFoundError, ValueError, CacheIncomplete) as error:

@@ -43,8 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_raw_data_flags(parser)
     add_image_size_flag(parser)
     add_encoder_flags(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=32,
-                        help="images per encoder batch; a resumed cache must keep its batch size")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="images per encoder batch; a resumed cache must keep its batch size",
+    )
     add_threads_flag(parser)
     return parser
 
@@ -59,8 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = encoder_spec(args)
         if args.encoder_bf16 is None:  # default: bf16 only where it is native
             spec = spec.with_changes(bf16=native_cpu_bf16())
-        if spec.bf16 and (warning := emulated_bf16_warning("the encoder's bf16 autocast", "--no-encoder-bf16 (fp32 "
-                                                         "features; models trained on them say encoder bf16 false)")):
+        if spec.bf16 and (
+            warning := emulated_bf16_warning(
+                "the encoder's bf16 autocast",
+                "--no-encoder-bf16 (fp32 features; models trained on them say encoder bf16 false)",
+            )
+        ):
             print(warning)  # stdout: stderr is kept for the one-line errors
         if args.karpathy_json:
             raw = read_raw_split(args.karpathy_json, args.image_dir, split)
@@ -80,8 +88,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = read_metadata(args.cache_dir, split, args.data_name)
         encoder = create_encoder(spec)
         prep = preprocessing_for(encoder, image_size, spec.input_size)
-        path = cache_features(encoder, load_pixels, names, args.cache_dir, split, prep, args.batch_size, spec.bf16,
-                              spec.weights, data_name=args.data_name)
+        path = cache_features(
+            encoder,
+            load_pixels,
+            names,
+            args.cache_dir,
+            split,
+            prep,
+            args.batch_size,
+            spec.bf16,
+            spec.weights,
+            data_name=args.data_name,
+        )
     except KeyboardInterrupt:
         meta = read_metadata(args.cache_dir, split, args.data_name)
         done = f" at {meta['done']}/{len(meta['names'])} images" if meta else ""

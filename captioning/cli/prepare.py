@@ -1,8 +1,8 @@
 """Prepare captioning data: images -> HDF5, captions -> fixed-length JSON, plus word map, references and names.
 
-    python prepare_data.py --dataset flickr8k --karpathy-json dataset_flickr8k.json --image-dir images/
-    python prepare_data.py --dataset csv --captions-file captions.csv --image-dir images/
-    python prepare_data.py --dataset synthetic --num-images 1000
+python prepare_data.py --dataset flickr8k --karpathy-json dataset_flickr8k.json --image-dir images/
+python prepare_data.py --dataset csv --captions-file captions.csv --image-dir images/
+python prepare_data.py --dataset synthetic --num-images 1000
 """
 
 from __future__ import annotations
@@ -28,21 +28,36 @@ DATASETS = (*prepare.KARPATHY_DATASETS, "csv", "synthetic")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python prepare_data.py", __doc__)
-    parser.add_argument("--dataset", required=True, choices=DATASETS,
-                        help=f"what to read: {', '.join(DATASETS)}")
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help=f"what to read: {', '.join(DATASETS)}")
     add_raw_data_flags(parser)
     parser.add_argument("--captions-file", help="CSV with rows image,caption[,split] (--dataset csv)")
     parser.add_argument("--num-images", type=positive_int, default=1000, help="images to generate (synthetic)")
     add_data_dir_flag(parser)
-    parser.add_argument("--captions-per-image", type=positive_int, default=5,
-                        help="captions stored per image (a random subset, or random repeats when fewer)")
-    parser.add_argument("--min-word-freq", type=non_negative_int, default=5,
-                        help="keep words seen more than this many times; rarer words become <unk>")
-    parser.add_argument("--max-len", type=positive_int, default=50,
-                        help="most words a caption may have; longer captions are excluded, never truncated")
+    parser.add_argument(
+        "--captions-per-image",
+        type=positive_int,
+        default=5,
+        help="captions stored per image (a random subset, or random repeats when fewer)",
+    )
+    parser.add_argument(
+        "--min-word-freq",
+        type=non_negative_int,
+        default=5,
+        help="keep words seen more than this many times; rarer words become <unk>",
+    )
+    parser.add_argument(
+        "--max-len",
+        type=positive_int,
+        default=50,
+        help="most words a caption may have; longer captions are excluded, never truncated",
+    )
     add_image_size_flag(parser)
-    parser.add_argument("--vocab-splits", choices=("train", "all"), default="train",
-                        help="count words over the train split only, or over every split (train | all)")
+    parser.add_argument(
+        "--vocab-splits",
+        choices=("train", "all"),
+        default="train",
+        help="count words over the train split only, or over every split (train | all)",
+    )
     parser.add_argument("--seed", type=int, default=123, help="caption sampling (and synthetic generation) seed")
     return parser
 
@@ -79,15 +94,24 @@ def main(argv=None) -> int:
         check_inputs(args)
         caption_set = read_captions(args)
         summary = prepare.prepare_dataset(
-            caption_set, args.data_dir, args.dataset, captions_per_image=args.captions_per_image,
-            min_word_freq=args.min_word_freq, max_len=args.max_len, image_size=args.image_size,
-            vocab_splits=args.vocab_splits, seed=args.seed)
+            caption_set,
+            args.data_dir,
+            args.dataset,
+            captions_per_image=args.captions_per_image,
+            min_word_freq=args.min_word_freq,
+            max_len=args.max_len,
+            image_size=args.image_size,
+            vocab_splits=args.vocab_splits,
+            seed=args.seed,
+        )
     except DataError as e:
         print(f"prepare_data.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return interrupted("interrupted; nothing was written (files are renamed into place only when all are "
-                               "complete); rerun the same command")
+        return interrupted(
+            "interrupted; nothing was written (files are renamed into place only when all are "
+            "complete); rerun the same command"
+        )
     print(prepare.format_summary(summary))
     return 0
 

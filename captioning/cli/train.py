@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         flag = "--" + field.name.replace("_", "-")
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help=field.metadata["help"])
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=field.metadata["help"]
+            )
         else:
             parser.add_argument(flag, type=type(default), default=default, help=field.metadata["help"])
     parser.add_argument("--resume", help="run directory to continue (its train_config.json, then the flags given)")
@@ -82,8 +83,12 @@ def command_line(config: TrainConfig) -> list[str]:
     """The train.py flags that reproduce a TrainConfig (build_parser's inverse; booleans as --x / --no-x)."""
     values = dataclasses.asdict(config)
     spec = values.pop("encoder")
-    values.update(backbone=spec["backbone"], encoder_weights=spec["weights"], input_size=spec["input_size"],
-                  encoder_bf16=spec["bf16"])
+    values.update(
+        backbone=spec["backbone"],
+        encoder_weights=spec["weights"],
+        input_size=spec["input_size"],
+        encoder_bf16=spec["bf16"],
+    )
     values.update(values.pop("decoder"))
     args = []
     for name, value in values.items():
@@ -130,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state = train(config, resume=args.resume)
     except KeyboardInterrupt:
-        return interrupted(f"interrupted; python train.py --resume {config.output_dir} continues after the last "
-                           "finished epoch")
+        return interrupted(
+            f"interrupted; python train.py --resume {config.output_dir} continues after the last finished epoch"
+        )
     except (FileNotFoundError, ValueError, CacheIncomplete, EncoderUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
