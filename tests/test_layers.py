@@ -2,9 +2,11 @@
 library never imports the command-line layer `captioning.cli` nor a project script, and no captioning modules
 import each other in a cycle.
 
-Print the graph, one "module -> the package modules it imports" line per module:
+Print the graph, one "module -> the package modules it imports" line per module, then the upward imports and the
+cycles, of this checkout or of another one (e.g. `git worktree add /tmp/old <commit>`):
 
     python tests/test_layers.py
+    python tests/test_layers.py /tmp/old
 """
 
 from __future__ import annotations
@@ -134,7 +136,12 @@ def test_the_checks_catch_a_library_module_that_imports_the_command_line(tmp_pat
     ]
 
 
-if __name__ == "__main__":
-    graph = import_graph()
+if __name__ == "__main__":  # python tests/test_layers.py [REPO_ROOT]: the graph of a checkout, upward imports, cycles
+    import sys
+
+    root = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else REPO
+    graph = import_graph(root)
     for module, imports in graph.items():
         print(f"{module} -> {', '.join(sorted(m for m in imports if m in graph))}")
+    print("upward imports:", "; ".join(layer_violations(graph)) or "none")
+    print("cycles:", "; ".join(" -> ".join(cycle) for cycle in import_cycles(graph)) or "none")

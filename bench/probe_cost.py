@@ -1,0 +1,67 @@
+"""What probing a typed sentence costs in the demo, beside captioning the same photo: medians over repeats.
+
+    python -m bench.probe_cost                    # shipped soft model, a 1024x768 JPEG, a 12-word sentence
+    python -m bench.probe_cost --model assets/model_hard --repeats 15
+
+Rows: /caption's work on a new photo (decode, encode, beam 3); /probe's on a photo the demo has already encoded (its
+features come from the feature cache: only the decoder runs); /probe's on a new photo (decode and encode once, then
+the decoder); and the decoder's teacher-forced pass alone (captioning.probe.probe on given features).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.browser_latency import test_photos
+from captioning import handlers
+from captioning.model import Captioner
+from captioning.probe import probe
+
+SENTENCE = "two dogs are playing with a ball on the green grass outside"  # 12 words
+
+
+def median_ms(run, repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="assets/model")
+    parser.add_argument("--repeats", type=int, default=11, help="timed repeats per row (default: %(default)s)")
+    args = parser.parse_args()
+
+    captioner = Captioner.load(args.model)
+    if note := captioner.use_fastest_encoder():  # as app.py serves it
+        print(note)
+    photo = str(test_photos(Path(tempfile.mkdtemp(prefix="probe-cost-")))[0])
+    cache = handlers.FeatureCache()
+    handlers.caption_upload(captioner, photo, 3, cache=cache)  # the photo captioned: its features are cached
+    features = handlers.encoded_photo(captioner, "model", photo, cache).features  # (1, 196, C)
+    rows = {
+        "/caption, new photo (decode + encode + beam 3)": lambda: handlers.caption_upload(captioner, photo, 3),
+        "/probe, photo already captioned (features cached)": lambda: handlers.probe_models(
+            captioner, ["model"], photo, SENTENCE, cache
+        ),
+        "/probe, new photo (decode + encode + decoder)": lambda: handlers.probe_models(
+            captioner, ["model"], photo, SENTENCE, None
+        ),
+        "the decoder's teacher-forced pass alone": lambda: probe(captioner, features, [SENTENCE]),
+    }
+    words = len(SENTENCE.split())
+    print(f"model {args.model}; photo 1024x768 JPEG; sentence of {words} words; medians of {args.repeats}")
+    for label, run in rows.items():
+        print(f"{label:<52} {median_ms(run, args.repeats):7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
