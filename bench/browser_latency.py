@@ -24,16 +24,11 @@ from pathlib import Path
 from PIL import Image
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+# headless in a container, no background traffic (the tests launch Chromium the same way)
+CHROMIUM_ARGS = (
+    "--no-sandbox --disable-gpu --disable-dev-shm-usage --disable-background-networking --disable-component-update "
+    "--disable-sync --no-first-run --disable-quic"
+).split()
 
 # In-page helpers: the heatmap's current identity, and "click, then wait until cond holds and a frame is painted".
 PAGE_JS = """() => {

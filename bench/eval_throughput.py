@@ -81,13 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(model, pixels, args.batch_size, args.beam_size, args.length_penalty)
     total = result["encode_s"] + result["decode_s"]
     config, decoder = model.config, model.config.decoder
+    settings = ("images", "batch_size", "beam_size", "threads", "source", "channels_last")  # the run's flags
     result.update(
-        images=args.images,
-        batch_size=args.batch_size,
-        beam_size=args.beam_size,
-        threads=args.threads,
-        source=args.source,
-        channels_last=args.channels_last,
+        {name: getattr(args, name) for name in settings},
         images_per_s=args.images / total,
         backbone=config.encoder.backbone,
         input_size=config.preprocessing.input_size,

@@ -70,6 +70,11 @@ def viewer_html() -> str:
     return web_text("viewer.html").replace("HEATMAP_SPEC", html.escape(json.dumps(HEATMAP.to_page()), quote=True))
 
 
+def page_view(elem_id: str, template: str, on_load: str, head: str, value: str = "") -> gr.HTML:
+    """A view the page's script draws: an assets/web template, mounted by `on_load` (JS) once it is on the page."""
+    return gr.HTML(value, elem_id=elem_id, head=head, html_template=template, js_on_load=on_load)
+
+
 def upload_path(component: gr.Image, payload) -> str | None:
     """Preprocess for the photo input: the uploaded file's path, with the file left unopened (see photo_input)."""
     if payload is None:
@@ -288,27 +293,10 @@ def build_demo(
                     probe_button = gr.Button("Score it", elem_id="probe-button", scale=1, min_width=90)
                 # The first caption rides in the viewer's own value (read once when it mounts); later ones come
                 # through the hidden JSON's change event, in the page.
-                gr.HTML(
-                    json.dumps(first_data) if first_data else "",
-                    elem_id="viewer",
-                    head=head,
-                    html_template=viewer_html(),
-                    js_on_load="window.satDemo.mount(element, props.value);",
-                )
-        gr.HTML(
-            "",
-            elem_id="compare-view",
-            head=head,
-            html_template=web_text("compare.html"),
-            js_on_load="window.satProbe.mountCompare(element);",
-        )
-        gr.HTML(
-            "",
-            elem_id="gallery-view",
-            head=head,
-            html_template=web_text("gallery.html"),
-            js_on_load="window.satDemo.mountGallery(element);",
-        )
+                first = json.dumps(first_data) if first_data else ""
+                page_view("viewer", viewer_html(), "window.satDemo.mount(element, props.value);", head, first)
+        page_view("compare-view", web_text("compare.html"), "window.satProbe.mountCompare(element);", head)
+        page_view("gallery-view", web_text("gallery.html"), "window.satDemo.mountGallery(element);", head)
         data = gr.JSON(first_data, visible=False, elem_id="attention-data")
         probe_data = gr.JSON(visible=False, elem_id="probe-data")  # a typed sentence's per-word data
         compare_data = gr.JSON(visible=False, elem_id="compare-data")  # every model's caption or probe, one row each
@@ -336,15 +324,11 @@ def build_demo(
 
         # Newest action wins: Caption drops a pending example fill, a new upload or example click drops a pending
         # caption; while one caption is pending (the status tracker shows its queue position), Caption is ignored.
+        model_queue = {"concurrency_limit": concurrency, "concurrency_id": "model"}  # every event that runs a model
+        page_only, latest = {**model_queue, "api_visibility": "private"}, {"trigger_mode": "always_last"}
+        caption_inputs = [image, beam, choice]
         captioning = button.click(
-            run_page,
-            [image, beam, choice],
-            outputs,
-            api_visibility="private",
-            concurrency_limit=concurrency,
-            concurrency_id="model",
-            trigger_mode="once",
-            cancels=example_loads,
+            run_page, caption_inputs, outputs, **page_only, trigger_mode="once", cancels=example_loads
         )
         image.upload(None, cancels=[captioning, *example_loads])
         if examples:
@@ -353,14 +337,7 @@ def build_demo(
         # the page draws it from there: no further request, no server rendering.
         data.change(None, [data], None, js="(data) => { window.satDemo.show(data); }", show_progress="hidden")
         # API clients: the same caption with the full per-word data (nested `alphas` lists, as /step reads them).
-        gr.Button(visible=False).click(
-            run_model,
-            [image, beam, choice],
-            outputs,
-            api_name="caption",
-            concurrency_limit=concurrency,
-            concurrency_id="model",
-        )
+        gr.Button(visible=False).click(run_model, caption_inputs, outputs, api_name="caption", **model_queue)
         # API only: one word's heatmap rendered by the server, for gradio_client users (a Number has no bounds).
         index = gr.Number(visible=False, precision=0, label="word index")
         step_heatmap = gr.Image(visible=False, type="filepath", format="jpeg", label="heatmap")
@@ -371,49 +348,22 @@ def build_demo(
 
         # Your own caption: the page gets the chosen model's probe (and every model's in compare mode) and shows it
         # in the viewer, stepped like a caption with no further request; /probe is the same for API clients.
-        probing = gr.on(
-            [probe_button.click, probe_text.submit],
-            functools.partial(page_probe, models, cache=cache),
-            [image, probe_text, choice, compare],
-            [probe_data, compare_data],
-            api_visibility="private",
-            concurrency_limit=concurrency,
-            concurrency_id="model",
-            trigger_mode="always_last",
-        )
+        page_probing = functools.partial(page_probe, models, cache=cache)
+        probe_inputs = [image, probe_text, choice, compare]
+        triggers = [probe_button.click, probe_text.submit]
+        probing = gr.on(triggers, page_probing, probe_inputs, [probe_data, compare_data], **page_only, **latest)
         probing.success(
             None, [probe_data], None, js="(data) => { window.satProbe.show(data); }", show_progress="hidden"
         )
-        gr.Button(visible=False).click(
-            functools.partial(probe_sentence, models, cache=cache),
-            [image, probe_text, choice],
-            probe_data,
-            api_name="probe",
-            concurrency_limit=concurrency,
-            concurrency_id="model",
-        )
+        api_probing = functools.partial(probe_sentence, models, cache=cache)
+        gr.Button(visible=False).click(api_probing, probe_inputs[:3], probe_data, api_name="probe", **model_queue)
         # Compare mode: switching it on captions the photo with every model; while it is on, the page asks again
         # (the hidden button) whenever it shows a caption of another photo.
         run_compare = functools.partial(compare_view, models, beam_size, cache=cache)
         compare_inputs = [image, beam, compare]
-        compare.change(
-            run_compare,
-            compare_inputs,
-            compare_data,
-            api_visibility="private",
-            concurrency_limit=concurrency,
-            concurrency_id="model",
-            trigger_mode="always_last",
-        )
-        gr.Button(visible="hidden", elem_id="compare-run").click(
-            run_compare,
-            compare_inputs,
-            compare_data,
-            api_name="compare",
-            concurrency_limit=concurrency,
-            concurrency_id="model",
-            trigger_mode="always_last",
-        )
+        compare.change(run_compare, compare_inputs, compare_data, **page_only, **latest)
+        rerun = gr.Button(visible="hidden", elem_id="compare-run")
+        rerun.click(run_compare, compare_inputs, compare_data, api_name="compare", **model_queue, **latest)
         compare_data.change(
             None, [compare_data], None, js="(data) => { window.satProbe.showCompare(data); }", show_progress="hidden"
         )
