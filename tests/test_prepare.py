@@ -43,6 +43,11 @@ def write_csv(path: Path, rows: list[str]) -> Path:
     return path
 
 
+def prepare(caption_set, out: Path, name: str, **options):
+    """prepare_dataset without the progress bar."""
+    return prepare_dataset(caption_set, out, name, progress=False, **options)
+
+
 def load_outputs(out: Path, split: str, base: str) -> dict:
     """Every JSON output of a split plus the HDF5 images array."""
     outputs = {
@@ -117,9 +122,7 @@ def test_worked_example_through_csv_with_split_column(tmp_path):
     assert list(caption_set.by_split["test"]) == ["img2.png"]
 
     out = tmp_path / "out"
-    summary = prepare_dataset(
-        caption_set, out, "toy", captions_per_image=2, min_word_freq=1, max_len=2, vocab_splits="all", progress=False
-    )
+    summary = prepare(caption_set, out, "toy", captions_per_image=2, min_word_freq=1, max_len=2, vocab_splits="all")
     base = "toy_2_cap_per_img_1_min_word_freq"
     assert summary.base_name == base
 
@@ -180,15 +183,8 @@ def test_karpathy_splits_with_restval_as_train(tmp_path):
     json_path = tmp_path / "dataset.json"
     json_path.write_text(json.dumps({"images": entries, "dataset": "flickr8k"}))
 
-    summary = prepare_dataset(
-        read_karpathy(json_path, images, "flickr8k"),
-        tmp_path / "out",
-        "flickr8k",
-        captions_per_image=2,
-        min_word_freq=0,
-        image_size=16,
-        progress=False,
-    )
+    caption_set = read_karpathy(json_path, images, "flickr8k")
+    summary = prepare(caption_set, tmp_path / "out", "flickr8k", captions_per_image=2, min_word_freq=0, image_size=16)
     base = "flickr8k_2_cap_per_img_0_min_word_freq"
     assert summary.images == {"train": 2, "val": 1, "test": 1}
     names = {split: load_outputs(tmp_path / "out", split, base)["NAMES"] for split in ("TRAIN", "VAL", "TEST")}
@@ -255,16 +251,16 @@ def test_vocabulary_from_train_only_by_default(tmp_path):
         make_image(images / name, (1, 2, 3))
     csv_path = write_csv(tmp_path / "c.csv", ["t.png,a cat,train", "v.png,a zebra,val"])
     base = "toy_1_cap_per_img_0_min_word_freq"
-    options = dict(captions_per_image=1, min_word_freq=0, image_size=8, progress=False)
+    options = dict(captions_per_image=1, min_word_freq=0, image_size=8)
 
-    prepare_dataset(read_csv_captions(csv_path, images), tmp_path / "train_only", "toy", **options)
+    prepare(read_csv_captions(csv_path, images), tmp_path / "train_only", "toy", **options)
     word_map = PreparedData(tmp_path / "train_only", base).load_word_map()
     assert "zebra" not in word_map
     val = load_outputs(tmp_path / "train_only", "VAL", base)
     assert decode(val["CAPTIONS"][0], invert_word_map(word_map)) == ["a", "<unk>"]
     assert val["REFS"] == [["a zebra"]]  # references keep the real words
 
-    prepare_dataset(read_csv_captions(csv_path, images), tmp_path / "all", "toy", vocab_splits="all", **options)
+    prepare(read_csv_captions(csv_path, images), tmp_path / "all", "toy", vocab_splits="all", **options)
     word_map = PreparedData(tmp_path / "all", base).load_word_map()
     assert list(word_map)[1:4] == ["a", "cat", "zebra"]
 
@@ -289,15 +285,9 @@ def test_long_empty_duplicate_captions_and_sampling(tmp_path):
             "long.png,also a caption that is too long,train",  # its only caption -> image skipped
         ],
     )
-    summary = prepare_dataset(
-        read_csv_captions(csv_path, images),
-        tmp_path / "out",
-        "toy",
-        captions_per_image=3,
-        min_word_freq=0,
-        max_len=4,
-        image_size=8,
-        progress=False,
+    caption_set = read_csv_captions(csv_path, images)
+    summary = prepare(
+        caption_set, tmp_path / "out", "toy", captions_per_image=3, min_word_freq=0, max_len=4, image_size=8
     )
     assert (summary.too_long, summary.empty, summary.duplicates) == (2, 1, 1)
     assert summary.images_without_captions == ["long.png"]
@@ -325,14 +315,8 @@ def test_missing_and_corrupt_images_are_skipped(tmp_path):
         ["good1.png,a b,train", "missing.jpg,a b,train", "corrupt.jpg,a b,train", "good2.png,a b,train"],
     )
     out = tmp_path / "out"
-    summary = prepare_dataset(
-        read_csv_captions(csv_path, images),
-        out,
-        "toy",
-        captions_per_image=1,
-        min_word_freq=0,
-        image_size=8,
-        progress=False,
+    summary = prepare(
+        read_csv_captions(csv_path, images), out, "toy", captions_per_image=1, min_word_freq=0, image_size=8
     )
     assert set(summary.skipped_images) == {"missing.jpg", "corrupt.jpg"}
     assert summary.skipped_images["missing.jpg"] == "missing file"
@@ -350,7 +334,7 @@ def test_missing_and_corrupt_images_are_skipped(tmp_path):
         match="1 of the 2 image files .* do not exist, the others are unreadable; looked "
         f"for e.g. {images / 'missing.jpg'}",
     ):
-        prepare_dataset(read_csv_captions(bad_only, images), tmp_path / "none", "toy", progress=False)
+        prepare(read_csv_captions(bad_only, images), tmp_path / "none", "toy")
     assert list((tmp_path / "none").iterdir()) == []  # nothing half-written
 
 
@@ -363,7 +347,7 @@ def test_no_image_found_shows_a_full_path_it_looked_for(tmp_path):
         match=f"none of the 1 image files .* exists; looked for e.g. "
         f"{tmp_path / 'elsewhere' / 'img1.png'} \\(is the image directory right",
     ):
-        prepare_dataset(read_csv_captions(good, tmp_path / "elsewhere"), tmp_path / "out", "toy", progress=False)
+        prepare(read_csv_captions(good, tmp_path / "elsewhere"), tmp_path / "out", "toy")
     swapped = write_csv(tmp_path / "swapped.csv", ["A red square.,img1.png"])  # caption,image: no header says so
     with pytest.raises(
         DataError,
@@ -373,22 +357,15 @@ def test_no_image_found_shows_a_full_path_it_looked_for(tmp_path):
             "file, a file name in it?)"
         ),
     ):
-        prepare_dataset(read_csv_captions(swapped, images), tmp_path / "out", "toy", progress=False)
+        prepare(read_csv_captions(swapped, images), tmp_path / "out", "toy")
 
 
 def test_captions_of_missing_images_add_no_words(tmp_path):
     images = tmp_path / "images"
     make_image(images / "here.png", (1, 2, 3))
     csv_path = write_csv(tmp_path / "c.csv", ["here.png,a cat,train", "gone.png,a zebra,train"])
-    summary = prepare_dataset(
-        read_csv_captions(csv_path, images),
-        tmp_path / "out",
-        "toy",
-        captions_per_image=1,
-        min_word_freq=0,
-        image_size=8,
-        progress=False,
-    )
+    caption_set = read_csv_captions(csv_path, images)
+    summary = prepare(caption_set, tmp_path / "out", "toy", captions_per_image=1, min_word_freq=0, image_size=8)
     assert summary.skipped_images == {"gone.png": "missing file"}
     word_map = PreparedData(tmp_path / "out", summary.base_name).load_word_map()
     assert list(word_map)[1:3] == ["a", "cat"] and "zebra" not in word_map
@@ -402,15 +379,9 @@ def test_warnings_for_mostly_unknown_words_and_tiny_eval_splits(tmp_path):
     csv_path = write_csv(
         tmp_path / "c.csv", ["t1.png,a black cat sleeps,train", "t2.png,a dog runs,train", "v.png,a bird,val"]
     )
-    summary = prepare_dataset(
-        read_csv_captions(csv_path, images),
-        tmp_path / "out",
-        "toy",
-        captions_per_image=1,
-        min_word_freq=1,
-        image_size=8,
-        progress=False,
-    )  # only "a" is seen more than once
+    caption_set = read_csv_captions(csv_path, images)
+    # only "a" is seen more than once
+    summary = prepare(caption_set, tmp_path / "out", "toy", captions_per_image=1, min_word_freq=1, image_size=8)
     assert summary.warnings == [
         "67% of the caption words (6 of 9) are not in the vocabulary of 5 entries and become <unk>: lower "
         "--min-word-freq or prepare more captions",
@@ -419,14 +390,8 @@ def test_warnings_for_mostly_unknown_words_and_tiny_eval_splits(tmp_path):
     ]
     assert "\nwarning: val has 1 images" in format_summary(summary)
 
-    healthy = prepare_dataset(
-        read_synthetic(60, tmp_path / "synthetic", seed=3, image_size=16),
-        tmp_path / "ok",
-        "synthetic",
-        min_word_freq=0,
-        image_size=16,
-        progress=False,
-    )
+    synthetic = read_synthetic(60, tmp_path / "synthetic", seed=3, image_size=16)
+    healthy = prepare(synthetic, tmp_path / "ok", "synthetic", min_word_freq=0, image_size=16)
     assert healthy.images["val"] >= 5 and healthy.images["test"] >= 5
     assert healthy.warnings == [] and "\nwarning:" not in format_summary(healthy)
 
@@ -436,9 +401,7 @@ def test_same_inputs_and_seed_give_byte_identical_files(tmp_path):
     for run in ("a", "b"):
         out = tmp_path / run
         caption_set = read_synthetic(30, out / "synthetic_images", seed=7)
-        prepare_dataset(
-            caption_set, out, "synthetic", captions_per_image=2, min_word_freq=1, image_size=32, seed=11, progress=False
-        )
+        prepare(caption_set, out, "synthetic", captions_per_image=2, min_word_freq=1, image_size=32, seed=11)
         runs.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert runs[0].keys() == runs[1].keys()
     assert any(name.endswith(".hdf5") for name in runs[0]) and len(runs[0]) > 30
@@ -465,15 +428,9 @@ def test_cli_synthetic_smoke(tmp_path):
 
 
 def test_cli_missing_karpathy_json_is_a_one_line_error(tmp_path):
+    missing_json, out = str(tmp_path / "nope.json"), str(tmp_path / "out")
     result = run_cli(
-        "--dataset",
-        "flickr8k",
-        "--karpathy-json",
-        str(tmp_path / "nope.json"),
-        "--image-dir",
-        str(tmp_path),
-        "--data-dir",
-        str(tmp_path / "out"),
+        "--dataset", "flickr8k", "--karpathy-json", missing_json, "--image-dir", str(tmp_path), "--data-dir", out
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -495,13 +452,8 @@ def test_split_labels_and_restval_are_read_in_one_place():
 def test_prepared_data_owns_names_splits_and_says_what_is_missing(tmp_path):
     """One layout object: tutorial file names, any-case split names, one-line errors for a wrong name or split."""
     out = tmp_path / "out"
-    summary = prepare_dataset(
-        read_synthetic(10, tmp_path / "images", seed=1, image_size=32),
-        out,
-        "synthetic",
-        min_word_freq=0,
-        image_size=32,
-        progress=False,
+    summary = prepare(
+        read_synthetic(10, tmp_path / "images", seed=1, image_size=32), out, "synthetic", min_word_freq=0, image_size=32
     )
     data = PreparedData(out, summary.base_name)
     assert data.path("CAPTIONS", "val") == out / f"VAL_CAPTIONS_{summary.base_name}.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_train_config
 
 from captioning.cider import CiderD
 from captioning.config import DecoderConfig
@@ -129,26 +130,9 @@ def scst_config(tiny_train_config, output_dir, start_dir, **overrides):
 
 def train_start_model(shapes_data, root, attention: str = "soft"):
     """A tiny model trained for one short epoch on the shapes data -> its last/ directory, for runs to start from."""
-    from captioning.training import TrainConfig, train
+    from captioning.training import train
 
-    train(
-        TrainConfig(
-            data_dir=shapes_data["data_dir"],
-            data_name=shapes_data["data_name"],
-            output_dir=str(root),
-            backbone="test_efficientnet",
-            encoder_weights="random",
-            input_size=64,
-            decoder=DecoderConfig(16, 16, 16, dropout=0.0, attention=attention),
-            epochs=1,
-            batch_size=10,
-            max_steps_per_epoch=3,
-            val_max_images=4,
-            threads=1,
-            seed=28,
-            device="cpu",
-        )
-    )
+    train(make_train_config(shapes_data, root, dropout=0.0, attention=attention))
     return root / "last"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TorchThreads, cli_args, read_log, without_times
+from conftest import TorchThreads, cli_args, make_train_config, read_log, without_times
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,30 +128,15 @@ def test_ddp_ranks_end_with_identical_weights(objective, tiny_train_config, tmp_
 def two_epoch_runs(shapes_data, tmp_path_factory):
     """Through train.py: 2 epochs straight, and 1 epoch then --resume for 1 more (same config otherwise)."""
     from captioning.cli import train as train_cli
-    from captioning.config import DecoderConfig
-    from captioning.training import TrainConfig
 
     root = tmp_path_factory.mktemp("resume")
-    base = TrainConfig(
-        data_dir=shapes_data["data_dir"],
-        data_name=shapes_data["data_name"],
-        backbone="test_efficientnet",
-        encoder_weights="random",
-        input_size=64,
-        decoder=DecoderConfig(16, 16, 16, dropout=0.5),
-        batch_size=10,
-        max_steps_per_epoch=4,
-        val_max_images=4,
-        threads=1,
-        seed=5,
-        device="cpu",
-        keep_epochs=True,
+    straight = make_train_config(
+        shapes_data, root / "straight", epochs=2, max_steps_per_epoch=4, seed=5, keep_epochs=True
     )
-    straight = dataclasses.replace(base, output_dir=str(root / "straight"), epochs=2)
     with TorchThreads(2):
         assert train_cli.main(cli_args(straight)) == 0
         assert torch.get_num_threads() == 1  # the entry point set the configured thread count
-        assert train_cli.main(cli_args(dataclasses.replace(base, output_dir=str(root / "resumed"), epochs=1))) == 0
+        assert train_cli.main(cli_args(dataclasses.replace(straight, output_dir=str(root / "resumed"), epochs=1))) == 0
         first_epoch_log = read_log(root / "resumed")
         assert train_cli.main(["--resume", str(root / "resumed"), "--epochs", "2"]) == 0
     return {"straight": root / "straight", "resumed": root / "resumed", "first_epoch_log": first_epoch_log}
