@@ -276,15 +276,6 @@ def test_non_image_upload_shows_a_friendly_error_then_a_photo_still_works(page, 
     assert current_chip(page) == 0
 
 
-def test_the_page_reads_the_display_photos_size_before_decoding_it(page):
-    """The first word's heat is computed while the photo decodes, at the size read from the JPEG's header."""
-    caption_photo(page, PHOTO)
-    data = page_data(page)
-    size = page.evaluate("url => window.satDemo.jpegSize(url)", data["image"])
-    assert (size["width"], size["height"]) == payload.decode_image(data["image"]).size
-    assert page.evaluate("() => window.satDemo.jpegSize('data:image/png;base64,iVBORw0KGgo=')") is None
-
-
 def test_the_page_draws_what_step_renders_for_api_clients(page, url, tmp_path):
     """The browser's heatmap and /step's server-rendered one put the heat in the same place."""
     caption_photo(page, EXAMPLE)

@@ -185,7 +185,7 @@
 
   const S = {
     root: null, gallery: null, spec: null, data: null, view: null, alt: 0, word: 0, photo: null,
-    pixels: {photo: null, sizes: new Map()}, field: null, version: 0, token: 0, pending: null,
+    pixels: {photo: null, sizes: new Map()}, version: 0, token: 0, pending: null,
   };
 
   // other scripts of the page (probe.js) follow the views through these: on('shown' | 'words' | 'select', fn)
@@ -235,37 +235,6 @@
     return S.pixels.sizes.get(key);
   }
 
-  function heatField(view, i, width, height) {
-    // word i's heat at width x height (softField / hardField); the last one is kept, so a field computed ahead
-    // (while the photo decodes) or drawn again (hover, then back) is not computed twice
-    const last = S.field;
-    if (last && last.view === view && last.i === i && last.width === width && last.height === height) return last.field;
-    const grid = view.grids[i];
-    const field = view.attention === 'hard' ? hardField(grid, width, height) : softField(grid, width, height, S.spec);
-    S.field = {view, i, width, height, field};
-    return field;
-  }
-
-  function jpegSize(url) {
-    // {width, height} from a JPEG data URL's frame header (SOFn marker), read from its first bytes; null if not found
-    const comma = url.indexOf(',');
-    if (!url.startsWith('data:image/jpeg') || comma < 0) return null;
-    let bytes;  // the first 6 KB: the frame header comes before the image data
-    try {
-      bytes = Uint8Array.from(atob(url.slice(comma + 1, comma + 1 + 8192)), ch => ch.charCodeAt(0));
-    } catch (error) {
-      return null;
-    }
-    for (let p = 2; p + 9 < bytes.length;) {
-      if (bytes[p] !== 0xFF) return null;
-      const marker = bytes[p + 1];
-      if (marker >= 0xC0 && marker <= 0xCF && marker !== 0xC4 && marker !== 0xC8 && marker !== 0xCC)
-        return {height: (bytes[p + 5] << 8) | bytes[p + 6], width: (bytes[p + 7] << 8) | bytes[p + 8]};
-      p += 2 + ((bytes[p + 2] << 8) | bytes[p + 3]);
-    }
-    return null;
-  }
-
   function drawWord(canvas, view, i, width, height) {
     // word i's attention over the photo, into canvas (resized to width x height): the heat at full size, tinted
     // pixel by pixel as captioning.heatmap.word_overlay does (a 640x480 word takes a few ms)
@@ -276,7 +245,7 @@
       ctx.putImageData(photo, 0, 0);
       return;
     }
-    const field = heatField(view, i, width, height);
+    const field = view.attention === 'hard' ? hardField(grid, width, height) : softField(grid, width, height, S.spec);
     const out = tint(photo, field, S.spec.opacity[view.attention], S.spec.lut, ctx.createImageData(width, height));
     ctx.putImageData(out, 0, 0);
   }
@@ -485,8 +454,6 @@
     renderWords();
     renderLegend();
     markWord();
-    const size = jpegSize(data.image);  // the first word's heat is computed while the photo decodes
-    if (size && S.view.grids[0]) heatField(S.view, 0, size.width, size.height);
     photo.then(photo => {
       if (token !== S.token) return;  // a newer caption arrived meanwhile
       S.photo = photo;
@@ -629,6 +596,5 @@
   window.satDemo = {
     mount, mountGallery, show, select, selectAlternative, downloadFigure, figureLayout, state: S,
     viewOf, drawWord, on,  // for probe.js: a caption's view, its word tiles, the views' hooks
-    jpegSize,  // for tests: the display photo's size read ahead of decoding
   };
 })();
