@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny word map and a tiny model config (random lite0 encoder, 64 px input, 16-d decoder), and
-a tiny saved model directory for the app / CLI / browser tests."""
+a tiny saved model directory for the app / CLI / browser tests. Fixtures scoped "package" are made once for the
+whole tests/ folder (every test module lives there)."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def make_hard_model(soft_dir: Path, directory: Path) -> Path:
     return captioner.save(directory, fp16=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """One tiny random model directory (make_tiny_model) shared by every test of the run."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
@@ -94,7 +95,7 @@ SHAPES_IMAGES = 40  # 32 train / 4 val / 4 test
 SHAPES_IMAGE_SIZE = 32
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def shapes_data(tmp_path_factory) -> dict:
     """A tiny synthetic shapes dataset written by the real pipeline: {"data_dir", "data_name", "image_dir",
     "images": {split: count}}; 40 images of 32 px, 5 captions each, every word kept."""
@@ -194,7 +195,7 @@ def read_log(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def coco_style_data(shapes_data, tmp_path_factory) -> dict:
     """Shapes images laid out like COCO (`image_dir/val2014/NAME`, Karpathy entries with a `filepath`), prepared
     at 32 px: {"data_dir", "data_name", "image_dir", "karpathy_json"}; 6 train, 2 val, 2 test images."""
@@ -248,7 +249,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def launch_demo():
     """launch_demo(demo, **launch_kwargs) -> local URL: serves a built demo on 127.0.0.1 at a free port (unless
     server_port is given), launched as the app launches it, without blocking; the caller closes it (demo.close())."""
@@ -265,7 +266,7 @@ def launch_demo():
     return launch
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serve_demo(launch_demo):
     """`with serve_demo(demo) as url:` the built demo queued (max_size requests may wait) and served as launch_demo
     serves it, closed on leaving."""
