@@ -103,18 +103,20 @@ def encode_photo(captioner: Captioner, image: Image.Image) -> torch.Tensor:
 
 def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: FeatureCache | None) -> EncodedPhoto:
     """The photo at `path` as model `name` sees it: from the cache when this file was encoded before, else decoded
-    and encoded here (and cached)."""
+    and encoded here (the display photo made beside the encoder: PIL frees the GIL) and cached."""
     if not path:
         raise RequestError("Please upload an image first.")
     key = (name, file_digest(path))
     if cache is not None and (photo := cache.get(key)) is not None:
         return photo
     image = read_upload(path)
-    try:
-        photo = EncodedPhoto(encode_photo(captioner, image), display_data_url(display_image(image)))
-    except Exception:
-        log.exception("encoding failed for %s", path)
-        raise RequestError("The model could not read this image. Please try another one.") from None
+    with ThreadPoolExecutor(1) as helper:
+        shown = helper.submit(lambda: display_data_url(display_image(image)))
+        try:
+            photo = EncodedPhoto(encode_photo(captioner, image), shown.result())
+        except Exception:
+            log.exception("encoding failed for %s", path)
+            raise RequestError("The model could not read this image. Please try another one.") from None
     if cache is not None:
         cache.put(key, photo)
     return photo
@@ -136,23 +138,15 @@ def caption_upload(
     again included, reaches the page as a change of its hidden JSON (one hand-over each)."""
     models = as_models(models)
     name = pick_model(models, model)
-    image = read_upload(path)
     captioner, width = models[name], beam_width(beam, default_beam)
-    key = (name, file_digest(path)) if cache is not None else None
-    cached = cache.get(key) if key else None
-    with ThreadPoolExecutor(1) as helper:  # the display photo is made while the model runs (PIL frees the GIL)
-        shown = helper.submit(lambda: cached.shown if cached else display_data_url(display_image(image)))
-        try:
-            features = cached.features if cached else encode_photo(captioner, image)  # (1, 196, C)
-            captions = captioner.caption_pools(features, beam_size=width)[0]  # best first
-        except Exception:
-            log.exception("captioning failed for %s", path)
-            raise RequestError("The model could not caption this image. Please try another one.") from None
-        data = caption_data(
-            captions, shown.result(), name, captioner.config.decoder.attention, width, nested=not for_page
-        )
-    if key and not cached:
-        cache.put(key, EncodedPhoto(features, data["image"]))
+    photo = encoded_photo(captioner, name, path, cache)
+    try:
+        captions = captioner.caption_pools(photo.features, beam_size=width)[0]  # best first
+    except Exception:
+        log.exception("captioning failed for %s", path)
+        raise RequestError("The model could not caption this image. Please try another one.") from None
+    attention = captioner.config.decoder.attention
+    data = caption_data(captions, photo.shown, name, attention, width, nested=not for_page)
     if for_page:
         data["nonce"] = secrets.token_hex(4)
     return captions[0].text or EMPTY_CAPTION, data
