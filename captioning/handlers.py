@@ -29,6 +29,8 @@ FEATURE_CACHE_SIZE = 8  # photos whose encoder features the demo keeps (about 1 
 MAX_PROBE_CHARS = 5000  # a typed sentence is read up to here (the model scores at most max_caption_len words)
 EMPTY_CAPTION = "(the model produced an empty caption)"  # the caption text shown for a caption with no word
 
+Models = Captioner | Mapping[str, Captioner]  # served models by page name, or one captioner alone
+
 log = logging.getLogger("app")
 
 
@@ -70,7 +72,7 @@ def file_digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def as_models(models: Captioner | Mapping[str, Captioner]) -> dict[str, Captioner]:
+def as_models(models: Models) -> dict[str, Captioner]:
     """Served models by page name, in order (the first is the default); one captioner alone is named "model"."""
     return dict(models) if isinstance(models, Mapping) else {"model": models}
 
@@ -123,7 +125,7 @@ def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: Feat
 
 
 def caption_upload(
-    models: Captioner | Mapping[str, Captioner],
+    models: Models,
     path: str | None,
     beam=None,
     model=None,
@@ -153,7 +155,7 @@ def caption_upload(
 
 
 def compare_captions(
-    models: Captioner | Mapping[str, Captioner],
+    models: Models,
     path: str | None,
     beam=None,
     *,
@@ -193,7 +195,7 @@ def probe_notes(probed: Probe, max_len: int) -> list[str]:
 
 
 def probe_models(
-    models: Captioner | Mapping[str, Captioner],
+    models: Models,
     names: list[str],
     path: str | None,
     text,
@@ -223,7 +225,7 @@ def probe_models(
 
 
 def page_probe(
-    models: Captioner | Mapping[str, Captioner],
+    models: Models,
     path: str | None,
     text,
     model=None,

@@ -18,7 +18,6 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import gradio as gr
@@ -29,6 +28,7 @@ from captioning import handlers
 from captioning.cli.args import interrupted, positive_int
 from captioning.handlers import (
     FeatureCache,
+    Models,
     RequestError,
     as_models,
     caption_upload,
@@ -37,7 +37,6 @@ from captioning.handlers import (
     probe_models,
 )
 from captioning.heatmap import HEATMAP, word_overlay
-from captioning.model import Captioner
 from captioning.payload import BEAM_SIZES, PayloadError, cache_jpeg, has_words, read_step_request
 from captioning.serving import ModelLoadError, default_model_dirs, load_models, serves_shipped_models_only
 from captioning.shipped import OUT_OF_DOMAIN_EXAMPLE, WEB_DIR, example_photos
@@ -117,7 +116,7 @@ def shown_to_visitor(handler):
 
 @shown_to_visitor
 def caption_image(
-    models: Captioner | Mapping[str, Captioner],
+    models: Models,
     default_beam: int,
     path: str | None,
     beam: float | None = None,
@@ -130,22 +129,9 @@ def caption_image(
     return caption_upload(models, path, beam, model, default_beam=default_beam, cache=cache, for_page=for_page)
 
 
-def caption_example(
-    models: Captioner | Mapping[str, Captioner],
-    default_beam: int,
-    path: str | None,
-    model: str | None = None,
-    *,
-    cache: FeatureCache | None = None,
-) -> tuple[str, dict]:
-    """An example row (photo, model) captioned at the default beam size: what the examples cache stores, and what
-    /load_example returns to API clients (the full data, as /caption's)."""
-    return caption_image(models, default_beam, path, None, model, cache=cache)
-
-
 @shown_to_visitor
 def compare_view(
-    models: Captioner | Mapping[str, Captioner],
+    models: Models,
     default_beam: int,
     path: str | None,
     beam: float | None = None,
@@ -167,7 +153,7 @@ def warn(notes: list[str]) -> None:
 
 @shown_to_visitor
 def probe_sentence(
-    models: Captioner | Mapping[str, Captioner],
+    models: Models,
     path: str | None,
     text: str | None,
     model: str | None = None,
@@ -185,7 +171,7 @@ def probe_sentence(
 
 @shown_to_visitor
 def page_probe(
-    models: Captioner | Mapping[str, Captioner],
+    models: Models,
     path: str | None,
     text: str | None,
     model: str | None = None,
@@ -221,7 +207,7 @@ def step(index: float, data: dict | None):
 
 
 def build_demo(
-    models: Captioner | Mapping[str, Captioner],
+    models: Models,
     beam_size: int = 3,
     concurrency: int = 2,
     examples: list[str] | None = None,
@@ -241,7 +227,12 @@ def build_demo(
     cache = FeatureCache()  # this demo's encoded photos: a probe of a captioned photo skips the encoder
     run_model = functools.partial(caption_image, models, beam_size, cache=cache)  # (path, beam, model) -> outputs
     run_page = functools.partial(run_model, for_page=True)  # the same, with the page's copy of the data
-    run_example = functools.partial(caption_example, models, beam_size, cache=cache)  # (path, model) -> outputs
+
+    def run_example(path: str | None, model: str | None = None) -> tuple[str, dict]:
+        """An example row (photo, model) at the default beam size: what the examples cache stores, and what
+        /load_example returns to API clients (the full data, as /caption's)."""
+        return run_model(path, None, model)
+
     # The first example is part of the page itself (the components' initial values, computed once here), not filled
     # in by a page-load event: on a busy server such an event lands late and replaces the visitor's own photo.
     first_text, first_data = run_page(examples[0]) if examples and cache_examples is True else (None, None)
