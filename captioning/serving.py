@@ -9,15 +9,20 @@ from PIL import UnidentifiedImageError
 from captioning.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from captioning.model import Captioner, EncoderUnavailable
 from captioning.preprocess import ImageTooLargeError
-from captioning.shipped import DEFAULT_MODEL, SHIPPED_MODELS, is_shipped
+from captioning.shipped import DEFAULT_MODEL, PHOTO_SUFFIXES, SHIPPED_MODELS, example_photos, is_shipped, photos_in
 
 LOAD_ERRORS = (CheckpointError, OSError, ImportError, ValueError, EncoderUnavailable)  # a model that cannot load
 RUN_CHECKPOINTS = ("best", "last")  # the model folders a training run directory holds
 SUPPORTED_TYPES = "JPEG, PNG, GIF, WebP, BMP or TIFF"  # what load_image(..., UPLOAD_FORMATS) decodes
+NO_EXAMPLES = "none"  # the examples choice that leaves the examples shelf out
 
 
 class ModelLoadError(RuntimeError):
     """A model directory that cannot be served; the message is the one line to print."""
+
+
+class ExamplesError(RuntimeError):
+    """A folder of example photos that cannot be served; the message is the one line to print."""
 
 
 def model_load_error(path: str | Path, error: Exception) -> str:
@@ -76,6 +81,24 @@ def default_model_dirs() -> tuple[list[Path], str | None]:
 def serves_shipped_models_only(directories: list[Path]) -> bool:
     """Whether every served model is a shipped Flickr8k model (what the page's notes about Flickr8k speak of)."""
     return bool(directories) and all(is_shipped(d) for d in directories)
+
+
+def served_examples(choice: str | None, directories: list[Path]) -> list[str]:
+    """The example photos a demo serving the model `directories` offers: none for NO_EXAMPLES, the photos in the
+    folder `choice` (photos_in: sorted by name), and by default the shipped examples while only the shipped models
+    are served (they are Flickr8k scenes), else none. ExamplesError for a missing folder or one without photos."""
+    if choice is None:
+        return example_photos() if serves_shipped_models_only(directories) else []
+    if choice.strip().lower() == NO_EXAMPLES:
+        return []
+    folder = Path(choice)
+    if not folder.is_dir():
+        raise ExamplesError(f"error: no folder of example photos at {folder} (or '{NO_EXAMPLES}' for no examples)")
+    photos = photos_in(folder)
+    if not photos:
+        kinds = ", ".join(suffix.lstrip(".") for suffix in PHOTO_SUFFIXES)
+        raise ExamplesError(f"error: the examples folder {folder} holds no photo ({kinds})")
+    return photos
 
 
 def image_error_message(error: BaseException) -> str:

@@ -15,6 +15,7 @@ WEB_DIR = ASSETS_DIR / "web"  # the page's HTML, style sheet and script
 # The page's example order: in-domain scenes first (the first one is on the page at start-up), the cat last.
 EXAMPLE_ORDER = ("dogs", "meadow", "cameraman", "grace_hopper", "stream", "astronaut", "cat")
 OUT_OF_DOMAIN_EXAMPLE = "cat"  # kept on purpose from outside Flickr8k (assets/web/examples_note.md explains)
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # what a folder of example photos may hold (any case)
 
 
 def shipped_model_dir(name: str) -> Path | None:
@@ -27,8 +28,16 @@ def is_shipped(directory: str | Path) -> bool:
     return Path(directory).resolve() in {path.resolve() for path in SHIPPED_MODELS.values()}
 
 
+def photos_in(directory: Path) -> list[str]:
+    """The photos (PHOTO_SUFFIXES) in a folder, sorted by name; sub-folders are not searched."""
+    return [str(p) for p in sorted(directory.iterdir()) if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES]
+
+
 def example_photos(directory: Path = EXAMPLES_DIR) -> list[str]:
-    """The example photos: EXAMPLE_ORDER first (those that exist), then any other JPEG in the folder by name."""
-    found = {p.stem: p for p in directory.glob("*.jpg")}
-    ordered = [found.pop(stem) for stem in EXAMPLE_ORDER if stem in found]
-    return [str(p) for p in ordered + sorted(found.values())]
+    """The shipped example photos: those named in EXAMPLE_ORDER first, in that order, then the others by name."""
+
+    def rank(path: str) -> int:
+        stem = Path(path).stem
+        return EXAMPLE_ORDER.index(stem) if stem in EXAMPLE_ORDER else len(EXAMPLE_ORDER)
+
+    return sorted(photos_in(directory), key=rank)  # a stable sort: photos_in's name order among equals

@@ -283,6 +283,17 @@ def serve_demo(launch_demo):
     return serve
 
 
+def run_main(argv: list[str], monkeypatch, tmp_path, port: int, on_serve) -> int:
+    """app.main(argv) with block_thread replaced by on_serve(local_url): the server is up, checks run, main exits."""
+    import gradio as gr
+
+    from captioning.cli import app
+
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "examples"))
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda demo: on_serve(demo.local_url))
+    return app.main([*argv, "--port", str(port), "--cache-examples", "off"])
+
+
 @pytest.fixture
 def local_port() -> int:
     """A free port on 127.0.0.1, for tests that start the server through app.main (--port)."""

@@ -214,7 +214,7 @@ def test_command_line_defaults_and_auth(monkeypatch):
     assert args.model is None and not args.share and args.auth is None
     assert serving.default_model_dirs()[0][0] == shipped.DEFAULT_MODEL  # then assets/model_hard, once there
     assert app.parse_args(["--model", "a", "--model", "b"]).model == ["a", "b"]
-    assert app.parse_args(["--auth", "me:pa:ss"]).auth == ("me", "pa:ss")
+    assert app.parse_args(["--auth", "me:pa:ss"]).auth == [("me", "pa:ss")]
     with pytest.raises(SystemExit):
         app.parse_args(["--auth", "nopassword"])
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # what Hugging Face Spaces sets
@@ -264,21 +264,6 @@ def test_start_up_log_names_the_share_flag(tiny_model_dir, monkeypatch, capsys, 
     assert app.main(["--model", str(tiny_model_dir), "--port", str(local_port), "--cache-examples", "off"]) == 0
     out = capsys.readouterr().out
     assert f"http://127.0.0.1:{local_port}" in out and "rerun with --share" in out and "share=True" not in out
-
-
-def test_readme_front_matter():
-    """README.md starts with Hugging Face Spaces front matter pointing at this app."""
-    readme = ROOT / "README.md"
-    assert readme.is_file(), "README.md is missing"
-    lines = readme.read_text(encoding="utf-8").splitlines()
-    assert lines and lines[0].strip() == "---", "README.md must start with a '---' front matter block"
-    end = next((i for i, line in enumerate(lines[1:], start=1) if line.strip() == "---"), None)
-    assert end, "README.md front matter has no closing '---'"
-    fields = dict(line.split(":", 1) for line in lines[1:end] if ":" in line and not line.startswith((" ", "#")))
-    fields = {k.strip(): v.strip().strip("'\"") for k, v in fields.items()}
-    assert fields.get("sdk") == "gradio"
-    assert fields.get("app_file") == "app.py"
-    assert fields.get("title")
 
 
 # ----------------------------------------------------------------------------------------------------------------

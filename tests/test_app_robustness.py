@@ -15,10 +15,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
-import gradio as gr
 import httpx
 import numpy as np
 import pytest
+from conftest import run_main
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError, AuthenticationError
 from gradio_client.utils import QueueError
@@ -406,13 +406,6 @@ def test_share_warning_only_without_auth():
     assert app.share_warning(True, ("alice", "s3cret")) is None
     warning = app.share_warning(True, None)
     assert "--share without --auth" in warning and "anyone" in warning and "--auth USER:PASS" in warning
-
-
-def run_main(argv: list[str], monkeypatch, tmp_path, port: int, on_serve) -> int:
-    """app.main(argv) with block_thread replaced by on_serve(local_url): the server is up, checks run, main exits."""
-    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "examples"))
-    monkeypatch.setattr(gr.Blocks, "block_thread", lambda demo: on_serve(demo.local_url))
-    return app.main([*argv, "--port", str(port), "--cache-examples", "off"])
 
 
 def test_share_without_auth_warns_that_the_link_is_public(tiny_model_dir, monkeypatch, tmp_path, local_port, capsys):

@@ -10,9 +10,11 @@ library (captioning.handlers, .payload, .serving, .heatmap); the page's HTML, st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import html
+import io
 import json
 import logging
 import os
@@ -26,6 +28,7 @@ from PIL import Image
 
 from captioning import handlers
 from captioning.cli.args import interrupted, positive_int
+from captioning.cli.environment import Repeatable, name_variables, parse_with_environment
 from captioning.handlers import (
     FeatureCache,
     Models,
@@ -37,8 +40,17 @@ from captioning.handlers import (
     probe_models,
 )
 from captioning.heatmap import HEATMAP, word_overlay
+from captioning.model import model_directory
 from captioning.payload import BEAM_SIZES, PayloadError, cache_jpeg, has_words, read_step_request
-from captioning.serving import ModelLoadError, default_model_dirs, load_models, serves_shipped_models_only
+from captioning.serving import (
+    NO_EXAMPLES,
+    ExamplesError,
+    ModelLoadError,
+    default_model_dirs,
+    load_models,
+    served_examples,
+    serves_shipped_models_only,
+)
 from captioning.shipped import OUT_OF_DOMAIN_EXAMPLE, WEB_DIR, example_photos
 
 CURRENT, OTHER = "attending", "word"  # HighlightedText categories of /step's chips: the shown word, the others
@@ -49,6 +61,20 @@ STARTUP_INTERRUPTED = "interrupted during start-up; nothing is being served"  # 
 # payload included, into the browser's localStorage at each message of each call (the page slows with every
 # caption), and it would keep visitors' photos' captions in their browser.
 LAUNCH_SETTINGS = {"run_history": False}
+# Every setting a hosted copy needs can come from the environment too (flag -> variable; a flag on the command line
+# wins): a Hugging Face Space runs `python app.py` with no arguments, and sets GRADIO_SERVER_NAME/PORT itself.
+ENVIRONMENT = {
+    "--model": "CAPTIONING_MODEL",
+    "--host": "GRADIO_SERVER_NAME",
+    "--port": "GRADIO_SERVER_PORT",
+    "--root-path": "GRADIO_ROOT_PATH",
+    "--auth": "CAPTIONING_AUTH",
+    "--max-file-size": "CAPTIONING_MAX_FILE_SIZE",
+    "--concurrency": "CAPTIONING_CONCURRENCY",
+    "--queue-size": "CAPTIONING_QUEUE_SIZE",
+    "--examples": "CAPTIONING_EXAMPLES",
+}
+SECRET_VARIABLES = frozenset({"CAPTIONING_AUTH"})  # never printed, not even in an error about their value
 
 log = logging.getLogger("app")
 
@@ -370,25 +396,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Show, Attend and Tell captioning demo (Gradio).")
     parser.add_argument(
         "--model",
-        action="append",
+        action=Repeatable,
         metavar="DIR",
-        help="model directory (config.json, wordmap.json, model.safetensors), e.g. runs/x/best; "
-        "repeat it to serve several (the page offers a choice, the first is the default) "
-        "(default: assets/model, the shipped soft-attention model, and assets/model_hard, the "
+        help="model directory (config.json, wordmap.json, model.safetensors), e.g. runs/x/best, or a shipped "
+        "model's name (model, model_hard); repeat it to serve several (the page offers a choice, the first is the "
+        "default) (default: assets/model, the shipped soft-attention model, and assets/model_hard, the "
         "hard-attention one, when it is there)",
     )
-    # GRADIO_SERVER_NAME/PORT are honoured as defaults: Hugging Face Spaces sets them (0.0.0.0:7860).
     parser.add_argument(
         "--host",
-        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        help="address to bind: 127.0.0.1 serves this machine only, 0.0.0.0 the whole network "
-        "(default: %(default)s, or $GRADIO_SERVER_NAME)",
+        default="127.0.0.1",
+        help="address to bind: 127.0.0.1 serves this machine only, 0.0.0.0 the whole network (default: %(default)s)",
     )
     parser.add_argument(
         "--port",
         type=port_number,
-        default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        help="TCP port to serve on, 1-65535 (default: %(default)s, or $GRADIO_SERVER_PORT)",
+        default=7860,
+        help="TCP port to serve on, 1-65535 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--root-path",
+        type=root_path,
+        default="",
+        metavar="PATH",
+        help="the path the demo is served at behind a reverse proxy that strips it, e.g. /caption for "
+        "https://example.org/caption/ (default: none, served at /)",
     )
     parser.add_argument(
         "--share",
@@ -398,8 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--auth",
         type=auth_pair,
+        action=Repeatable,
         metavar="USER:PASS",
-        help="require this login on the page and the API (default: none; recommended with --share)",
+        help="require this login on the page and the API; repeat it for several users (default: none; "
+        "recommended with --share)",
     )
     parser.add_argument(
         "--beam-size",
@@ -411,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-file-size",
+        type=file_size,
         default="10mb",
         metavar="SIZE",
         help="largest upload accepted, a number with kb, mb or gb, e.g. 500kb (default: %(default)s)",
@@ -436,11 +471,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="caption the example photos at start-up (eager: the first one is on the page at once), "
         "on first click (lazy) or never (off) (default: %(default)s)",
     )
+    parser.add_argument(
+        "--examples",
+        metavar="DIR",
+        help=f"the example photos: those in DIR (jpg, jpeg, png, webp; sorted by name), or '{NO_EXAMPLES}' for no "
+        "examples (default: assets/examples while the shipped models are served, else none)",
+    )
+    name_variables(parser, ENVIRONMENT)
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    """The command line, with the settings it leaves out taken from the environment (ENVIRONMENT)."""
+    return parse_with_environment(build_parser(), argv, ENVIRONMENT, SECRET_VARIABLES)
 
 
 def port_number(value: str) -> int:
@@ -449,6 +492,24 @@ def port_number(value: str) -> int:
     if number > 65535:
         raise argparse.ArgumentTypeError("must be at most 65535")
     return number
+
+
+def root_path(value: str) -> str:
+    """argparse type for --root-path: empty, a path from /, or a full http(s) URL; without its trailing /."""
+    if value and not value.startswith(("/", "http://", "https://")):
+        raise argparse.ArgumentTypeError("must start with / (or be a full http:// or https:// URL)")
+    return value.rstrip("/")
+
+
+def file_size(value: str) -> str:
+    """argparse type for --max-file-size: a whole number with b, kb, mb or gb, checked as Gradio reads it."""
+    try:
+        size = gr.utils._parse_file_size(value)
+    except ValueError:
+        size = None
+    if not size:
+        raise argparse.ArgumentTypeError("must be a whole number with b, kb, mb or gb, e.g. 10mb")
+    return value
 
 
 def auth_pair(value: str) -> tuple[str, str]:
@@ -481,12 +542,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     """Load the models, start the server and block until Ctrl-C; 2 when a model or the address is unusable."""
-    directories, note = ([Path(d) for d in args.model], None) if args.model else default_model_dirs()
+    directories, note = ([model_directory(d) for d in args.model], None) if args.model else default_model_dirs()
     if note:
         print(note, flush=True)
     try:
+        examples = served_examples(args.examples, directories)
         models, notes = load_models(directories)
-    except ModelLoadError as error:
+    except (ExamplesError, ModelLoadError) as error:
         print(error, file=sys.stderr)
         return 2
     for line in notes:
@@ -502,31 +564,40 @@ def serve(args: argparse.Namespace) -> int:
             models,
             args.beam_size,
             args.concurrency,
+            examples=examples,
             cache_examples=cache,
             flickr8k_notes=serves_shipped_models_only(directories),
         )
         demo.queue(max_size=args.queue_size)
         try:
-            try:  # quiet: gradio's own hints name launch() arguments; this app's are printed below
-                _, local_url, share_url = demo.launch(
-                    **LAUNCH_SETTINGS,
-                    server_name=args.host,
-                    server_port=args.port,
-                    share=args.share,
-                    auth=args.auth,
-                    quiet=True,
-                    max_file_size=args.max_file_size,
-                    prevent_thread_lock=True,
-                )
+            # quiet, and what Gradio prints anyway kept to the debug log: its hints name launch() arguments, and
+            # offline its share-link failure is a page of advice on antivirus software; this app's lines follow.
+            gradio_output = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(gradio_output):
+                    _, local_url, share_url = demo.launch(
+                        **LAUNCH_SETTINGS,
+                        server_name=args.host,
+                        server_port=args.port,
+                        root_path=args.root_path,
+                        share=args.share,
+                        auth=args.auth,
+                        quiet=True,
+                        max_file_size=args.max_file_size,
+                        prevent_thread_lock=True,
+                    )
             except OSError as error:  # port taken, address not available
                 print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
                 return 2
+            finally:
+                log.debug("gradio's launch output: %s", gradio_output.getvalue().strip())
             print(f"* Running on local URL:  {local_url}", flush=True)
             if share_url:
                 print(f"* Running on public URL: {share_url}", flush=True)
             elif args.share:
                 print(
-                    f"could not create a public share link (no network?) — serving locally at {local_url}",
+                    "could not create a public share link: --share needs internet (Gradio's relay, gradio.live); "
+                    f"serving locally at {local_url}",
                     file=sys.stderr,
                 )
             else:
