@@ -35,7 +35,8 @@ log = logging.getLogger("app")
 
 
 class RequestError(ValueError):
-    """A request the demo cannot serve: the message is the one line the visitor sees."""
+    """A request the demo cannot serve: the message is the one line the visitor sees (its __cause__, where there is
+    one, the detail the server logs beside it)."""
 
 
 class EncodedPhoto(NamedTuple):
@@ -92,9 +93,8 @@ def read_upload(path: str | None) -> Image.Image:
         raise RequestError("Please upload an image first.")
     try:
         return load_image(path, formats=UPLOAD_FORMATS)  # pixel limit checked before decoding
-    except Exception as error:  # not an image, truncated, too many pixels, out of memory
-        log.info("refused upload %s: %s: %s", path, type(error).__name__, error)
-        raise RequestError(image_error_message(error)) from None
+    except Exception as error:  # not an image, truncated, too many pixels, out of memory: its cause is logged
+        raise RequestError(image_error_message(error)) from error
 
 
 @torch.no_grad()

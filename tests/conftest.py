@@ -332,12 +332,13 @@ def chromium():
             browser.close()
 
 
-def open_demo_page(browser, url: str, timeout_ms: int = 20_000, **options):
-    """`with open_demo_page(chromium, url) as page:` a new page on the demo, ready for an upload, closed on leaving."""
+def open_demo_page(browser, url: str, timeout_ms: int = 20_000, size: tuple[int, int] = (1280, 1000), **options):
+    """`with open_demo_page(chromium, url) as page:` a new page on the demo, ready for an upload, closed on leaving;
+    size: the window's (width, height) in CSS px."""
 
     @contextlib.contextmanager
     def opened():
-        page = browser.new_page(viewport={"width": 1280, "height": 1000}, **options)
+        page = browser.new_page(viewport={"width": size[0], "height": size[1]}, **options)
         page.set_default_timeout(timeout_ms)
         page.goto(url)
         page.wait_for_selector("#image-input input[type=file]", state="attached")

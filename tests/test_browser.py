@@ -43,6 +43,9 @@ class ThreeCaptions:
     def __init__(self, captioner: Captioner):
         self.captioner, self.config = captioner, captioner.config
 
+    def __getattr__(self, name):  # everything else (word map, decoder: a typed sentence's probe) is the tiny model's
+        return getattr(self.captioner, name)
+
     def image_batch(self, images):
         return self.captioner.image_batch(images)
 

@@ -2,11 +2,17 @@
    /caption returns (words, 14x14 grids, gates, the display image), so stepping through the words (click, hover,
    slider, arrow keys), switching to another caption of the beam and downloading the figure need no request.
    captioning/cli/app.py inlines this file into the page <head>; its views call window.satDemo.mount / mountGallery /
-   show, and the viewer's data-heatmap attribute carries the heatmap spec every picture is drawn by. */
+   show / clear, and the viewer's data-heatmap attribute carries the heatmap spec every picture is drawn by. */
 (() => {
   if (window.satDemo) return;
 
-  const TILE_WIDTH = 180;  // gallery tiles, CSS px
+  const TILE_WIDTH = 180;  // gallery tiles' drawn width, px (the grid scales them to fill its columns)
+  // what the viewer says while it shows no caption: before any, after a new upload, after the photo is removed
+  const EMPTY_NOTES = {
+    start: 'Upload a photo or click an example, then press Caption.',
+    upload: 'Press Caption to caption this photo.',
+    removed: 'Upload a photo or click an example, then press Caption.',
+  };
 
   // ---------------------------------------------------------------------------------------------------------------
   // pure helpers: the heatmap spec, grids, interpolation, colours. Every number comes from the viewer's data-heatmap
@@ -188,8 +194,9 @@
     pixels: {photo: null, sizes: new Map()}, version: 0, token: 0, pending: null,
   };
 
-  // other scripts of the page (probe.js) follow the views through these: on('shown' | 'words' | 'select', fn)
-  const hooks = {shown: [], words: [], select: []};
+  // other scripts of the page (probe.js) follow the views through these: on('shown' | 'words' | 'select' | 'cleared',
+  // fn)
+  const hooks = {shown: [], words: [], select: [], cleared: []};
 
   function on(name, fn) {
     hooks[name].push(fn);
@@ -293,9 +300,12 @@
   }
 
   function renderAlternatives() {
-    const box = S.root.querySelector('#alternatives');
+    // the beam's captions, numbered from 1; a visitor's own sentence (data.probe, caption 0) is not one of them:
+    // probe.js shows it apart
+    const box = S.root.querySelector('#alternatives'), typed = S.data.probe ? 1 : 0;
     box.replaceChildren();
     captionsOf(S.data).forEach((c, a) => {
+      if (a < typed) return;
       const item = document.createElement('button');
       item.type = 'button';
       item.className = 'sat-alt';
@@ -303,7 +313,7 @@
       item.dataset.alt = String(a);
       const text = document.createElement('span');
       text.className = 'sat-alt-text';
-      text.textContent = `${a + 1}. ${String(c.caption ?? '')}`;
+      text.textContent = `${a + 1 - typed}. ${String(c.caption ?? '')}`;
       const score = document.createElement('span');
       score.className = 'sat-alt-score';
       score.textContent = Number.isFinite(c.score) ? `log p = ${c.score.toFixed(2)}` : '';
@@ -440,6 +450,7 @@
       return;
     }
     if (!data || typeof data !== 'object' || typeof data.image !== 'string') return;
+    S.root.querySelector('.sat-viewer').removeAttribute('data-empty');
     if (S.data && data.id && data.id === S.data.id && S.word === 0 && S.alt === 0) {  // already on screen
       markShown();
       emit('shown', S.data);
@@ -463,6 +474,21 @@
       emit('shown', data);
       afterPaint(drawGallery);
     }).catch(() => {});
+  }
+
+  function clear(reason) {
+    // another photo's results leave the page at once (a new upload, the photo removed): no words, alternatives,
+    // heatmap or gallery, the viewer says what to do next (EMPTY_NOTES[reason]); a photo still decoding is dropped
+    S.pending = null;
+    if (!S.root) return;
+    S.token++;
+    Object.assign(S, {data: null, view: null, photo: null, alt: 0, word: 0});
+    ['#alternatives', '#words', '#legend'].forEach(id => S.root.querySelector(id).replaceChildren());
+    if (S.gallery) S.gallery.querySelector('#gallery').replaceChildren();
+    S.root.querySelector('#download-figure').disabled = true;
+    S.root.querySelector('#viewer-note').textContent = EMPTY_NOTES[reason] || EMPTY_NOTES.start;
+    S.root.querySelector('.sat-viewer').setAttribute('data-empty', '');
+    emit('cleared');
   }
 
   // ---------------------------------------------------------------------------------------------------------------
@@ -582,6 +608,7 @@
     }
     S.pending = null;
     if (first) show(first);
+    else clear('start');
   }
 
   function mountGallery(element) {
@@ -594,7 +621,7 @@
   }
 
   window.satDemo = {
-    mount, mountGallery, show, select, selectAlternative, downloadFigure, figureLayout, state: S,
+    mount, mountGallery, show, clear, select, selectAlternative, downloadFigure, figureLayout, state: S,
     viewOf, drawWord, on,  // for probe.js: a caption's view, its word tiles, the views' hooks
   };
 })();

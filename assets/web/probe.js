@@ -1,22 +1,24 @@
 /* Your own caption and the model comparison, on top of demo.js (window.satDemo).
    - A typed sentence's per-word data (the page's probe: a caption's per-word format plus probs, ranks, unknown and
-     total_log_prob) is shown in the viewer like a caption: it comes first, the model's own captions of the photo
-     after it in the alternatives list, so the words step by click, slider and keys with no request. Each word chip
-     gets the probability and rank the model gave it there, an unknown word a <unk> mark, and a summary line
-     compares the sentence's log-probability with the model's own caption's.
+     total_log_prob) is shown in the viewer like a caption: it is caption 0 of the viewer's data, the model's own
+     captions of the photo after it, so the words step by click, slider and keys with no request. The sentence is
+     shown apart, as the visitor's, above the list of captions the beam found. Each word chip gets the probability
+     and rank the model gave it there, an unknown word a <unk> mark, and the summary compares the sentence's
+     log-probability with the model's own caption's.
    - The compare view (#compare-view) draws one row per served model: its caption or its reading of the typed
-     sentence, as word tiles on the photo; tiles of the same word index share a column.
+     sentence, as word tiles on the photo; tiles of the same word index share a column (the columns wrap to the
+     view's width, each model's row starting a new line). Ticking Compare scrolls the rows into view.
    captioning/cli/app.py inlines this file after demo.js; the page calls window.satProbe.show / showCompare /
    mountCompare. */
 (() => {
   if (window.satProbe || !window.satDemo) return;
 
   const demo = window.satDemo, S = demo.state;
-  const TILE_WIDTH = 112;  // compare tiles, CSS px
-  const P = {caption: null, compare: null, captions: null, root: null, requested: null};
+  const TILE_WIDTH = 112;  // compare tiles' drawn width, px (the grid scales them to its columns)
+  const P = {caption: null, compare: null, captions: null, root: null, requested: null, reveal: false};
   // caption: the model's caption data last shown in the viewer; compare: the compare view's data; captions: the
   // last compare data of kind "caption" (each model's own caption score); requested: the photo a compare run was
-  // asked for
+  // asked for; reveal: the visitor just ticked Compare (the rows, once drawn, are scrolled into view)
 
   function finite(x) {
     return typeof x === 'number' && Number.isFinite(x);
@@ -106,15 +108,21 @@
     box.hidden = !probe;
     if (!probe) return;
     const own = S.data.own, total = probe.total_log_prob;
-    const line = element('div', 'sat-probe-line');
-    const yours = element('span', 'sat-probe-total', `your sentence: log p = ${logpText(total)}`);
+    box.appendChild(element('div', 'sat-heading', 'Your sentence (log-probability; click it to see its words)'));
+    const sentence = element('button', 'sat-alt sat-probe-sentence');  // caption 0 of the viewer's data
+    sentence.type = 'button';
+    sentence.id = 'probe-sentence';
+    sentence.classList.toggle('current', S.alt === 0);
+    sentence.setAttribute('aria-pressed', String(S.alt === 0));
+    const yours = element('span', 'sat-probe-total', `log p = ${logpText(total)}`);
     yours.dataset.total = finite(total) ? String(total) : '';
-    const theirs = element('span', 'sat-probe-own', own
-      ? ` (the model's own caption: ${logpText(own.score)})`
-      : ' (caption the photo with this model to compare with its own caption)');
+    sentence.append(element('span', 'sat-alt-text', String(probe.caption ?? '')), yours);
+    sentence.addEventListener('click', () => demo.selectAlternative(0));
+    const theirs = element('div', 'sat-probe-own', own
+      ? `the model's own caption (1. below): log p = ${logpText(own.score)}; the higher one is the one it prefers`
+      : 'caption the photo with this model to compare with its own caption');
     theirs.dataset.score = own && finite(own.score) ? String(own.score) : '';
-    line.append(yours, theirs);
-    box.appendChild(line);
+    box.append(sentence, theirs);
     const notes = [];
     if (probe.truncated) notes.push(`only the first ${probe.words.length} words were scored (the model's limit)`);
     if ((probe.unknown || []).some(u => u === true)) notes.push('words marked <unk> are outside the vocabulary');
@@ -130,16 +138,11 @@
   }
 
   function onWords(box, view) {
-    // demo.js drew a caption's word chips: label a probe's words, tag the typed sentence in the alternatives
+    // demo.js drew a caption's word chips: label a probe's words, show the typed sentence apart
     const c = view.source || {};
     if (Array.isArray(c.probs)) box.querySelectorAll('[data-index]').forEach(chip => {
       decorate(chip, c, Number(chip.dataset.index));
     });
-    const first = S.root.querySelector('#alternatives [data-alt="0"]');
-    if (first && S.data && S.data.probe && !first.querySelector('.sat-probe-tag')) {
-      first.classList.add('sat-probe-alt');
-      first.querySelector('.sat-alt-text')?.append(element('span', 'sat-probe-tag', ' (your sentence)'));
-    }
     renderSummary();
   }
 
@@ -184,8 +187,6 @@
       ? `reading your sentence "${c.text}"` : 'captioning it';
     const width = Math.min(TILE_WIDTH, S.photo.naturalWidth);
     const height = Math.max(1, Math.round(width * S.photo.naturalHeight / S.photo.naturalWidth));
-    const columns = Math.max(1, ...c.rows.map(r => (Array.isArray(r.words) ? r.words.length : 0)));
-    box.style.gridTemplateColumns = `repeat(${columns}, ${width + 10}px)`;
     c.rows.forEach(row => {
       const view = demo.viewOf(row, 0);
       box.appendChild(rowHead(row, c.kind));
@@ -205,6 +206,10 @@
     panel.dataset.kind = c.kind;
     panel.dataset.version = String(Number(panel.dataset.version || 0) + 1);
     markColumn(S.word);
+    if (P.reveal) {  // the visitor ticked Compare, up by the photo: bring the rows to where they look
+      P.reveal = false;
+      panel.scrollIntoView({block: 'nearest', behavior: 'smooth'});
+    }
   }
 
   function markColumn(i) {
@@ -235,6 +240,10 @@
 
   function mountCompare(element) {
     P.root = element;
+    document.addEventListener('change', event => {
+      if (event.target instanceof Element && event.target.matches('#compare input[type=checkbox]'))
+        P.reveal = event.target.checked;
+    });
     element.addEventListener('click', event => {
       const tile = event.target instanceof Element ? event.target.closest('[data-index]') : null;
       if (!tile || !element.contains(tile)) return;
@@ -246,6 +255,12 @@
 
   demo.on('words', onWords);
   demo.on('select', markColumn);
+  demo.on('cleared', () => {  // no photo's results on screen: no summary, no compare rows until the next caption
+    P.caption = null;
+    P.requested = null;
+    renderSummary();
+    drawCompare();
+  });
   demo.on('shown', data => {
     if (!data.probe) P.caption = data;
     drawCompare();  // the viewer's photo may be the one the compare rows wait for

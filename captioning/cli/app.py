@@ -10,6 +10,7 @@ library (captioning.handlers, .payload, .serving, .heatmap); the page's HTML, st
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import csv
 import functools
@@ -107,10 +108,10 @@ def upload_path(component: gr.Image, payload) -> str | None:
     if payload.url and payload.url.startswith("data:"):  # API callers may inline the image as a data URL
         try:
             return processing_utils.save_base64_to_cache(payload.url, component.GRADIO_CACHE)  # bytes, no decoding
-        except Exception:
-            raise gr.Error("Could not read this image: the data URL is not valid base64.") from None
+        except Exception as error:
+            raise visitor_error("Could not read this image: the data URL is not valid base64.", error) from None
     if payload.path is None:
-        raise gr.Error("Please upload an image first.")
+        raise visitor_error("Please upload an image first.")
     return str(payload.path)
 
 
@@ -127,6 +128,14 @@ def photo_input(**kwargs) -> gr.Image:
 # build_demo), testable without a server; a RequestError reaches the visitor as gr.Error
 
 
+def visitor_error(message: str, cause: BaseException | None = None) -> gr.Error:
+    """A visitor's mistake as the gr.Error they read, logged as one line (with its cause, where there is one) and
+    no traceback: the console's tracebacks are left to the server's own faults."""
+    detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+    log.info("refused a request: %s%s", message, detail)
+    return gr.Error(message, print_exception=False)
+
+
 def shown_to_visitor(handler):
     """handler, with a RequestError raised as gr.Error (the page shows its message, gradio_client raises it)."""
 
@@ -135,7 +144,7 @@ def shown_to_visitor(handler):
         try:
             return handler(*args, **kwargs)
         except RequestError as error:
-            raise gr.Error(str(error)) from None
+            raise visitor_error(str(error), error.__cause__) from None
 
     return run
 
@@ -215,15 +224,31 @@ def page_probe(
 def render_step(data: dict | None, index) -> tuple[Image.Image, list[tuple[str, str]]]:
     """Word `index`'s heatmap image and chips from the per-word JSON alone (the model is not run)."""
     if not has_words(data):
-        raise gr.Error("Caption an image first.")
+        raise visitor_error("Caption an image first.")
     try:
         word = read_step_request(data, index)
     except PayloadError as error:
-        log.info("refused /step data: %s", error)
-        raise gr.Error("This caption's word data is damaged or incomplete. Please caption the image again.") from None
+        message = "This caption's word data is damaged or incomplete. Please caption the image again."
+        raise visitor_error(message, error) from None
     heatmap = word_overlay(word.image, word.alpha, word.attention)
     chips = [(w, CURRENT if i == word.index else OTHER) for i, w in enumerate(word.words)]
     return heatmap, chips
+
+
+def step_data_input() -> gr.JSON:
+    """/step's caption data, hidden: no value, and for the API page's example a caption of two words on a 2x2 photo
+    (a real one is /caption's second output), not a whole caption."""
+    photo = io.BytesIO()
+    Image.new("RGB", (2, 2), "gray").save(photo, format="PNG")
+    example = {
+        "words": ["a", "dog"],
+        "alphas": [[[0.7, 0.1], [0.1, 0.1]], [[0.1, 0.1], [0.1, 0.7]]],  # one grid per word (14x14 from /caption)
+        "attention": "soft",
+        "image": "data:image/png;base64," + base64.b64encode(photo.getvalue()).decode(),
+    }
+    field = gr.JSON(visible=False, label="caption data")
+    field.example_payload = field.example_value = lambda: example  # an instance override, as in photo_input
+    return field
 
 
 def step(index: float, data: dict | None):
@@ -254,10 +279,11 @@ def build_demo(
     run_model = functools.partial(caption_image, models, beam_size, cache=cache)  # (path, beam, model) -> outputs
     run_page = functools.partial(run_model, for_page=True)  # the same, with the page's copy of the data
 
-    def run_example(path: str | None, model: str | None = None) -> tuple[str, dict]:
-        """An example row (photo, model) at the default beam size: what the examples cache stores, and what
-        /load_example returns to API clients (the full data, as /caption's)."""
-        return run_model(path, None, model)
+    def run_example(path: str | None, model: str | None = None, beam: float | None = None) -> tuple[str, dict]:
+        """An example row (photo, model, beam size): what the examples cache stores, and what /load_example returns
+        to API clients (the full data, as /caption's). Clicking an example sets the page's model and beam slider to
+        the row's, so the slider shows the beam its cached caption used."""
+        return run_model(path, beam, model)
 
     # The first example is part of the page itself (the components' initial values, computed once here), not filled
     # in by a page-load event: on a busy server such an event lands late and replaces the visitor's own photo.
@@ -304,15 +330,17 @@ def build_demo(
                         label="Your own caption",
                         elem_id="probe-text",
                         scale=4,
+                        min_width=240,  # narrower (a phone): the button goes under the box
                         max_lines=1,
-                        placeholder="type a sentence and press Enter: how likely does the model find each word?",
+                        placeholder="type a sentence, press Enter",
+                        info="how likely does the model find each of its words?",
                     )
                     probe_button = gr.Button("Score it", elem_id="probe-button", scale=1, min_width=90)
                 # The first caption rides in the viewer's own value (read once when it mounts); later ones come
                 # through the hidden JSON's change event, in the page.
                 first = json.dumps(first_data) if first_data else ""
                 page_view("viewer", viewer_html(), "window.satDemo.mount(element, props.value);", head, first)
-        page_view("compare-view", web_text("compare.html"), "window.satProbe.mountCompare(element);", head)
+                page_view("compare-view", web_text("compare.html"), "window.satProbe.mountCompare(element);", head)
         page_view("gallery-view", web_text("gallery.html"), "window.satDemo.mountGallery(element);", head)
         data = gr.JSON(first_data, visible=False, elem_id="attention-data")
         probe_data = gr.JSON(visible=False, elem_id="probe-data")  # a typed sentence's per-word data
@@ -322,8 +350,8 @@ def build_demo(
         if examples:
             with left:  # under the Caption button
                 shelf = gr.Examples(
-                    examples=[[path, names[0]] for path in examples],
-                    inputs=[image, choice],
+                    examples=[[path, names[0], beam_size] for path in examples],
+                    inputs=[image, choice, beam],
                     outputs=outputs,
                     fn=run_example,
                     run_on_click=True,
@@ -347,20 +375,31 @@ def build_demo(
         captioning = button.click(
             run_page, caption_inputs, outputs, **page_only, trigger_mode="once", cancels=example_loads
         )
-        image.upload(None, cancels=[captioning, *example_loads])
+        # A new photo, or none, takes the old photo's results off the page at once, caption text included (no model
+        # call: Caption captions it); the hidden JSON is emptied, so that the next caption, whatever it is, is a change.
+        for photo_event, reason in ((image.upload, "upload"), (image.clear, "removed")):
+            clear_js = f"() => {{ window.satDemo.clear('{reason}'); return ['', null]; }}"
+            photo_event(None, None, outputs, js=clear_js, cancels=[captioning, *example_loads])
         if examples:
             shelf.dataset.click(None, cancels=[captioning])
         # Every caption (button or example) reaches the page once, as a change of the JSON (its nonce is new), and
         # the page draws it from there: no further request, no server rendering.
-        data.change(None, [data], None, js="(data) => { window.satDemo.show(data); }", show_progress="hidden")
+        data.change(None, [data], None, js="(data) => { if (data) window.satDemo.show(data); }", show_progress="hidden")
         # API clients: the same caption with the full per-word data (nested `alphas` lists, as /step reads them).
         gr.Button(visible=False).click(run_model, caption_inputs, outputs, api_name="caption", **model_queue)
-        # API only: one word's heatmap rendered by the server, for gradio_client users (a Number has no bounds).
+        # API only: one word's heatmap rendered by the server, for gradio_client users (a Number has no bounds). Its
+        # caption data is a component of its own, with no value: the API page shows a short example, not a caption.
         index = gr.Number(visible=False, precision=0, label="word index")
+        step_data = step_data_input()
         step_heatmap = gr.Image(visible=False, type="filepath", format="jpeg", label="heatmap")
         step_chips = gr.HighlightedText(visible=False, label="words")
         gr.Button(visible=False).click(
-            step, [index, data], [step_heatmap, step_chips], api_name="step", concurrency_limit=8, concurrency_id="step"
+            step,
+            [index, step_data],
+            [step_heatmap, step_chips],
+            api_name="step",
+            concurrency_limit=8,
+            concurrency_id="step",
         )
 
         # Your own caption: the page gets the chosen model's probe (and every model's in compare mode) and shows it
