@@ -15,6 +15,7 @@ from captioning.checkpoint import atomic_write
 from captioning.config import EncoderSpec
 from captioning.data import PreparedData
 from captioning.encoder import Encoder, resolve_spec
+from captioning.familiarity import Familiarity, summarise
 from captioning.model import pixels_to_features
 from captioning.preprocess import Preprocessing
 
@@ -170,3 +171,17 @@ def load_cached_features(
     if wrong:
         raise ValueError(f"feature cache {features_path} was made with other encoder settings ({'; '.join(wrong)})")
     return np.load(features_path, mmap_mode="r"), progress["names"]
+
+
+def familiarity_from_cache(
+    cache_dir: str | Path, data_name: str, spec: EncoderSpec, prep: Preprocessing, seed: int = 0
+) -> Familiarity | None:
+    """A model's familiarity summary (captioning.familiarity) from the TRAIN and VAL caches of its encoder spec and
+    preprocessing (a cache made otherwise is refused, as for training)."""
+    train, _ = load_cached_features(cache_dir, "TRAIN", data_name, spec, prep)  # (N, 196, C) fp16 memmap
+    val, _ = load_cached_features(cache_dir, "VAL", data_name, spec, prep)  # (V, 196, C)
+
+    def reader(store: np.ndarray):
+        return lambda indices: torch.from_numpy(np.asarray(store[indices], dtype=np.float32))  # (b, 196, C)
+
+    return summarise(reader(train), len(train), reader(val), len(val), seed)

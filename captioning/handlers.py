@@ -135,9 +135,10 @@ def caption_upload(
     for_page: bool = False,
 ) -> tuple[str, dict]:
     """/caption: one model's caption of the photo at `path`: the text (EMPTY_CAPTION for none) and the per-word data
-    (payload.caption_data). The photo's features are taken from, and left in, `cache`. for_page: the page's own copy,
-    without the nested `alphas` lists it does not read, and with a fresh `nonce`, so that every caption, the same one
-    again included, reaches the page as a change of its hidden JSON (one hand-over each)."""
+    (payload.caption_data, plus `familiarity`: the share of val photos farther from the training photos, in percent,
+    or None for a model without the summary). The photo's features are taken from, and left in, `cache`. for_page:
+    the page's own copy, without the nested `alphas` lists it does not read, and with a fresh `nonce`, so that every
+    caption, the same one again included, reaches the page as a change of its hidden JSON (one hand-over each)."""
     models = as_models(models)
     name = pick_model(models, model)
     captioner, width = models[name], beam_width(beam, default_beam)
@@ -149,6 +150,7 @@ def caption_upload(
         raise RequestError("The model could not caption this image. Please try another one.") from None
     attention = captioner.config.decoder.attention
     data = caption_data(captions, photo.shown, name, attention, width, nested=not for_page)
+    data["familiarity"] = captioner.familiarity_percent(photo.features)[0]  # None: the model has no summary
     if for_page:
         data["nonce"] = secrets.token_hex(4)
     return captions[0].text or EMPTY_CAPTION, data

@@ -15,6 +15,7 @@ from captioning.checkpoint import CheckpointError, check_state_matches, read_mod
 from captioning.config import DecoderConfig, EncoderSpec, ModelConfig
 from captioning.decoder import Decoder
 from captioning.encoder import Encoder, preprocessing_for, resolve_spec
+from captioning.familiarity import Familiarity
 from captioning.precision import inference_encoder_bf16, inference_precision_note
 from captioning.preprocess import Preprocessing, load_image, preprocess_image, to_model_input
 from captioning.search import Hypothesis, decode
@@ -131,6 +132,7 @@ class Captioner(nn.Module):
         self.encoder.finetune(config.encoder_finetuned)
         self.decoder = Decoder(config.vocab_size, config.encoder_dim, config.decoder)
         self.encoder_bf16 = config.encoder.bf16  # the autocast encode() runs under; use_fastest_encoder() may pick fp32
+        self.familiarity: Familiarity | None = None  # the training photos' summary, saved and loaded beside the weights
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """What a model directory stores: the decoder, plus encoder parts only if they were fine-tuned."""
@@ -140,7 +142,10 @@ class Captioner(nn.Module):
         return state
 
     def save(self, directory: str | Path, fp16: bool = False) -> Path:
-        return save_model_dir(directory, self.config, self.word_map, self.checkpoint_state(), fp16=fp16)
+        path = save_model_dir(directory, self.config, self.word_map, self.checkpoint_state(), fp16=fp16)
+        if self.familiarity is not None:
+            self.familiarity.save(path)
+        return path
 
     @classmethod
     def load(cls, directory: str | Path | None = None, device: str | torch.device = "cpu") -> Captioner:
@@ -151,6 +156,7 @@ class Captioner(nn.Module):
         config, word_map, state = read_model_dir(directory)
         model = cls(config, word_map)
         model.load_checkpoint_state(state, str(directory))
+        model.familiarity = Familiarity.load(directory)
         return model.to(device).eval()
 
     def use_fastest_encoder(self) -> str | None:
@@ -180,6 +186,13 @@ class Captioner(nn.Module):
         """uint8 pixels (B, 3, S, S) as stored -> annotation vectors (B, 196, C), on the model's device."""
         device = next(self.decoder.parameters()).device
         return pixels_to_features(self.encoder, pixels.to(device), self.config.preprocessing, self.encoder_bf16)
+
+    def familiarity_percent(self, features: torch.Tensor) -> list[float | None]:
+        """Per photo of annotation vectors (B, 196, C), the share of val photos (in percent) that lie farther from
+        the training photos (familiarity.Familiarity.percent); None each without a stored summary."""
+        if self.familiarity is None:
+            return [None] * len(features)
+        return self.familiarity.percent(features)
 
     def batch_encoder(self, cached: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         """How a batch becomes features, chosen once: cached features pass through, pixels go through the encoder."""

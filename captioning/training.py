@@ -28,6 +28,7 @@ from captioning.cider import CiderD
 from captioning.config import DecoderConfig, EncoderSpec
 from captioning.data import ImageCaptions, PreparedData, collate_images
 from captioning.encoder import resolve_spec
+from captioning.familiarity import summarise
 from captioning.features import load_cached_features
 from captioning.loss import BatchLoss, HardAttentionLoss, TeacherForcedLoss
 from captioning.meters import PassMeters
@@ -270,6 +271,20 @@ def validate(objective: TeacherForcedLoss, dataset: ImageCaptions, config: Train
     }
 
 
+def summarise_photos(train_set: ImageCaptions, val_set: ImageCaptions, to_features, device, seed: int):
+    """The familiarity summary saved beside the model (captioning.familiarity.summarise) from this run's photos, as
+    the decoder sees them (cached features, or pixels through the frozen encoder); None without val photos."""
+
+    def reader(dataset: ImageCaptions):
+        def read(indices: list[int]) -> torch.Tensor:
+            images = torch.stack([dataset.image(i) for i in indices]).to(device)  # (b, 196, C) or (b, 3, S, S)
+            return to_features(images).cpu()  # (b, 196, C)
+
+        return read
+
+    return summarise(reader(train_set), len(train_set), reader(val_set), len(val_set), seed)
+
+
 def objective_buffers(objective: nn.Module) -> dict[str, torch.Tensor]:
     """The objective's own buffers (e.g. hard attention's baseline), not the model's: what resume must restore."""
     return {name: buffer for name, buffer in objective.named_buffers() if not name.startswith("captioner.")}
@@ -446,6 +461,9 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     trained = make_objective(captioner, to_features, train_set, config)
     model = DistributedDataParallel(trained) if dist.is_initialized() else trained
     optimizer = make_optimizer(captioner, config)
+    if is_main_process() and not config.finetune_encoder:  # a fine-tuned encoder's features change with training
+        captioner.eval()  # the encoder as it captions (BatchNorm statistics of a pixel-trained encoder)
+        captioner.familiarity = summarise_photos(train_set, val_set, to_features, device, config.seed)
     state = {"epoch": 0, "best_bleu4": -1.0, "best_score": -1.0, "epochs_since_improvement": 0, "history": []}
     if resume:
         loaded = load_training_state(Path(resume) / "last" / "train_state.pt", captioner, optimizer, trained)

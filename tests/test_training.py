@@ -172,7 +172,8 @@ def test_run_directory_contents(two_epoch_runs):
         assert model.config.encoder.backbone == "test_efficientnet" and model.config.decoder.decoder_dim == 16
         assert model.config.preprocessing.image_size == 32 and model.config.preprocessing.input_size == 64  # as stored
         assert sorted(p.name for p in (run / name).iterdir() if not p.name.startswith(".")) == sorted(
-            ["config.json", "wordmap.json", "model.safetensors"] + (["train_state.pt"] if name == "last" else [])
+            ["config.json", "wordmap.json", "model.safetensors", "familiarity.safetensors"]
+            + (["train_state.pt"] if name == "last" else [])
         )
     rows = read_log(run)
     assert [int(row["epoch"]) for row in rows] == [1, 2]
@@ -193,7 +194,8 @@ def test_run_directory_contents(two_epoch_runs):
         assert (run / "best" / "model.safetensors").read_bytes() == (run / "last" / "model.safetensors").read_bytes()
     weights = {name: (run / name / "model.safetensors").read_bytes() for name in ("epoch_1", "epoch_2", "last")}
     assert weights["epoch_2"] == weights["last"] and weights["epoch_1"] != weights["epoch_2"]  # --keep-epochs
-    assert sorted(p.name for p in (run / "epoch_1").iterdir()) == ["config.json", "model.safetensors", "wordmap.json"]
+    epoch_files = ["config.json", "familiarity.safetensors", "model.safetensors", "wordmap.json"]
+    assert sorted(p.name for p in (run / "epoch_1").iterdir()) == epoch_files
     assert not [p.name for p in run.rglob(".tmp-*")]  # no temporary file left by a clean run
 
 

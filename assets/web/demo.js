@@ -192,6 +192,7 @@
   const S = {
     root: null, gallery: null, spec: null, data: null, view: null, alt: 0, word: 0, photo: null,
     pixels: {photo: null, sizes: new Map()}, version: 0, token: 0, pending: null,
+    familiarity: null, familiar: {image: null, percent: null},  // the #familiarity view; the last caption's photo
   };
 
   // other scripts of the page (probe.js) follow the views through these: on('shown' | 'words' | 'select' | 'cleared',
@@ -458,6 +459,7 @@
     }
     const token = ++S.token, photo = loadPhoto(data.image);  // decoding starts first, off the main thread
     S.data = data;
+    renderFamiliarity();
     S.alt = 0;
     S.word = 0;
     S.view = viewOf(data, 0);
@@ -611,6 +613,21 @@
     else clear('start');
   }
 
+  function renderFamiliarity() {
+    // the line above the caption when the photo looks unlike the model's training photos: a caption carries the
+    // photo's `familiarity` (percent, or null without the model's summary); a probe of the same photo keeps it
+    if (S.data && !S.data.probe) S.familiar = {image: S.data.image, percent: S.data.familiarity};
+    const note = S.familiarity && S.familiarity.querySelector('.sat-familiarity');
+    if (!note) return;
+    const percent = S.data && S.data.image === S.familiar.image ? S.familiar.percent : null;
+    note.hidden = !(Number.isFinite(percent) && percent < Number(note.dataset.below));
+  }
+
+  function mountFamiliarity(element) {
+    S.familiarity = element;
+    renderFamiliarity();
+  }
+
   function mountGallery(element) {
     S.gallery = element;
     element.addEventListener('click', event => {
@@ -621,7 +638,7 @@
   }
 
   window.satDemo = {
-    mount, mountGallery, show, clear, select, selectAlternative, downloadFigure, figureLayout, state: S,
+    mount, mountGallery, mountFamiliarity, show, clear, select, selectAlternative, downloadFigure, figureLayout, state: S,
     viewOf, drawWord, on,  // for probe.js: a caption's view, its word tiles, the views' hooks
   };
 })();

@@ -30,6 +30,7 @@ from PIL import Image
 from captioning import handlers
 from captioning.cli.args import interrupted, positive_int
 from captioning.cli.environment import Repeatable, name_variables, parse_with_environment
+from captioning.familiarity import UNFAMILIAR_BELOW, UNFAMILIAR_NOTE
 from captioning.handlers import (
     FeatureCache,
     Models,
@@ -94,6 +95,13 @@ def page_head() -> str:
 def viewer_html() -> str:
     """The viewer's markup with the heatmap specification the page draws by (the one Python draws by too)."""
     return web_text("viewer.html").replace("HEATMAP_SPEC", html.escape(json.dumps(HEATMAP.to_page()), quote=True))
+
+
+def familiarity_html() -> str:
+    """The line the page shows above the caption for a photo unlike the model's training photos, with the threshold
+    it is shown below (captioning.familiarity owns both)."""
+    note = web_text("familiarity.html").replace("UNFAMILIAR_BELOW", str(UNFAMILIAR_BELOW))
+    return note.replace("UNFAMILIAR_NOTE", html.escape(UNFAMILIAR_NOTE))
 
 
 def page_view(elem_id: str, template: str, on_load: str, head: str, value: str = "") -> gr.HTML:
@@ -324,6 +332,7 @@ def build_demo(
                 )
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column(scale=1):
+                page_view("familiarity", familiarity_html(), "window.satDemo.mountFamiliarity(element);", head)
                 text = gr.Textbox(first_text, label="Caption", interactive=False, elem_id="caption-text")
                 with gr.Row(equal_height=True):
                     probe_text = gr.Textbox(

