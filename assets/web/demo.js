@@ -490,6 +490,7 @@
     S.root.querySelector('#download-figure').disabled = true;
     S.root.querySelector('#viewer-note').textContent = EMPTY_NOTES[reason] || EMPTY_NOTES.start;
     S.root.querySelector('.sat-viewer').setAttribute('data-empty', '');
+    renderFamiliarity();
     emit('cleared');
   }
 
