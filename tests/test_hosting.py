@@ -345,3 +345,17 @@ def test_started_as_a_space_starts_it_the_login_is_required_and_a_variable_picks
     finally:
         stop(process, lines, output)
     assert PASSWORD not in "".join(output)
+
+
+def test_the_docs_state_how_long_uploads_are_kept_and_their_demo_commands_parse(clean_environment):
+    """The README's "Host it" and docs/demo.md state the deletion time that DELETE_CACHE sets, and every
+    `python app.py ...` line in them is a valid command line."""
+    in_words = {1800: "30 minutes", 3600: "an hour"}  # a new DELETE_CACHE needs its words here and in the docs
+    every, age = app.DELETE_CACHE
+    stated = f"once they are {in_words[age]} old (checked every {in_words[every]})"
+    readme, demo_md = ((ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "docs/demo.md"))
+    assert stated in " ".join(readme.split()) and stated.replace("they are", "it is") in " ".join(demo_md.split())
+    commands = re.findall(r"^python app\.py(.*?)(?:\s+#.*)?$", readme + demo_md, re.M)
+    assert len(commands) > 10
+    for command in commands:
+        app.parse_args(command.split())  # exits on an unknown flag or a malformed value
