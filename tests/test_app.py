@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -119,6 +121,44 @@ def test_step_before_caption_is_a_friendly_error(served):
     _, client, _ = served
     with pytest.raises(AppError, match="Caption an image first"):
         client.predict(0, None, api_name="/step")
+
+
+def test_a_visitors_mistake_is_one_log_line_and_a_server_fault_a_traceback(served, tmp_path, capfd, caplog):
+    _, client, _ = served
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(EXAMPLE.read_bytes()[:600])  # valid header, truncated pixels
+    mistakes = {
+        "Please upload": lambda: client.predict(None, api_name="/caption"),
+        "Could not read this image": lambda: client.predict(handle_file(str(broken)), api_name="/caption"),
+        "Type a sentence to score": lambda: client.predict(handle_file(str(EXAMPLE)), " ", api_name="/probe"),
+        "Caption an image first": lambda: client.predict(0, None, api_name="/step"),
+        "damaged or incomplete": lambda: client.predict(0, {"words": ["a"], "image": "x"}, api_name="/step"),
+    }
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="app"):
+        for message, call in mistakes.items():
+            with pytest.raises(AppError, match=message):
+                call()
+    lines = [record.getMessage() for record in caplog.records if record.name == "app"]
+    assert len(lines) == len(mistakes) and all(m in line for m, line in zip(mistakes, lines)), lines
+    assert "truncated" in lines[1].lower()  # the cause is in the line: what the server operator needs
+    assert "Traceback" not in capfd.readouterr().err
+
+    data = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")[-1]
+    with mock.patch.object(app, "word_overlay", side_effect=RuntimeError("a fault of the server")):
+        with pytest.raises(AppError):
+            client.predict(0, data, api_name="/step")
+    err = capfd.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a fault of the server" in err  # its own faults keep their traceback
+
+
+def test_the_api_page_shows_a_short_step_example_that_works(served):
+    _, client, _ = served
+    step = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/step"]
+    assert len(json.dumps(step)) < 3000, len(json.dumps(step))  # not a whole caption's data
+    (data,) = [p for p in step["parameters"] if p["parameter_name"] == "data"]
+    heatmap, chips = client.predict(1, data["example_input"], api_name="/step")  # the example is a valid request
+    assert Image.open(heatmap).size and [c["token"] for c in chips] == data["example_input"]["words"]
 
 
 def test_unreadable_image_is_a_friendly_error(served, tmp_path):

@@ -110,8 +110,9 @@ def test_a_typed_sentence_shows_each_words_probability_and_steps_without_a_reque
     assert float(total.get_attribute("data-total")) == expected["total_log_prob"]
     assert float(page.locator("#probe-summary .sat-probe-own").get_attribute("data-score")) == own
     assert f"log p = {expected['total_log_prob']:.2f}" in total.inner_text()
-    items = page.locator("#alternatives [role=button]")
-    assert "(your sentence)" in items.nth(0).inner_text() and "(your sentence)" not in items.nth(1).inner_text()
+    items, sentence = page.locator("#alternatives [role=button]"), page.locator("#probe-sentence")  # apart
+    assert sentence.locator(".sat-alt-text").inner_text() == expected["caption"]
+    assert expected["caption"] not in page.locator("#alternatives").inner_text()
 
     requests = []
     page.on("request", lambda request: requests.append(request.url))
@@ -125,10 +126,10 @@ def test_a_typed_sentence_shows_each_words_probability_and_steps_without_a_reque
     page.locator("#gallery [role=button]").nth(1).click()
     state = wait_for_word(page, 1, state)
     assert current_chip(page) == 1 and page.locator("#gallery canvas").count() == len(WORDS)
-    items.nth(1).click()  # the model's own caption, from the list
+    items.nth(0).click()  # the model's own caption, from the beam's list
     state = wait_for_word(page, 0, state)
     assert page.locator("#words .sat-prob").count() == 0 and page.locator("#probe-summary").is_visible()
-    items.nth(0).click()  # and back to the sentence
+    sentence.click()  # and back to the sentence
     state = wait_for_word(page, 0, state)
     assert page.locator("#words .sat-prob").count() == len(WORDS)
     assert requests == [], f"stepping through the sentence made requests: {requests}"
