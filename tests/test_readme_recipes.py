@@ -4,7 +4,6 @@ commands are run as written plus flags that shrink the work (argparse keeps the 
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import shutil
@@ -13,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_captions_csv
 from test_cli_quickstart import quickstart_calls
 from test_readme import readme_section
 
@@ -47,14 +47,7 @@ def run(call: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture
 def user_dir(tmp_path) -> Path:
     """A folder outside the repository with what the recipe starts from: captions.csv and my_images/."""
-    from captioning.prepare import read_synthetic
-
-    shapes = read_synthetic(30, tmp_path / "my_images", seed=6, image_size=32)
-    by_image: dict[str, list[str]] = {}
-    for name, tokens in shapes.captions:
-        by_image.setdefault(name, []).append(" ".join(tokens))
-    with open(tmp_path / "captions.csv", "w", newline="") as file:
-        csv.writer(file).writerows((name, caption) for name, captions in by_image.items() for caption in captions[:3])
+    write_captions_csv(tmp_path, seed=6)
     return tmp_path
 
 

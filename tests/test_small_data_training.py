@@ -4,11 +4,10 @@ trained over silently."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
-from conftest import TorchThreads, read_log
+from conftest import TorchThreads, read_log, write_captions_csv
 
 from captioning.cli import prepare
 from captioning.cli import train as train_cli
@@ -27,15 +26,8 @@ TINY = [
 def csv_data(tmp_path_factory) -> Path:
     """30 synthetic photos with 3 captions each, as a captions CSV without a split column (80/10/10: 3 val images),
     prepared by prepare_data.py."""
-    from captioning.prepare import read_synthetic
-
     root = tmp_path_factory.mktemp("csv-data")
-    shapes = read_synthetic(30, root / "my_images", seed=4, image_size=32)
-    by_image: dict[str, list[str]] = {}
-    for name, tokens in shapes.captions:
-        by_image.setdefault(name, []).append(" ".join(tokens))
-    with open(root / "captions.csv", "w", newline="") as file:
-        csv.writer(file).writerows((name, caption) for name, captions in by_image.items() for caption in captions[:3])
+    write_captions_csv(root)
     flags = ["--dataset", "csv", "--captions-file", str(root / "captions.csv"), "--image-dir", str(root / "my_images")]
     flags += [
         "--data-dir",
