@@ -25,7 +25,7 @@ def with_summary(model_dir: Path, strange_percent: float) -> Captioner:
     """The tiny model with a summary whose only training photo is FAMILIAR and whose 20 val distances put STRANGE
     at `strange_percent` (the share of val photos farther than it)."""
     captioner = Captioner.load(model_dir)
-    reference = pooled(captioner.encode(captioner.image_batch(str(FAMILIAR)))).half()  # (1, C)
+    reference = pooled(captioner.encode(captioner.image_batch(str(FAMILIAR)))).half().float()  # (1, C) as stored
     strange = float(neighbour_distance(pooled(captioner.encode(captioner.image_batch(str(STRANGE)))), reference)[0])
     farther = round(20 * strange_percent / 100)
     val = torch.tensor([0.5 * strange] * (20 - farther) + [2.0 * strange] * farther)  # (20,) ascending
