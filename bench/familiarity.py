@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from bench.probe_cost import median_ms
 from captioning.familiarity import UNFAMILIAR_BELOW
 from captioning.features import load_cached_features
 from captioning.model import Captioner, model_directory
@@ -57,16 +56,6 @@ def photos() -> dict[str, Image.Image]:
     found["synthetic/bar_chart"] = bar_chart()
     found["synthetic/flat_grey"] = Image.new("RGB", (640, 480), (128, 128, 128))
     return found
-
-
-def median_ms(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main() -> None:
