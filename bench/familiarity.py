@@ -80,12 +80,12 @@ def main() -> None:
     features = {}
     for name, photo in photos().items():
         features[name] = captioner.encode(captioner.image_batch(photo))  # (1, 196, C)
-        percent = captioner.familiarity_percent(features[name])[0]
+        percent = captioner.familiarity.percent(features[name])[0]
         caption = captioner.caption_features(features[name])[0].text
         flag = "LINE" if percent < UNFAMILIAR_BELOW else "-"
         print(f"{name:28s} {percent:5.1f}  {flag:4s}  {caption}")
     one = next(iter(features.values()))
-    readout = median_ms(lambda: captioner.familiarity_percent(one), args.repeats)
+    readout = median_ms(lambda: captioner.familiarity.percent(one), args.repeats)
     batch = captioner.image_batch(next(iter(photos().values())))
     encoder = median_ms(lambda: captioner.encode(batch), max(3, args.repeats // 4))
     print(f"cost per photo: readout {readout:.2f} ms (median of {args.repeats}), encoder {encoder:.0f} ms")

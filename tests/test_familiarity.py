@@ -88,7 +88,7 @@ def test_training_writes_the_summary_and_flags_a_photo_unlike_its_training_set(t
     assert training_photo["familiarity"] >= UNFAMILIAR_BELOW  # a photo it trained on is familiar
     noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)  # nothing like flat shapes
     features = captioner.encode(captioner.image_batch(Image.fromarray(noise)))  # (1, 196, C)
-    assert captioner.familiarity_percent(features) == [0.0]
+    assert captioner.familiarity.percent(features) == [0.0]
     _, cat = caption_upload(captioner, "assets/examples/cat.jpg")
     assert cat["familiarity"] < UNFAMILIAR_BELOW  # a real photo is far from every shapes photo
 

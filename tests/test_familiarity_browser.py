@@ -30,7 +30,7 @@ def with_summary(model_dir: Path, strange_percent: float) -> Captioner:
     farther = round(20 * strange_percent / 100)
     val = torch.tensor([0.5 * strange] * (20 - farther) + [2.0 * strange] * farther)  # (20,) ascending
     captioner.familiarity = Familiarity(reference, val)
-    assert captioner.familiarity_percent(captioner.encode(captioner.image_batch(str(STRANGE)))) == [strange_percent]
+    assert captioner.familiarity.percent(captioner.encode(captioner.image_batch(str(STRANGE)))) == [strange_percent]
     return captioner
 
 
