@@ -61,5 +61,6 @@ def test_line_only_below_the_threshold_and_only_with_a_summary(page):
     assert not note_shown(page)
     caption_photo(page, STRANGE, "plain")
     assert not note_shown(page)
+    assert page.locator("#familiarity").bounding_box() is None  # no empty block above the caption
     caption_photo(page, STRANGE, "below")
     assert note_shown(page)
