@@ -34,7 +34,7 @@ def pooled(features: torch.Tensor) -> torch.Tensor:
 
 def neighbour_distance(photos: torch.Tensor, reference: torch.Tensor, neighbours: int = NEIGHBOURS) -> torch.Tensor:
     """Pooled photos (B, C) -> mean cosine distance to their `neighbours` nearest reference vectors (B,)."""
-    similarity = photos @ reference.float().T  # (B, R)
+    similarity = photos @ reference.T  # (B, R)
     k = min(neighbours, reference.shape[0])
     nearest = similarity.topk(k, dim=1).values  # (B, k)
     return (1.0 - nearest).mean(dim=1)  # (B,)
@@ -63,14 +63,14 @@ class Familiarity:
     """A model's summary of its training photos: a subset of their pooled features and the val photos' distances to
     it, sorted, which turn a photo's distance into a percentile."""
 
-    reference: torch.Tensor  # (R, C) fp16 pooled, L2-normalised features of training photos
+    reference: torch.Tensor  # (R, C) fp32 pooled, L2-normalised features of training photos (stored in fp16)
     val_distances: torch.Tensor  # (V,) fp32 the val photos' distances to `reference`, ascending
     neighbours: int = NEIGHBOURS
 
     @classmethod
     def build(cls, reference: torch.Tensor, val: torch.Tensor, neighbours: int = NEIGHBOURS) -> Familiarity:
         """From pooled training vectors (R, C) and pooled val vectors (V, C)."""
-        reference = reference.half()  # (R, C)
+        reference = reference.half().float()  # (R, C) as stored
         distances = neighbour_distance(val.float(), reference, neighbours).sort().values  # (V,)
         return cls(reference, distances, neighbours)
 
@@ -84,7 +84,7 @@ class Familiarity:
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / FAMILIARITY_FILE
-        tensors = {"reference": self.reference.contiguous(), "val_distances": self.val_distances.contiguous()}
+        tensors = {"reference": self.reference.half().contiguous(), "val_distances": self.val_distances.contiguous()}
         metadata = {"neighbours": str(self.neighbours)}
         atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
         return path
@@ -98,7 +98,7 @@ class Familiarity:
         with safe_open(str(path), "pt") as stored:
             neighbours = int((stored.metadata() or {}).get("neighbours", NEIGHBOURS))
             reference, val_distances = stored.get_tensor("reference"), stored.get_tensor("val_distances")
-        return cls(reference, val_distances.float(), neighbours)
+        return cls(reference.float(), val_distances.float(), neighbours)
 
 
 @torch.no_grad()

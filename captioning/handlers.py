@@ -150,7 +150,8 @@ def caption_upload(
         raise RequestError("The model could not caption this image. Please try another one.") from None
     attention = captioner.config.decoder.attention
     data = caption_data(captions, photo.shown, name, attention, width, nested=not for_page)
-    data["familiarity"] = captioner.familiarity_percent(photo.features)[0]  # None: the model has no summary
+    summary = getattr(captioner, "familiarity", None)  # None: no summary (or a stand-in captioner without one)
+    data["familiarity"] = summary.percent(photo.features)[0] if summary is not None else None
     if for_page:
         data["nonce"] = secrets.token_hex(4)
     return captions[0].text or EMPTY_CAPTION, data

@@ -187,13 +187,6 @@ class Captioner(nn.Module):
         device = next(self.decoder.parameters()).device
         return pixels_to_features(self.encoder, pixels.to(device), self.config.preprocessing, self.encoder_bf16)
 
-    def familiarity_percent(self, features: torch.Tensor) -> list[float | None]:
-        """Per photo of annotation vectors (B, 196, C), the share of val photos (in percent) that lie farther from
-        the training photos (familiarity.Familiarity.percent); None each without a stored summary."""
-        if self.familiarity is None:
-            return [None] * len(features)
-        return self.familiarity.percent(features)
-
     def batch_encoder(self, cached: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         """How a batch becomes features, chosen once: cached features pass through, pixels go through the encoder."""
         return cached_features if cached else self.features_from_pixels

@@ -32,10 +32,13 @@ from captioning.familiarity import summarise
 from captioning.features import load_cached_features
 from captioning.loss import BatchLoss, HardAttentionLoss, TeacherForcedLoss
 from captioning.meters import PassMeters
-from captioning.metrics import bleu4, cider
+from captioning.metrics import bleu4, cider, ngram_matches
 from captioning.model import Captioner, create_captioner
 from captioning.preprocess import Preprocessing
 from captioning.scst import SelfCriticalLoss
+
+SMALL_VAL_IMAGES = 100  # with fewer val images, --select-on auto selects on CIDEr: BLEU-4 is too sparse there
+SELECT_ON = ("auto", "bleu4", "cider")
 
 
 def option(default, help: str, **kwargs):
@@ -108,7 +111,11 @@ class TrainConfig:
         "also keep each epoch's model in epoch_N/ (for checkpoint averaging: "
         "python -m captioning.cli.checkpoint RUN/epoch_6 RUN/epoch_8 OUT)",
     )
-    select_on: str = option("bleu4", "val metric that picks best/ and drives lr decay and early stop: bleu4 | cider")
+    select_on: str = option(
+        "auto",
+        "val metric that picks best/ and drives lr decay and early stop: bleu4 | cider | auto (BLEU-4, or CIDEr "
+        f"when val has fewer than {SMALL_VAL_IMAGES} images or BLEU-4 finds no 4-gram match at the first epoch)",
+    )
 
     # constructor shortcuts for the encoder spec, as the command line spells them (not stored: folded into `encoder`)
     backbone: InitVar[str | None] = None
@@ -268,7 +275,21 @@ def validate(objective: TeacherForcedLoss, dataset: ImageCaptions, config: Train
         **meters.averages("val"),
         "val_bleu4": bleu4(references, hypotheses),
         "val_cider": cider(references, hypotheses),
+        "val_4gram_matches": ngram_matches(references, hypotheses),
     }
+
+
+def selection_metric(select_on: str, val_images: int, first: dict) -> tuple[str, str]:
+    """The metric that selects best/ and drives lr decay and early stop ("bleu4" | "cider"), and why, in words:
+    --select-on as given, or for auto CIDEr on a small val split or a BLEU-4 without a 4-gram match in the first
+    validation (`first`, its row), else BLEU-4. Chosen once per run, so the best score stays comparable."""
+    if select_on != "auto":
+        return select_on, f"--select-on {select_on}"
+    if val_images < SMALL_VAL_IMAGES:
+        return "cider", f"val has {val_images} images, fewer than {SMALL_VAL_IMAGES}: too few for BLEU-4"
+    if first.get("val_4gram_matches", 1) == 0:
+        return "cider", "val BLEU-4 found no 4-gram match: it is 0 up to rounding, not a signal"
+    return "bleu4", f"--select-on auto: {val_images} val images with 4-gram matches"
 
 
 def summarise_photos(train_set: ImageCaptions, val_set: ImageCaptions, to_features, device, seed: int):
@@ -442,10 +463,19 @@ def setup_device(config: TrainConfig) -> torch.device:
     return torch.device(config.device or "cpu")
 
 
+def existing_run(run_dir: str | Path) -> str | None:
+    """What a run directory already holds, in words ("3 epochs logged"), or None when no run was started there."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "train_config.json").exists() and not (run_dir / "last").exists():
+        return None
+    logged = (run_dir / "log.csv").read_text().count("\n") - 1 if (run_dir / "log.csv").exists() else 0
+    return f"{max(logged, 0)} epochs logged"
+
+
 def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     """Run (or continue) training; returns the final state (epoch, best BLEU-4, history)."""
-    if config.select_on not in ("bleu4", "cider"):
-        raise ValueError(f"--select-on must be bleu4 or cider, not {config.select_on!r}")
+    if config.select_on not in SELECT_ON:
+        raise ValueError(f"--select-on must be one of {', '.join(SELECT_ON)}, not {config.select_on!r}")
     device = setup_device(config)
     torch.manual_seed(config.seed)
     run_dir = Path(config.output_dir)
@@ -468,6 +498,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     if resume:
         loaded = load_training_state(Path(resume) / "last" / "train_state.pt", captioner, optimizer, trained)
         state.update(loaded)
+        if state["history"] and "select_on" not in state:  # a run saved before the metric was recorded
+            state["select_on"] = "bleu4" if config.select_on == "auto" else config.select_on
         if is_main_process():
             print(
                 f"resumed from {resume} after epoch {state['epoch']} (best val BLEU-4 {100 * state['best_bleu4']:.1f})"
@@ -480,7 +512,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     for epoch in range(state["epoch"], config.epochs):
         if state["epochs_since_improvement"] >= config.early_stop_patience:
             if is_main_process():
-                print(f"early stop: no val {config.select_on} gain for {state['epochs_since_improvement']} epochs")
+                metric, since = SCORES["val_" + state["select_on"]], state["epochs_since_improvement"]
+                print(f"early stop: no {metric} gain for {since} epochs")
             break
         since = state["epochs_since_improvement"]
         if since > 0 and since % config.lr_decay_patience == 0:
@@ -493,7 +526,12 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
         }
         row.update(validate(objective, val_set, config, device))
         row.update(lr=optimizer.param_groups[0]["lr"], epoch_time=time.perf_counter() - started)
-        score = row[f"val_{config.select_on}"]
+        if "select_on" not in state:  # chosen at the first validation, kept through resumes
+            val_images = min(len(val_set), config.val_max_images or len(val_set))
+            state["select_on"], why = selection_metric(config.select_on, val_images, row)
+            if is_main_process():
+                print(f"selecting on {SCORES['val_' + state['select_on']]}: {why}")
+        score = row[f"val_{state['select_on']}"]
         improved = score > state["best_score"]
         state["best_score"] = max(state["best_score"], score)
         state["best_bleu4"] = max(state["best_bleu4"], row["val_bleu4"])

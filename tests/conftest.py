@@ -353,3 +353,19 @@ def open_demo_page(browser, url: str, timeout_ms: int = 20_000, size: tuple[int,
 def data_flags(data_dir: str | Path, data_name: str) -> list[str]:
     """--data-dir and --data-name: which prepared data a tool reads."""
     return ["--data-dir", str(data_dir), "--data-name", data_name]
+
+
+def write_captions_csv(root: Path, num_images: int = 30, seed: int = 4) -> Path:
+    """A user's own captions: `num_images` synthetic photos in root/my_images and root/captions.csv with 3 captions
+    each (image,caption rows, no split column); returns the CSV's path."""
+    import csv
+
+    from captioning.prepare import read_synthetic
+
+    shapes = read_synthetic(num_images, root / "my_images", seed=seed, image_size=32)
+    by_image: dict[str, list[str]] = {}
+    for name, tokens in shapes.captions:
+        by_image.setdefault(name, []).append(" ".join(tokens))
+    with open(root / "captions.csv", "w", newline="") as file:
+        csv.writer(file).writerows((name, caption) for name, captions in by_image.items() for caption in captions[:3])
+    return root / "captions.csv"

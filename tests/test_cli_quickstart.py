@@ -55,15 +55,20 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
         ("-m", "captioning.cli.train"): train.main,
         ("-m", "captioning.cli.evaluate"): evaluate.main,
         ("-m", "captioning.cli.caption"): caption.main,
+        ("captioning-prepare",): prepare.main,
+        ("captioning-features",): features.main,
+        ("captioning-train",): train.main,
+        ("captioning-evaluate",): evaluate.main,
+        ("captioning-caption",): caption.main,
     }
     calls = quickstart_calls(quickstart_lines())
-    assert calls[0][:3] == ["pip", "install", "-e"] and calls[-1] == ["python", "app.py", "--model", "runs/quick/best"]
+    assert calls[0][:3] == ["pip", "install", "-e"] and calls[-1] == ["captioning-app", "--model", "runs/quick/best"]
     monkeypatch.chdir(tmp_path)
     with TorchThreads():  # the tools' --threads is process state: restored for the tests that follow
         for call in calls[1:-1]:
-            assert call[0] == "python", call
-            prefix = tuple(call[1:3]) if call[1] == "-m" else (call[1],)
-            assert tools[prefix](call[1 + len(prefix) :]) == 0, call
+            python = call[0] == "python"  # python -m MODULE | python SCRIPT.py, or a console script
+            prefix = (tuple(call[1:3]) if call[1] == "-m" else (call[1],)) if python else (call[0],)
+            assert tools[prefix](call[python + len(prefix) :]) == 0, call
     out = capsys.readouterr().out
     assert re.search(r"^BLEU-1 [\d.]+ \| BLEU-2 .* BLEU-4 [\d.]+ .*\(10 images, beam 3\)$", out, re.M), out[-2000:]
     caption_line = re.search(r"synthetic_00000\.png: (.+)$", out, re.M)

@@ -30,7 +30,7 @@ def test_percent_ranks_a_photo_among_the_val_photos():
     centre[:8] = 1.0
     train_photos, val_photos = cluster(40, centre, 0.3, seed=0), cluster(20, centre, 0.3, seed=1)
     summary = summarise(reader(train_photos), 40, reader(val_photos), 20)
-    assert summary.reference.shape == (40, 64) and summary.reference.dtype == torch.float16
+    assert summary.reference.shape == (40, 64) and torch.equal(summary.reference, summary.reference.half().float())
     assert torch.all(summary.val_distances[1:] >= summary.val_distances[:-1])  # sorted
     val_percent = summary.percent(val_photos)
     assert sorted(val_percent) == [100.0 * k / 20 for k in range(20)]  # each val photo: the share farther than it
@@ -78,6 +78,7 @@ def shapes_photo(shapes_data, index: int = 0) -> str:
     return f"{shapes_data['image_dir']}/{data.load_split('TRAIN').names[index]}"
 
 
+@pytest.mark.slow
 def test_training_writes_the_summary_and_flags_a_photo_unlike_its_training_set(trained_on_shapes, shapes_data):
     assert (trained_on_shapes / FAMILIARITY_FILE).is_file()
     captioner = Captioner.load(trained_on_shapes)
@@ -87,7 +88,7 @@ def test_training_writes_the_summary_and_flags_a_photo_unlike_its_training_set(t
     assert training_photo["familiarity"] >= UNFAMILIAR_BELOW  # a photo it trained on is familiar
     noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)  # nothing like flat shapes
     features = captioner.encode(captioner.image_batch(Image.fromarray(noise)))  # (1, 196, C)
-    assert captioner.familiarity_percent(features) == [0.0]
+    assert captioner.familiarity.percent(features) == [0.0]
     _, cat = caption_upload(captioner, "assets/examples/cat.jpg")
     assert cat["familiarity"] < UNFAMILIAR_BELOW  # a real photo is far from every shapes photo
 
@@ -97,3 +98,30 @@ def test_a_model_without_summary_reports_none(tiny_model_dir):
     assert captioner.familiarity is None
     _, data = caption_upload(captioner, "assets/examples/cat.jpg")
     assert "familiarity" in data and data["familiarity"] is None
+
+
+@pytest.mark.slow
+def test_checkpoint_copies_the_summary_or_makes_it_from_a_feature_cache(trained_on_shapes, shapes_data, tmp_path):
+    from conftest import TorchThreads, data_flags
+
+    from captioning.cli import checkpoint, features
+
+    trained = Captioner.load(trained_on_shapes)
+    assert checkpoint.main([str(trained_on_shapes), str(tmp_path / "copy")]) == 0
+    copied = Familiarity.load(tmp_path / "copy")
+    assert torch.equal(copied.reference, trained.familiarity.reference)
+
+    spec, data = trained.config.encoder, data_flags(shapes_data["data_dir"], shapes_data["data_name"])
+    encoder = ["--backbone", spec.backbone, "--encoder-weights", spec.weights, "--input-size", str(spec.input_size)]
+    encoder.append("--encoder-bf16" if spec.bf16 else "--no-encoder-bf16")
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    with TorchThreads(1):
+        for split in ("TRAIN", "VAL"):
+            assert features.main(["--split", split, *data, *cache, *encoder]) == 0
+    target = tmp_path / "from-cache"
+    args = [str(tmp_path / "copy"), str(target), *cache, "--data-name", shapes_data["data_name"]]
+    assert checkpoint.main(args) == 0
+    made = Familiarity.load(target)  # the cache's fp16 features: the training summary up to rounding
+    assert made.reference.shape == trained.familiarity.reference.shape
+    assert torch.allclose(made.val_distances, trained.familiarity.val_distances, atol=2e-3)
+    assert checkpoint.main([*args[:2], *cache]) == 2  # a cache without its data name

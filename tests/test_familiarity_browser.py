@@ -25,12 +25,12 @@ def with_summary(model_dir: Path, strange_percent: float) -> Captioner:
     """The tiny model with a summary whose only training photo is FAMILIAR and whose 20 val distances put STRANGE
     at `strange_percent` (the share of val photos farther than it)."""
     captioner = Captioner.load(model_dir)
-    reference = pooled(captioner.encode(captioner.image_batch(str(FAMILIAR)))).half()  # (1, C)
+    reference = pooled(captioner.encode(captioner.image_batch(str(FAMILIAR)))).half().float()  # (1, C) as stored
     strange = float(neighbour_distance(pooled(captioner.encode(captioner.image_batch(str(STRANGE)))), reference)[0])
     farther = round(20 * strange_percent / 100)
     val = torch.tensor([0.5 * strange] * (20 - farther) + [2.0 * strange] * farther)  # (20,) ascending
     captioner.familiarity = Familiarity(reference, val)
-    assert captioner.familiarity_percent(captioner.encode(captioner.image_batch(str(STRANGE)))) == [strange_percent]
+    assert captioner.familiarity.percent(captioner.encode(captioner.image_batch(str(STRANGE)))) == [strange_percent]
     return captioner
 
 
@@ -61,5 +61,6 @@ def test_line_only_below_the_threshold_and_only_with_a_summary(page):
     assert not note_shown(page)
     caption_photo(page, STRANGE, "plain")
     assert not note_shown(page)
+    assert page.locator("#familiarity").bounding_box() is None  # no empty block above the caption
     caption_photo(page, STRANGE, "below")
     assert note_shown(page)

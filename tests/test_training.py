@@ -188,7 +188,8 @@ def test_run_directory_contents(two_epoch_runs):
     assert saved["epochs"] == 2 and saved["output_dir"] == str(run)
     assert saved["encoder"]["backbone"] == "test_efficientnet"
     state = torch.load(run / "last" / "train_state.pt", weights_only=True)
-    best_epoch = max(state["history"], key=lambda r: r["val_bleu4"])["epoch"]  # first epoch with the top score
+    assert state["select_on"] == "cider"  # 4 val images: too few for BLEU-4
+    best_epoch = max(state["history"], key=lambda r: r["val_cider"])["epoch"]  # first epoch with the top score
     assert state["best_bleu4"] == max(r["val_bleu4"] for r in state["history"])
     if best_epoch == 2:
         assert (run / "best" / "model.safetensors").read_bytes() == (run / "last" / "model.safetensors").read_bytes()
@@ -243,6 +244,7 @@ def test_lr_decay_and_early_stop(
         decoder_lr=1e-3,
         lr_decay_patience=decay_patience,
         early_stop_patience=stop_patience,
+        select_on="bleu4",  # what the scripted validation scores
     )
     state = training.train(config)
     assert state["epoch"] == epochs_run == len(calls) == len(state["history"])
@@ -270,6 +272,7 @@ def test_lr_decays_repeatedly_while_no_improvement(tiny_train_config, tmp_path, 
         lr_decay_patience=1,
         early_stop_patience=10,
         threads=2,
+        select_on="bleu4",
     )
     state = training.train(config)
     assert torch.get_num_threads() == 1  # train() leaves process state (one_thread's count) to the entry point

@@ -110,6 +110,10 @@ def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
 def add_data_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """--data-dir / --data-name: what prepare_data.py wrote."""
     add_data_dir_flag(parser)
+    add_data_name_flag(parser, required)
+
+
+def add_data_name_flag(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
         "--data-name",
         required=required,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from captioning.checkpoint import WEIGHTS_FILE, CheckpointError, read_and_average, save_model_dir
-from captioning.cli.args import add_cache_dir_flag, make_parser
+from captioning.cli.args import add_cache_dir_flag, add_data_name_flag, make_parser
 from captioning.familiarity import FAMILIARITY_FILE, Familiarity
 from captioning.features import CacheIncomplete, familiarity_from_cache
 from captioning.serving import model_load_error
@@ -36,13 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("target", help="output model directory, e.g. assets/model")
     parser.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: store fp16)")
-    add_cache_dir_flag(parser)
-    parser.add_argument(
-        "--data-name",
-        default="",
-        help="with --cache-dir: the cache's data name; the familiarity summary is made from its TRAIN and VAL "
-        "features (default: copied from the first source, if it has one)",
-    )
+    add_cache_dir_flag(parser)  # with --data-name: make the familiarity summary from that cache's TRAIN and VAL
+    add_data_name_flag(parser, required=False)
     return parser
 
 

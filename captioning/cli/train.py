@@ -29,7 +29,7 @@ from captioning.cli.args import (
 from captioning.features import CacheIncomplete, read_metadata, spec_of
 from captioning.model import EncoderUnavailable
 from captioning.precision import emulated_bf16_warning
-from captioning.training import TrainConfig, train
+from captioning.training import SCORES, TrainConfig, existing_run, train
 
 SHARED = {"data_dir", "data_name", "cache_dir", "threads"}  # flags defined once in captioning.cli.args
 
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             parser.add_argument(flag, type=type(default), default=default, help=field.metadata["help"])
     parser.add_argument("--resume", help="run directory to continue (its train_config.json, then the flags given)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --output-dir that already holds one (its files are replaced as the new run "
+        "writes them); without it such a directory is refused",
+    )
     return parser
 
 
@@ -76,6 +82,7 @@ def given_flags(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for name in ("resume", "backbone", "encoder_weights", "input_size", "encoder_bf16"):
         setattr(args, name, getattr(args, name, None))
+    args.overwrite = getattr(args, "overwrite", False)
     return args
 
 
@@ -130,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     if not config.data_name:
         print("error: --data-name is required (the base name printed by prepare_data.py)", file=sys.stderr)
         return 2
+    if not args.resume and not args.overwrite and (held := existing_run(config.output_dir)):
+        out = config.output_dir
+        print(
+            f"error: {out} already holds a training run ({held}); continue it with --resume {out}, or start over "
+            "in it with --overwrite (or choose another --output-dir)",
+            file=sys.stderr,
+        )
+        return 2
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
@@ -141,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, CacheIncomplete, EncoderUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    best = state["best_bleu4"]
-    print(f"done: {state['epoch']} epochs, best val BLEU-4 {100 * best:.1f}; model in {config.output_dir}/best")
+    metric = SCORES["val_" + state.get("select_on", "bleu4")]
+    best = state["best_score"] if "select_on" in state else state["best_bleu4"]
+    print(f"done: {state['epoch']} epochs, best {metric} {100 * best:.1f}; model in {config.output_dir}/best")
     return 0
 
 
