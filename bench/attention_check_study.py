@@ -6,6 +6,7 @@ cover, what a map blind to the word would give).
 
     python -m bench.attention_check_study --images 40 --out runs/check_study.jsonl      # check (resumable)
     python -m bench.attention_check_study --out runs/check_study.jsonl --summary        # the tables only
+    python -m bench.attention_check_study --figure model:1731546544_9fbf14617b.jpg:2 --figure-dir docs/figures
 
 One JSON line per photo and model is appended to --out as it is done, so a long run can be stopped and resumed.
 """
@@ -18,9 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
-from captioning.attention_check import check_attention, drops
+from captioning.attention_check import check_attention, drops, hidden_picture
+from captioning.heatmap import word_overlay
 from captioning.model import Captioner
+from captioning.preprocess import load_image
 
 KARPATHY_JSON = "/work/shared/flickr8k/dataset_flickr8k.json"
 IMAGE_DIR = "/work/shared/flickr8k/images"
@@ -79,9 +83,44 @@ def summary(rows: list[dict]) -> str:
             area = np.mean([p[3] / 196 for p in picked])
             lines.append(
                 f"| {model} | {kind} | {len(picked)} | {len(mine)} | {here.mean():.3f} | {elsewhere.mean():.3f} | "
-                f"{(here > elsewhere).mean():.2f} | {shares.mean():.2f} | {area:.2f} |"
+                f"{(here > elsewhere).mean():.2f} | {shares.mean():.2f} | {area:.3f} |"
             )
     return "\n".join(lines)
+
+
+PANEL_WIDTH = 240  # px per panel of a figure
+TITLE_HEIGHT = 22
+
+
+def check_figure(captioner: Captioner, photo: Path, index: int) -> Image.Image:
+    """One word's check as a strip: its attention, its gradient map (positive part), the photo with its attended
+    cells hidden and with the first draw elsewhere hidden; the numbers above."""
+    image = load_image(photo)
+    checked = check_attention(captioner, image)
+    shown = image.resize((PANEL_WIDTH, round(PANEL_WIDTH * image.height / image.width)), Image.BILINEAR)
+    grid, mean = checked.gradient.shape[-1], captioner.config.preprocessing.mean
+    attention = captioner.config.decoder.attention
+    panels = [
+        word_overlay(shown, checked.alphas[index], attention),
+        word_overlay(shown, np.clip(checked.gradient[index], 0.0, None), "soft"),
+        Image.fromarray(hidden_picture(np.asarray(shown), checked.hidden_cells[index], grid, mean)),
+        Image.fromarray(hidden_picture(np.asarray(shown), checked.elsewhere_cells[index][0], grid, mean)),
+    ]
+    labels = ["attention", "gradient map", "hidden here", "hidden elsewhere (1 of 4)"]
+    figure = Image.new("RGB", (4 * PANEL_WIDTH, 2 * TITLE_HEIGHT + shown.height), "white")
+    draw = ImageDraw.Draw(figure)
+    word, p = checked.words[index], checked.probs[index]
+    here, elsewhere = checked.probs_hidden_here[index], checked.probs_hidden_elsewhere[index]
+    draw.text(
+        (6, 4),
+        f'"{" ".join(checked.words)}"  -  {word}: p {p:.2f} -> {here:.2f} hidden here, -> {elsewhere:.2f} hidden '
+        f"elsewhere; {checked.gradient_share[index]:.0%} of its positive gradient in the hidden cells",
+        fill="black",
+    )
+    for i, (panel, label) in enumerate(zip(panels, labels)):
+        figure.paste(panel, (i * PANEL_WIDTH, 2 * TITLE_HEIGHT))
+        draw.text((i * PANEL_WIDTH + 6, TITLE_HEIGHT + 4), label, fill="black")
+    return figure
 
 
 def main() -> None:
@@ -93,7 +132,19 @@ def main() -> None:
     parser.add_argument("--out", default="runs/attention_check_study.jsonl", help="JSON lines, appended")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--summary", action="store_true", help="print the tables of --out and stop")
+    parser.add_argument("--figure", action="append", metavar="MODEL:PHOTO:WORD", help="draw this word's check, stop")
+    parser.add_argument("--figure-dir", default="docs/figures")
     args = parser.parse_args()
+    if args.figure:
+        torch.set_num_threads(args.threads)
+        for spec in args.figure:
+            model, photo, index = spec.split(":")
+            captioner = Captioner.load(model)
+            captioner.use_fastest_encoder()
+            path = Path(args.figure_dir) / f"check_{model}_{Path(photo).stem}_{index}.jpg"
+            check_figure(captioner, Path(args.image_dir) / photo, int(index)).save(path, quality=80)
+            print(path)
+        return
 
     out = Path(args.out)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
