@@ -18,11 +18,13 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
+from captioning.attention_check import FEATHER, check_attention
 from captioning.model import Captioner
 from captioning.payload import beam_width, caption_data, display_data_url, word_payload
 from captioning.preprocess import UPLOAD_FORMATS, load_image
 from captioning.probe import Probe, probe, tokenize_probe
 from captioning.serving import image_error_message
+from captioning.text import tokenize
 from captioning.visualize import display_image
 
 FEATURE_CACHE_SIZE = 8  # photos whose encoder features the demo keeps (about 1 MB each for the shipped models)
@@ -247,3 +249,42 @@ def page_probe(
     chosen = {**rows[names.index(name)], "image": shown, "text": text}
     compared = {"kind": "probe", "image": shown, "text": text, "rows": rows} if compare else None
     return chosen, compared, notes
+
+
+def check_words(
+    models: Models,
+    path: str | None,
+    text,
+    model=None,
+    *,
+    cache: FeatureCache | None = None,
+    checks: FeatureCache | None = None,
+) -> dict:
+    """/check: does each word of a caption (the typed `text`; empty: the model's own caption) depend on where the
+    model looked? captioning.attention_check's payload (probs, probs_hidden_here, probs_hidden_elsewhere,
+    hidden_cells, gradient, ... aligned with words), plus model, attention and how the page draws a hidden photo
+    (`hide`: the fill colour in 0..1 and the feathering in cells). The photo's features come from `cache`; a result
+    is kept in `checks` by model, photo and words, so a caption is checked once."""
+    if not path:
+        raise RequestError("Please upload a photo first: the check runs on it.")
+    models = as_models(models)
+    name = pick_model(models, model)
+    captioner = models[name]
+    text = text[:MAX_PROBE_CHARS] if isinstance(text, str) else ""
+    key = (name, file_digest(path) + "\n" + " ".join(tokenize(text)))
+    if checks is not None and (found := checks.get(key)) is not None:
+        return found
+    photo = encoded_photo(captioner, name, path, cache)
+    image = read_upload(path)
+    try:
+        checked = check_attention(captioner, image, text, features=photo.features)
+    except ValueError as error:  # a text with no word or too many: the message is for the visitor
+        raise RequestError(str(error)) from None
+    except Exception:
+        log.exception("attention check failed for %s", path)
+        raise RequestError("The model could not check this caption. Please try another photo.") from None
+    hide = {"mean": list(captioner.config.preprocessing.mean), "feather": FEATHER}
+    result = {**checked.to_payload(), "model": name, "attention": captioner.config.decoder.attention, "hide": hide}
+    if checks is not None:
+        checks.put(key, result)
+    return result

@@ -37,6 +37,7 @@ from captioning.handlers import (
     RequestError,
     as_models,
     caption_upload,
+    check_words,
     compare_captions,
     pick_model,
     probe_models,
@@ -88,7 +89,7 @@ def web_text(name: str) -> str:
 
 def page_head() -> str:
     """The <head> markup of the page's views: its style sheet and scripts, inlined (no extra requests)."""
-    scripts = "".join(f"<script>{web_text(name)}</script>" for name in ("demo.js", "probe.js"))
+    scripts = "".join(f"<script>{web_text(name)}</script>" for name in ("demo.js", "probe.js", "check.js"))
     return f"<style>{web_text('demo.css')}</style>{scripts}"
 
 
@@ -229,6 +230,22 @@ def page_probe(
     return chosen, gr.skip() if compared is None else compared
 
 
+@shown_to_visitor
+def check_caption(
+    models: Models,
+    path: str | None,
+    text: str | None,
+    model: str | None = None,
+    *,
+    cache: FeatureCache | None = None,
+    checks: FeatureCache | None = None,
+) -> dict:
+    """/check: for each word of `text` (empty: the model's own caption), its probability as is, with the cells it
+    attended to hidden and with as many cells hidden elsewhere, the hidden cells and the gradient map
+    (handlers.check_words)."""
+    return check_words(models, path, text, model, cache=cache, checks=checks)
+
+
 def render_step(data: dict | None, index) -> tuple[Image.Image, list[tuple[str, str]]]:
     """Word `index`'s heatmap image and chips from the per-word JSON alone (the model is not run)."""
     if not has_words(data):
@@ -329,6 +346,12 @@ def build_demo(
                     label="Beam size",
                     info="1 = greedy (fastest); larger searches more captions",
                     elem_id="beam-size",
+                )
+                check = gr.Checkbox(
+                    False,
+                    label="Check attention",
+                    elem_id="check",
+                    info="for each word: does hiding where the model looked change it? (a few seconds per caption)",
                 )
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column(scale=1):
@@ -432,6 +455,19 @@ def build_demo(
         compare_data.change(
             None, [compare_data], None, js="(data) => { window.satProbe.showCompare(data); }", show_progress="hidden"
         )
+        # Attention check: while the switch is on, the page asks (the hidden button) once for each caption it shows
+        # and keeps the answer, so stepping words makes no request; /check is the same for API clients.
+        checks = FeatureCache()  # checked captions by model, photo and words
+        check_text = gr.Textbox(visible=False, label="caption to check")
+        check_data = gr.JSON(visible=False, elem_id="check-data")
+        run_check = functools.partial(check_caption, models, cache=cache, checks=checks)
+        check_inputs = [image, check_text, choice]
+        check_run = gr.Button(visible="hidden", elem_id="check-run")
+        ask = "(image, text, model) => window.satCheck.request(image, text, model)"  # the caption on screen
+        check_run.click(run_check, check_inputs, check_data, js=ask, **page_only, **latest)
+        check_data.change(None, [check_data], None, js="(data) => { window.satCheck.show(data); }")
+        check.change(None, [check], None, js="(on) => { window.satCheck.toggle(on); }", show_progress="hidden")
+        gr.Button(visible=False).click(run_check, check_inputs, check_data, api_name="check", **model_queue)
     return demo
 
 

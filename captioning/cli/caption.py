@@ -3,6 +3,7 @@
 python -m captioning.cli.caption photo.jpg more/*.png
 python -m captioning.cli.caption photo.jpg --json --out-dir attention/
 python -m captioning.cli.caption photo.jpg --probe "a dog runs on the grass"   # how likely, word by word
+python -m captioning.cli.caption photo.jpg --check     # does each word depend on where the model looked?
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from captioning.attention_check import AttentionCheck, check_attention
 from captioning.cli.args import add_beam_size_flag, add_model_flag, interrupted, load_captioner, make_parser
 from captioning.model import Caption
 from captioning.preprocess import load_image
@@ -34,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TEXT",
         help="also score this sentence on each image, read word by word as in training: each word's "
         "probability and rank, and the total log-probability beside the caption's (default: off)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="also check each word of the caption: its probability with the cells holding half its attention "
+        "hidden in the photo, with as many cells hidden elsewhere, and the share of its gradient in those cells "
+        "(default: off; 1 + 4 encoder passes per word)",
     )
     return parser
 
@@ -90,6 +99,28 @@ def report(path: str, caption: Caption, as_json: bool, text: str | None = None, 
     return "\n".join([f"{path}: {caption.text}", *(probe_lines(path, probed, caption) if probed else [])])
 
 
+CHECK_FIELDS = ("words", "probs", "probs_hidden_here", "probs_hidden_elsewhere", "hidden_cells", "gradient_share")
+
+
+def check_lines(path: str, checked: AttentionCheck) -> list[str]:
+    """What --check prints for one image: one line per word."""
+    lines = [f"{path}: attention check (p as is -> with its attended cells hidden, -> with as many hidden elsewhere)"]
+    width = max(len(word) for word in checked.words)
+    for word, p, here, elsewhere, cells, share in zip(
+        checked.words,
+        checked.probs,
+        checked.probs_hidden_here,
+        checked.probs_hidden_elsewhere,
+        checked.hidden_cells,
+        checked.gradient_share,
+    ):
+        lines.append(
+            f"  {word:<{width}}  p {p:.2f} -> {here:.2f} hidden here, -> {elsewhere:.2f} hidden elsewhere "
+            f"({len(cells)} cells; {share:.0%} of the positive gradient in them)"
+        )
+    return lines
+
+
 def figure_path(out_dir: Path, image_path: str, taken: set[Path]) -> Path:
     """<stem>_attention.png, numbered if two inputs share a stem in this run."""
     stem = Path(image_path).stem
@@ -99,6 +130,15 @@ def figure_path(out_dir: Path, image_path: str, taken: set[Path]) -> Path:
         path = out_dir / f"{stem}_{n}_attention.png"
     taken.add(path)
     return path
+
+
+def check_caption(captioner, path: str, image, caption: Caption, features) -> AttentionCheck | None:
+    """--check of one image's caption; None (with a note) for a caption that cannot be checked."""
+    try:
+        return check_attention(captioner, image, caption.text, features=features)
+    except ValueError as error:
+        print(f"{path}: --check: {error}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +174,18 @@ def main(argv: list[str] | None = None) -> int:
             features = image_features(captioner, image)  # (1, 196, C) encoded once, for the caption and the probe
             caption = captioner.caption_features(features, beam_size=args.beam_size)[0]
             probed = probe(captioner, features, args.probe)[0] if args.probe is not None else None
-            print(report(path, caption, args.json, args.probe, probed), flush=True)
+            checked = check_caption(captioner, path, image, caption, features) if args.check else None
+            if args.json:
+                record = json.loads(report(path, caption, True, args.probe, probed))
+                if checked is not None:
+                    record["check"] = {
+                        k: v for k, v in checked.to_payload().items() if k in (*CHECK_FIELDS, "gradient")
+                    }
+                print(json.dumps(record), flush=True)
+            else:
+                print(report(path, caption, False, args.probe, probed), flush=True)
+                if checked is not None:
+                    print("\n".join(check_lines(path, checked)), flush=True)
             if out_dir:
                 figure = attention_figure(image, caption, attention=captioner.config.decoder.attention)
                 figure.savefig(figure_path(out_dir, path, written), dpi=100)

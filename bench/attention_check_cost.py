@@ -1,0 +1,54 @@
+"""What the attention check of a 12-word caption costs in the demo, beside captioning the same photo: medians over
+repeats, every row in the same run.
+
+    python -m bench.attention_check_cost                  # shipped soft model, a 1024x768 JPEG
+    python -m bench.attention_check_cost --model assets/model_hard --repeats 3
+
+Rows: /caption's work on a new photo (decode, encode, beam 3); /check's on a photo already captioned (its features
+cached; 12 x (1 + 4) hidden photos through the encoder in batches, one teacher-forced re-reading, the gradient), and
+the encoder's batches alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench.browser_latency import test_photos
+from bench.probe_cost import SENTENCE, median_ms
+from captioning import handlers
+from captioning.attention_check import ELSEWHERE_DRAWS, encode_in_batches
+from captioning.model import Captioner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="assets/model")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per row (default: %(default)s)")
+    args = parser.parse_args()
+
+    captioner = Captioner.load(args.model)
+    if note := captioner.use_fastest_encoder():  # as app.py serves it
+        print(note)
+    photo = str(test_photos(Path(tempfile.mkdtemp(prefix="check-cost-")))[0])
+    cache = handlers.FeatureCache()
+    handlers.caption_upload(captioner, photo, 3, cache=cache)  # the photo captioned: its features are cached
+    words = len(SENTENCE.split())
+    hidden = torch.zeros(words * (1 + ELSEWHERE_DRAWS), 3, *[captioner.config.preprocessing.input_size] * 2)
+    rows = {
+        "/caption, new photo (decode + encode + beam 3)": lambda: handlers.caption_upload(captioner, photo, 3),
+        "/check, photo already captioned (no result kept)": lambda: handlers.check_words(
+            captioner, photo, SENTENCE, cache=cache
+        ),
+        f"the encoder alone on the {len(hidden)} hidden photos": lambda: encode_in_batches(captioner, hidden),
+    }
+    print(f"model {args.model}; photo 1024x768 JPEG; {words}-word sentence; medians of {args.repeats}")
+    for label, run in rows.items():
+        print(f"{label:<52} {median_ms(run, args.repeats):9.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
