@@ -20,7 +20,7 @@ from PIL import Image
 
 from captioning.attention_check import FEATHER, check_attention
 from captioning.model import Captioner
-from captioning.payload import beam_width, caption_data, display_data_url, word_payload
+from captioning.payload import beam_width, caption_data, decode_image, display_data_url, word_payload
 from captioning.preprocess import UPLOAD_FORMATS, load_image
 from captioning.probe import Probe, probe, tokenize_probe
 from captioning.serving import image_error_message
@@ -30,6 +30,7 @@ from captioning.visualize import display_image
 FEATURE_CACHE_SIZE = 8  # photos whose encoder features the demo keeps (about 1 MB each for the shipped models)
 MAX_PROBE_CHARS = 5000  # a typed sentence is read up to here (the model scores at most max_caption_len words)
 EMPTY_CAPTION = "(the model produced an empty caption)"  # the caption text shown for a caption with no word
+LIVE_BEAM = 1  # live camera frames: greedy search (beam 3 costs more per frame for a caption a visitor reads briefly)
 
 Models = Captioner | Mapping[str, Captioner]  # served models by page name, or one captioner alone
 
@@ -145,11 +146,7 @@ def caption_upload(
     name = pick_model(models, model)
     captioner, width = models[name], beam_width(beam, default_beam)
     photo = encoded_photo(captioner, name, path, cache)
-    try:
-        captions = captioner.caption_pools(photo.features, beam_size=width)[0]  # best first
-    except Exception:
-        log.exception("captioning failed for %s", path)
-        raise RequestError("The model could not caption this image. Please try another one.") from None
+    captions = search_captions(captioner, photo.features, width, path)
     attention = captioner.config.decoder.attention
     data = caption_data(captions, photo.shown, name, attention, width, nested=not for_page)
     summary = getattr(captioner, "familiarity", None)  # None: no summary (or a stand-in captioner without one)
@@ -157,6 +154,34 @@ def caption_upload(
     if for_page:
         data["nonce"] = secrets.token_hex(4)
     return captions[0].text or EMPTY_CAPTION, data
+
+
+def search_captions(captioner: Captioner, features: torch.Tensor, width: int, source) -> list:
+    """The beam's captions of one encoded photo, best first; a RequestError (the failure logged with `source`, the
+    photo's name) when the search fails."""
+    try:
+        return captioner.caption_pools(features, beam_size=width)[0]  # best first
+    except Exception:
+        log.exception("captioning failed for %s", source)
+        raise RequestError("The model could not caption this image. Please try another one.") from None
+
+
+def caption_frame(models: Models, frame, model=None, *, beam: int = LIVE_BEAM) -> dict:
+    """/live: one camera frame, a JPEG data URL the page made (at most DISPLAY_MAX_SIDE px a side, checked before
+    decoding), captioned by one model: /caption's page data, the frame itself as the display photo. Frames are not
+    cached: each is new, and a visitor streaming would push everyone's photos out of the feature cache."""
+    models = as_models(models)
+    name = pick_model(models, model)
+    captioner = models[name]
+    if not isinstance(frame, str) or not frame.startswith("data:image/"):
+        raise RequestError("No camera frame came with this request.")
+    try:
+        image = decode_image(frame)
+    except Exception as error:
+        log.info("refused camera frame: %s: %s", type(error).__name__, error)
+        raise RequestError("The camera frame could not be read.") from None
+    captions = search_captions(captioner, encode_photo(captioner, image), beam, "a camera frame")
+    return caption_data(captions, frame, name, captioner.config.decoder.attention, beam, nested=False)
 
 
 def compare_captions(

@@ -243,17 +243,23 @@
     return S.pixels.sizes.get(key);
   }
 
+  function heatField(view, i, width, height) {
+    // word i's heat over a width x height picture (softField's {values, lo, span}); null for no word or a broken grid
+    const grid = view.grids[i];
+    if (!grid) return null;
+    return view.attention === 'hard' ? hardField(grid, width, height) : softField(grid, width, height, S.spec);
+  }
+
   function drawWord(canvas, view, i, width, height) {
     // word i's attention over the photo, into canvas (resized to width x height): the heat at full size, tinted
     // pixel by pixel as captioning.heatmap.word_overlay does (a 640x480 word takes a few ms)
     if (canvas.width !== width) canvas.width = width;
     if (canvas.height !== height) canvas.height = height;
-    const ctx = canvas.getContext('2d'), grid = view.grids[i], photo = photoPixels(width, height);
-    if (!grid) {  // no word (empty caption) or a broken grid: the photo alone
+    const ctx = canvas.getContext('2d'), field = heatField(view, i, width, height), photo = photoPixels(width, height);
+    if (!field) {  // no word (empty caption) or a broken grid: the photo alone
       ctx.putImageData(photo, 0, 0);
       return;
     }
-    const field = view.attention === 'hard' ? hardField(grid, width, height) : softField(grid, width, height, S.spec);
     const out = tint(photo, field, S.spec.opacity[view.attention], S.spec.lut, ctx.createImageData(width, height));
     ctx.putImageData(out, 0, 0);
   }
@@ -641,5 +647,6 @@
   window.satDemo = {
     mount, mountGallery, mountFamiliarity, show, clear, select, selectAlternative, downloadFigure, figureLayout, state: S,
     viewOf, drawWord, on,  // for probe.js: a caption's view, its word tiles, the views' hooks
+    heatField, typing,  // for live.js: a word's heat, drawn over the live picture; keys typed into a field
   };
 })();

@@ -36,6 +36,7 @@ from captioning.handlers import (
     Models,
     RequestError,
     as_models,
+    caption_frame,
     caption_upload,
     check_words,
     compare_captions,
@@ -44,6 +45,7 @@ from captioning.handlers import (
 )
 from captioning.heatmap import HEATMAP, word_overlay
 from captioning.model import model_directory
+from captioning.model_thread import ModelThread
 from captioning.payload import BEAM_SIZES, PayloadError, cache_jpeg, has_words, read_step_request
 from captioning.serving import (
     NO_EXAMPLES,
@@ -89,7 +91,7 @@ def web_text(name: str) -> str:
 
 def page_head() -> str:
     """The <head> markup of the page's views: its style sheet and scripts, inlined (no extra requests)."""
-    scripts = "".join(f"<script>{web_text(name)}</script>" for name in ("demo.js", "probe.js", "check.js"))
+    scripts = "".join(f"<script>{web_text(name)}</script>" for name in ("demo.js", "probe.js", "check.js", "live.js"))
     return f"<style>{web_text('demo.css')}</style>{scripts}"
 
 
@@ -188,6 +190,12 @@ def compare_view(
     if not enabled or not path:
         return {}
     return compare_captions(models, path, beam, default_beam=default_beam, cache=cache)
+
+
+@shown_to_visitor
+def live_caption(models: Models, frame: str | None, model: str | None = None) -> dict:
+    """/live: one camera frame (a JPEG data URL) captioned with the live settings (handlers.caption_frame)."""
+    return caption_frame(models, frame, model)
 
 
 def warn(notes: list[str]) -> None:
@@ -289,11 +297,14 @@ def build_demo(
     examples: list[str] | None = None,
     cache_examples: bool | str = "lazy",
     flickr8k_notes: bool = False,
+    model_thread: ModelThread | None = None,
 ) -> gr.Blocks:
     """The Blocks app around loaded captioners (one, or several by name; the first is the default).
     cache_examples: True (at launch, and the first example is on the page as it loads), "lazy" (on first use) or
     False. flickr8k_notes: the served models are the shipped Flickr8k ones (the page's note on the examples says so).
+    model_thread: the thread every model call runs on (best the one that loaded the models; default: a new one).
     """
+    model_thread = model_thread or ModelThread()
     models = as_models(models)
     names = list(models)
     examples = example_photos() if examples is None else examples
@@ -301,7 +312,8 @@ def build_demo(
     # refuses fields over 128 KB by default, which a detailed photo and 5 beam captions can pass).
     csv.field_size_limit(max(csv.field_size_limit(), 16 * 2**20))
     cache = FeatureCache()  # this demo's encoded photos: a probe of a captioned photo skips the encoder
-    run_model = functools.partial(caption_image, models, beam_size, cache=cache)  # (path, beam, model) -> outputs
+    # every handler that runs a model runs it on model_thread: (path, beam, model) -> outputs
+    run_model = model_thread.bind(functools.partial(caption_image, models, beam_size, cache=cache))
     run_page = functools.partial(run_model, for_page=True)  # the same, with the page's copy of the data
 
     def run_example(path: str | None, model: str | None = None, beam: float | None = None) -> tuple[str, dict]:
@@ -324,6 +336,7 @@ def build_demo(
                     label="Photo",
                     elem_id="image-input",
                 )
+                page_view("live-mode", web_text("live.html"), "window.satLive.mount(element);", head)
                 choice = gr.Radio(
                     names,
                     value=names[0],
@@ -436,18 +449,18 @@ def build_demo(
 
         # Your own caption: the page gets the chosen model's probe (and every model's in compare mode) and shows it
         # in the viewer, stepped like a caption with no further request; /probe is the same for API clients.
-        page_probing = functools.partial(page_probe, models, cache=cache)
+        page_probing = model_thread.bind(functools.partial(page_probe, models, cache=cache))
         probe_inputs = [image, probe_text, choice, compare]
         triggers = [probe_button.click, probe_text.submit]
         probing = gr.on(triggers, page_probing, probe_inputs, [probe_data, compare_data], **page_only, **latest)
         probing.success(
             None, [probe_data], None, js="(data) => { window.satProbe.show(data); }", show_progress="hidden"
         )
-        api_probing = functools.partial(probe_sentence, models, cache=cache)
+        api_probing = model_thread.bind(functools.partial(probe_sentence, models, cache=cache))
         gr.Button(visible=False).click(api_probing, probe_inputs[:3], probe_data, api_name="probe", **model_queue)
         # Compare mode: switching it on captions the photo with every model; while it is on, the page asks again
         # (the hidden button) whenever it shows a caption of another photo.
-        run_compare = functools.partial(compare_view, models, beam_size, cache=cache)
+        run_compare = model_thread.bind(functools.partial(compare_view, models, beam_size, cache=cache))
         compare_inputs = [image, beam, compare]
         compare.change(run_compare, compare_inputs, compare_data, **page_only, **latest)
         rerun = gr.Button(visible="hidden", elem_id="compare-run")
@@ -460,7 +473,7 @@ def build_demo(
         checks = FeatureCache()  # checked captions by model, photo and words
         check_text = gr.Textbox(visible=False, label="caption to check")
         check_data = gr.JSON(visible=False, elem_id="check-data")
-        run_check = functools.partial(check_caption, models, cache=cache, checks=checks)
+        run_check = model_thread.bind(functools.partial(check_caption, models, cache=cache, checks=checks))
         check_inputs = [image, check_text, choice]
         check_run = gr.Button(visible="hidden", elem_id="check-run")
         ask = "(image, text, model) => window.satCheck.request(image, text, model)"  # the caption on screen
@@ -468,6 +481,13 @@ def build_demo(
         check_data.change(None, [check_data], None, js="(data) => { window.satCheck.show(data); }")
         check.change(None, [check], None, js="(on) => { window.satCheck.toggle(on); }", show_progress="hidden")
         gr.Button(visible=False).click(run_check, check_inputs, check_data, api_name="check", **model_queue)
+        # Live mode: the page's script (live.js) posts camera frames to /live one at a time, the next once this
+        # one's caption is back (no backlog), in the model queue like every caption.
+        frame, frame_model = gr.Textbox(visible=False, label="frame"), gr.Textbox(visible=False, label="model")
+        run_live = model_thread.bind(functools.partial(live_caption, models))
+        gr.Button(visible=False).click(
+            run_live, [frame, frame_model], gr.JSON(visible=False), api_name="live", **model_queue
+        )
     return demo
 
 
@@ -629,9 +649,10 @@ def serve(args: argparse.Namespace) -> int:
     directories, note = ([model_directory(d) for d in args.model], None) if args.model else default_model_dirs()
     if note:
         print(note, flush=True)
+    model_thread = ModelThread()  # loads the models, then runs every model call of the demo
     try:
         examples = served_examples(args.examples, directories)
-        models, notes = load_models(directories)
+        models, notes = model_thread.run(load_models, directories)
     except (ExamplesError, ModelLoadError) as error:
         print(error, file=sys.stderr)
         return 2
@@ -651,6 +672,7 @@ def serve(args: argparse.Namespace) -> int:
             examples=examples,
             cache_examples=cache,
             flickr8k_notes=serves_shipped_models_only(directories),
+            model_thread=model_thread,
         )
         demo.queue(max_size=args.queue_size)
         try:
