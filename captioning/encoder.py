@@ -13,11 +13,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from captioning.config import EncoderSpec
+from captioning.config import FINETUNED_STAGES, EncoderSpec
 from captioning.preprocess import Preprocessing
 from captioning.pretrained import LITE_WHEELS, load_lite_wheel_weights
-
-FINETUNED_STAGES = 3  # fine-tuning trains this many of the trunk's last stages (plus the head conv/norm after them)
 
 
 def check_known(backbone: str) -> None:
@@ -164,6 +162,36 @@ def stage_groups(trunk: nn.Module) -> list[list[str]]:
     return [group for group in named if group]
 
 
+def check_finetune_stages(stages: int) -> None:
+    """ValueError in one line for a number of fine-tuned stages outside 1..FINETUNED_STAGES (the design's tail)."""
+    if not 1 <= stages <= FINETUNED_STAGES:
+        raise ValueError(f"fine-tuned stages must be 1 to {FINETUNED_STAGES}, not {stages}")
+
+
+def check_splittable(trunk: nn.Module, backbone: str) -> None:
+    """A prefix cache needs a trunk made of a stem, a `blocks` sequence of stages and a head (timm's EfficientNet
+    family, whose forward_features is exactly that); one line for any other."""
+    if not all(hasattr(trunk, name) for name in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
+        raise ValueError(
+            f"backbone {backbone!r} cannot be split at a stage for a prefix cache (only timm EfficientNet-style "
+            "trunks: conv_stem, blocks, conv_head); fine-tune it from pixels (no --cache-dir)"
+        )
+
+
+def trunk_prefix(trunk: nn.Module, images: torch.Tensor, stages: int) -> torch.Tensor:
+    """Images (B, 3, I, I) -> the map at the input of the trunk's last `stages` stages (B, C_k, H_k, W_k): the
+    stem and the stages before them, as forward_features runs them."""
+    x = trunk.bn1(trunk.conv_stem(images))  # (B, C_0, I/2, I/2)
+    return trunk.blocks[: len(trunk.blocks) - stages](x)  # (B, C_k, H_k, W_k)
+
+
+def trunk_tail(trunk: nn.Module, prefix: torch.Tensor, stages: int) -> torch.Tensor:
+    """trunk_prefix's map (B, C_k, H_k, W_k) -> the trunk's last feature map (B, C, H', W'): the last `stages`
+    stages and the head, so trunk_tail(trunk_prefix(x)) is forward_features(x)."""
+    x = trunk.blocks[len(trunk.blocks) - stages :](prefix)  # (B, C_last, H', W')
+    return trunk.bn2(trunk.conv_head(x))  # (B, C, H', W')
+
+
 class Encoder(nn.Module):
     """(B, 3, H, W) images -> (B, grid*grid, C) annotation vectors; frozen and in eval() unless fine-tuned."""
 
@@ -174,15 +202,19 @@ class Encoder(nn.Module):
         self.trunk = create_trunk(backbone, weights).to(memory_format=torch.channels_last)  # faster convs on CPU
         self.pool = nn.AdaptiveAvgPool2d((grid_size, grid_size))  # the identity at the native input size
         self.dim = int(self.trunk.num_features)  # channels of forward_features (checked on every forward)
-        self.tail_names: set[str] = set()  # found from timm's stage grouping when fine-tuning is first switched on
+        self.tail_names: set[str] = set()  # found from timm's stage grouping when fine-tuning is switched on
         self.finetuning = False
+        self.finetuned_stages = FINETUNED_STAGES
+        self.tail_norm_statistics = True  # False: the tail's BatchNorm keeps its running statistics while training
         self.finetune(False)
         self._folded: tuple[tuple, nn.Module | None] | None = None  # (weights fingerprint, folded trunk); not saved
 
     def inference_trunk(self) -> nn.Module:
-        """The trunk to run: a BatchNorm-folded copy while the whole trunk is frozen (rebuilt whenever its weights,
-        device or dtype change), the trunk itself while fine-tuning or where folding would change the output."""
-        if self.finetuning or torch.is_grad_enabled() and any(p.requires_grad for p in self.trunk.parameters()):
+        """The trunk to run: a BatchNorm-folded copy for inference, fine-tuned or not (rebuilt whenever its weights,
+        device or dtype change), the trunk itself while a tail trains (gradients or batch statistics wanted) or
+        where folding would change the output."""
+        wants_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.trunk.parameters())
+        if wants_grad or any(module.training for module in self.trunk.modules()):
             return self.trunk
         tensors = [*self.trunk.parameters(), *self.trunk.buffers()]
         if tensors and tensors[0].is_meta:  # shapes only (native_input_size): nothing to fold
@@ -210,16 +242,37 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         fmap = self.feature_map(images.contiguous(memory_format=torch.channels_last))  # (B, C, H', W')
+        return self.annotations(fmap)  # (B, 196, C)
+
+    def annotations(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The trunk's last feature map (B, C, H', W') -> annotation vectors (B, grid*grid, C)."""
         fmap = self.pool(fmap)  # (B, C, 14, 14)
         return fmap.flatten(2).transpose(1, 2)  # (B, 196, C)
 
-    def finetune(self, enabled: bool = True) -> None:
-        """Freeze the whole trunk, or unfreeze its last three stages (and the head conv/norm timm groups with them)."""
+    def prefix(self, images: torch.Tensor, stages: int) -> torch.Tensor:
+        """Images (B, 3, I, I) -> the map a prefix cache stores for `stages` fine-tuned stages (B, C_k, H_k, W_k)."""
+        check_finetune_stages(stages)
+        check_splittable(self.trunk, self.backbone)
+        images = images.contiguous(memory_format=torch.channels_last)  # (B, 3, I, I)
+        return trunk_prefix(self.inference_trunk(), images, stages)  # (B, C_k, H_k, W_k)
+
+    def from_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
+        """A cached prefix (B, C_k, H_k, W_k) -> annotation vectors (B, 196, C): only the fine-tuned stages run."""
+        check_splittable(self.trunk, self.backbone)
+        prefix = prefix.contiguous(memory_format=torch.channels_last)  # (B, C_k, H_k, W_k)
+        fmap = trunk_tail(self.inference_trunk(), prefix, self.finetuned_stages)  # (B, C, H', W')
+        return self.annotations(fmap)  # (B, 196, C)
+
+    def finetune(self, enabled: bool = True, stages: int = FINETUNED_STAGES) -> None:
+        """Freeze the whole trunk, or unfreeze its last `stages` stages (and the head conv/norm timm groups with
+        them); 3 is the design's tail."""
+        check_finetune_stages(stages)
         self.finetuning = enabled
         if enabled:  # trained weights may change without a version bump (fused Adam): fold again when frozen
             self._folded = None
-        if enabled and not self.tail_names:
-            self.tail_names = {name for group in stage_groups(self.trunk)[-FINETUNED_STAGES:] for name in group}
+        if enabled and (not self.tail_names or stages != self.finetuned_stages):
+            self.tail_names = {name for group in stage_groups(self.trunk)[-stages:] for name in group}
+        self.finetuned_stages = stages
         for name, parameter in self.trunk.named_parameters():
             parameter.requires_grad = enabled and name in self.tail_names
         self.train(self.training)
@@ -238,8 +291,10 @@ class Encoder(nn.Module):
         super().train(mode)
         self.trunk.eval()
         if self.finetuning and mode:
+            self._folded = None  # the tail is about to change: never serve a fold of older weights
             for module in self.tail():
-                module.train()
+                keeps_statistics = isinstance(module, nn.BatchNorm2d) and not self.tail_norm_statistics
+                module.train(not keeps_statistics)
         return self
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from captioning.checkpoint import CheckpointError, check_state_matches, read_model_dir, save_model_dir
-from captioning.config import DecoderConfig, EncoderSpec, ModelConfig
+from captioning.config import FINETUNED_STAGES, DecoderConfig, EncoderSpec, ModelConfig
 from captioning.decoder import Decoder
 from captioning.encoder import Encoder, preprocessing_for, resolve_spec
 from captioning.familiarity import Familiarity
@@ -41,18 +41,40 @@ class Caption:
         return " ".join(self.words)
 
 
+def encoder_autocast(bf16: bool, inputs: torch.Tensor):
+    """The precision every encoder run uses: CPU bf16 autocast if bf16 (the spec's), a no-op on other devices."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and inputs.device.type == "cpu")
+
+
 def encode_images(encoder: Encoder, images: torch.Tensor, bf16: bool) -> torch.Tensor:
     """Normalised images (B, 3, I, I) -> annotation vectors (B, 196, C) in fp32, under CPU bf16 autocast if bf16.
 
-    The one place the encoder runs: the feature cache, training, evaluation and the app all come through here.
+    The one place the encoder runs: the feature cache, training, evaluation and the app all come through here
+    (a prefix cache and its fine-tuned tail split the same run in two: pixels_to_prefix, prefix_to_features).
     """
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and images.device.type == "cpu"):
+    with encoder_autocast(bf16, images):
         return encoder(images).float()  # (B, 196, C)
 
 
 def pixels_to_features(encoder: Encoder, pixels: torch.Tensor, prep: Preprocessing, bf16: bool) -> torch.Tensor:
     """uint8 pixels (B, 3, S, S) as stored -> annotation vectors (B, 196, C): to_model_input, then encode_images."""
     return encode_images(encoder, to_model_input(pixels, prep), bf16)  # (B, 196, C)
+
+
+def pixels_to_prefix(
+    encoder: Encoder, pixels: torch.Tensor, prep: Preprocessing, bf16: bool, stages: int
+) -> torch.Tensor:
+    """uint8 pixels (B, 3, S, S) -> the map at the input of the last `stages` stages (B, C_k, H_k, W_k) in fp32."""
+    images = to_model_input(pixels, prep)  # (B, 3, I, I)
+    with encoder_autocast(bf16, images):
+        return encoder.prefix(images, stages).float()  # (B, C_k, H_k, W_k)
+
+
+def prefix_to_features(encoder: Encoder, prefix: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """A cached prefix (B, C_k, H_k, W_k) -> annotation vectors (B, 196, C) in fp32: the fine-tuned tail only."""
+    prefix = prefix.float()  # (B, C_k, H_k, W_k) fp16 on disk
+    with encoder_autocast(bf16, prefix):
+        return encoder.from_prefix(prefix).float()  # (B, 196, C)
 
 
 def cached_features(features: torch.Tensor) -> torch.Tensor:
@@ -95,6 +117,7 @@ def create_captioner(
     decoder: DecoderConfig | None = None,
     *,
     finetuned: bool = False,
+    finetuned_stages: int = FINETUNED_STAGES,
     max_caption_len: int = 50,
     encoder: Encoder | None = None,
 ) -> Captioner:
@@ -106,6 +129,7 @@ def create_captioner(
     config = ModelConfig(
         encoder=spec,
         encoder_finetuned=finetuned,
+        encoder_finetuned_stages=finetuned_stages,
         encoder_dim=encoder.dim,
         vocab_size=len(word_map),
         decoder=decoder or DecoderConfig(),
@@ -129,7 +153,7 @@ class Captioner(nn.Module):
                 f"backbone {config.encoder.backbone} gives {self.encoder.dim} channels, "
                 f"config says encoder_dim={config.encoder_dim}"
             )
-        self.encoder.finetune(config.encoder_finetuned)
+        self.encoder.finetune(config.encoder_finetuned, config.encoder_finetuned_stages)
         self.decoder = Decoder(config.vocab_size, config.encoder_dim, config.decoder)
         self.encoder_bf16 = config.encoder.bf16  # the autocast encode() runs under; use_fastest_encoder() may pick fp32
         self.familiarity: Familiarity | None = None  # the training photos' summary, saved and loaded beside the weights
@@ -172,9 +196,12 @@ class Captioner(nn.Module):
         self.decoder.config = replace(self.decoder.config, attention="soft")
         self.config = replace(self.config, decoder=self.decoder.config)
 
-    def load_checkpoint_state(self, state: dict[str, torch.Tensor], where: str) -> None:
-        """Load what a model directory stores, each tensor checked by name and shape against this model."""
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor], where: str, decoder_only: bool = False) -> None:
+        """Load what a model directory stores, each tensor checked by name and shape against this model
+        (decoder_only: a frozen model's weights into this one, whose fine-tuned tail keeps its own)."""
         expected = self.checkpoint_state()
+        if decoder_only:
+            expected = {k: v for k, v in expected.items() if k.startswith("decoder.")}
         check_state_matches(expected, state, where)
         self.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
 
@@ -187,8 +214,15 @@ class Captioner(nn.Module):
         device = next(self.decoder.parameters()).device
         return pixels_to_features(self.encoder, pixels.to(device), self.config.preprocessing, self.encoder_bf16)
 
-    def batch_encoder(self, cached: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-        """How a batch becomes features, chosen once: cached features pass through, pixels go through the encoder."""
+    def features_from_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
+        """A prefix cache's maps (B, C_k, H_k, W_k) -> annotation vectors (B, 196, C) through the fine-tuned tail."""
+        return prefix_to_features(self.encoder, prefix, self.encoder_bf16)  # (B, 196, C)
+
+    def batch_encoder(self, cached: bool, prefix: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+        """How a batch becomes features, chosen once: cached features pass through, cached prefixes go through
+        the fine-tuned tail, pixels through the whole encoder."""
+        if prefix:
+            return self.features_from_prefix
         return cached_features if cached else self.features_from_pixels
 
     def to_caption(self, hypothesis: Hypothesis) -> Caption:

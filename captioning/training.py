@@ -55,8 +55,8 @@ class TrainConfig:
     output_dir: str = option("runs/default", "run directory: best/, last/, log.csv, training_curves.png")
     cache_dir: str = option(
         "",
-        "feature cache of python -m captioning.cli.features (frozen encoder only); empty: "
-        "encode the HDF5 pixels every epoch",
+        "feature cache of python -m captioning.cli.features (with --finetune-encoder: its prefix cache made "
+        "with --finetune-stages N); empty: encode the HDF5 pixels every epoch",
     )
     encoder: EncoderSpec = field(default_factory=EncoderSpec)  # from the feature cache when training on one
     decoder: DecoderConfig = field(default_factory=DecoderConfig)  # its fields are flags (--embed-dim, --attention)
@@ -67,7 +67,15 @@ class TrainConfig:
         "hard attention: chance that a training step uses the expected (soft) context instead of a sampled location",
     )
     finetune_encoder: bool = option(
-        False, "also train the encoder's last three stages (reads pixels, ignores --cache-dir)"
+        False,
+        "also train the encoder's last --finetune-stages stages: from the prefix cache of --cache-dir if given "
+        "(only those stages run), else from pixels",
+    )
+    finetune_stages: int = option(3, "fine-tuning: how many of the trunk's last stages train (1-3), head included")
+    finetune_norm_statistics: bool = option(
+        True,
+        "fine-tuning: the tail's BatchNorm layers update their running statistics (off: they keep the pretrained "
+        "ones; their scale and shift still train)",
     )
     fine_tune_embeddings: bool = option(True, "train the word embeddings")
     epochs: int = option(30, "epochs to train (a resumed run counts the ones already done)")
@@ -142,8 +150,14 @@ def is_main_process() -> bool:
 def build_captioner(config: TrainConfig, word_map: dict[str, int], image_size: int = 256) -> Captioner:
     """A fresh model for this run's data (image_size: side of its stored square images) and hyperparameters."""
     captioner = create_captioner(
-        config.encoder, word_map, image_size, config.decoder, finetuned=config.finetune_encoder
+        config.encoder,
+        word_map,
+        image_size,
+        config.decoder,
+        finetuned=config.finetune_encoder,
+        finetuned_stages=config.finetune_stages,
     )
+    captioner.encoder.tail_norm_statistics = config.finetune_norm_statistics
     captioner.decoder.fine_tune_embeddings(config.fine_tune_embeddings)
     return captioner
 
@@ -152,12 +166,13 @@ def make_dataset(
     config: TrainConfig, split: str, from_features: bool, prep: Preprocessing | None = None
 ) -> ImageCaptions:
     """One split with cached features (checked to come from the run's encoder spec and preprocessing, and to
-    belong to the same images) or with its HDF5 pixels."""
+    belong to the same images; a fine-tuning run reads its prefix cache) or with its HDF5 pixels."""
     data = PreparedData(config.data_dir, config.data_name)
     captions = data.load_split(split)
     if not from_features:
         return ImageCaptions(captions, images_path=data.images_path(split))
-    features, names = load_cached_features(config.cache_dir, split, config.data_name, config.encoder, prep)
+    stages = config.finetune_stages if config.finetune_encoder else 0
+    features, names = load_cached_features(config.cache_dir, split, config.data_name, config.encoder, prep, stages)
     if names != captions.names:
         raise ValueError(f"feature cache {config.cache_dir} was made for other {split} images than {config.data_dir}")
     return ImageCaptions(captions, features=features)
@@ -407,7 +422,8 @@ def plot_curves(run_dir: Path, history: list[dict]) -> Path:
 def load_weights(captioner: Captioner, directory: str | Path) -> None:
     """Start from a saved model's weights (decoder, plus fine-tuned encoder parts), checked name by name."""
     start_config, _, state = read_model_dir(directory)
-    captioner.load_checkpoint_state(state, str(directory))
+    # a frozen model's decoder can start a fine-tuning run: its tail then starts from the trunk's own weights
+    captioner.load_checkpoint_state(state, str(directory), decoder_only=not start_config.encoder_finetuned)
     trained, training = start_config.decoder.attention, captioner.config.decoder.attention
     if trained != training:  # same tensors either way, so allowed, but say so
         print(
@@ -481,12 +497,12 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     run_dir = Path(config.output_dir)
     data = PreparedData(config.data_dir, config.data_name)
     captioner = build_captioner(config, data.load_word_map(), data.image_size("TRAIN")).to(device)
-    from_features = bool(config.cache_dir) and not config.finetune_encoder
+    from_features = bool(config.cache_dir)  # features, or with --finetune-encoder the prefixes of its tail
     train_set = make_dataset(config, "TRAIN", from_features, captioner.config.preprocessing)
     val_set = make_dataset(config, "VAL", from_features, captioner.config.preprocessing)
     if config.init_from:
         load_weights(captioner, config.init_from)
-    to_features = captioner.batch_encoder(cached=from_features)
+    to_features = captioner.batch_encoder(cached=from_features, prefix=from_features and config.finetune_encoder)
     objective = TeacherForcedLoss(captioner, to_features, config.attention_penalty)  # also validation's loss
     trained = make_objective(captioner, to_features, train_set, config)
     model = DistributedDataParallel(trained) if dist.is_initialized() else trained

@@ -30,6 +30,7 @@ TOOLS = {
 DIFFERENT_SETTINGS = {
     "batch_size": "images per encoder batch vs captions per training step",
     "seed": "data preparation vs training",
+    "finetune_stages": "the prefix cache to write (0: the frozen features) vs the stages a fine-tuning run trains",
 }  # same word, another setting: each help says which
 LITE0 = ["--backbone", "tf_efficientnet_lite0", "--encoder-weights", "random", "--input-size", "64"]
 

@@ -26,6 +26,7 @@ from captioning.cli.args import (
     encoder_spec,
     interrupted,
     make_parser,
+    non_negative_int,
     positive_int,
 )
 from captioning.data import PreparedData, read_raw_split
@@ -48,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=32,
         help="images per encoder batch; a resumed cache must keep its batch size",
+    )
+    parser.add_argument(
+        "--finetune-stages",
+        type=non_negative_int,
+        default=0,
+        help="make a prefix cache for train.py --finetune-encoder --finetune-stages N: the trunk's map at the input "
+        "of its last N stages (1-3), so training runs only those; 0 = the frozen encoder's features",
     )
     add_threads_flag(parser)
     return parser
@@ -85,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             def load_pixels(start: int, stop: int) -> np.ndarray:
                 return images[start:stop]  # (b, 3, S, S)
 
-        before = read_metadata(args.cache_dir, split, args.data_name)
+        before = read_metadata(args.cache_dir, split, args.data_name, bool(args.finetune_stages))
         encoder = create_encoder(spec)
         prep = preprocessing_for(encoder, image_size, spec.input_size)
         path = cache_features(
@@ -99,9 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec.bf16,
             spec.weights,
             data_name=args.data_name,
+            prefix_stages=args.finetune_stages,
         )
     except KeyboardInterrupt:
-        meta = read_metadata(args.cache_dir, split, args.data_name)
+        meta = read_metadata(args.cache_dir, split, args.data_name, bool(args.finetune_stages))
         done = f" at {meta['done']}/{len(meta['names'])} images" if meta else ""
         return interrupted(f"interrupted{done}; rerun the same command to continue")
     except (FileNotFoundError, ValueError, EncoderUnavailable) as error:

@@ -120,8 +120,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     values.update({k: v for k, v in vars(args).items() if k in values and k != "encoder" and v is not None})
     values["decoder"].update({k: v for k, v in vars(args).items() if k in values["decoder"] and v is not None})
     config = TrainConfig(**values)
-    if config.cache_dir and not config.finetune_encoder and not args.resume:
-        made = read_metadata(config.cache_dir, "TRAIN", config.data_name)
+    if config.cache_dir and not args.resume:
+        made = read_metadata(config.cache_dir, "TRAIN", config.data_name, prefix=config.finetune_encoder)
         if made is not None:
             config = dataclasses.replace(config, encoder=spec_of(made))
     return dataclasses.replace(config, encoder=encoder_spec(args, config.encoder))
