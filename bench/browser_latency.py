@@ -17,6 +17,8 @@ import argparse
 import functools
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -259,22 +261,31 @@ def serve(model: str, clock: Clock, instant_photos: list[Path] | None = None):
     each /caption request timed by `clock`; with instant_photos, an Instant captioner: (demo, url)."""
     from captioning import handlers
     from captioning.cli import app
-    from captioning.model import Captioner
+    from captioning.model_thread import ModelThread
+    from captioning.serving import load_captioner
 
-    captioner = Captioner.load(model)
-    if note := captioner.use_fastest_encoder():  # as app.py runs it
+    model_thread = ModelThread()  # as app.py serves: loaded on the thread that then runs every model call
+    captioner, note = model_thread.run(load_captioner, model, fastest_encoder=True)
+    if note:
         print(note)
     if instant_photos:
-        captioner = Instant(captioner, instant_photos)
+        captioner = model_thread.run(Instant, captioner, instant_photos)
     # the model's parts, as the handler calls them (build_demo binds the modules' functions)
     handlers.read_upload, handlers.encode_photo = clock.part(handlers.read_upload), clock.part(handlers.encode_photo)
     captioner.caption_pools = clock.part(captioner.caption_pools)
     app.caption_image = clock.request(app.caption_image)
     app.FeatureCache = functools.partial(handlers.FeatureCache, 0)  # keeps nothing: a visitor's new photo each time
-    demo = app.build_demo(captioner, cache_examples=False)
+    demo = app.build_demo(captioner, cache_examples=False, model_thread=model_thread)
     demo.queue(max_size=64)
     _, url, _ = demo.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     return demo, url
+
+
+def standalone_ms(model: str, calls: int) -> list[float]:
+    """The same handler work (handlers.caption_upload on the same photo, beam 3) in a standalone process, loaded and
+    called on its main thread (bench.model_thread's "main" way)."""
+    command = [sys.executable, "-m", "bench.model_thread", "--way", "main", "--model", model, "--calls", str(calls)]
+    return [float(ms) for ms in subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()]
 
 
 def column(records: list[dict], key) -> list[float]:
@@ -372,6 +383,13 @@ def main() -> None:
             demo.close()
     floor = measure_api_floor(photos, args.api_calls, data) if data else []
     report(records, word_ms, api, floor, kind, args.instant)
+    if not args.url and not args.instant:
+        alone, served = standalone_ms(args.model, 20), [r["handler"] for r in records + api if "handler" in r]
+        ratio = statistics.median(served) / statistics.median(alone)
+        print(f"/caption's handler in the server (page and API calls)  {summary(served)}")
+        print(f"the same work in a standalone process (main thread)     {summary(alone)}")
+        verdict = "met" if ratio <= 1.15 else "NOT met"
+        print(f"target (same run): in-server handler <= 1.15 x standalone: {verdict} (x{ratio:.2f})")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ server's RSS before and after.
 
     python -m bench.live_camera                          # 5 minutes, assets/model, served in-process
     python -m bench.live_camera --seconds 60 --beam 3    # a shorter run; live frames at beam 3
+    python -m bench.live_camera --seconds 10 --screenshot docs/figures/live.png
 
 Targets: age p50 <= model + 80 ms, age p90 <= 2 x model + 80 ms, captions per second >= 1 / (model + 80 ms),
 RSS flat over the run.
@@ -97,8 +98,11 @@ def photos() -> list[Image.Image]:
     return [Image.fromarray(data.coffee()), Image.fromarray(data.astronaut()), Image.fromarray(data.chelsea())]
 
 
-def run(url: str, clip: Path, seconds: float, warmup: float, handler_ms: list[float]) -> dict:
-    """Live captioning for warmup + seconds in one page; the figures of the last `seconds`."""
+def run(
+    url: str, clip: Path, seconds: float, warmup: float, handler_ms: list[float], screenshot: Path | None = None
+) -> dict:
+    """Live captioning for warmup + seconds in one page; the figures of the last `seconds`. screenshot: where to
+    save the page's live area once warmed up."""
     from playwright.sync_api import sync_playwright
 
     args = [*CHROMIUM_ARGS, *FAKE_CAMERA_ARGS, f"--use-file-for-fake-video-capture={clip}"]
@@ -111,6 +115,8 @@ def run(url: str, clip: Path, seconds: float, warmup: float, handler_ms: list[fl
         page.click("#live-start")
         page.wait_for_function("() => window.satLive.state.stats.length >= 3")
         page.wait_for_timeout(warmup * 1000)
+        if screenshot:
+            page.locator("#live-mode").screenshot(path=str(screenshot))
         first_stat, first_call, rss_before = (
             page.evaluate("() => window.satLive.state.stats.length"),
             len(handler_ms),
@@ -140,6 +146,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10.0, help="live time before measuring (default: %(default)s)")
     parser.add_argument("--beam", type=int, default=1, help="beam of live frames (default: %(default)s, the demo's)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default")
+    parser.add_argument("--screenshot", type=Path, help="save the live area after the warm-up as this PNG")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -149,7 +156,7 @@ def main() -> None:
     handler_ms: list[float] = []
     demo, url = serve(args.model, args.beam, handler_ms)
     try:
-        result = run(url, clip, args.seconds, args.warmup, handler_ms)
+        result = run(url, clip, args.seconds, args.warmup, handler_ms, args.screenshot)
     finally:
         demo.close()
     model, ages = statistics.median(result["model"]), result["ages"]

@@ -355,7 +355,7 @@ def test_the_docs_state_how_long_uploads_are_kept_and_their_demo_commands_parse(
     stated = f"once they are {in_words[age]} old (checked every {in_words[every]})"
     readme, demo_md = ((ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "docs/demo.md"))
     assert stated in " ".join(readme.split()) and stated.replace("they are", "it is") in " ".join(demo_md.split())
-    commands = re.findall(r"^python app\.py(.*?)(?:\s+#.*)?$", readme + demo_md, re.M)
+    commands = re.findall(r"^(?:python app\.py|captioning-app)(.*?)(?:\s+#.*)?$", readme + demo_md, re.M)
     assert len(commands) > 10
     for command in commands:
         app.parse_args(command.split())  # exits on an unknown flag or a malformed value

@@ -559,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=2,
         metavar="N",
-        help="captions computed at once, 1 or more (default: %(default)s)",
+        help="caption requests handled at once, 1 or more; their model work takes turns on one model thread "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--queue-size",
