@@ -285,7 +285,8 @@ def standalone_ms(model: str, calls: int) -> list[float]:
     """The same handler work (handlers.caption_upload on the same photo, beam 3) in a standalone process, loaded and
     called on its main thread (bench.model_thread's "main" way)."""
     command = [sys.executable, "-m", "bench.model_thread", "--way", "main", "--model", model, "--calls", str(calls)]
-    return [float(ms) for ms in subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return [float(ms) for ms in out.strip().splitlines()[-1].split()]
 
 
 def column(records: list[dict], key) -> list[float]:

@@ -5,7 +5,7 @@ server's RSS before and after.
 
     python -m bench.live_camera                          # 5 minutes, assets/model, served in-process
     python -m bench.live_camera --seconds 60 --beam 3    # a shorter run; live frames at beam 3
-    python -m bench.live_camera --seconds 10 --screenshot docs/figures/live.png
+    python -m bench.live_camera --seconds 10 --screenshot docs/figures/live.jpg
 
 Targets: age p50 <= model + 80 ms, age p90 <= 2 x model + 80 ms, captions per second >= 1 / (model + 80 ms),
 RSS flat over the run.

@@ -86,6 +86,7 @@ def test_every_endpoint_runs_the_model_on_the_demos_model_thread(tiny_model_dir,
             ("/compare", (handle_file(str(CAT)), 3, True)),
             ("/probe", (handle_file(str(DOGS)), "a dog")),
             ("/live", (frame_of(CAT), "")),
+            ("/check", (handle_file(str(CAT)), "")),
         ):
             calls = len(threads)
             assert client.predict(*args, api_name=api_name)
