@@ -11,31 +11,16 @@ the encoder's batches alone.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-from pathlib import Path
-
 import torch
 
-from bench.browser_latency import test_photos
-from bench.probe_cost import SENTENCE, median_ms
+from bench.probe_cost import SENTENCE, captioned_photo, cost_arguments, median_ms
 from captioning import handlers
 from captioning.attention_check import ELSEWHERE_DRAWS, encode_in_batches
-from captioning.model import Captioner
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="assets/model")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per row (default: %(default)s)")
-    args = parser.parse_args()
-
-    captioner = Captioner.load(args.model)
-    if note := captioner.use_fastest_encoder():  # as app.py serves it
-        print(note)
-    photo = str(test_photos(Path(tempfile.mkdtemp(prefix="check-cost-")))[0])
-    cache = handlers.FeatureCache()
-    handlers.caption_upload(captioner, photo, 3, cache=cache)  # the photo captioned: its features are cached
+    args = cost_arguments(__doc__.splitlines()[0], repeats=3)
+    captioner, photo, cache = captioned_photo(args.model)
     words = len(SENTENCE.split())
     hidden = torch.zeros(words * (1 + ELSEWHERE_DRAWS), 3, *[captioner.config.preprocessing.input_size] * 2)
     rows = {

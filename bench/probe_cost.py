@@ -34,18 +34,29 @@ def median_ms(run, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cost_arguments(description: str, repeats: int) -> argparse.Namespace:
+    """The cost benches' flags: --model and --repeats."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default="assets/model")
-    parser.add_argument("--repeats", type=int, default=11, help="timed repeats per row (default: %(default)s)")
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats per row (default: %(default)s)")
+    return parser.parse_args()
 
-    captioner = Captioner.load(args.model)
-    if note := captioner.use_fastest_encoder():  # as app.py serves it
+
+def captioned_photo(model: str) -> tuple[Captioner, str, handlers.FeatureCache]:
+    """The model loaded as app.py serves it, a 1024x768 JPEG, and a feature cache holding that photo's features
+    (the photo captioned once, as a visitor's photo is before they probe or check it)."""
+    captioner = Captioner.load(model)
+    if note := captioner.use_fastest_encoder():
         print(note)
-    photo = str(test_photos(Path(tempfile.mkdtemp(prefix="probe-cost-")))[0])
+    photo = str(test_photos(Path(tempfile.mkdtemp(prefix="cost-")))[0])
     cache = handlers.FeatureCache()
-    handlers.caption_upload(captioner, photo, 3, cache=cache)  # the photo captioned: its features are cached
+    handlers.caption_upload(captioner, photo, 3, cache=cache)
+    return captioner, photo, cache
+
+
+def main() -> None:
+    args = cost_arguments(__doc__.splitlines()[0], repeats=11)
+    captioner, photo, cache = captioned_photo(args.model)
     features = handlers.encoded_photo(captioner, "model", photo, cache).features  # (1, 196, C)
     rows = {
         "/caption, new photo (decode + encode + beam 3)": lambda: handlers.caption_upload(captioner, photo, 3),

@@ -13,6 +13,7 @@ model call to one long-lived thread keeps the model as fast inside the server as
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import threading
 from collections.abc import Callable
@@ -38,7 +39,8 @@ class ModelThread:
         """fn(*args, **kwargs), computed on the model thread."""
         if threading.get_ident() == self.ident:
             return fn(*args, **kwargs)
-        return self.executor.submit(fn, *args, **kwargs).result()
+        # the caller's context variables go along: Gradio finds the request of gr.Warning / gr.Info through them
+        return self.executor.submit(contextvars.copy_context().run, fn, *args, **kwargs).result()
 
     def bind(self, fn: Callable[..., T]) -> Callable[..., T]:
         """fn, each call of which runs on the model thread (name, docstring and signature kept: Gradio reads them)."""

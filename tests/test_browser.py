@@ -62,11 +62,12 @@ class ThreeCaptions:
         return Caption(words, np.roll(caption.alphas, -i, axis=0), caption.score - i, gates=np.roll(caption.gates, -i))
 
 
-@pytest.fixture(scope="module")
-def url(tiny_model_dir, tmp_path_factory, serve_demo):
-    """The demo on a free local port: the scripted tiny model and a hard-attention one, or BROWSER_TEST_MODEL."""
-    if os.environ.get("BROWSER_TEST_MODEL"):
-        models = {Path(os.environ["BROWSER_TEST_MODEL"]).name: Captioner.load(os.environ["BROWSER_TEST_MODEL"])}
+def page_test_url(variable: str, tiny_model_dir, tmp_path_factory, serve_demo):
+    """The demo on a free local port, the examples captioned on first use: the models named in $variable
+    (comma-separated directories), else the scripted tiny model and a hard-attention one. A generator: a
+    module fixture yields from it."""
+    if os.environ.get(variable):
+        models = {Path(d).name: Captioner.load(d) for d in os.environ[variable].split(",")}
     else:
         hard = make_hard_model(tiny_model_dir, tmp_path_factory.mktemp("hard") / "model_hard")
         models = {"model": ThreeCaptions(Captioner.load(tiny_model_dir)), "model_hard": Captioner.load(hard)}
@@ -74,6 +75,12 @@ def url(tiny_model_dir, tmp_path_factory, serve_demo):
         demo = app.build_demo(models, cache_examples="lazy")
     with serve_demo(demo) as local_url:
         yield local_url
+
+
+@pytest.fixture(scope="module")
+def url(tiny_model_dir, tmp_path_factory, serve_demo):
+    """The demo: the scripted tiny model and a hard-attention one, or BROWSER_TEST_MODEL."""
+    yield from page_test_url("BROWSER_TEST_MODEL", tiny_model_dir, tmp_path_factory, serve_demo)
 
 
 @pytest.fixture(scope="module")

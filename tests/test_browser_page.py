@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from unittest import mock
 
 import pytest
-from conftest import make_hard_model, open_demo_page
-from test_browser import ThreeCaptions, caption_photo, drawn, page_data, wait_for_word
+from conftest import open_demo_page
+from test_browser import caption_photo, drawn, page_data, page_test_url, wait_for_word
 from test_probe_browser import probe_sentence
 
-from captioning.cli import app
-from captioning.model import Captioner
 from captioning.shipped import EXAMPLES_DIR
 
 pytestmark = pytest.mark.slow
@@ -79,15 +76,7 @@ LAYOUT_JS = """() => {
 def url(tiny_model_dir, tmp_path_factory, serve_demo):
     """The demo: the tiny model scripted into a beam of k captions for beam k and a hard-attention one (or
     PAGE_TEST_MODELS), with the example photos captioned on first use."""
-    if os.environ.get("PAGE_TEST_MODELS"):
-        models = {Path(d).name: Captioner.load(d) for d in os.environ["PAGE_TEST_MODELS"].split(",")}
-    else:
-        hard = make_hard_model(tiny_model_dir, tmp_path_factory.mktemp("hard") / "model_hard")
-        models = {"model": ThreeCaptions(Captioner.load(tiny_model_dir)), "model_hard": Captioner.load(hard)}
-    with mock.patch.dict(os.environ, {"GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("examples"))}):
-        demo = app.build_demo(models, cache_examples="lazy")
-    with serve_demo(demo) as local_url:
-        yield local_url
+    yield from page_test_url("PAGE_TEST_MODELS", tiny_model_dir, tmp_path_factory, serve_demo)
 
 
 @pytest.fixture(scope="module", params=list(SIZES), ids=list(SIZES))

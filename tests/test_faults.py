@@ -310,9 +310,9 @@ def test_feature_cache_cli_killed_and_restarted(shapes_data, cache_inputs, tmp_p
 
     encode_pixels, encoded = features.encode_pixels, []
 
-    def counting_encode(encoder, pixels, prep, bf16):
+    def counting_encode(encoder, pixels, prep, bf16, *rest):
         encoded.append(len(pixels))
-        return encode_pixels(encoder, pixels, prep, bf16)
+        return encode_pixels(encoder, pixels, prep, bf16, *rest)
 
     monkeypatch.setattr(features, "encode_pixels", counting_encode)
     with TorchThreads():  # the CLI sets --threads 1

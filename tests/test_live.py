@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import threading
 
@@ -49,6 +50,19 @@ def test_the_model_thread_runs_every_call_on_one_thread_in_order():
         assert model_thread.run(bound, "y") == f"y@3:{threads[0]}"  # a call from the thread itself: no deadlock
         with pytest.raises(ValueError, match="boom"):
             model_thread.run(int, "boom")
+    finally:
+        model_thread.close()
+
+
+def test_a_call_on_the_model_thread_sees_the_callers_context_variables():
+    """gr.Warning finds its request through context variables: a handler run on the model thread must see them."""
+    request = contextvars.ContextVar("request", default=None)
+    model_thread = ModelThread()
+    try:
+        token = request.set("visitor-1")
+        assert model_thread.run(request.get) == "visitor-1"
+        request.reset(token)
+        assert model_thread.run(request.get) is None
     finally:
         model_thread.close()
 

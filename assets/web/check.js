@@ -10,23 +10,13 @@
   if (window.satCheck || !window.satDemo) return;
 
   const demo = window.satDemo, S = demo.state;
+  const {element, finite} = demo;
   const MODES = [['attention', 'attention'], ['gradient', 'gradient map'], ['hidden', 'hidden photo']];
   const C = {on: false, results: new Map(), pending: null, mode: 'gradient'};
   // results: check payloads by keyOf(); pending: the key of the check asked for and not answered yet
 
-  function finite(x) {
-    return typeof x === 'number' && Number.isFinite(x);
-  }
-
   function probText(p) {
     return finite(p) ? p.toFixed(2) : '?';
-  }
-
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
   }
 
   function keyOf(data, view) {

@@ -644,9 +644,22 @@
     if (S.view && S.photo) drawGallery();
   }
 
+  function finite(x) {
+    return typeof x === 'number' && Number.isFinite(x);
+  }
+
+  function element(tag, className, text) {
+    // a new element with a class and text (either may be left out)
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
   window.satDemo = {
     mount, mountGallery, mountFamiliarity, show, clear, select, selectAlternative, downloadFigure, figureLayout, state: S,
     viewOf, drawWord, on,  // for probe.js: a caption's view, its word tiles, the views' hooks
     heatField, typing,  // for live.js: a word's heat, drawn over the live picture; keys typed into a field
+    element, finite,  // small helpers the other scripts share
   };
 })();

@@ -14,15 +14,12 @@
   if (window.satProbe || !window.satDemo) return;
 
   const demo = window.satDemo, S = demo.state;
+  const {element, finite} = demo;
   const TILE_WIDTH = 112;  // compare tiles' drawn width, px (the grid scales them to its columns)
   const P = {caption: null, compare: null, captions: null, root: null, requested: null, reveal: false};
   // caption: the model's caption data last shown in the viewer; compare: the compare view's data; captions: the
   // last compare data of kind "caption" (each model's own caption score); requested: the photo a compare run was
   // asked for; reveal: the visitor just ticked Compare (the rows, once drawn, are scrolled into view)
-
-  function finite(x) {
-    return typeof x === 'number' && Number.isFinite(x);
-  }
 
   function probText(p) {
     // a probability in a few characters: 0.42, 0.031, 4e-5
@@ -33,13 +30,6 @@
 
   function logpText(x) {
     return finite(x) ? x.toFixed(2) : '-inf';
-  }
-
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
   }
 
   function probOf(c, i) {
