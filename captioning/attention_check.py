@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from captioning.model import Captioner, ImageInput
 from captioning.probe import evaluating, finite_or_none, probe_features, sentence_rows, tokenize_probe
+from captioning.search import DEFAULT_BEAM_SIZE
 from captioning.text import tokenize
 from captioning.vocab import special_ids
 
@@ -196,7 +197,7 @@ def check_attention(
     text: str | None = None,
     *,
     features: torch.Tensor | None = None,
-    beam_size: int = 3,
+    beam_size: int = DEFAULT_BEAM_SIZE,
     draws: int = ELSEWHERE_DRAWS,
 ) -> AttentionCheck:
     """Check every word of `text` (None or empty: the model's own caption) on one photo. features: the photo's

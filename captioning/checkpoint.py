@@ -15,6 +15,8 @@ from captioning.config import ModelConfig
 
 CONFIG_FILE, WORDMAP_FILE, WEIGHTS_FILE = "config.json", "wordmap.json", "model.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
+# a training run directory: its settings, its two model folders (best on val, last written) and the resume state
+TRAIN_CONFIG_FILE, BEST_DIR, LAST_DIR, TRAIN_STATE_FILE = "train_config.json", "best", "last", "train_state.pt"
 
 
 class CheckpointError(ValueError):

@@ -23,6 +23,7 @@ from captioning.model import Captioner
 from captioning.payload import beam_width, caption_data, decode_image, display_data_url, word_payload
 from captioning.preprocess import UPLOAD_FORMATS, load_image
 from captioning.probe import Probe, probe, tokenize_probe
+from captioning.search import DEFAULT_BEAM_SIZE
 from captioning.serving import image_error_message
 from captioning.text import tokenize
 from captioning.visualize import display_image
@@ -30,6 +31,7 @@ from captioning.visualize import display_image
 FEATURE_CACHE_SIZE = 8  # photos whose encoder features the demo keeps (about 1 MB each for the shipped models)
 MAX_PROBE_CHARS = 5000  # a typed sentence is read up to here (the model scores at most max_caption_len words)
 EMPTY_CAPTION = "(the model produced an empty caption)"  # the caption text shown for a caption with no word
+NO_PHOTO = "Please upload an image first."  # a model request without a photo
 LIVE_BEAM = 1  # live camera frames: greedy search (beam 3 costs more per frame for a caption a visitor reads briefly)
 
 Models = Captioner | Mapping[str, Captioner]  # served models by page name, or one captioner alone
@@ -93,7 +95,7 @@ def pick_model(models: dict[str, Captioner], name) -> str:
 def read_upload(path: str | None) -> Image.Image:
     """The uploaded photo, decoded; a RequestError when there is none or it cannot be read."""
     if not path:
-        raise RequestError("Please upload an image first.")
+        raise RequestError(NO_PHOTO)
     try:
         return load_image(path, formats=UPLOAD_FORMATS)  # pixel limit checked before decoding
     except Exception as error:  # not an image, truncated, too many pixels, out of memory: its cause is logged
@@ -110,7 +112,7 @@ def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: Feat
     """The photo at `path` as model `name` sees it: from the cache when this file was encoded before, else decoded
     and encoded here (the display photo made beside the encoder: PIL frees the GIL) and cached."""
     if not path:
-        raise RequestError("Please upload an image first.")
+        raise RequestError(NO_PHOTO)
     key = (name, file_digest(path))
     if cache is not None and (photo := cache.get(key)) is not None:
         return photo
@@ -133,7 +135,7 @@ def caption_upload(
     beam=None,
     model=None,
     *,
-    default_beam: int = 3,
+    default_beam: int = DEFAULT_BEAM_SIZE,
     cache: FeatureCache | None = None,
     for_page: bool = False,
 ) -> tuple[str, dict]:
@@ -189,7 +191,7 @@ def compare_captions(
     path: str | None,
     beam=None,
     *,
-    default_beam: int = 3,
+    default_beam: int = DEFAULT_BEAM_SIZE,
     cache: FeatureCache | None = None,
 ) -> dict:
     """/compare: the photo's best caption by every served model, one row each (the per-word format of /caption's

@@ -20,6 +20,7 @@ from PIL import Image
 from captioning.checkpoint import atomic_write
 from captioning.config import ATTENTION_MODES
 from captioning.model import Caption
+from captioning.search import DEFAULT_BEAM_SIZE
 from captioning.visualize import DISPLAY_MAX_SIDE
 
 BEAM_SIZES = (1, 5)  # the smallest and largest beam the demo offers
@@ -107,7 +108,7 @@ def caption_data(
     shown: Image.Image | str,
     model: str = "model",
     attention: str = "soft",
-    beam: int = 3,
+    beam: int = DEFAULT_BEAM_SIZE,
     nested: bool = True,
 ) -> dict:
     """What `/caption` returns beside the text: the best caption's words, grids and gates at the top level (what

@@ -12,6 +12,8 @@ import torch
 from captioning.decoder import Decoder, DecoderState
 from captioning.vocab import PAD_ID, special_ids
 
+DEFAULT_BEAM_SIZE = 3  # the beam width every tool and the demo use unless told otherwise
+
 
 @dataclass
 class Hypothesis:
@@ -103,7 +105,7 @@ def beam_search(
     features: torch.Tensor,
     start_id: int,
     end_id: int,
-    beam_size: int = 3,
+    beam_size: int = DEFAULT_BEAM_SIZE,
     max_len: int = 50,
     length_penalty: float = 0.0,
     banned: tuple[int, ...] = (),
@@ -174,7 +176,7 @@ def decode(
     decoder: Decoder,
     features: torch.Tensor,
     word_map: dict[str, int],
-    beam_size: int = 3,
+    beam_size: int = DEFAULT_BEAM_SIZE,
     max_len: int = 50,
     length_penalty: float = 0.0,
     allow_unk: bool = False,

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from PIL import UnidentifiedImageError
 
-from captioning.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
+from captioning.checkpoint import BEST_DIR, CONFIG_FILE, LAST_DIR, WEIGHTS_FILE, CheckpointError
 from captioning.model import Captioner, EncoderUnavailable
 from captioning.preprocess import ImageTooLargeError
 from captioning.shipped import DEFAULT_MODEL, PHOTO_SUFFIXES, SHIPPED_MODELS, example_photos, is_shipped, photos_in
 
 LOAD_ERRORS = (CheckpointError, OSError, ImportError, ValueError, EncoderUnavailable)  # a model that cannot load
-RUN_CHECKPOINTS = ("best", "last")  # the model folders a training run directory holds
+RUN_CHECKPOINTS = (BEST_DIR, LAST_DIR)  # the model folders a training run directory holds
 SUPPORTED_TYPES = "JPEG, PNG, GIF, WebP, BMP or TIFF"  # what load_image(..., UPLOAD_FORMATS) decodes
 NO_EXAMPLES = "none"  # the examples choice that leaves the examples shelf out
 

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
-from captioning.checkpoint import atomic_write, read_model_dir
+from captioning.checkpoint import BEST_DIR, LAST_DIR, TRAIN_CONFIG_FILE, TRAIN_STATE_FILE, atomic_write, read_model_dir
 from captioning.cider import CiderD
 from captioning.config import DecoderConfig, EncoderSpec
 from captioning.data import ImageCaptions, PreparedData, collate_images
@@ -482,7 +482,7 @@ def setup_device(config: TrainConfig) -> torch.device:
 def existing_run(run_dir: str | Path) -> str | None:
     """What a run directory already holds, in words ("3 epochs logged"), or None when no run was started there."""
     run_dir = Path(run_dir)
-    if not (run_dir / "train_config.json").exists() and not (run_dir / "last").exists():
+    if not (run_dir / TRAIN_CONFIG_FILE).exists() and not (run_dir / LAST_DIR).exists():
         return None
     logged = (run_dir / "log.csv").read_text().count("\n") - 1 if (run_dir / "log.csv").exists() else 0
     return f"{max(logged, 0)} epochs logged"
@@ -512,7 +512,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
         captioner.familiarity = summarise_photos(train_set, val_set, to_features, device, config.seed)
     state = {"epoch": 0, "best_bleu4": -1.0, "best_score": -1.0, "epochs_since_improvement": 0, "history": []}
     if resume:
-        loaded = load_training_state(Path(resume) / "last" / "train_state.pt", captioner, optimizer, trained)
+        loaded = load_training_state(Path(resume) / LAST_DIR / TRAIN_STATE_FILE, captioner, optimizer, trained)
         state.update(loaded)
         if state["history"] and "select_on" not in state:  # a run saved before the metric was recorded
             state["select_on"] = "bleu4" if config.select_on == "auto" else config.select_on
@@ -523,7 +523,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         config_json = json.dumps(dataclasses.asdict(config), indent=2)
-        atomic_write(run_dir / "train_config.json", lambda p: p.write_text(config_json))
+        atomic_write(run_dir / TRAIN_CONFIG_FILE, lambda p: p.write_text(config_json))
 
     for epoch in range(state["epoch"], config.epochs):
         if state["epochs_since_improvement"] >= config.early_stop_patience:
@@ -556,12 +556,12 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
         state["history"] = state["history"] + [row]
         if is_main_process():
             print(f"epoch {epoch + 1}: {format_row(row)}")
-            captioner.save(run_dir / "last")
+            captioner.save(run_dir / LAST_DIR)
             if config.keep_epochs:
                 captioner.save(run_dir / f"epoch_{epoch + 1}")
             if improved:
-                captioner.save(run_dir / "best")
-            save_training_state(run_dir / "last" / "train_state.pt", captioner, optimizer, state, trained)
+                captioner.save(run_dir / BEST_DIR)
+            save_training_state(run_dir / LAST_DIR / TRAIN_STATE_FILE, captioner, optimizer, state, trained)
             write_log(run_dir, state["history"])
             plot_curves(run_dir, state["history"])
     if dist.is_initialized():

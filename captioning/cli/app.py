@@ -32,6 +32,7 @@ from captioning.cli.args import interrupted, positive_int
 from captioning.cli.environment import Repeatable, name_variables, parse_with_environment
 from captioning.familiarity import UNFAMILIAR_BELOW, UNFAMILIAR_NOTE
 from captioning.handlers import (
+    NO_PHOTO,
     FeatureCache,
     Models,
     RequestError,
@@ -47,6 +48,7 @@ from captioning.heatmap import HEATMAP, word_overlay
 from captioning.model import model_directory
 from captioning.model_thread import ModelThread
 from captioning.payload import BEAM_SIZES, PayloadError, cache_jpeg, has_words, read_step_request
+from captioning.search import DEFAULT_BEAM_SIZE
 from captioning.serving import (
     NO_EXAMPLES,
     ExamplesError,
@@ -122,7 +124,7 @@ def upload_path(component: gr.Image, payload) -> str | None:
         except Exception as error:
             raise visitor_error("Could not read this image: the data URL is not valid base64.", error) from None
     if payload.path is None:
-        raise visitor_error("Please upload an image first.")
+        raise visitor_error(NO_PHOTO)
     return str(payload.path)
 
 
@@ -292,7 +294,7 @@ def step(index: float, data: dict | None):
 
 def build_demo(
     models: Models,
-    beam_size: int = 3,
+    beam_size: int = DEFAULT_BEAM_SIZE,
     concurrency: int = 2,
     examples: list[str] | None = None,
     cache_examples: bool | str = "lazy",
@@ -542,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--beam-size",
         type=int,
-        default=3,
+        default=DEFAULT_BEAM_SIZE,
         choices=range(low, high + 1),
         metavar=f"{{{low}..{high}}}",
         help=f"the page's initial beam size, {low} (greedy, fastest) to {high} (default: %(default)s)",

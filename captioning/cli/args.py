@@ -9,6 +9,7 @@ from pathlib import Path
 
 from captioning.config import EncoderSpec
 from captioning.data import SPLITS as SPLIT_CHOICES
+from captioning.search import DEFAULT_BEAM_SIZE
 from captioning.shipped import DEFAULT_MODEL
 
 INTERRUPTED = 130  # the shell's exit status for a process stopped by Ctrl-C (128 + SIGINT)
@@ -170,7 +171,12 @@ def add_model_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_beam_size_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--beam-size", type=positive_int, default=3, help="beam width, 1 = greedy")
+    parser.add_argument(
+        "--beam-size",
+        type=positive_int,
+        default=DEFAULT_BEAM_SIZE,
+        help="beam width, 1 = greedy (default: %(default)s)",
+    )
 
 
 # --- entry-point helpers --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from captioning.checkpoint import TRAIN_CONFIG_FILE
 from captioning.cli.args import (
     add_cache_dir_flag,
     add_data_flags,
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             parser.add_argument(flag, type=type(default), default=default, help=field.metadata["help"])
-    parser.add_argument("--resume", help="run directory to continue (its train_config.json, then the flags given)")
+    parser.add_argument("--resume", help=f"run directory to continue (its {TRAIN_CONFIG_FILE}, then the flags given)")
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -112,7 +113,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     starts from the feature cache's (when training on one) unless the run being resumed already has one."""
     values = dataclasses.asdict(TrainConfig())
     if args.resume:
-        saved = Path(args.resume) / "train_config.json"
+        saved = Path(args.resume) / TRAIN_CONFIG_FILE
         if not saved.exists():
             raise SystemExit(f"error: {saved} not found: is {args.resume} a training run directory?")
         values.update(dataclasses.asdict(TrainConfig(**json.loads(saved.read_text()))))

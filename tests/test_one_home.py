@@ -1,0 +1,80 @@
+"""Each default and shared name is written once, in its home, and read from there everywhere else: the default beam
+size (search.DEFAULT_BEAM_SIZE), a training run's folder and file names (checkpoint.py) and the message for a
+model request without a photo (handlers.NO_PHOTO). Scans the library's code (docstrings aside) and the page's
+scripts."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# value -> the one file that may write it
+HOMES = {
+    "train_config.json": "captioning/checkpoint.py",
+    "train_state.pt": "captioning/checkpoint.py",
+    "best": "captioning/checkpoint.py",
+    "last": "captioning/checkpoint.py",
+    "Please upload an image first.": "captioning/handlers.py",
+}
+BEAM_NAMES = {"beam", "beam_size", "default_beam"}
+
+
+def docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes of a module, its classes and functions."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def strays(root: Path) -> list[str]:
+    """Where a value of HOMES is written outside its home, or the beam size is a literal default."""
+    found = []
+    for path in sorted((root / "captioning").rglob("*.py")):
+        name, tree = path.relative_to(root).as_posix(), ast.parse(path.read_text(encoding="utf-8"))
+        skip = docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and id(node) not in skip and HOMES.get(node.value, name) != name:
+                found.append(f"{name}:{node.lineno}: {node.value!r} (home: {HOMES[node.value]})")
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                args = node.args.args + node.args.kwonlyargs
+                defaults = [None] * (len(node.args.args) - len(node.args.defaults)) + node.args.defaults
+                defaults += node.args.kw_defaults
+                for arg, default in zip(args, defaults):
+                    if arg.arg in BEAM_NAMES and isinstance(default, ast.Constant) and default.value is not None:
+                        found.append(f"{name}:{default.lineno}: {arg.arg} = {default.value!r}")
+            if isinstance(node, ast.Call) and any(
+                isinstance(a, ast.Constant) and a.value == "--beam-size" for a in node.args
+            ):
+                found += [
+                    f"{name}:{k.lineno}: --beam-size default={k.value.value!r}"
+                    for k in node.keywords
+                    if k.arg == "default" and isinstance(k.value, ast.Constant)
+                ]
+    for path in sorted((root / "assets" / "web").glob("*.js")):
+        text = path.read_text(encoding="utf-8")
+        found += [f"{path.name}: {value!r}" for value in HOMES if " " in value and value in text]
+    return found
+
+
+def test_each_default_and_shared_name_is_written_only_in_its_home():
+    assert strays(ROOT) == []
+
+
+def test_the_scan_finds_a_planted_stray(tmp_path):
+    (tmp_path / "captioning").mkdir()
+    (tmp_path / "assets" / "web").mkdir(parents=True)
+    (tmp_path / "captioning" / "stray.py").write_text(
+        '"""Reads train_config.json (a docstring: allowed)."""\n'
+        "def caption(path, beam_size=3):\n"
+        '    return path / "last" / "train_config.json"\n'
+        'parser.add_argument("--beam-size", default=5)\n'
+    )
+    (tmp_path / "assets" / "web" / "page.js").write_text("alert('Please upload an image first.');\n")
+    found = strays(tmp_path)
+    assert len(found) == 5, found
+    assert not any(":1:" in line for line in found)  # the docstring is not counted
