@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from captioning.config import FINETUNED_STAGES, EncoderSpec
-from captioning.preprocess import Preprocessing
+from captioning.preprocess import STORED_IMAGE_SIZE, Preprocessing
 from captioning.pretrained import LITE_WHEELS, load_lite_wheel_weights
 
 
@@ -304,7 +304,9 @@ class Encoder(nn.Module):
         return {k: v for k, v in self.state_dict().items() if k in names or k.rsplit(".", 1)[0] in modules}
 
 
-def preprocessing_for(encoder: Encoder, image_size: int = 256, input_size: int | None = None) -> Preprocessing:
+def preprocessing_for(
+    encoder: Encoder, image_size: int = STORED_IMAGE_SIZE, input_size: int | None = None
+) -> Preprocessing:
     """The backbone's own normalisation (timm data config) with our square sizes (input: native size by default)."""
     data_config = timm.data.resolve_data_config({}, model=encoder.trunk)
     return Preprocessing(

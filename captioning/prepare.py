@@ -20,8 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from captioning.data import SPLIT_LABELS, SPLITS, PreparedData, split_of
-from captioning.preprocess import load_image, resize_square
-from captioning.synthetic import make_synthetic
+from captioning.preprocess import STORED_IMAGE_SIZE, load_image, resize_square
+from captioning.synthetic import SYNTHETIC_IMAGE_SIZE, make_synthetic
 from captioning.text import tokenize
 from captioning.vocab import build_word_map, encode_caption, save_word_map
 
@@ -29,7 +29,8 @@ SPLIT_KEYS = tuple(split.lower() for split in SPLITS)  # a CaptionSet's split of
 KARPATHY_DATASETS = ("flickr8k", "flickr30k", "coco")
 VOCAB_SPLITS = ("train", "all")
 CSV_SPLIT_SEED = 28
-SYNTHETIC_IMAGE_SIZE = 128
+# prepare_dataset's defaults, which captioning-prepare's flags read
+CAPTIONS_PER_IMAGE, MIN_WORD_FREQ, MAX_CAPTION_WORDS, PREPARE_SEED = 5, 5, 50, 123
 TEMP_PREFIX = ".tmp-"
 COPY_BLOCK = 256  # images per block when compacting an HDF5 file
 CSV_COLUMNS = "image,caption[,split]"
@@ -235,7 +236,9 @@ def read_csv_captions(csv_path, image_dir, seed: int = CSV_SPLIT_SEED) -> Captio
     return CaptionSet(image_dir=str(image_dir), splits=splits, captions=captions)
 
 
-def read_synthetic(num_images: int, image_dir, seed: int = 123, image_size: int = SYNTHETIC_IMAGE_SIZE) -> CaptionSet:
+def read_synthetic(
+    num_images: int, image_dir, seed: int = PREPARE_SEED, image_size: int = SYNTHETIC_IMAGE_SIZE
+) -> CaptionSet:
     """Generate shape images as PNG files in image_dir (deterministic in seed), split 80/10/10 by seed."""
     os.makedirs(image_dir, exist_ok=True)
     samples = make_synthetic(num_images, image_size=image_size, seed=seed)
@@ -510,12 +513,12 @@ def prepare_dataset(
     caption_set: CaptionSet,
     output_dir,
     dataset: str,
-    captions_per_image: int = 5,
-    min_word_freq: int = 5,
-    max_len: int = 50,
-    image_size: int = 256,
+    captions_per_image: int = CAPTIONS_PER_IMAGE,
+    min_word_freq: int = MIN_WORD_FREQ,
+    max_len: int = MAX_CAPTION_WORDS,
+    image_size: int = STORED_IMAGE_SIZE,
     vocab_splits: str = "train",
-    seed: int = 123,
+    seed: int = PREPARE_SEED,
     progress: bool = True,
 ) -> PrepareSummary:
     """Write WORDMAP and per split IMAGES/CAPTIONS/CAPLENS/REFS/NAMES(/BOXES) files; same inputs+seed -> same bytes.

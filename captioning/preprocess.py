@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 # Refuse images whose pixel count would blow up memory before decoding them (decompression bombs).
+STORED_IMAGE_SIZE = 256  # side of the square images data preparation stores, px (whole image resized, no crop)
 MAX_IMAGE_PIXELS = 64_000_000
 # Decoders for images from untrusted sources (the app's uploads): the common photo formats only, so an upload can
 # never reach Pillow's rarer plugins (EPS runs Ghostscript, for one). "JPEG" includes multi-picture (MPO) JPEGs.

@@ -19,6 +19,7 @@ BACKGROUND_LEVEL = 235  # light grey, far from every shape colour
 BACKGROUND_NOISE = 12  # +- per channel
 MIN_SIDE, MAX_SIDE = 0.18, 0.32  # shape side as a fraction of the image side
 PLACEMENT_TRIES = 50
+SYNTHETIC_IMAGE_SIZE = 128  # side of a generated image, px
 
 
 @dataclass
@@ -116,7 +117,7 @@ def noisy_background(noise_rng: np.random.Generator, image_size: int) -> np.ndar
     return (BACKGROUND_LEVEL + noise).astype(np.uint8)  # (S, S, 3)
 
 
-def make_synthetic(num_images: int, image_size: int = 128, seed: int = 0) -> list[SyntheticImage]:
+def make_synthetic(num_images: int, image_size: int = SYNTHETIC_IMAGE_SIZE, seed: int = 0) -> list[SyntheticImage]:
     """num_images deterministic samples: the same seed gives the same pixels, captions and boxes."""
     rng = random.Random(seed)
     noise_rng = np.random.default_rng(seed)

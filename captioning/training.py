@@ -34,7 +34,7 @@ from captioning.loss import BatchLoss, HardAttentionLoss, TeacherForcedLoss
 from captioning.meters import PassMeters
 from captioning.metrics import bleu4, cider, ngram_matches
 from captioning.model import Captioner, create_captioner
-from captioning.preprocess import Preprocessing
+from captioning.preprocess import STORED_IMAGE_SIZE, Preprocessing
 from captioning.scst import SelfCriticalLoss
 
 SMALL_VAL_IMAGES = 100  # with fewer val images, --select-on auto selects on CIDEr: BLEU-4 is too sparse there
@@ -147,7 +147,7 @@ def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def build_captioner(config: TrainConfig, word_map: dict[str, int], image_size: int = 256) -> Captioner:
+def build_captioner(config: TrainConfig, word_map: dict[str, int], image_size: int = STORED_IMAGE_SIZE) -> Captioner:
     """A fresh model for this run's data (image_size: side of its stored square images) and hyperparameters."""
     captioner = create_captioner(
         config.encoder,

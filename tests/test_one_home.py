@@ -1,7 +1,7 @@
 """Each default and shared name is written once, in its home, and read from there everywhere else: the default beam
-size (search.DEFAULT_BEAM_SIZE), a training run's folder and file names (checkpoint.py) and the message for a
-model request without a photo (handlers.NO_PHOTO). Scans the library's code (docstrings aside) and the page's
-scripts."""
+size (search.DEFAULT_BEAM_SIZE), data preparation's settings (prepare.py, data.STORED_IMAGE_SIZE), a training run's
+folder and file names (checkpoint.py) and the message for a model request without a photo (handlers.NO_PHOTO).
+Scans the library's code (docstrings aside) and the page's scripts."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ HOMES = {
     "last": "captioning/checkpoint.py",
     "Please upload an image first.": "captioning/handlers.py",
 }
-BEAM_NAMES = {"beam", "beam_size", "default_beam"}
+# parameters and flags whose default is a named constant of its home, never a literal
+DEFAULTED_PARAMETERS = {"beam", "beam_size", "default_beam", "captions_per_image", "min_word_freq", "image_size"}
+DEFAULTED_FLAGS = {"--beam-size", "--captions-per-image", "--min-word-freq", "--max-len", "--image-size", "--seed"}
 
 
 def docstrings(tree: ast.AST) -> set[int]:
@@ -32,7 +34,7 @@ def docstrings(tree: ast.AST) -> set[int]:
 
 
 def strays(root: Path) -> list[str]:
-    """Where a value of HOMES is written outside its home, or the beam size is a literal default."""
+    """Where a value of HOMES is written outside its home, or a default of DEFAULTED_* is a literal."""
     found = []
     for path in sorted((root / "captioning").rglob("*.py")):
         name, tree = path.relative_to(root).as_posix(), ast.parse(path.read_text(encoding="utf-8"))
@@ -45,13 +47,13 @@ def strays(root: Path) -> list[str]:
                 defaults = [None] * (len(node.args.args) - len(node.args.defaults)) + node.args.defaults
                 defaults += node.args.kw_defaults
                 for arg, default in zip(args, defaults):
-                    if arg.arg in BEAM_NAMES and isinstance(default, ast.Constant) and default.value is not None:
+                    literal = isinstance(default, ast.Constant) and default.value is not None
+                    if arg.arg in DEFAULTED_PARAMETERS and literal:
                         found.append(f"{name}:{default.lineno}: {arg.arg} = {default.value!r}")
-            if isinstance(node, ast.Call) and any(
-                isinstance(a, ast.Constant) and a.value == "--beam-size" for a in node.args
-            ):
+            flags = [a.value for a in node.args if isinstance(a, ast.Constant)] if isinstance(node, ast.Call) else []
+            if DEFAULTED_FLAGS.intersection(flags):
                 found += [
-                    f"{name}:{k.lineno}: --beam-size default={k.value.value!r}"
+                    f"{name}:{k.lineno}: {flags[0]} default={k.value.value!r}"
                     for k in node.keywords
                     if k.arg == "default" and isinstance(k.value, ast.Constant)
                 ]
@@ -73,8 +75,11 @@ def test_the_scan_finds_a_planted_stray(tmp_path):
         "def caption(path, beam_size=3):\n"
         '    return path / "last" / "train_config.json"\n'
         'parser.add_argument("--beam-size", default=5)\n'
+        'parser.add_argument("--seed", type=int, default=7)\n'
+        "def prepare(captions_per_image=5, image_size=SIZE):\n"
+        "    pass\n"
     )
     (tmp_path / "assets" / "web" / "page.js").write_text("alert('Please upload an image first.');\n")
     found = strays(tmp_path)
-    assert len(found) == 5, found
+    assert len(found) == 7, found  # image_size=SIZE reads a constant: not counted
     assert not any(":1:" in line for line in found)  # the docstring is not counted

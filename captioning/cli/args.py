@@ -9,6 +9,7 @@ from pathlib import Path
 
 from captioning.config import EncoderSpec
 from captioning.data import SPLITS as SPLIT_CHOICES
+from captioning.preprocess import STORED_IMAGE_SIZE
 from captioning.search import DEFAULT_BEAM_SIZE
 from captioning.shipped import DEFAULT_MODEL
 
@@ -142,7 +143,7 @@ def add_image_size_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-size",
         type=positive_int,
-        default=256,
+        default=STORED_IMAGE_SIZE,
         help="side of the stored square images in px (whole image resized, no crop)",
     )
 

@@ -36,19 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--captions-per-image",
         type=positive_int,
-        default=5,
+        default=prepare.CAPTIONS_PER_IMAGE,
         help="captions stored per image (a random subset, or random repeats when fewer)",
     )
     parser.add_argument(
         "--min-word-freq",
         type=non_negative_int,
-        default=5,
+        default=prepare.MIN_WORD_FREQ,
         help="keep words seen more than this many times; rarer words become <unk>",
     )
     parser.add_argument(
         "--max-len",
         type=positive_int,
-        default=50,
+        default=prepare.MAX_CAPTION_WORDS,
         help="most words a caption may have; longer captions are excluded, never truncated",
     )
     add_image_size_flag(parser)
@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="train",
         help="count words over the train split only, or over every split (train | all)",
     )
-    parser.add_argument("--seed", type=int, default=123, help="caption sampling (and synthetic generation) seed")
+    parser.add_argument(
+        "--seed", type=int, default=prepare.PREPARE_SEED, help="caption sampling (and synthetic generation) seed"
+    )
     return parser
 
 
