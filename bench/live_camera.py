@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from bench.browser_latency import CHROMIUM, CHROMIUM_ARGS
+from bench.model_thread import timed_into
 
 FAKE_CAMERA_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]  # + the clip's file
 CLIP_SIZE = (640, 480)
@@ -69,20 +70,9 @@ def serve(model: str, beam: int, handler_ms: list[float]):
     from captioning.model_thread import ModelThread
     from captioning.serving import load_captioner
 
-    def timed(handler):
-        @functools.wraps(handler)
-        def run(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return handler(*args, **kwargs)
-            finally:
-                handler_ms.append((time.perf_counter() - start) * 1000)
-
-        return run
-
     model_thread = ModelThread()
     captioner = model_thread.run(lambda: load_captioner(model, fastest_encoder=True)[0])
-    app.live_caption = timed(app.live_caption)
+    app.live_caption = timed_into(app.live_caption, handler_ms)
     if beam != handlers.LIVE_BEAM:
         app.caption_frame = functools.partial(handlers.caption_frame, beam=beam)
     demo = app.build_demo(captioner, cache_examples=False, model_thread=model_thread)

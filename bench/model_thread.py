@@ -14,6 +14,7 @@ taken inside the server). Target: model-thread and served within 15% of main (me
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import subprocess
 import sys
@@ -67,22 +68,27 @@ def time_calls(way: str, model: str, beam: int, calls: int) -> list[float]:
     return [model_thread.run(timed_call, captioner) for _ in range(calls + 2)][2:]
 
 
+def timed_into(handler, ms: list[float]):
+    """handler, each call's wall time (ms) appended to `ms` (name and signature kept: Gradio reads them)."""
+
+    @functools.wraps(handler)
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            ms.append((time.perf_counter() - start) * 1000)
+
+    return timed
+
+
 def served_calls(model_thread, captioner, path: str, beam: int, calls: int) -> list[float]:
     """ms of each /caption handler call inside the demo (app.build_demo, launched as app.py launches it), the calls
     made by gradio_client in a separate process (so that the client's own work does not share this process)."""
     from captioning.cli import app
 
     handler_ms: list[float] = []
-    handler = app.caption_image
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return handler(*args, **kwargs)
-        finally:
-            handler_ms.append((time.perf_counter() - start) * 1000)
-
-    app.caption_image = timed  # build_demo binds the module's function
+    app.caption_image = timed_into(app.caption_image, handler_ms)  # build_demo binds the module's function
     demo = app.build_demo(captioner, cache_examples=False, model_thread=model_thread)
     demo.queue(max_size=64)
     _, url, _ = demo.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)

@@ -26,8 +26,8 @@
     NotReadableError: `The camera could not be started (another program may be using it): close that, ${AGAIN}`,
   };
 
-  // one Gradio session for this page's frames: a call without one gets a fresh session each time, and the server
-  // keeps state for each session it has seen (about 170 KB a frame, measured, never freed while frames come)
+  // every frame of this page in one Gradio session: Gradio keeps state per session, so a new session per frame
+  // would grow the server by a frame's results at each call
   const SESSION = `live-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
   const L = {
     root: null, video: null, canvas: null, stream: null, running: false, starting: false, generation: 0,
