@@ -27,7 +27,7 @@ from gradio_client import Client, handle_file
 from captioning.shipped import example_photos
 
 ROOT = Path(__file__).resolve().parents[1]
-FLICKR8K = ROOT.parent / "shared" / "flickr8k"
+FLICKR8K = Path("/work/shared/flickr8k")  # Karpathy split json and images/ (--flickr8k)
 MODELS = ("model", "model_hard")
 
 
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("file", type=Path, help="the record: written by record, read by compare")
     parser.add_argument("--val", type=int, default=100, help="Flickr8k val photos after the examples (default 100)")
     parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--flickr8k", type=Path, default=FLICKR8K, help="dataset_flickr8k.json and images/")
     args = parser.parse_args()
     if args.action == "compare":
         recorded = json.loads(args.file.read_text())
@@ -111,7 +112,7 @@ def main() -> None:
         changed = differences(recorded["answers"], answers)
         print("\n".join(changed) or f"identical: all {len(answers)} captions, scores and beam alternatives")
         sys.exit(1 if changed else 0)
-    photos = [*map(Path, example_photos()), *val_photos(args.val)]
+    photos = [*map(Path, example_photos()), *val_photos(args.val, args.flickr8k)]
     answers = record(photos, args.beam_size)
     record_file = {"beam": args.beam_size, "photos": [str(p) for p in photos], "answers": answers}
     args.file.write_text(json.dumps(record_file, indent=1))
