@@ -271,7 +271,8 @@ def serve(model: str, clock: Clock, instant_photos: list[Path] | None = None):
     if instant_photos:
         captioner = model_thread.run(Instant, captioner, instant_photos)
     # the model's parts, as the handler calls them (build_demo binds the modules' functions)
-    handlers.read_upload, handlers.encode_photo = clock.part(handlers.read_upload), clock.part(handlers.encode_photo)
+    handlers.read_upload = clock.part(handlers.read_upload)
+    handlers.image_features = clock.part(handlers.image_features)
     captioner.caption_pools = clock.part(captioner.caption_pools)
     app.caption_image = clock.request(app.caption_image)
     app.FeatureCache = functools.partial(handlers.FeatureCache, 0)  # keeps nothing: a visitor's new photo each time

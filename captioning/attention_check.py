@@ -5,10 +5,11 @@ same with as many cells hidden elsewhere; and take the input-times-gradient of t
 
     checked = check_attention(captioner, "photo.jpg")            # the model's own caption
     checked = check_attention(captioner, "photo.jpg", "a dog runs on the grass")
-    checked.probs, checked.probs_hidden_here, checked.probs_hidden_elsewhere, checked.to_payload()
+    checked.probs, checked.probs_hidden_here, checked.probs_hidden_elsewhere, checked.gradient_share
 
 A large drop only when the word's own cells are hidden means the word used that region; a drop that is as large
-when other cells are hidden, or no drop at all, means the attention map does not explain the word.
+when other cells are hidden, or no drop at all, means the attention map does not explain the word. The demo's JSON
+of a check is captioning.payload.check_data.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from captioning.model import Captioner, ImageInput
-from captioning.probe import evaluating, finite_or_none, probe_features, sentence_rows, tokenize_probe
+from captioning.probe import evaluating, probe_features, sentence_rows, tokenize_probe
 from captioning.search import DEFAULT_BEAM_SIZE
 from captioning.text import tokenize
 from captioning.vocab import special_ids
@@ -52,22 +53,6 @@ class AttentionCheck:
     def gradient_share(self) -> np.ndarray:
         """(n,) share of each word's positive gradient mass that lies in its hidden cells."""
         return np.array([positive_share(g.ravel(), c) for g, c in zip(self.gradient, self.hidden_cells)])
-
-    def to_payload(self) -> dict:
-        """JSON-safe, lists aligned with `words`: probs, probs_hidden_here, probs_hidden_elsewhere, hidden_cells,
-        gradient (14x14 each), gradient_share; and the caption, grid and attention maps (alphas)."""
-        return {
-            "caption": " ".join(self.words),
-            "words": list(self.words),
-            "probs": [finite_or_none(p, 6) for p in self.probs],
-            "probs_hidden_here": [finite_or_none(p, 6) for p in self.probs_hidden_here],
-            "probs_hidden_elsewhere": [finite_or_none(p, 6) for p in self.probs_hidden_elsewhere],
-            "hidden_cells": [list(map(int, cells)) for cells in self.hidden_cells],
-            "gradient": np.round(self.gradient.astype(np.float64), 6).tolist(),  # (n, 14, 14)
-            "gradient_share": [finite_or_none(s, 4) for s in self.gradient_share],
-            "grid": list(self.gradient.shape[1:]),
-            "alphas": np.round(self.alphas.astype(np.float64), 5).tolist(),  # (n, 14, 14)
-        }
 
 
 def attended_cells(alpha: np.ndarray, share: float = ATTENTION_SHARE) -> list[int]:

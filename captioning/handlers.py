@@ -20,9 +20,17 @@ from PIL import Image
 
 from captioning.attention_check import FEATHER, check_attention
 from captioning.model import Captioner
-from captioning.payload import beam_width, caption_data, decode_image, display_data_url, word_payload
+from captioning.payload import (
+    beam_width,
+    caption_data,
+    check_data,
+    decode_image,
+    display_data_url,
+    probe_data,
+    word_payload,
+)
 from captioning.preprocess import UPLOAD_FORMATS, load_image
-from captioning.probe import Probe, probe, tokenize_probe
+from captioning.probe import Probe, image_features, probe, tokenize_probe
 from captioning.search import DEFAULT_BEAM_SIZE
 from captioning.serving import image_error_message
 from captioning.text import tokenize
@@ -102,12 +110,6 @@ def read_upload(path: str | None) -> Image.Image:
         raise RequestError(image_error_message(error)) from error
 
 
-@torch.no_grad()
-def encode_photo(captioner: Captioner, image: Image.Image) -> torch.Tensor:
-    """One decoded photo -> its annotation vectors (1, 196, C), as Captioner.caption encodes it."""
-    return captioner.encode(captioner.image_batch(image))  # (1, 196, C)
-
-
 def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: FeatureCache | None) -> EncodedPhoto:
     """The photo at `path` as model `name` sees it: from the cache when this file was encoded before, else decoded
     and encoded here (the display photo made beside the encoder: PIL frees the GIL) and cached."""
@@ -120,7 +122,7 @@ def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: Feat
     with ThreadPoolExecutor(1) as helper:
         shown = helper.submit(lambda: display_data_url(display_image(image)))
         try:
-            photo = EncodedPhoto(encode_photo(captioner, image), shown.result())
+            photo = EncodedPhoto(image_features(captioner, image), shown.result())
         except Exception:
             log.exception("encoding failed for %s", path)
             raise RequestError("The model could not read this image. Please try another one.") from None
@@ -182,7 +184,7 @@ def caption_frame(models: Models, frame, model=None, *, beam: int = LIVE_BEAM) -
     except Exception as error:
         log.info("refused camera frame: %s: %s", type(error).__name__, error)
         raise RequestError("The camera frame could not be read.") from None
-    captions = search_captions(captioner, encode_photo(captioner, image), beam, "a camera frame")
+    captions = search_captions(captioner, image_features(captioner, image), beam, "a camera frame")
     return caption_data(captions, frame, name, captioner.config.decoder.attention, beam, nested=False)
 
 
@@ -233,7 +235,7 @@ def probe_models(
     text,
     cache: FeatureCache | None = None,
 ) -> tuple[list[tuple[dict, str]], list[str]]:
-    """Each named model's probe of `text` on the photo: ([(its payload: Probe.to_payload() with model and attention,
+    """Each named model's probe of `text` on the photo: ([(its payload: payload.probe_data with model and attention,
     the display photo)], the notes for the visitor: words cut or unknown); a RequestError for no photo or a text
     with no word."""
     if not path:
@@ -251,7 +253,7 @@ def probe_models(
         probed = probe(captioner, photo.features, [text])[0]
         notes += [note for note in probe_notes(probed, captioner.config.max_caption_len) if note not in notes]
         results.append(
-            ({**probed.to_payload(), "model": name, "attention": captioner.config.decoder.attention}, photo.shown)
+            ({**probe_data(probed), "model": name, "attention": captioner.config.decoder.attention}, photo.shown)
         )
     return results, notes
 
@@ -311,7 +313,7 @@ def check_words(
         log.exception("attention check failed for %s", path)
         raise RequestError("The model could not check this caption. Please try another photo.") from None
     hide = {"mean": list(captioner.config.preprocessing.mean), "feather": FEATHER}
-    result = {**checked.to_payload(), "model": name, "attention": captioner.config.decoder.attention, "hide": hide}
+    result = {**check_data(checked), "model": name, "attention": captioner.config.decoder.attention, "hide": hide}
     if checks is not None:
         checks.put(key, result)
     return result

@@ -1,7 +1,8 @@
-"""What the demo sends and receives: the per-word JSON of a caption, and the checks on the copy a client sends back.
+"""What the demo sends and receives: the per-word JSON of a caption, a probed sentence and an attention check, and
+the checks on the copy a client sends back.
 
-The page draws every heatmap from this JSON, gradio_client users get it from `/caption`, and `/step` reads it back
-from the client; no Gradio here, so all of it is tested without a server.
+The page draws every heatmap from this JSON, gradio_client users get it from `/caption`, `/probe` and `/check`, and
+`/step` reads it back from the client; no Gradio here, so all of it is tested without a server.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from captioning.attention_check import AttentionCheck
 from captioning.checkpoint import atomic_write
 from captioning.config import ATTENTION_MODES
 from captioning.model import Caption
+from captioning.probe import Probe
 from captioning.search import DEFAULT_BEAM_SIZE
 from captioning.visualize import DISPLAY_MAX_SIDE
 
@@ -129,6 +132,58 @@ def caption_data(
     }
 
 
+def finite_or_none(value, digits: int) -> float | None:
+    """A number rounded for JSON; None for -inf / NaN, which JSON cannot carry."""
+    value = float(value)
+    return round(value, digits) if np.isfinite(value) else None
+
+
+def probe_scores(probe: Probe) -> dict:
+    """A probed sentence's per-word scores and flags, JSON-safe (a log-probability of -inf is None): log_probs,
+    probs, ranks, unknown, end_log_prob, end_rank, total_log_prob, truncated."""
+    return {
+        "log_probs": [finite_or_none(x, 4) for x in probe.log_probs],
+        "probs": [finite_or_none(x, 6) for x in probe.probs],
+        "ranks": [int(r) for r in probe.ranks],
+        "unknown": [bool(u) for u in probe.unknown],
+        "end_log_prob": finite_or_none(probe.end_log_prob, 4),
+        "end_rank": int(probe.end_rank),
+        "total_log_prob": finite_or_none(probe.total_log_prob, 4),
+        "truncated": bool(probe.truncated),
+    }
+
+
+def probe_data(probe: Probe) -> dict:
+    """What `/probe` returns for a typed sentence: word_payload of its caption (caption, words, alphas, grids, grid,
+    gates, score = total_log_prob), then probe_scores."""
+    return {**word_payload(probe.to_caption()), **probe_scores(probe)}
+
+
+def check_scores(checked: AttentionCheck) -> dict:
+    """An attention check's per-word results, JSON-safe, lists aligned with `words`: probs, probs_hidden_here,
+    probs_hidden_elsewhere, hidden_cells, gradient (14x14 each), gradient_share."""
+    return {
+        "words": list(checked.words),
+        "probs": [finite_or_none(p, 6) for p in checked.probs],
+        "probs_hidden_here": [finite_or_none(p, 6) for p in checked.probs_hidden_here],
+        "probs_hidden_elsewhere": [finite_or_none(p, 6) for p in checked.probs_hidden_elsewhere],
+        "hidden_cells": [list(map(int, cells)) for cells in checked.hidden_cells],
+        "gradient": np.round(checked.gradient.astype(np.float64), 6).tolist(),  # (n, 14, 14)
+        "gradient_share": [finite_or_none(s, 4) for s in checked.gradient_share],
+    }
+
+
+def check_data(checked: AttentionCheck) -> dict:
+    """What `/check` returns before the demo adds its fields: the caption, check_scores, the grid and the attention
+    maps the cells were chosen from (alphas)."""
+    return {
+        "caption": " ".join(checked.words),
+        **check_scores(checked),
+        "grid": list(checked.gradient.shape[1:]),
+        "alphas": np.round(checked.alphas.astype(np.float64), 5).tolist(),  # (n, 14, 14)
+    }
+
+
 def finite(value, default: float) -> float:
     """A number from a client (slider, API) as a finite float; anything else (None, NaN, text) -> default."""
     try:
@@ -143,7 +198,7 @@ def word_index(index, n_words: int) -> int:
     return int(min(max(round(finite(index, 0.0)), 0), max(n_words - 1, 0)))
 
 
-def beam_width(beam, default: int = 3) -> int:
+def beam_width(beam, default: int = DEFAULT_BEAM_SIZE) -> int:
     """Beam-size input -> an int within BEAM_SIZES."""
     low, high = BEAM_SIZES
     return int(min(max(round(finite(beam, default)), low), high))

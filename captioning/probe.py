@@ -2,7 +2,9 @@
 every word, how likely it found that word there, how it ranked it, how much it used the image and where it looked.
 
     probes = probe(captioner, image, ["a dog runs on the grass", "a cat sleeps"])
-    probes[0].total_log_prob, probes[0].ranks, probes[0].to_payload()
+    probes[0].total_log_prob, probes[0].ranks, probes[0].to_caption()
+
+The demo's JSON of a probe is captioning.payload.probe_data.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import torch
 from torch import nn
 
 from captioning.model import Caption, Captioner, ImageInput, one_hot_maps
-from captioning.payload import word_payload
 from captioning.search import step_gate
 from captioning.text import tokenize
 from captioning.vocab import SpecialIds, special_ids
@@ -89,27 +90,6 @@ class Probe:
         return Caption(
             list(self.words), self.alphas, self.total_log_prob, True, self.gates, distribution=self.distribution
         )
-
-    def to_payload(self) -> dict:
-        """The demo's per-word JSON of a caption (captioning.payload.word_payload: caption, words, alphas, grids,
-        grid, gates, score), plus the per-word scores and flags. JSON-safe: a log-probability of -inf is None."""
-        return {
-            **word_payload(self.to_caption()),
-            "log_probs": [finite_or_none(x, 4) for x in self.log_probs],
-            "probs": [finite_or_none(x, 6) for x in self.probs],
-            "ranks": [int(r) for r in self.ranks],
-            "unknown": [bool(u) for u in self.unknown],
-            "end_log_prob": finite_or_none(self.end_log_prob, 4),
-            "end_rank": int(self.end_rank),
-            "total_log_prob": finite_or_none(self.total_log_prob, 4),
-            "truncated": bool(self.truncated),
-        }
-
-
-def finite_or_none(value, digits: int) -> float | None:
-    """A number rounded for JSON; None for -inf / NaN, which JSON cannot carry."""
-    value = float(value)
-    return round(value, digits) if np.isfinite(value) else None
 
 
 @contextmanager

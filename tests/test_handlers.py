@@ -44,7 +44,7 @@ def test_requests_that_cannot_be_served_say_why(captioner, tmp_path):
 def test_a_photo_captioned_again_skips_the_encoder(captioner):
     cache = handlers.FeatureCache()
     first = handlers.caption_upload(captioner, str(CAT), cache=cache)
-    with mock.patch.object(handlers, "encode_photo", side_effect=AssertionError("encoded again")):
+    with mock.patch.object(handlers, "image_features", side_effect=AssertionError("encoded again")):
         assert handlers.caption_upload(captioner, str(CAT), cache=cache) == first
         photo = handlers.encoded_photo(captioner, "model", str(CAT), cache)
     assert photo.shown == first[1]["image"] and len(cache.entries) == 1

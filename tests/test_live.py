@@ -70,7 +70,7 @@ def test_a_call_on_the_model_thread_sees_the_callers_context_variables():
 def test_a_camera_frame_is_captioned_with_the_live_settings(captioner):
     frame = frame_of(DOGS)
     data = handlers.caption_frame(captioner, frame)
-    expected = captioner.caption_pools(handlers.encode_photo(captioner, handlers.decode_image(frame)), 1)[0][0]
+    expected = captioner.caption_pools(handlers.image_features(captioner, handlers.decode_image(frame)), 1)[0][0]
     assert data["words"] == expected.words and data["caption"] == expected.text
     assert data["image"] == frame and data["beam"] == handlers.LIVE_BEAM == 1 and data["alternatives"] == []
     assert "alphas" not in data and data["grid"] == [14, 14] and data["model"] == "model"

@@ -19,6 +19,7 @@ from PIL import Image
 from captioning.attention_check import AttentionCheck, check_attention
 from captioning.cli.args import add_beam_size_flag, add_model_flag, interrupted, load_captioner, make_parser
 from captioning.model import Caption
+from captioning.payload import check_scores, gate_values, probe_scores
 from captioning.preprocess import load_image
 from captioning.probe import Probe, image_features, probe, tokenize_probe
 from captioning.visualize import attention_figure
@@ -64,20 +65,12 @@ def caption_record(path: str, caption: Caption) -> dict:
 
 def probe_record(text: str, probed: Probe) -> dict:
     """What --json adds for --probe: the typed text and how the model read it, word by word (no maps)."""
-    payload = probed.to_payload()
-    keys = (
-        "words",
-        "unknown",
-        "log_probs",
-        "probs",
-        "ranks",
-        "gates",
-        "end_log_prob",
-        "end_rank",
-        "total_log_prob",
-        "truncated",
-    )
-    return {"text": text, **{key: payload[key] for key in keys}}
+    return {
+        "text": text,
+        "words": list(probed.words),
+        **probe_scores(probed),
+        "gates": gate_values(probed.to_caption()),
+    }
 
 
 def probe_lines(path: str, probed: Probe, caption: Caption) -> list[str]:
@@ -97,9 +90,6 @@ def report(path: str, caption: Caption, as_json: bool, text: str | None = None, 
         record = caption_record(path, caption)
         return json.dumps({**record, "probe": probe_record(text, probed)} if probed else record)
     return "\n".join([f"{path}: {caption.text}", *(probe_lines(path, probed, caption) if probed else [])])
-
-
-CHECK_FIELDS = ("words", "probs", "probs_hidden_here", "probs_hidden_elsewhere", "hidden_cells", "gradient_share")
 
 
 def check_lines(path: str, checked: AttentionCheck) -> list[str]:
@@ -178,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 record = json.loads(report(path, caption, True, args.probe, probed))
                 if checked is not None:
-                    record["check"] = {
-                        k: v for k, v in checked.to_payload().items() if k in (*CHECK_FIELDS, "gradient")
-                    }
+                    record["check"] = check_scores(checked)
                 print(json.dumps(record), flush=True)
             else:
                 print(report(path, caption, False, args.probe, probed), flush=True)
