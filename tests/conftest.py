@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from captioning.config import DecoderConfig, EncoderSpec, ModelConfig
@@ -38,6 +39,13 @@ def tiny_config(word_map) -> ModelConfig:
         max_caption_len=12,
         preprocessing=Preprocessing(image_size=64, input_size=64),
     )
+
+
+def peaked(row: int, col: int, grid: int = 14) -> np.ndarray:
+    """Attention grid (14, 14) with most of its mass on one cell, summing to 1."""
+    alpha = np.full((grid, grid), 0.1 / (grid * grid - 1), dtype=np.float32)  # (14, 14)
+    alpha[row, col] = 0.9
+    return alpha
 
 
 def make_tiny_model(directory: Path) -> Path:

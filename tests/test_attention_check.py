@@ -128,12 +128,8 @@ def test_before_probabilities_are_the_probes_and_a_check_repeats_exactly(tiny, t
     for field in ("probs", "probs_hidden_here", "probs_hidden_elsewhere", "gradient"):
         assert np.array_equal(getattr(checked, field), getattr(again, field)), field
     assert checked.hidden_cells == again.hidden_cells and checked.elsewhere_cells == again.elsewhere_cells
-    payload = checked.to_payload()
-    n = len(payload["words"])
-    for field in ("probs", "probs_hidden_here", "probs_hidden_elsewhere", "hidden_cells", "gradient"):
-        assert len(payload[field]) == n, field
-    assert np.array(payload["gradient"]).shape == (n, 14, 14)
-    assert all(0 <= cell < 196 for cells in payload["hidden_cells"] for cell in cells)
+    assert checked.gradient.shape == (3, 14, 14) and len(checked.hidden_cells) == 3
+    assert all(0 <= cell < 196 for cells in checked.hidden_cells for cell in cells)
 
 
 def test_no_text_checks_the_models_own_caption(tiny):

@@ -23,7 +23,7 @@ from gradio_client.exceptions import AppError, AuthenticationError
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from captioning import serving, shipped
+from captioning import shipped
 from captioning.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,21 +100,6 @@ def test_a_malformed_variable_stops_the_start_up_with_one_line_naming_it(
 
 
 # --- the example photos ---------------------------------------------------------------------------------------------
-
-
-def test_examples_from_a_folder_none_or_by_default_only_with_the_shipped_models(tmp_path):
-    for name in ("b.PNG", "a.jpg", "c.webp", "d.jpeg", "notes.txt", "e.gif"):
-        (tmp_path / name).write_bytes(b"")
-    (tmp_path / "sub.jpg").mkdir()
-    shipped_dirs, mine = list(shipped.SHIPPED_MODELS.values()), [tmp_path / "runs" / "best"]
-    assert serving.served_examples(str(tmp_path), mine) == [
-        str(tmp_path / n) for n in ("a.jpg", "b.PNG", "c.webp", "d.jpeg")
-    ]
-    assert serving.served_examples(str(tmp_path), shipped_dirs)[0] == str(tmp_path / "a.jpg")
-    assert serving.served_examples("none", shipped_dirs) == [] and serving.served_examples("None", mine) == []
-    assert serving.served_examples(None, shipped_dirs) == shipped.example_photos()  # the Flickr8k scenes
-    assert serving.served_examples(None, shipped_dirs[1:]) == shipped.example_photos()
-    assert serving.served_examples(None, mine) == [] and serving.served_examples(None, shipped_dirs + mine) == []
 
 
 @pytest.mark.parametrize("folder", ["missing", "empty"])
