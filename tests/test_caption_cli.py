@@ -1,4 +1,5 @@
-"""python -m captioning.cli.caption: text and JSON output, attention figures, bad inputs (tiny random model)."""
+"""python -m captioning.cli.caption: text and JSON output, attention figures, bad inputs, --probe and --check (tiny
+random model)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PIL import Image
 from captioning.cli.caption import main
 from captioning.model import Captioner
 from captioning.preprocess import load_image
+from captioning.probe import probe
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 CAT, DOGS = str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "dogs.jpg")
@@ -57,3 +59,37 @@ def test_unreadable_image_is_reported_and_the_rest_still_captioned(model_dir, ca
 def test_missing_model_is_a_clear_error(tmp_path, capsys):
     assert main([CAT, "--model", str(tmp_path / "nowhere")]) == 2
     assert "cannot load the model" in capsys.readouterr().err
+
+
+def test_probe_prints_each_words_probability_and_rank(model_dir, capsys):
+    model = model_dir
+    assert main([DOGS, "--model", model, "--probe", "A dog, on zzyzx!"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = probe(Captioner.load(model_dir), DOGS, "A dog, on zzyzx!")[0]
+    assert lines[1].startswith(f'{DOGS}: probe "a dog on zzyzx": log p = {expected.total_log_prob:.2f} (the caption: ')
+    assert [line.split()[0] for line in lines[2:]] == ["a", "dog", "on", "zzyzx", "<end>"]
+    assert lines[2].split()[1:] == [f"p={expected.probs[0]:.4f}", "rank", str(expected.ranks[0])]
+    assert lines[5].endswith("<unk>: not in the vocabulary")
+
+    assert main([DOGS, "--model", model, "--probe", "a dog on the mat", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["probe"]["text"] == "a dog on the mat" and record["probe"]["words"] == "a dog on the mat".split()
+    assert len(record["probe"]["probs"]) == len(record["probe"]["ranks"]) == 5
+    assert (
+        abs(sum(record["probe"]["log_probs"]) + record["probe"]["end_log_prob"] - record["probe"]["total_log_prob"])
+        < 1e-3
+    )
+
+    assert main([DOGS, "--model", model, "--probe", "?!"]) == 2
+    assert "error: --probe: That text has no words" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # 1 + 4 encoder passes per word of the caption, twice
+def test_check_prints_each_words_probability_with_its_cells_hidden(model_dir, capsys):
+    assert main([DOGS, "--model", model_dir, "--check", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    check = record["check"]
+    assert check["words"] == record["words"] and len(check["probs_hidden_here"]) == len(record["words"])
+    assert main([DOGS, "--model", model_dir, "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "hidden here" in out and "hidden elsewhere" in out

@@ -1,14 +1,10 @@
 """/check, the attention check of a caption, as API clients and the page get it: the same before-probabilities as
 /probe, the model's own caption for an empty text, each caption checked once (the result is kept), one-line
-messages for bad input; `captioning-caption --check`."""
+messages for bad input."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -20,7 +16,6 @@ from captioning.model import Captioner
 from captioning.shipped import EXAMPLES_DIR
 
 DOGS = EXAMPLES_DIR / "dogs.jpg"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +60,3 @@ def test_bad_input_gets_one_line(captioner, path, text, message):
     with pytest.raises(handlers.RequestError, match=message) as error:
         handlers.check_words(captioner, path, text)
     assert "\n" not in str(error.value)
-
-
-@pytest.mark.slow
-def test_caption_cli_check_prints_each_words_drops(tiny_model_dir, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "captioning.cli.caption", "--model", str(tiny_model_dir), str(DOGS)]
-    result = subprocess.run([*command, "--check", "--json"], capture_output=True, text=True, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    row = json.loads(result.stdout)
-    check = row["check"]
-    assert check["words"] == row["words"] and len(check["probs_hidden_here"]) == len(row["words"])
-    plain = subprocess.run([*command, "--check"], capture_output=True, text=True, cwd=tmp_path, env=env)
-    assert plain.returncode == 0, plain.stderr
-    assert "hidden here" in plain.stdout and "hidden elsewhere" in plain.stdout

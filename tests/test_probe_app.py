@@ -1,9 +1,8 @@
 """The probe's front ends on tiny models: /probe and /compare through gradio_client, bad input, the feature cache
-that spares the encoder, the page's probe and compare data, and `python -m captioning.cli.caption --probe`."""
+that spares the encoder, and the page's probe and compare data."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from gradio_client.exceptions import AppError
 
 from captioning import handlers
 from captioning.cli import app
-from captioning.cli.caption import main as caption_main
 from captioning.model import Captioner
 from captioning.probe import probe
 from captioning.shipped import EXAMPLES_DIR
@@ -187,29 +185,6 @@ def test_the_page_has_the_probe_box_and_the_compare_switch(two_models):
     assert both["compare"]["visible"] is True and both["probe-text"]["visible"] is True
     assert "window.satProbe" in app.page_head() and "probe-summary" in app.viewer_html()
     assert components({"tiny": two_models["tiny"]})["compare"]["visible"] is False  # one model: nothing to compare
-
-
-def test_the_command_line_prints_each_words_probability_and_rank(tiny_model_dir, capsys):
-    model = str(tiny_model_dir)
-    assert caption_main([str(DOGS), "--model", model, "--probe", "A dog, on zzyzx!"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    expected = probe(Captioner.load(tiny_model_dir), DOGS, "A dog, on zzyzx!")[0]
-    assert lines[1].startswith(f'{DOGS}: probe "a dog on zzyzx": log p = {expected.total_log_prob:.2f} (the caption: ')
-    assert [line.split()[0] for line in lines[2:]] == ["a", "dog", "on", "zzyzx", "<end>"]
-    assert lines[2].split()[1:] == [f"p={expected.probs[0]:.4f}", "rank", str(expected.ranks[0])]
-    assert lines[5].endswith("<unk>: not in the vocabulary")
-
-    assert caption_main([str(DOGS), "--model", model, "--probe", "a dog on the mat", "--json"]) == 0
-    record = json.loads(capsys.readouterr().out)
-    assert record["probe"]["text"] == "a dog on the mat" and record["probe"]["words"] == "a dog on the mat".split()
-    assert len(record["probe"]["probs"]) == len(record["probe"]["ranks"]) == 5
-    assert (
-        abs(sum(record["probe"]["log_probs"]) + record["probe"]["end_log_prob"] - record["probe"]["total_log_prob"])
-        < 1e-3
-    )
-
-    assert caption_main([str(DOGS), "--model", model, "--probe", "?!"]) == 2
-    assert "error: --probe: That text has no words" in capsys.readouterr().err
 
 
 def test_readme_documents_the_probe_endpoint():
