@@ -1,5 +1,6 @@
 """The demo's per-word JSON (captioning.payload), built without a model or a server: packed grids, the display
-photo's byte budget, a caption's data with its beam alternatives, a probed sentence's and an attention check's data."""
+photo's byte budget, a caption's data with its beam alternatives, a probed sentence's and an attention check's data,
+and the beam and word index a client sends."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from captioning import payload
 from captioning.attention_check import AttentionCheck
 from captioning.model import Caption
 from captioning.probe import Probe
+from captioning.search import DEFAULT_BEAM_SIZE
 
 
 def test_packed_grids_keep_each_words_map_and_are_small():
@@ -101,3 +103,10 @@ def test_check_data_is_json_safe_and_aligned_with_the_words():
     assert np.array(data["gradient"]).shape == np.array(data["alphas"]).shape == (2, 14, 14)
     per_word = {k: v for k, v in data.items() if k not in ("caption", "grid", "alphas")}
     assert payload.check_scores(checked) == per_word  # what the command line prints
+
+
+def test_a_clients_beam_and_word_index_are_clamped_and_anything_else_is_the_default():
+    low, high = payload.BEAM_SIZES
+    assert [payload.beam_width(b) for b in (0, 2.6, 99, "4")] == [low, 3, high, 4]
+    assert payload.beam_width(None) == payload.beam_width(float("nan")) == payload.beam_width("x") == DEFAULT_BEAM_SIZE
+    assert [payload.word_index(i, 5) for i in (-3, 2.4, 9, None)] == [0, 2, 4, 0]
