@@ -1,8 +1,12 @@
-"""python -m captioning.cli.caption: text and JSON output, attention figures, bad inputs (tiny random model)."""
+"""python -m captioning.cli.caption: text and JSON output, attention figures, --probe and --check, bad inputs (tiny
+random model)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +15,10 @@ from PIL import Image
 from captioning.cli.caption import main
 from captioning.model import Captioner
 from captioning.preprocess import load_image
+from captioning.probe import probe
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "assets" / "examples"
 CAT, DOGS = str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "dogs.jpg")
 
 
@@ -57,3 +63,40 @@ def test_unreadable_image_is_reported_and_the_rest_still_captioned(model_dir, ca
 def test_missing_model_is_a_clear_error(tmp_path, capsys):
     assert main([CAT, "--model", str(tmp_path / "nowhere")]) == 2
     assert "cannot load the model" in capsys.readouterr().err
+
+
+def test_the_command_line_prints_each_words_probability_and_rank(tiny_model_dir, capsys):
+    model = str(tiny_model_dir)
+    assert main([str(DOGS), "--model", model, "--probe", "A dog, on zzyzx!"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = probe(Captioner.load(tiny_model_dir), DOGS, "A dog, on zzyzx!")[0]
+    assert lines[1].startswith(f'{DOGS}: probe "a dog on zzyzx": log p = {expected.total_log_prob:.2f} (the caption: ')
+    assert [line.split()[0] for line in lines[2:]] == ["a", "dog", "on", "zzyzx", "<end>"]
+    assert lines[2].split()[1:] == [f"p={expected.probs[0]:.4f}", "rank", str(expected.ranks[0])]
+    assert lines[5].endswith("<unk>: not in the vocabulary")
+
+    assert main([str(DOGS), "--model", model, "--probe", "a dog on the mat", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["probe"]["text"] == "a dog on the mat" and record["probe"]["words"] == "a dog on the mat".split()
+    assert len(record["probe"]["probs"]) == len(record["probe"]["ranks"]) == 5
+    assert (
+        abs(sum(record["probe"]["log_probs"]) + record["probe"]["end_log_prob"] - record["probe"]["total_log_prob"])
+        < 1e-3
+    )
+
+    assert main([str(DOGS), "--model", model, "--probe", "?!"]) == 2
+    assert "error: --probe: That text has no words" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_caption_cli_check_prints_each_words_drops(tiny_model_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "captioning.cli.caption", "--model", str(tiny_model_dir), str(DOGS)]
+    result = subprocess.run([*command, "--check", "--json"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    check = row["check"]
+    assert check["words"] == row["words"] and len(check["probs_hidden_here"]) == len(row["words"])
+    plain = subprocess.run([*command, "--check"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert "hidden here" in plain.stdout and "hidden elsewhere" in plain.stdout

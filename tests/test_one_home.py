@@ -1,6 +1,7 @@
 """Each default and shared name is written once, in its home, and read from there everywhere else: the default beam
 size (search.DEFAULT_BEAM_SIZE), data preparation's settings (prepare.py, data.STORED_IMAGE_SIZE), a training run's
-folder and file names (checkpoint.py) and the message for a model request without a photo (handlers.NO_PHOTO).
+folder and file names (checkpoint.py), the demo's messages for a request without a photo or a caption
+(handlers.NO_PHOTO, NO_CAPTION, DAMAGED_CAPTION) and its serving defaults (cli/args.py: HOST, PORT, ...).
 Scans the library's code (docstrings aside) and the page's scripts."""
 
 from __future__ import annotations
@@ -16,10 +17,33 @@ HOMES = {
     "best": "captioning/checkpoint.py",
     "last": "captioning/checkpoint.py",
     "Please upload an image first.": "captioning/handlers.py",
+    "Caption an image first.": "captioning/handlers.py",
+    "This caption's word data is damaged or incomplete. Please caption the image again.": "captioning/handlers.py",
 }
 # parameters and flags whose default is a named constant of its home, never a literal
-DEFAULTED_PARAMETERS = {"beam", "beam_size", "default_beam", "captions_per_image", "min_word_freq", "image_size"}
-DEFAULTED_FLAGS = {"--beam-size", "--captions-per-image", "--min-word-freq", "--max-len", "--image-size", "--seed"}
+DEFAULTED_PARAMETERS = {
+    "beam",
+    "beam_size",
+    "default_beam",
+    "captions_per_image",
+    "min_word_freq",
+    "image_size",
+    "concurrency",
+}
+DEFAULTED_FLAGS = {
+    "--beam-size",
+    "--captions-per-image",
+    "--min-word-freq",
+    "--max-len",
+    "--image-size",
+    "--seed",
+    "--host",
+    "--port",
+    "--max-file-size",
+    "--concurrency",
+    "--queue-size",
+    "--cache-examples",
+}
 
 
 def docstrings(tree: ast.AST) -> set[int]:
