@@ -370,15 +370,16 @@ def test_probe_returns_the_library_probe_per_word(two_models):
 
 def test_probing_a_captioned_photo_does_not_run_the_encoder_again(two_models):
     _, _, client, encodes = two_models
-    client.predict(handle_file(str(EXAMPLE)), 3, "tiny", api_name="/caption")
+    photo = handle_file(str(shipped.EXAMPLES_DIR / "meadow.jpg"))  # a photo no other test here sends
+    client.predict(photo, 3, "tiny", api_name="/caption")
     before = len(encodes["tiny"])
     for text in ("a cat sits on the mat", "a red cup of coffee", "a man on the sky"):
-        client.predict(handle_file(str(EXAMPLE)), text, "tiny", api_name="/probe")  # uploaded again: same bytes
+        client.predict(photo, text, "tiny", api_name="/probe")  # uploaded again: same bytes
     assert len(encodes["tiny"]) == before  # the caption's features were reused
     hard_before = len(encodes["tiny_hard"])
-    client.predict(handle_file(str(EXAMPLE)), "a cat", "tiny_hard", api_name="/probe")  # features are per model
-    client.predict(handle_file(str(EXAMPLE)), "a dog", "tiny_hard", api_name="/probe")
-    client.predict(handle_file(str(EXAMPLE)), 3, "tiny_hard", api_name="/caption")  # a caption after a probe too
+    client.predict(photo, "a cat", "tiny_hard", api_name="/probe")  # features are per model
+    client.predict(photo, "a dog", "tiny_hard", api_name="/probe")
+    client.predict(photo, 3, "tiny_hard", api_name="/caption")  # a caption after a probe too
     assert len(encodes["tiny_hard"]) == hard_before + 1
 
 

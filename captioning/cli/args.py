@@ -101,8 +101,10 @@ def auth_pair(value: str) -> tuple[str, str]:
 
 
 def repo_path(path: Path) -> str:
-    """A shipped file's path as the help texts name it: from the repository root, e.g. assets/model."""
-    return path.relative_to(ASSETS_DIR.parent).as_posix()
+    """A shipped file's path as the help texts name it: from the repository root, e.g. assets/model (one elsewhere
+    as it is)."""
+    root = ASSETS_DIR.parent
+    return path.relative_to(root).as_posix() if Path(path).is_relative_to(root) else str(path)
 
 
 # --- shared flags ---------------------------------------------------------------------------------------------
