@@ -85,10 +85,11 @@ def timed_into(handler, ms: list[float]):
 def served_calls(model_thread, captioner, path: str, beam: int, calls: int) -> list[float]:
     """ms of each /caption handler call inside the demo (app.build_demo, launched as app.py launches it), the calls
     made by gradio_client in a separate process (so that the client's own work does not share this process)."""
+    from captioning import handlers
     from captioning.cli import app, launch
 
     handler_ms: list[float] = []
-    app.caption_image = timed_into(app.caption_image, handler_ms)  # build_demo binds the module's function
+    handlers.caption = timed_into(handlers.caption, handler_ms)  # build_demo binds the module's function
     demo = app.build_demo(captioner, cache_examples=False, model_thread=model_thread)
     demo.queue(max_size=64)
     _, url, _ = demo.launch(**launch.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
