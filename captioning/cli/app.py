@@ -87,18 +87,18 @@ def build_demo(
         """A captioning.handlers function as an event function with the models (and `bound`) bound, on model_thread."""
         return model_thread.bind(functools.partial(page.answered(handler), models, **bound))
 
-    run_model = endpoint(handlers.caption, **beams, cache=cache)  # (path, beam, model) -> (text, data)
-    run_page = functools.partial(run_model, for_page=True)  # the same, with the page's copy of the data
+    caption = endpoint(handlers.caption, **beams, cache=cache)  # (path, beam, model) -> (text, data)
+    page_caption = functools.partial(caption, for_page=True)  # the same, with the page's copy of the data
 
     def run_example(path: str | None, model: str | None = None, beam: float | None = None) -> tuple[str, dict]:
         """An example row (photo, model, beam size): what the examples cache stores, and what /load_example returns
         to API clients (the full data, as /caption's). Clicking an example sets the page's model and beam slider to
         the row's, so the slider shows the beam its cached caption used."""
-        return run_model(path, beam, model)
+        return caption(path, beam, model)
 
     # The first example is part of the page itself (the components' initial values, computed once here), not filled
     # in by a page-load event: on a busy server such an event lands late and replaces the visitor's own photo.
-    first_text, first_data = run_page(examples[0]) if examples and cache_examples is True else (None, None)
+    first_text, first_data = page_caption(examples[0]) if examples and cache_examples is True else (None, None)
     head = page.page_head()
     with gr.Blocks(title="Show, Attend and Tell", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(page.web_text("intro.md"))
@@ -111,8 +111,8 @@ def build_demo(
                     elem_id="image-input",
                 )
                 page.view("live-mode", page.web_text("live.html"), "window.satLive.mount(element);", head)
-                choice, compare = page.model_choice(names), page.compare_switch(names)
-                beam, check = page.beam_slider(beam_size), page.check_switch()
+                choice, compare_on = page.model_choice(names), page.compare_switch(names)
+                beam, check_on = page.beam_slider(beam_size), page.check_switch()
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column(scale=1):
                 page.view("familiarity", page.familiarity_html(), "window.satDemo.mountFamiliarity(element);", head)
@@ -144,7 +144,7 @@ def build_demo(
         page_only, latest = {**model_queue, "api_visibility": "private"}, {"trigger_mode": "always_last"}
         caption_inputs = [image, beam, choice]
         captioning = button.click(
-            run_page, caption_inputs, outputs, **page_only, trigger_mode="once", cancels=example_loads
+            page_caption, caption_inputs, outputs, **page_only, trigger_mode="once", cancels=example_loads
         )
         # A new photo, or none, takes the old photo's results off the page at once, caption text included (no model
         # call: Caption captions it); the hidden JSON is emptied, so that the next caption, whatever it is, is a change.
@@ -157,7 +157,7 @@ def build_demo(
         # the page draws it from there: no further request, no server rendering.
         data.change(None, [data], None, js="(data) => { if (data) window.satDemo.show(data); }", show_progress="hidden")
         # API clients: the same caption with the full per-word data (nested `alphas` lists, as /step reads them).
-        gr.Button(visible=False).click(run_model, caption_inputs, outputs, api_name="caption", **model_queue)
+        gr.Button(visible=False).click(caption, caption_inputs, outputs, api_name="caption", **model_queue)
         # API only: one word's heatmap rendered by the server, for gradio_client users (a Number has no bounds). Its
         # caption data is a component of its own, with no value: the API page shows a short example, not a caption.
         index = gr.Number(visible=False, precision=0, label="word index")
@@ -176,22 +176,22 @@ def build_demo(
 
         # Your own caption: the page gets the chosen model's probe (and every model's in compare mode) and shows it
         # in the viewer, stepped like a caption with no further request; /probe is the same for API clients.
-        page_probing = endpoint(handlers.page_probe, cache=cache)
-        probe_inputs = [image, probe_text, choice, compare]
+        page_probe = endpoint(handlers.page_probe, cache=cache)
+        probe_inputs = [image, probe_text, choice, compare_on]
         triggers = [probe_button.click, probe_text.submit]
-        probing = gr.on(triggers, page_probing, probe_inputs, [probe_data, compare_data], **page_only, **latest)
+        probing = gr.on(triggers, page_probe, probe_inputs, [probe_data, compare_data], **page_only, **latest)
         probing.success(
             None, [probe_data], None, js="(data) => { window.satProbe.show(data); }", show_progress="hidden"
         )
-        api_probing = endpoint(handlers.probe, cache=cache)
-        gr.Button(visible=False).click(api_probing, probe_inputs[:3], probe_data, api_name="probe", **model_queue)
+        probe = endpoint(handlers.probe, cache=cache)
+        gr.Button(visible=False).click(probe, probe_inputs[:3], probe_data, api_name="probe", **model_queue)
         # Compare mode: switching it on captions the photo with every model; while it is on, the page asks again
         # (the hidden button) whenever it shows a caption of another photo.
-        run_compare = endpoint(handlers.compare, **beams, cache=cache)
-        compare_inputs = [image, beam, compare]
-        compare.change(run_compare, compare_inputs, compare_data, **page_only, **latest)
+        compare = endpoint(handlers.compare, **beams, cache=cache)
+        compare_inputs = [image, beam, compare_on]
+        compare_on.change(compare, compare_inputs, compare_data, **page_only, **latest)
         rerun = gr.Button(visible="hidden", elem_id="compare-run")
-        rerun.click(run_compare, compare_inputs, compare_data, api_name="compare", **model_queue, **latest)
+        rerun.click(compare, compare_inputs, compare_data, api_name="compare", **model_queue, **latest)
         compare_data.change(
             None, [compare_data], None, js="(data) => { window.satProbe.showCompare(data); }", show_progress="hidden"
         )
@@ -200,20 +200,20 @@ def build_demo(
         checks = FeatureCache()  # checked captions by model, photo and words
         check_text = gr.Textbox(visible=False, label="caption to check")
         check_data = gr.JSON(visible=False, elem_id="check-data")
-        run_check = endpoint(handlers.check, cache=cache, checks=checks)
+        check = endpoint(handlers.check, cache=cache, checks=checks)
         check_inputs = [image, check_text, choice]
         check_run = gr.Button(visible="hidden", elem_id="check-run")
         ask = "(image, text, model) => window.satCheck.request(image, text, model)"  # the caption on screen
-        check_run.click(run_check, check_inputs, check_data, js=ask, **page_only, **latest)
+        check_run.click(check, check_inputs, check_data, js=ask, **page_only, **latest)
         check_data.change(None, [check_data], None, js="(data) => { window.satCheck.show(data); }")
-        check.change(None, [check], None, js="(on) => { window.satCheck.toggle(on); }", show_progress="hidden")
-        gr.Button(visible=False).click(run_check, check_inputs, check_data, api_name="check", **model_queue)
+        check_on.change(None, [check_on], None, js="(on) => { window.satCheck.toggle(on); }", show_progress="hidden")
+        gr.Button(visible=False).click(check, check_inputs, check_data, api_name="check", **model_queue)
         # Live mode: the page's script (live.js) posts camera frames to /live one at a time, the next once this
         # one's caption is back (no backlog), in the model queue like every caption.
         frame, frame_model = gr.Textbox(visible=False, label="frame"), gr.Textbox(visible=False, label="model")
-        run_live = endpoint(handlers.live)
+        live = endpoint(handlers.live)
         gr.Button(visible=False).click(
-            run_live, [frame, frame_model], gr.JSON(visible=False), api_name="live", **model_queue
+            live, [frame, frame_model], gr.JSON(visible=False), api_name="live", **model_queue
         )
     return demo
 
