@@ -224,11 +224,7 @@ def compare(
     width, rows, shown = beam_width(beam, default_beam), [], None
     for name, captioner in as_models(models).items():
         photo = encoded_photo(captioner, name, path, cache)
-        try:
-            best = captioner.caption_pools(photo.features, beam_size=width)[0][0]
-        except Exception:
-            log.exception("captioning failed for %s with %s", path, name)
-            raise RequestError("The model could not caption this image. Please try another one.") from None
+        best = search_captions(captioner, photo.features, width, f"{path} with {name}")[0]
         rows.append(
             {**word_payload(best, nested=False), "model": name, "attention": captioner.config.decoder.attention}
         )

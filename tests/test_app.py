@@ -187,13 +187,11 @@ def test_a_handler_answers_through_gradio(caplog):
     answer's notes are warnings (outside a request: Python warnings), a None output leaves that output alone."""
 
     def refuse(path):
-        raise handlers.RequestError("Please upload an image first.") from ValueError("no file")
+        raise handlers.RequestError(handlers.NO_PHOTO) from ValueError("no file")
 
-    with caplog.at_level(logging.INFO, logger="app"), pytest.raises(gr.Error, match="Please upload an image first."):
+    with caplog.at_level(logging.INFO, logger="app"), pytest.raises(gr.Error, match=handlers.NO_PHOTO):
         page.answered(refuse)(None)
-    assert [r.getMessage() for r in caplog.records] == [
-        "refused a request: Please upload an image first. (ValueError: no file)"
-    ]
+    assert [r.getMessage() for r in caplog.records] == [f"refused a request: {handlers.NO_PHOTO} (ValueError: no file)"]
     noted = page.answered(lambda text: handlers.Noted((text, None), ["a note", "another"]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
