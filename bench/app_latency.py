@@ -21,8 +21,8 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from skimage import data as skimage_data
 
-from captioning import shipped
-from captioning.cli import app
+from captioning import handlers, shipped
+from captioning.cli import app, launch
 from captioning.config import EncoderSpec
 from captioning.model import Captioner, create_captioner
 from captioning.preprocess import load_image
@@ -87,7 +87,7 @@ def main() -> None:
         demo = app.build_demo(captioner, args.beam_size, cache_examples=False)
         demo.queue(max_size=64)
         # server_port=None: gradio takes the first free port from 7860 (or $GRADIO_SERVER_PORT) on
-        _, url, _ = demo.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+        _, url, _ = demo.launch(**launch.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     client = Client(url, verbose=False, download_files=False if args.no_download else str(workdir))
     try:
         for _ in range(2):  # warm-up: first calls pay for lazy initialisation
@@ -107,8 +107,8 @@ def main() -> None:
         if demo is not None:
             demo.close()
 
-    step_compute = timed(lambda i: app.render_step(data, i % n_words), args.calls)
-    print(f"step fn   {percentiles(step_compute)}   (app.render_step alone: the rest of /step is gradio + HTTP)")
+    step_compute = timed(lambda i: handlers.render_step(data, i % n_words), args.calls)
+    print(f"step fn   {percentiles(step_compute)}   (handlers.render_step alone: the rest of /step is gradio + HTTP)")
     image = load_image(photo)
     if captioner is not None:
         # In a worker thread, as gradio runs handlers: on a busy 2-core box torch in the main thread can be

@@ -24,8 +24,8 @@ def main() -> None:
     words = len(SENTENCE.split())
     hidden = torch.zeros(words * (1 + ELSEWHERE_DRAWS), 3, *[captioner.config.preprocessing.input_size] * 2)
     rows = {
-        "/caption, new photo (decode + encode + beam 3)": lambda: handlers.caption_upload(captioner, photo, 3),
-        "/check, photo already captioned (no result kept)": lambda: handlers.check_words(
+        "/caption, new photo (decode + encode + beam 3)": lambda: handlers.caption(captioner, photo, 3),
+        "/check, photo already captioned (no result kept)": lambda: handlers.check(
             captioner, photo, SENTENCE, cache=cache
         ),
         f"the encoder alone on the {len(hidden)} hidden photos": lambda: encode_in_batches(captioner, hidden),

@@ -207,14 +207,14 @@ def measure_api_floor(photos: list[Path], calls: int, data: dict) -> list[float]
     import gradio as gr
     from gradio_client import Client, handle_file
 
-    from captioning.cli import app
+    from captioning.cli import launch
 
     with gr.Blocks() as floor:
         inputs = [gr.Image(type="filepath"), gr.Slider(1, 5, value=3), gr.Radio(["model"], value="model")]
         outputs = [gr.Textbox(), gr.JSON(visible=False)]
         gr.Button().click(lambda *_: (data["caption"], data), inputs, outputs, api_name="caption")
     floor.queue(max_size=64)
-    _, url, _ = floor.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    _, url, _ = floor.launch(**launch.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
         client = Client(url, verbose=False)
         for photo in photos:
@@ -260,7 +260,7 @@ def serve(model: str, clock: Clock, instant_photos: list[Path] | None = None):
     """The demo with `model` on a free local port, examples off and no feature cache (every click runs the model),
     each /caption request timed by `clock`; with instant_photos, an Instant captioner: (demo, url)."""
     from captioning import handlers
-    from captioning.cli import app
+    from captioning.cli import app, launch
     from captioning.model_thread import ModelThread
     from captioning.serving import load_captioner
 
@@ -272,18 +272,18 @@ def serve(model: str, clock: Clock, instant_photos: list[Path] | None = None):
         captioner = model_thread.run(Instant, captioner, instant_photos)
     # the model's parts, as the handler calls them (build_demo binds the modules' functions)
     handlers.read_upload = clock.part(handlers.read_upload)
-    handlers.image_features = clock.part(handlers.image_features)
+    handlers.probing.image_features = clock.part(handlers.probing.image_features)
     captioner.caption_pools = clock.part(captioner.caption_pools)
-    app.caption_image = clock.request(app.caption_image)
+    handlers.caption = clock.request(handlers.caption)
     app.FeatureCache = functools.partial(handlers.FeatureCache, 0)  # keeps nothing: a visitor's new photo each time
     demo = app.build_demo(captioner, cache_examples=False, model_thread=model_thread)
     demo.queue(max_size=64)
-    _, url, _ = demo.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(**launch.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     return demo, url
 
 
 def standalone_ms(model: str, calls: int) -> list[float]:
-    """The same handler work (handlers.caption_upload on the same photo, beam 3) in a standalone process, loaded and
+    """The same handler work (handlers.caption on the same photo, beam 3) in a standalone process, loaded and
     called on its main thread (bench.model_thread's "main" way)."""
     command = [sys.executable, "-m", "bench.model_thread", "--way", "main", "--model", model, "--calls", str(calls)]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout

@@ -66,18 +66,17 @@ def serve(model: str, beam: int, handler_ms: list[float]):
     """The demo with `model` on a free local port, loaded and run on one ModelThread as app.py serves it, each /live
     call's handler time appended to handler_ms: (demo, url)."""
     from captioning import handlers
-    from captioning.cli import app
+    from captioning.cli import app, launch
     from captioning.model_thread import ModelThread
     from captioning.serving import load_captioner
 
     model_thread = ModelThread()
     captioner = model_thread.run(lambda: load_captioner(model, fastest_encoder=True)[0])
-    app.live_caption = timed_into(app.live_caption, handler_ms)
-    if beam != handlers.LIVE_BEAM:
-        app.caption_frame = functools.partial(handlers.caption_frame, beam=beam)
+    live = handlers.live if beam == handlers.LIVE_BEAM else functools.partial(handlers.live, beam=beam)
+    handlers.live = timed_into(live, handler_ms)  # build_demo binds handlers.live as it finds it
     demo = app.build_demo(captioner, cache_examples=False, model_thread=model_thread)
     demo.queue(max_size=64)
-    _, url, _ = demo.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(**launch.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     return demo, url
 
 

@@ -1,4 +1,4 @@
-"""Where the demo's /caption handler runs its model, and what it costs: handlers.caption_upload on a 1024x768 JPEG
+"""Where the demo's /caption handler runs its model, and what it costs: handlers.caption on a 1024x768 JPEG
 (no feature cache: every call decodes, encodes and searches), called the ways a process can call it.
 
     python -m bench.model_thread                  # every way, each in its own process, twice in turn
@@ -37,8 +37,8 @@ def photo(directory: Path) -> Path:
 
 
 def time_calls(way: str, model: str, beam: int, calls: int) -> list[float]:
-    """ms of each caption_upload call after two warm-up calls, made `way`."""
-    from captioning.handlers import caption_upload
+    """ms of each handlers.caption call after two warm-up calls, made `way`."""
+    from captioning import handlers
     from captioning.model_thread import ModelThread
     from captioning.serving import load_captioner
 
@@ -49,7 +49,7 @@ def time_calls(way: str, model: str, beam: int, calls: int) -> list[float]:
 
     def timed_call(captioner) -> float:
         start = time.perf_counter()
-        caption_upload(captioner, path, beam)
+        handlers.caption(captioner, path, beam)
         return (time.perf_counter() - start) * 1000
 
     if way == "main":
@@ -85,13 +85,14 @@ def timed_into(handler, ms: list[float]):
 def served_calls(model_thread, captioner, path: str, beam: int, calls: int) -> list[float]:
     """ms of each /caption handler call inside the demo (app.build_demo, launched as app.py launches it), the calls
     made by gradio_client in a separate process (so that the client's own work does not share this process)."""
-    from captioning.cli import app
+    from captioning import handlers
+    from captioning.cli import app, launch
 
     handler_ms: list[float] = []
-    app.caption_image = timed_into(app.caption_image, handler_ms)  # build_demo binds the module's function
+    handlers.caption = timed_into(handlers.caption, handler_ms)  # build_demo binds the module's function
     demo = app.build_demo(captioner, cache_examples=False, model_thread=model_thread)
     demo.queue(max_size=64)
-    _, url, _ = demo.launch(**app.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(**launch.LAUNCH_SETTINGS, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     client = (
         "import sys\nfrom gradio_client import Client, handle_file\n"
         "client = Client(sys.argv[1], verbose=False)\n"
@@ -130,7 +131,7 @@ def main() -> None:
             command += ["--beam", str(args.beam), "--calls", str(args.calls)]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             times[way] += [float(ms) for ms in out.strip().splitlines()[-1].split()]  # the last line: the times
-    print(f"handlers.caption_upload, 1024x768 JPEG, beam {args.beam}, {args.model}")
+    print(f"handlers.caption, 1024x768 JPEG, beam {args.beam}, {args.model}")
     main_median = statistics.median(times["main"])
     for way in WAYS:
         ratio = statistics.median(times[way]) / main_median

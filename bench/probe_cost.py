@@ -50,7 +50,7 @@ def captioned_photo(model: str) -> tuple[Captioner, str, handlers.FeatureCache]:
         print(note)
     photo = str(test_photos(Path(tempfile.mkdtemp(prefix="cost-")))[0])
     cache = handlers.FeatureCache()
-    handlers.caption_upload(captioner, photo, 3, cache=cache)
+    handlers.caption(captioner, photo, 3, cache=cache)
     return captioner, photo, cache
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     captioner, photo, cache = captioned_photo(args.model)
     features = handlers.encoded_photo(captioner, "model", photo, cache).features  # (1, 196, C)
     rows = {
-        "/caption, new photo (decode + encode + beam 3)": lambda: handlers.caption_upload(captioner, photo, 3),
+        "/caption, new photo (decode + encode + beam 3)": lambda: handlers.caption(captioner, photo, 3),
         "/probe, photo already captioned (features cached)": lambda: handlers.probe_models(
             captioner, ["model"], photo, SENTENCE, cache
         ),

@@ -1,6 +1,7 @@
-"""What the demo's endpoints compute, without Gradio: caption an uploaded photo, caption it with every model, score a
-typed sentence on it. A request that cannot be served raises RequestError with the line the visitor reads; the app
-shows it (captioning.cli.app turns it into gr.Error).
+"""What the demo's endpoints compute, without Gradio, one function per endpoint named as its URL: caption (/caption),
+compare (/compare), probe (/probe), check (/check), live (/live), step (/step), and page_probe (the page's own probe).
+A request that cannot be served raises RequestError with the line the visitor reads; notes beside an answer (words
+cut off, unknown words) come back in a Noted. The app turns the one into gr.Error, the other into gr.Warning.
 """
 
 from __future__ import annotations
@@ -18,19 +19,24 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
+from captioning import probe as probing
 from captioning.attention_check import FEATHER, check_attention
+from captioning.heatmap import word_overlay
 from captioning.model import Captioner
 from captioning.payload import (
+    PayloadError,
     beam_width,
+    cache_jpeg,
     caption_data,
     check_data,
     decode_image,
     display_data_url,
+    has_words,
     probe_data,
+    read_step_request,
     word_payload,
 )
 from captioning.preprocess import UPLOAD_FORMATS, load_image
-from captioning.probe import Probe, image_features, probe, tokenize_probe
 from captioning.search import DEFAULT_BEAM_SIZE
 from captioning.serving import image_error_message
 from captioning.text import tokenize
@@ -40,6 +46,9 @@ FEATURE_CACHE_SIZE = 8  # photos whose encoder features the demo keeps (about 1 
 MAX_PROBE_CHARS = 5000  # a typed sentence is read up to here (the model scores at most max_caption_len words)
 EMPTY_CAPTION = "(the model produced an empty caption)"  # the caption text shown for a caption with no word
 NO_PHOTO = "Please upload an image first."  # a model request without a photo
+NO_CAPTION = "Caption an image first."  # /step without a caption's data
+DAMAGED_CAPTION = "This caption's word data is damaged or incomplete. Please caption the image again."  # bad /step data
+CURRENT, OTHER = "attending", "word"  # /step's chip categories: the shown word, the others
 LIVE_BEAM = 1  # live camera frames: greedy search (beam 3 costs more per frame for a caption a visitor reads briefly)
 
 Models = Captioner | Mapping[str, Captioner]  # served models by page name, or one captioner alone
@@ -50,6 +59,13 @@ log = logging.getLogger("app")
 class RequestError(ValueError):
     """A request the demo cannot serve: the message is the one line the visitor sees (its __cause__, where there is
     one, the detail the server logs beside it)."""
+
+
+class Noted(NamedTuple):
+    """An answer with the notes the visitor reads beside it (words cut off, words read as <unk>)."""
+
+    answer: object
+    notes: list[str]
 
 
 class EncodedPhoto(NamedTuple):
@@ -122,7 +138,7 @@ def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: Feat
     with ThreadPoolExecutor(1) as helper:
         shown = helper.submit(lambda: display_data_url(display_image(image)))
         try:
-            photo = EncodedPhoto(image_features(captioner, image), shown.result())
+            photo = EncodedPhoto(probing.image_features(captioner, image), shown.result())
         except Exception:
             log.exception("encoding failed for %s", path)
             raise RequestError("The model could not read this image. Please try another one.") from None
@@ -131,7 +147,7 @@ def encoded_photo(captioner: Captioner, name: str, path: str | None, cache: Feat
     return photo
 
 
-def caption_upload(
+def caption(
     models: Models,
     path: str | None,
     beam=None,
@@ -170,7 +186,7 @@ def search_captions(captioner: Captioner, features: torch.Tensor, width: int, so
         raise RequestError("The model could not caption this image. Please try another one.") from None
 
 
-def caption_frame(models: Models, frame, model=None, *, beam: int = LIVE_BEAM) -> dict:
+def live(models: Models, frame, model=None, *, beam: int = LIVE_BEAM) -> dict:
     """/live: one camera frame, a JPEG data URL the page made (at most DISPLAY_MAX_SIDE px a side, checked before
     decoding), captioned by one model: /caption's page data, the frame itself as the display photo. Frames are not
     cached: each is new, and a visitor streaming would push everyone's photos out of the feature cache."""
@@ -184,28 +200,27 @@ def caption_frame(models: Models, frame, model=None, *, beam: int = LIVE_BEAM) -
     except Exception as error:
         log.info("refused camera frame: %s: %s", type(error).__name__, error)
         raise RequestError("The camera frame could not be read.") from None
-    captions = search_captions(captioner, image_features(captioner, image), beam, "a camera frame")
+    captions = search_captions(captioner, probing.image_features(captioner, image), beam, "a camera frame")
     return caption_data(captions, frame, name, captioner.config.decoder.attention, beam, nested=False)
 
 
-def compare_captions(
+def compare(
     models: Models,
     path: str | None,
     beam=None,
+    enabled: bool = True,
     *,
     default_beam: int = DEFAULT_BEAM_SIZE,
     cache: FeatureCache | None = None,
 ) -> dict:
     """/compare: the photo's best caption by every served model, one row each (the per-word format of /caption's
-    words, plus model and attention), and the display photo."""
+    words, plus model and attention), and the display photo; {} when compare mode is off or there is no photo."""
+    if not enabled or not path:
+        return {}
     width, rows, shown = beam_width(beam, default_beam), [], None
     for name, captioner in as_models(models).items():
         photo = encoded_photo(captioner, name, path, cache)
-        try:
-            best = captioner.caption_pools(photo.features, beam_size=width)[0][0]
-        except Exception:
-            log.exception("captioning failed for %s with %s", path, name)
-            raise RequestError("The model could not caption this image. Please try another one.") from None
+        best = search_captions(captioner, photo.features, width, f"{path} with {name}")[0]
         rows.append(
             {**word_payload(best, nested=False), "model": name, "attention": captioner.config.decoder.attention}
         )
@@ -213,7 +228,7 @@ def compare_captions(
     return {"kind": "caption", "image": shown, "beam": width, "rows": rows}
 
 
-def probe_notes(probed: Probe, max_len: int) -> list[str]:
+def probe_notes(probed: probing.Probe, max_len: int) -> list[str]:
     """What to tell the visitor about a probed sentence: words cut off, words read as <unk>."""
     notes = []
     if probed.truncated:
@@ -246,16 +261,25 @@ def probe_models(
     for name in names:
         captioner = models[name]
         try:  # the text is checked before the photo is read
-            tokenize_probe(text, captioner.word_map, captioner.config.max_caption_len)
+            probing.tokenize_probe(text, captioner.word_map, captioner.config.max_caption_len)
         except ValueError as error:
             raise RequestError(str(error)) from None
         photo = encoded_photo(captioner, name, path, cache)
-        probed = probe(captioner, photo.features, [text])[0]
+        probed = probing.probe(captioner, photo.features, [text])[0]
         notes += [note for note in probe_notes(probed, captioner.config.max_caption_len) if note not in notes]
         results.append(
             ({**probe_data(probed), "model": name, "attention": captioner.config.decoder.attention}, photo.shown)
         )
     return results, notes
+
+
+def probe(models: Models, path: str | None, text, model=None, *, cache: FeatureCache | None = None) -> Noted:
+    """/probe: how likely one model finds a typed sentence on the photo, word by word (teacher forcing): words,
+    per-word log-probabilities, probabilities, ranks and unknown flags, gates, 14x14 maps (`alphas`, and packed
+    `grids` as /caption's), the total log-probability, plus model and attention; with the notes for the visitor."""
+    models = as_models(models)
+    results, notes = probe_models(models, [pick_model(models, model)], path, text, cache)
+    return Noted(results[0][0], notes)
 
 
 def page_probe(
@@ -266,9 +290,10 @@ def page_probe(
     compare: bool = False,
     *,
     cache: FeatureCache | None = None,
-) -> tuple[dict, dict | None, list[str]]:
+) -> Noted:
     """The page's probe: (the chosen model's payload: packed grids only, the display photo and the typed text; in
-    compare mode every model's, one row each, for the compare view, else None; the notes for the visitor)."""
+    compare mode every model's, one row each, for the compare view, else None: the view is left as it is), with the
+    notes for the visitor."""
     models = as_models(models)
     name = pick_model(models, model)
     names = list(models) if compare else [name]
@@ -277,10 +302,10 @@ def page_probe(
     shown = results[0][1]
     chosen = {**rows[names.index(name)], "image": shown, "text": text}
     compared = {"kind": "probe", "image": shown, "text": text, "rows": rows} if compare else None
-    return chosen, compared, notes
+    return Noted((chosen, compared), notes)
 
 
-def check_words(
+def check(
     models: Models,
     path: str | None,
     text,
@@ -317,3 +342,22 @@ def check_words(
     if checks is not None:
         checks.put(key, result)
     return result
+
+
+def render_step(data: dict | None, index) -> tuple[Image.Image, list[tuple[str, str]]]:
+    """Word `index`'s heatmap image and chips (word, CURRENT or OTHER) from the per-word JSON alone (no model call)."""
+    if not has_words(data):
+        raise RequestError(NO_CAPTION)
+    try:
+        word = read_step_request(data, index)
+    except PayloadError as error:
+        raise RequestError(DAMAGED_CAPTION) from error
+    heatmap = word_overlay(word.image, word.alpha, word.attention)
+    chips = [(w, CURRENT if i == word.index else OTHER) for i, w in enumerate(word.words)]
+    return heatmap, chips
+
+
+def step(index, data: dict | None, *, folder: str) -> tuple[str, list[tuple[str, str]]]:
+    """/step: word `index`'s heatmap (a JPEG file in `folder`) and chips, from the per-word data (no model call)."""
+    heatmap, chips = render_step(data, index)
+    return cache_jpeg(heatmap, folder), chips

@@ -8,7 +8,7 @@ model call to one long-lived thread keeps the model as fast inside the server as
 
     model_thread = ModelThread()
     models = model_thread.run(load_models, directories)   # load on it
-    caption = model_thread.bind(caption_upload)           # every call of `caption` runs on it
+    caption = model_thread.bind(handlers.caption)         # every call of `caption` runs on it
 """
 
 from __future__ import annotations

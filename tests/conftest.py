@@ -263,7 +263,7 @@ def launch_demo():
     server_port is given), launched as the app launches it, without blocking; the caller closes it (demo.close())."""
 
     def launch(demo, **launch_kwargs) -> str:
-        from captioning.cli.app import LAUNCH_SETTINGS
+        from captioning.cli.launch import LAUNCH_SETTINGS
 
         settings = dict(
             LAUNCH_SETTINGS, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True

@@ -1,30 +1,35 @@
-"""The Gradio app, served in-process with a tiny random model and driven through gradio_client."""
+"""The Gradio app (captioning.cli.app and its pieces in cli/page.py): served in-process with tiny random models and
+driven through gradio_client, its page's components, its command line and its start-up."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import threading
+import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from unittest import mock
 
 import gradio as gr
 import numpy as np
 import pytest
-import torch
 from conftest import make_hard_model
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from captioning import payload, serving, shipped
-from captioning.cli import app
-from captioning.model import Caption, Captioner
+from captioning import handlers, payload, serving, shipped
+from captioning.cli import app, page
+from captioning.model import Captioner
+from captioning.model_thread import ModelThread
 from captioning.preprocess import load_image
+from captioning.probe import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "assets" / "examples" / "cat.jpg"
+DOGS = shipped.EXAMPLES_DIR / "dogs.jpg"
+SENTENCE = "a dog sits on the mat"
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +84,9 @@ def test_step_renders_each_word_without_running_the_model(served):
     first, final = np.asarray(Image.open(first_image)), np.asarray(Image.open(last_image))  # (H, W, 3)
     assert first.shape == final.shape
     assert np.abs(first.astype(int) - final.astype(int)).mean() > 1.0  # a different word, a different heatmap
-    assert first_chips[0]["class_or_confidence"] == app.CURRENT
-    assert last_chips[last]["class_or_confidence"] == app.CURRENT
+    assert first_chips[0]["class_or_confidence"] == handlers.CURRENT
+    assert last_chips[last]["class_or_confidence"] == handlers.CURRENT
     assert Image.open(client.predict(99, data, api_name="/step")[0]).size == Image.open(last_image).size  # clamped
-
-
-def test_step_before_caption_is_a_friendly_error(served):
-    _, client, _ = served
-    with pytest.raises(AppError, match="Caption an image first"):
-        client.predict(0, None, api_name="/step")
 
 
 def test_a_visitors_mistake_is_one_log_line_and_a_server_fault_a_traceback(served, tmp_path, capfd, caplog):
@@ -112,7 +111,7 @@ def test_a_visitors_mistake_is_one_log_line_and_a_server_fault_a_traceback(serve
     assert "Traceback" not in capfd.readouterr().err
 
     data = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")[-1]
-    with mock.patch.object(app, "word_overlay", side_effect=RuntimeError("a fault of the server")):
+    with mock.patch.object(handlers, "word_overlay", side_effect=RuntimeError("a fault of the server")):
         with pytest.raises(AppError):
             client.predict(0, data, api_name="/step")
     err = capfd.readouterr().err
@@ -126,14 +125,6 @@ def test_the_api_page_shows_a_short_step_example_that_works(served):
     (data,) = [p for p in step["parameters"] if p["parameter_name"] == "data"]
     heatmap, chips = client.predict(1, data["example_input"], api_name="/step")  # the example is a valid request
     assert Image.open(heatmap).size and [c["token"] for c in chips] == data["example_input"]["words"]
-
-
-def test_unreadable_image_is_a_friendly_error(served, tmp_path):
-    _, client, _ = served
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(EXAMPLE.read_bytes()[:600])  # valid header, truncated pixels
-    with pytest.raises(AppError, match="Could not read this image"):
-        client.predict(handle_file(str(broken)), api_name="/caption")
 
 
 def test_examples_are_cached_with_captions(served):
@@ -158,53 +149,22 @@ def test_first_example_is_part_of_the_page_not_a_page_load_event(tiny_model_dir,
     assert not [d for d in config["dependencies"] if any(t[1] == "load" for t in d["targets"])]
 
 
-def test_render_step_is_pure():
-    data = {
-        "words": ["a", "cat"],
-        "alphas": np.full((2, 14, 14), 1 / 196).tolist(),
-        "image": payload.encode_image(Image.new("RGB", (40, 30), "white")),
-    }
-    image, chips = app.render_step(data, 1)
-    assert image.size == (40, 30) and chips == [("a", app.OTHER), ("cat", app.CURRENT)]
+def test_a_handler_answers_through_gradio(caplog):
+    """page.answered: a RequestError is the gr.Error the visitor reads (one log line with its cause), a Noted
+    answer's notes are warnings (outside a request: Python warnings), a None output leaves that output alone."""
 
+    def refuse(path):
+        raise handlers.RequestError(handlers.NO_PHOTO) from ValueError("no file")
 
-def test_handlers_run_without_a_server(tmp_path):
-    """The event handlers are plain functions: caption (beam from the input, else the default), then step / select."""
-    beams = []
-
-    class FakeCaptioner:  # records the beam size; a fixed 2-word caption with peaked attention
-        config = SimpleNamespace(decoder=SimpleNamespace(attention="soft"))
-
-        def image_batch(self, image):
-            return torch.zeros(1, 3, 8, 8)  # (1, 3, I, I)
-
-        def encode(self, images):
-            return torch.zeros(len(images), 196, 4)  # (B, 196, C)
-
-        def caption_pools(self, features, beam_size):
-            beams.append(beam_size)
-            alphas = np.zeros((2, 14, 14), dtype=np.float32)  # (n_words, 14, 14)
-            alphas[0, 0, 0] = alphas[1, 13, 13] = 1.0
-            return [[Caption(words=["a", "cat"], alphas=alphas, score=0.0)]]
-
-    text, data = app.caption_image(FakeCaptioner(), 4, str(EXAMPLE))
-    app.caption_image(FakeCaptioner(), 4, str(EXAMPLE), 2.0)
-    assert beams == [4, 2] and text == "a cat" and data["words"] == ["a", "cat"]
-    assert data["gates"] == [None, None] and data["alternatives"] == []  # no gates recorded, one caption
-    assert payload.decode_image(data["image"]).size == load_image(EXAMPLE).size
-    first, _ = app.step(0, data)
-    second, second_chips = app.step(1, data)
-    assert first != second and second_chips[1] == ("cat", app.CURRENT)  # another word, another cached heatmap
-    with pytest.raises(gr.Error, match="Please upload an image first"):
-        app.caption_image(FakeCaptioner(), 3, None)
-    with pytest.raises(gr.Error, match="Unknown model 'other': this demo serves model"):
-        app.caption_image(FakeCaptioner(), 3, str(EXAMPLE), model="other")
-
-
-def test_missing_model_dir_is_a_clear_error(tmp_path, capsys):
-    assert app.main(["--model", str(tmp_path / "nowhere")]) == 2
-    err = capsys.readouterr().err
-    assert "cannot load the model" in err and "Traceback" not in err
+    with caplog.at_level(logging.INFO, logger="app"), pytest.raises(gr.Error, match=handlers.NO_PHOTO):
+        page.answered(refuse)(None)
+    assert [r.getMessage() for r in caplog.records] == [f"refused a request: {handlers.NO_PHOTO} (ValueError: no file)"]
+    noted = page.answered(lambda text: handlers.Noted((text, None), ["a note", "another"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert noted("x") == ("x", gr.skip())
+    assert [str(w.message) for w in caught] == ["a note", "another"]
+    assert page.answered(lambda: {})() == {}
 
 
 def test_command_line_defaults_and_auth(monkeypatch):
@@ -220,12 +180,8 @@ def test_command_line_defaults_and_auth(monkeypatch):
     )
     assert args.model is None and not args.share and args.auth is None
     assert serving.default_model_dirs()[0][0] == shipped.DEFAULT_MODEL  # then assets/model_hard, once there
-    assert app.parse_args(["--model", "a", "--model", "b"]).model == ["a", "b"]
-    assert app.parse_args(["--auth", "me:pa:ss"]).auth == [("me", "pa:ss")]
     with pytest.raises(SystemExit):
         app.parse_args(["--auth", "nopassword"])
-    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # what Hugging Face Spaces sets
-    assert app.parse_args([]).host == "0.0.0.0"
 
 
 def test_every_help_line_says_what_its_default_and_its_values():
@@ -239,18 +195,6 @@ def test_every_help_line_says_what_its_default_and_its_values():
             assert all(c in action.help for c in named), f"{action.option_strings} help lists no values"
     with pytest.raises(SystemExit):
         app.parse_args(["--port", "70000"])
-
-
-def test_a_training_run_given_as_model_points_to_its_best_folder(tmp_path, capsys):
-    run = tmp_path / "run"
-    (run / "best").mkdir(parents=True)
-    (run / "best" / "model.safetensors").write_bytes(b"")
-    assert app.main(["--model", str(run)]) == 2
-    err = capsys.readouterr().err
-    assert (
-        err.strip() == f"error: {run} is a training run directory; its best model is {run / 'best'} "
-        f"(use --model {run / 'best'})"
-    )
 
 
 @pytest.mark.parametrize("stage", ["loading the model", "starting the server"])
@@ -277,18 +221,28 @@ def test_start_up_log_names_the_share_flag(tiny_model_dir, monkeypatch, capsys, 
 # several models: a soft and a hard one, picked by name on the page and in the API
 
 
+def count_encodes(captioner: Captioner) -> list[int]:
+    """Record every encoder run of this captioner (one entry per call)."""
+    calls, encode = [], captioner.encode
+    captioner.encode = lambda *args, **kwargs: calls.append(1) or encode(*args, **kwargs)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def two_models(tiny_model_dir, tmp_path_factory, serve_demo):
-    """(soft, hard, client): a demo serving the tiny soft model and a hard-attention variant of it."""
+    """(soft, hard, client, encodes): a demo serving the tiny soft model ("tiny") and a hard-attention variant of it
+    ("tiny_hard"); encodes[name] counts that model's encoder runs."""
     soft = Captioner.load(tiny_model_dir)
     hard = Captioner.load(make_hard_model(tiny_model_dir, tmp_path_factory.mktemp("tiny-hard") / "tiny_hard"))
+    encodes = {"tiny": count_encodes(soft), "tiny_hard": count_encodes(hard)}
     demo = app.build_demo({"tiny": soft, "tiny_hard": hard}, examples=[], cache_examples=False)
     with serve_demo(demo) as url:
-        yield soft, hard, Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+        client = Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+        yield soft, hard, client, encodes
 
 
 def test_caption_picks_the_model_by_name(two_models):
-    soft, hard, client = two_models
+    soft, hard, client, _ = two_models
     image = load_image(EXAMPLE)
     soft_text, hard_text = soft.caption(image, beam_size=3)[0].text, hard.caption(image, beam_size=3)[0].text
     assert soft_text != hard_text  # the test can tell the models apart
@@ -301,19 +255,22 @@ def test_caption_picks_the_model_by_name(two_models):
         client.predict(handle_file(str(EXAMPLE)), 3, "nope", api_name="/caption")
 
 
-def test_the_page_offers_each_model_by_its_directory_name(two_models, tiny_model_dir):
-    choice = next(
-        c
-        for c in app.build_demo(
-            {"model": two_models[0], "model_hard": two_models[1]}, examples=[], cache_examples=False
-        ).get_config_file()["components"]
-        if c["props"].get("elem_id") == "model-choice"
-    )
-    assert [c[0] for c in choice["props"]["choices"]] == ["model", "model_hard"] and choice["props"]["visible"]
+def test_the_page_offers_each_model_by_its_directory_name_and_compares_them(two_models):
+    def components(models) -> dict:
+        config = app.build_demo(models, examples=[], cache_examples=False).get_config_file()
+        return {c["props"].get("elem_id"): c["props"] for c in config["components"] if c["props"].get("elem_id")}
+
+    both = components({"model": two_models[0], "model_hard": two_models[1]})
+    assert [c[0] for c in both["model-choice"]["choices"]] == ["model", "model_hard"]
+    assert both["model-choice"]["visible"] and both["compare"]["visible"] and both["probe-text"]["visible"]
+    assert {"probe-text", "probe-button", "compare", "compare-view", "probe-data", "compare-data"} <= set(both)
+    assert "window.satProbe" in page.page_head() and "probe-summary" in page.viewer_html()
+    alone = components({"tiny": two_models[0]})
+    assert alone["compare"]["visible"] is False and alone["model-choice"]["visible"] is False  # nothing to choose
 
 
 def test_a_hard_models_step_heatmap_is_its_chosen_cell(two_models):
-    _, _, client = two_models
+    _, _, client, _ = two_models
     text, data = client.predict(handle_file(str(EXAMPLE)), 3, "tiny_hard", api_name="/caption")
     heatmap, _ = client.predict(0, data, api_name="/step")
     shown = np.asarray(payload.decode_image(data["image"])).astype(int)  # (H, W, 3)
@@ -351,3 +308,65 @@ def test_a_missing_model_given_twice_is_still_one_line(tiny_model_dir, tmp_path,
     assert app.main(["--model", str(tiny_model_dir), "--model", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: cannot load the model from {tmp_path / 'nowhere'}") and "\n" not in err
+
+
+def test_probe_returns_the_library_probe_per_word(two_models):
+    soft, _, client, _ = two_models
+    data = client.predict(handle_file(str(DOGS)), SENTENCE, api_name="/probe")  # the first model by default
+    expected = probe(soft, DOGS, SENTENCE)[0]
+    assert (data["model"], data["attention"]) == ("tiny", "soft")
+    assert data["words"] == SENTENCE.split() and data["caption"] == SENTENCE
+    assert data["unknown"] == [False] * 6 and data["ranks"] == expected.ranks.tolist()
+    np.testing.assert_allclose(data["probs"], expected.probs, atol=1e-5)
+    np.testing.assert_allclose(data["log_probs"], expected.log_probs, atol=1e-3)
+    np.testing.assert_allclose(data["gates"], expected.gates, atol=1e-4)
+    assert np.asarray(data["alphas"]).shape == (6, 14, 14) and data["grid"] == [14, 14]
+    np.testing.assert_allclose(data["alphas"], expected.alphas, atol=1e-4)
+    assert data["total_log_prob"] == pytest.approx(expected.total_log_prob, abs=1e-3) == data["score"]
+    assert all(0 < p < 1 for p in data["probs"]) and all(r >= 1 for r in data["ranks"])
+
+    hard = client.predict(handle_file(str(DOGS)), SENTENCE, "tiny_hard", api_name="/probe")
+    assert (hard["model"], hard["attention"]) == ("tiny_hard", "hard") and hard["words"] == data["words"]
+    assert hard["probs"] != data["probs"]  # another model, other probabilities
+    assert {float(v) for v in np.unique(hard["alphas"])} == {0.0, 1.0}  # the one cell a hard model reads
+
+
+def test_probing_a_captioned_photo_does_not_run_the_encoder_again(two_models):
+    _, _, client, encodes = two_models
+    photo = handle_file(str(shipped.EXAMPLES_DIR / "meadow.jpg"))  # a photo no other test here sends
+    client.predict(photo, 3, "tiny", api_name="/caption")
+    before = len(encodes["tiny"])
+    for text in ("a cat sits on the mat", "a red cup of coffee", "a man on the sky"):
+        client.predict(photo, text, "tiny", api_name="/probe")  # uploaded again: same bytes
+    assert len(encodes["tiny"]) == before  # the caption's features were reused
+    hard_before = len(encodes["tiny_hard"])
+    client.predict(photo, "a cat", "tiny_hard", api_name="/probe")  # features are per model
+    client.predict(photo, "a dog", "tiny_hard", api_name="/probe")
+    client.predict(photo, 3, "tiny_hard", api_name="/caption")  # a caption after a probe too
+    assert len(encodes["tiny_hard"]) == hard_before + 1
+
+
+def test_every_endpoint_runs_the_model_on_the_demos_model_thread(tiny_model_dir, serve_demo):
+    model_thread, captioner, threads = ModelThread(), Captioner.load(tiny_model_dir), []
+    for module in captioner.modules():  # the thread of every layer call: encoder, search and probe alike
+        module.register_forward_pre_hook(lambda *_: threads.append(threading.get_ident()))
+    demo = app.build_demo(captioner, cache_examples=False, model_thread=model_thread)
+    frame = payload.encode_image(Image.open(EXAMPLE).convert("RGB"), quality=85)  # a camera frame, as the page sends
+    with serve_demo(demo) as url:
+        client = Client(url, verbose=False)
+        for api_name, args in (
+            ("/caption", (handle_file(str(DOGS)), 3)),
+            ("/compare", (handle_file(str(EXAMPLE)), 3, True)),
+            ("/probe", (handle_file(str(DOGS)), "a dog")),
+            ("/live", (frame, "")),
+            ("/check", (handle_file(str(EXAMPLE)), "")),
+        ):
+            calls = len(threads)
+            assert client.predict(*args, api_name=api_name)
+            assert len(threads) > calls, f"{api_name} ran no model"
+    assert set(threads) == {model_thread.ident}
+
+
+def test_readme_documents_the_probe_endpoint():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert 'api_name="/probe"' in readme and "--probe" in readme and "docs/probe.png" in readme

@@ -24,8 +24,8 @@ from gradio_client.exceptions import AppError, AuthenticationError
 from gradio_client.utils import QueueError
 from PIL import Image, ImageFile
 
-from captioning import payload
-from captioning.cli import app
+from captioning import handlers, payload
+from captioning.cli import app, launch
 from captioning.model import Captioner
 from captioning.preprocess import MAX_IMAGE_PIXELS, Preprocessing, load_image, preprocess_image
 
@@ -250,7 +250,7 @@ def test_tampered_step_data_is_a_friendly_error(server):
         with pytest.raises(AppError, match="word data is damaged or incomplete"):
             server.client.predict(0, bad, api_name="/step")
     heatmap, chips = server.client.predict(1, data, api_name="/step")  # the genuine data still works
-    assert chips[1]["class_or_confidence"] == app.CURRENT and Image.open(heatmap).size == load_image(GOOD).size
+    assert chips[1]["class_or_confidence"] == handlers.CURRENT and Image.open(heatmap).size == load_image(GOOD).size
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -402,9 +402,9 @@ def test_a_full_queue_refuses_fast_with_a_clear_message(captioner, tmp_path, lau
 
 
 def test_share_warning_only_without_auth():
-    assert app.share_warning(False, None) is None
-    assert app.share_warning(True, ("alice", "s3cret")) is None
-    warning = app.share_warning(True, None)
+    assert launch.share_warning(False, None) is None
+    assert launch.share_warning(True, ("alice", "s3cret")) is None
+    warning = launch.share_warning(True, None)
     assert "--share without --auth" in warning and "anyone" in warning and "--auth USER:PASS" in warning
 
 
@@ -421,7 +421,7 @@ def test_share_without_auth_warns_that_the_link_is_public(tiny_model_dir, monkey
         == 0
     )
     err = capsys.readouterr().err
-    assert app.share_warning(True, None) in err
+    assert launch.share_warning(True, None) in err
     assert "could not create a public share link" in err  # offline: no link, the local server still runs
     assert served == [200]  # and it needs no login
 

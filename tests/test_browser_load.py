@@ -21,7 +21,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from captioning import shipped
+from captioning import handlers, shipped
 from captioning.cli import app
 from captioning.model import Captioner
 
@@ -145,7 +145,7 @@ def visit(browser, url: str, photo: Path, expected: dict) -> dict:
 def expected_outputs(captioner: Captioner, photo: str | Path) -> dict:
     """What the page should show for `photo` at the default beam: its caption and the id of its per-word data
     (which the heatmap canvas names once it has drawn it)."""
-    text, data = app.caption_image(captioner, 3, str(photo))
+    text, data = handlers.caption(captioner, str(photo))
     return {"caption": text, "heatmap": data["id"]}  # a hash of the model, beam, caption and photo
 
 

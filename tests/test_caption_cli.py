@@ -14,7 +14,8 @@ from captioning.model import Captioner
 from captioning.preprocess import load_image
 from captioning.probe import probe
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "assets" / "examples"
 CAT, DOGS = str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "dogs.jpg")
 
 

@@ -80,15 +80,23 @@ def test_flags_shared_between_tools_have_one_definition():
     } <= shared
 
 
-def test_the_app_takes_its_model_flag_like_the_other_tools():
-    """The app's --model is the shared flag made repeatable (it can serve several models): the same
-    option and description, several values, and the shipped models as the default."""
+def test_the_app_takes_its_model_and_beam_flags_like_the_other_tools():
+    """The app's --model is the shared flag made repeatable (it can serve several models): the same option and
+    description, and the shipped models as the default; its --beam-size the shared one bounded by the page's slider."""
     from captioning.cli import app
 
-    served, shared = options(app.build_parser())["model"], options(caption.build_parser())["model"]
-    assert served.option_strings == shared.option_strings
-    assert served.help.startswith(shared.help.split(";")[0]) and "assets/model" in served.help
-    assert app.parse_args(["--model", "a", "--model", "b"]).model == ["a", "b"]
+    served, shared = options(app.build_parser()), options(caption.build_parser())
+    assert served["model"].option_strings == shared["model"].option_strings
+    assert (
+        served["model"].help.startswith(shared["model"].help.split(";")[0]) and "assets/model" in served["model"].help
+    )
+    assert served["beam_size"].default == shared["beam_size"].default and list(served["beam_size"].choices) == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
 
 
 def test_every_help_line_says_what_and_its_default():

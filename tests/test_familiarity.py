@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from captioning import handlers
 from captioning.familiarity import FAMILIARITY_FILE, UNFAMILIAR_BELOW, Familiarity, pooled, summarise
-from captioning.handlers import caption_upload
 from captioning.model import Captioner
 from captioning.training import train
 
@@ -84,19 +84,19 @@ def test_training_writes_the_summary_and_flags_a_photo_unlike_its_training_set(t
     captioner = Captioner.load(trained_on_shapes)
     assert captioner.familiarity is not None
     assert len(captioner.familiarity.val_distances) == shapes_data["images"]["val"]
-    _, training_photo = caption_upload(captioner, shapes_photo(shapes_data))
+    _, training_photo = handlers.caption(captioner, shapes_photo(shapes_data))
     assert training_photo["familiarity"] >= UNFAMILIAR_BELOW  # a photo it trained on is familiar
     noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)  # nothing like flat shapes
     features = captioner.encode(captioner.image_batch(Image.fromarray(noise)))  # (1, 196, C)
     assert captioner.familiarity.percent(features) == [0.0]
-    _, cat = caption_upload(captioner, "assets/examples/cat.jpg")
+    _, cat = handlers.caption(captioner, "assets/examples/cat.jpg")
     assert cat["familiarity"] < UNFAMILIAR_BELOW  # a real photo is far from every shapes photo
 
 
 def test_a_model_without_summary_reports_none(tiny_model_dir):
     captioner = Captioner.load(tiny_model_dir)
     assert captioner.familiarity is None
-    _, data = caption_upload(captioner, "assets/examples/cat.jpg")
+    _, data = handlers.caption(captioner, "assets/examples/cat.jpg")
     assert "familiarity" in data and data["familiarity"] is None
 
 

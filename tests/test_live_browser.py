@@ -14,6 +14,7 @@ import pytest
 from conftest import CHROMIUM_ARGS, make_hard_model, open_demo_page
 
 from bench.live_camera import FAKE_CAMERA_ARGS, camera_clip
+from captioning import handlers
 from captioning.cli import app
 from captioning.model import Captioner
 from captioning.shipped import EXAMPLES_DIR
@@ -137,8 +138,7 @@ def test_freeze_puts_the_frame_and_its_caption_in_the_viewer_without_a_model_cal
         opened, page = live_page(browser, url)
         try:
             with (
-                mock.patch.object(app, "caption_upload", side_effect=AssertionError("captioned again")) as upload,
-                mock.patch.object(app, "compare_captions", side_effect=AssertionError("compared")) as compare,
+                mock.patch.object(handlers, "encoded_photo", side_effect=AssertionError("a model call")) as encode,
             ):
                 page.keyboard.press("Space")  # Freeze
                 page.wait_for_function("() => !window.satLive.state.running")
@@ -146,7 +146,7 @@ def test_freeze_puts_the_frame_and_its_caption_in_the_viewer_without_a_model_cal
                 page.wait_for_function(
                     "id => document.querySelector('#heatmap canvas')?.dataset.caption === id", arg=frozen["id"]
                 )
-                assert upload.call_count == 0 and compare.call_count == 0
+                assert encode.call_count == 0
             assert page.locator("#caption-text textarea").input_value() == frozen["caption"]
             assert page.evaluate("() => window.satDemo.state.data.image") == frozen["image"]
             assert "camera-" in page.locator("#image-input img").get_attribute("src")

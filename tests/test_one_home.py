@@ -1,6 +1,7 @@
 """Each default and shared name is written once, in its home, and read from there everywhere else: the default beam
 size (search.DEFAULT_BEAM_SIZE), data preparation's settings (prepare.py, data.STORED_IMAGE_SIZE), a training run's
-folder and file names (checkpoint.py) and the message for a model request without a photo (handlers.NO_PHOTO).
+folder and file names (checkpoint.py), the demo's messages for a request without a photo or a caption
+(handlers.NO_PHOTO, NO_CAPTION, DAMAGED_CAPTION) and its serving defaults (cli/args.py: HOST, PORT, ...).
 Scans the library's code (docstrings aside) and the page's scripts."""
 
 from __future__ import annotations
@@ -16,10 +17,34 @@ HOMES = {
     "best": "captioning/checkpoint.py",
     "last": "captioning/checkpoint.py",
     "Please upload an image first.": "captioning/handlers.py",
+    "Caption an image first.": "captioning/handlers.py",
+    "This caption's word data is damaged or incomplete. Please caption the image again.": "captioning/handlers.py",
+    "interrupted during start-up; nothing is being served": "captioning/cli/app.py",
 }
 # parameters and flags whose default is a named constant of its home, never a literal
-DEFAULTED_PARAMETERS = {"beam", "beam_size", "default_beam", "captions_per_image", "min_word_freq", "image_size"}
-DEFAULTED_FLAGS = {"--beam-size", "--captions-per-image", "--min-word-freq", "--max-len", "--image-size", "--seed"}
+DEFAULTED_PARAMETERS = {
+    "beam",
+    "beam_size",
+    "default_beam",
+    "captions_per_image",
+    "min_word_freq",
+    "image_size",
+    "concurrency",
+}
+DEFAULTED_FLAGS = {
+    "--beam-size",
+    "--captions-per-image",
+    "--min-word-freq",
+    "--max-len",
+    "--image-size",
+    "--seed",
+    "--host",
+    "--port",
+    "--max-file-size",
+    "--concurrency",
+    "--queue-size",
+    "--cache-examples",
+}
 
 
 def docstrings(tree: ast.AST) -> set[int]:
@@ -76,10 +101,11 @@ def test_the_scan_finds_a_planted_stray(tmp_path):
         '    return path / "last" / "train_config.json"\n'
         'parser.add_argument("--beam-size", default=5)\n'
         'parser.add_argument("--seed", type=int, default=7)\n'
+        'parser.add_argument("--port", type=int, default=7860)\n'
         "def prepare(captions_per_image=5, image_size=SIZE):\n"
         "    pass\n"
     )
     (tmp_path / "assets" / "web" / "page.js").write_text("alert('Please upload an image first.');\n")
     found = strays(tmp_path)
-    assert len(found) == 7, found  # image_size=SIZE reads a constant: not counted
+    assert len(found) == 8, found  # image_size=SIZE reads a constant: not counted
     assert not any(":1:" in line for line in found)  # the docstring is not counted

@@ -7,13 +7,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from captioning.cli.environment import Repeatable
 from captioning.config import EncoderSpec
 from captioning.data import SPLITS as SPLIT_CHOICES
 from captioning.preprocess import STORED_IMAGE_SIZE
 from captioning.search import DEFAULT_BEAM_SIZE
-from captioning.shipped import DEFAULT_MODEL
+from captioning.shipped import ASSETS_DIR, DEFAULT_MODEL, EXAMPLES_DIR, PHOTO_SUFFIXES, SHIPPED_MODELS
 
 INTERRUPTED = 130  # the shell's exit status for a process stopped by Ctrl-C (128 + SIGINT)
+# The demo's serving defaults (python app.py)
+HOST = "127.0.0.1"  # this machine only
+PORT = 7860
+MAX_FILE_SIZE = "10mb"  # the largest upload
+CONCURRENCY = 2  # caption requests handled at once
+QUEUE_SIZE = 32  # requests allowed to wait
+CACHE_EXAMPLES = "eager"  # when the example photos are captioned
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -54,6 +62,49 @@ def non_negative_int(text: str) -> int:
 def split_name(text: str) -> str:
     """argparse type: a split name in any case -> TRAIN | VAL | TEST."""
     return text.strip().upper()
+
+
+def port_number(value: str) -> int:
+    """argparse type for --port: a whole number in 1..65535."""
+    number = positive_int(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError("must be at most 65535")
+    return number
+
+
+def root_path(value: str) -> str:
+    """argparse type for --root-path: empty, a path from /, or a full http(s) URL; without its trailing /."""
+    if value and not value.startswith(("/", "http://", "https://")):
+        raise argparse.ArgumentTypeError("must start with / (or be a full http:// or https:// URL)")
+    return value.rstrip("/")
+
+
+def file_size(value: str) -> str:
+    """argparse type for --max-file-size: a whole number with b, kb, mb or gb, checked as Gradio reads it."""
+    from gradio.utils import _parse_file_size  # the demo's flag only: other tools' --help stays without gradio
+
+    try:
+        size = _parse_file_size(value)
+    except ValueError:
+        size = None
+    if not size:
+        raise argparse.ArgumentTypeError("must be a whole number with b, kb, mb or gb, e.g. 10mb")
+    return value
+
+
+def auth_pair(value: str) -> tuple[str, str]:
+    """argparse type for --auth USER:PASS."""
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError("must look like USER:PASS")
+    return user, password
+
+
+def repo_path(path: Path) -> str:
+    """A shipped file's path as the help texts name it: from the repository root, e.g. assets/model (one elsewhere
+    as it is)."""
+    root = ASSETS_DIR.parent
+    return path.relative_to(root).as_posix() if Path(path).is_relative_to(root) else str(path)
 
 
 # --- shared flags ---------------------------------------------------------------------------------------------
@@ -162,21 +213,112 @@ def add_threads_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads; 0 = torch's own choice")
 
 
-def add_model_flag(parser: argparse.ArgumentParser) -> None:
+def add_model_flag(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """--model: one model directory (default: the shipped model), or with `several` (the demo) a repeatable one whose
+    default, left to the caller, is the shipped models."""
+    what = "model directory (config.json, wordmap.json, model.safetensors), e.g. runs/x/best"
+    if not several:
+        default = f"{repo_path(DEFAULT_MODEL)}, the shipped Flickr8k model"
+        parser.add_argument("--model", default=str(DEFAULT_MODEL), help=f"{what}; default: {default}")
+        return
+    soft, hard = (repo_path(path) for path in SHIPPED_MODELS.values())
     parser.add_argument(
         "--model",
-        default=str(DEFAULT_MODEL),
-        help="model directory (config.json, wordmap.json, model.safetensors), e.g. runs/x/best; "
-        "default: assets/model, the shipped Flickr8k model",
+        action=Repeatable,
+        metavar="DIR",
+        help=f"{what}, or a shipped model's name ({', '.join(SHIPPED_MODELS)}); repeat it to serve several (the page "
+        f"offers a choice, the first is the default) (default: {soft}, the shipped soft-attention model, and {hard}, "
+        "the hard-attention one, when it is there)",
     )
 
 
-def add_beam_size_flag(parser: argparse.ArgumentParser) -> None:
+def add_beam_size_flag(parser: argparse.ArgumentParser, sizes: tuple[int, int] | None = None) -> None:
+    """--beam-size: any width from 1, or with `sizes` (the demo's slider: low, high) the page's initial one."""
+    if sizes is None:
+        kind = {"type": positive_int, "help": "beam width, 1 = greedy (default: %(default)s)"}
+    else:
+        low, high = sizes
+        help = f"the page's initial beam size, {low} (greedy, fastest) to {high} (default: %(default)s)"
+        kind = {"type": int, "choices": range(low, high + 1), "metavar": f"{{{low}..{high}}}", "help": help}
+    parser.add_argument("--beam-size", default=DEFAULT_BEAM_SIZE, **kind)
+
+
+def add_address_flags(parser: argparse.ArgumentParser) -> None:
+    """Where and for whom the demo serves: --host, --port, --root-path, --share, --auth."""
     parser.add_argument(
-        "--beam-size",
+        "--host",
+        default=HOST,
+        help="address to bind: 127.0.0.1 serves this machine only, 0.0.0.0 the whole network (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port", type=port_number, default=PORT, help="TCP port to serve on, 1-65535 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--root-path",
+        type=root_path,
+        default="",
+        metavar="PATH",
+        help="the path the demo is served at behind a reverse proxy that strips it, e.g. /caption for "
+        "https://example.org/caption/ (default: none, served at /)",
+    )
+    parser.add_argument(
+        "--share",
+        action="store_true",
+        help="also create a temporary public *.gradio.live link (default: off; needs internet)",
+    )
+    parser.add_argument(
+        "--auth",
+        type=auth_pair,
+        action=Repeatable,
+        metavar="USER:PASS",
+        help="require this login on the page and the API; repeat it for several users (default: none; "
+        "recommended with --share)",
+    )
+
+
+def add_load_flags(parser: argparse.ArgumentParser) -> None:
+    """How much the demo takes in: --max-file-size, --concurrency, --queue-size."""
+    parser.add_argument(
+        "--max-file-size",
+        type=file_size,
+        default=MAX_FILE_SIZE,
+        metavar="SIZE",
+        help="largest upload accepted, a number with kb, mb or gb, e.g. 500kb (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--concurrency",
         type=positive_int,
-        default=DEFAULT_BEAM_SIZE,
-        help="beam width, 1 = greedy (default: %(default)s)",
+        default=CONCURRENCY,
+        metavar="N",
+        help="caption requests handled at once, 1 or more; their model work takes turns on one model thread "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=positive_int,
+        default=QUEUE_SIZE,
+        metavar="N",
+        help="requests allowed to wait, 1 or more; more are refused with 'Queue is full' (default: %(default)s)",
+    )
+
+
+def add_examples_flags(parser: argparse.ArgumentParser) -> None:
+    """The demo's example photos: --cache-examples, --examples."""
+    from captioning.serving import NO_EXAMPLES  # the demo's flag only: other tools' --help stays without the model
+
+    parser.add_argument(
+        "--cache-examples",
+        choices=["eager", "lazy", "off"],
+        default=CACHE_EXAMPLES,
+        help="caption the example photos at start-up (eager: the first one is on the page at once), "
+        "on first click (lazy) or never (off) (default: %(default)s)",
+    )
+    kinds = ", ".join(suffix.lstrip(".") for suffix in PHOTO_SUFFIXES)
+    parser.add_argument(
+        "--examples",
+        metavar="DIR",
+        help=f"the example photos: those in DIR ({kinds}; sorted by name), or '{NO_EXAMPLES}' for no examples "
+        f"(default: {repo_path(EXAMPLES_DIR)} while the shipped models are served, else none)",
     )
 
 
