@@ -363,6 +363,7 @@ def test_a_full_queue_refuses_fast_with_a_clear_message(captioner, tmp_path, lau
     slow = SimpleNamespace(
         image_batch=captioner.image_batch, encode=captioner.encode, caption_pools=slow_search, config=captioner.config
     )
+    slow.training, slow.train, slow.eval = False, lambda mode=True: slow, lambda: slow  # as nn.Module's
     demo = app.build_demo(slow, concurrency=1, examples=[], cache_examples=False)
     demo.queue(max_size=1)
     url = launch_demo(demo)

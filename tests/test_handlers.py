@@ -61,7 +61,12 @@ def test_a_request_without_a_beam_gets_the_default():
     beams = []
 
     class FakeCaptioner:  # records the beam size; a fixed 2-word caption
-        config = SimpleNamespace(decoder=SimpleNamespace(attention="soft"))
+        config, training = SimpleNamespace(decoder=SimpleNamespace(attention="soft")), False
+
+        def train(self, mode=True):  # eval/train, as nn.Module's
+            return self
+
+        eval = train
 
         def image_batch(self, image):
             return torch.zeros(1, 3, 8, 8)  # (1, 3, I, I)
