@@ -71,9 +71,11 @@ class HeatmapSpec:
         return self.max_opacity * level**self.opacity_gamma  # (256,)
 
     def to_page(self) -> dict:
-        """The spec as JSON-able numbers for the page: every field, and the colour table as one hex string of
-        256 rrggbb triplets."""
-        return {**dataclasses.asdict(self), "colors": self.colors.tobytes().hex()}
+        """The spec as JSON-able numbers for the page: every field, the colour table as one hex string of 256
+        rrggbb triplets and the opacity per heat level of each attention mode (the page draws by these tables and
+        never recomputes the curve)."""
+        opacity = {mode: self.opacity(mode).tolist() for mode in ATTENTION_MODES}
+        return {**dataclasses.asdict(self), "colors": self.colors.tobytes().hex(), "opacity": opacity}
 
 
 HEATMAP = HeatmapSpec()

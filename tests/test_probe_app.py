@@ -185,7 +185,7 @@ def test_the_page_has_the_probe_box_and_the_compare_switch(two_models):
     both = components(two_models)
     assert {"probe-text", "probe-button", "compare", "compare-view", "probe-data", "compare-data"} <= set(both)
     assert both["compare"]["visible"] is True and both["probe-text"]["visible"] is True
-    assert "window.satProbe" in app.page_head() and "probe-summary" in app.viewer_html()
+    assert "showProbe" in app.page_head() and "probe-summary" in app.viewer_html()
     assert components({"tiny": two_models["tiny"]})["compare"]["visible"] is False  # one model: nothing to compare
 
 

@@ -32,6 +32,7 @@ from captioning.cli.args import interrupted, positive_int
 from captioning.cli.environment import Repeatable, name_variables, parse_with_environment
 from captioning.familiarity import UNFAMILIAR_BELOW, UNFAMILIAR_NOTE
 from captioning.handlers import (
+    EMPTY_CAPTION,
     NO_PHOTO,
     FeatureCache,
     Models,
@@ -92,14 +93,18 @@ def web_text(name: str) -> str:
 
 
 def page_head() -> str:
-    """The <head> markup of the page's views: its style sheet and scripts, inlined (no extra requests)."""
-    scripts = "".join(f"<script>{web_text(name)}</script>" for name in ("demo.js", "probe.js", "check.js", "live.js"))
-    return f"<style>{web_text('demo.css')}</style>{scripts}"
+    """The <head> markup of the page's views: its style sheet and its script, inlined (no extra requests)."""
+    return f"<style>{web_text('demo.css')}</style><script>{web_text('demo.js')}</script>"
 
 
 def viewer_html() -> str:
-    """The viewer's markup with the heatmap specification the page draws by (the one Python draws by too)."""
-    return web_text("viewer.html").replace("HEATMAP_SPEC", html.escape(json.dumps(HEATMAP.to_page()), quote=True))
+    """The viewer's markup with the heatmap specification the page draws by (the one Python draws by too) and the
+    messages the page shows as Python does (in data attributes: the page's script types neither)."""
+    served = {"HEATMAP_SPEC": HEATMAP.to_page(), "PAGE_MESSAGES": {"empty_caption": EMPTY_CAPTION}}
+    markup = web_text("viewer.html")
+    for placeholder, value in served.items():
+        markup = markup.replace(placeholder, html.escape(json.dumps(value), quote=True))
+    return markup
 
 
 def familiarity_html() -> str:
@@ -338,7 +343,7 @@ def build_demo(
                     label="Photo",
                     elem_id="image-input",
                 )
-                page_view("live-mode", web_text("live.html"), "window.satLive.mount(element);", head)
+                page_view("live-mode", web_text("live.html"), "window.satDemo.mountLive(element);", head)
                 choice = gr.Radio(
                     names,
                     value=names[0],
@@ -387,7 +392,7 @@ def build_demo(
                 # through the hidden JSON's change event, in the page.
                 first = json.dumps(first_data) if first_data else ""
                 page_view("viewer", viewer_html(), "window.satDemo.mount(element, props.value);", head, first)
-                page_view("compare-view", web_text("compare.html"), "window.satProbe.mountCompare(element);", head)
+                page_view("compare-view", web_text("compare.html"), "window.satDemo.mountCompare(element);", head)
         page_view("gallery-view", web_text("gallery.html"), "window.satDemo.mountGallery(element);", head)
         data = gr.JSON(first_data, visible=False, elem_id="attention-data")
         probe_data = gr.JSON(visible=False, elem_id="probe-data")  # a typed sentence's per-word data
@@ -456,7 +461,7 @@ def build_demo(
         triggers = [probe_button.click, probe_text.submit]
         probing = gr.on(triggers, page_probing, probe_inputs, [probe_data, compare_data], **page_only, **latest)
         probing.success(
-            None, [probe_data], None, js="(data) => { window.satProbe.show(data); }", show_progress="hidden"
+            None, [probe_data], None, js="(data) => { window.satDemo.showProbe(data); }", show_progress="hidden"
         )
         api_probing = model_thread.bind(functools.partial(probe_sentence, models, cache=cache))
         gr.Button(visible=False).click(api_probing, probe_inputs[:3], probe_data, api_name="probe", **model_queue)
@@ -468,7 +473,7 @@ def build_demo(
         rerun = gr.Button(visible="hidden", elem_id="compare-run")
         rerun.click(run_compare, compare_inputs, compare_data, api_name="compare", **model_queue, **latest)
         compare_data.change(
-            None, [compare_data], None, js="(data) => { window.satProbe.showCompare(data); }", show_progress="hidden"
+            None, [compare_data], None, js="(data) => { window.satDemo.showCompare(data); }", show_progress="hidden"
         )
         # Attention check: while the switch is on, the page asks (the hidden button) once for each caption it shows
         # and keeps the answer, so stepping words makes no request; /check is the same for API clients.
@@ -478,12 +483,12 @@ def build_demo(
         run_check = model_thread.bind(functools.partial(check_caption, models, cache=cache, checks=checks))
         check_inputs = [image, check_text, choice]
         check_run = gr.Button(visible="hidden", elem_id="check-run")
-        ask = "(image, text, model) => window.satCheck.request(image, text, model)"  # the caption on screen
+        ask = "(image, text, model) => window.satDemo.checkInputs(image, text, model)"  # the caption on screen
         check_run.click(run_check, check_inputs, check_data, js=ask, **page_only, **latest)
-        check_data.change(None, [check_data], None, js="(data) => { window.satCheck.show(data); }")
-        check.change(None, [check], None, js="(on) => { window.satCheck.toggle(on); }", show_progress="hidden")
+        check_data.change(None, [check_data], None, js="(data) => { window.satDemo.showCheck(data); }")
+        check.change(None, [check], None, js="(on) => { window.satDemo.toggleCheck(on); }", show_progress="hidden")
         gr.Button(visible=False).click(run_check, check_inputs, check_data, api_name="check", **model_queue)
-        # Live mode: the page's script (live.js) posts camera frames to /live one at a time, the next once this
+        # Live mode: the page's script (demo.js) posts camera frames to /live one at a time, the next once this
         # one's caption is back (no backlog), in the model queue like every caption.
         frame, frame_model = gr.Textbox(visible=False, label="frame"), gr.Textbox(visible=False, label="model")
         run_live = model_thread.bind(functools.partial(live_caption, models))
