@@ -23,7 +23,7 @@
     removed: 'Upload a photo or click an example, then press Caption.',
   };
   const CHECK_MODES = [['attention', 'attention'], ['gradient', 'gradient map'], ['hidden', 'hidden photo']];
-  const FRAME_SIDE = 448;  // longest side of a live frame sent to /live (the encoder's input size; the server takes <= 640)
+  const FRAME_SIDE = 448;  // longest side of a live frame (the encoder's input size; /live takes <= 640)
   const FRAME_QUALITY = 0.85;  // JPEG quality of a live frame
   const WORD_MS = 1000;  // each live word's turn when no word is chosen
   const STATS_KEPT = 5000;  // live caption timings kept for scripts (bench/live_camera.py)
@@ -37,6 +37,27 @@
   // every live frame of this page in one Gradio session: Gradio keeps state per session, so a new session per frame
   // would grow the server by a frame's results at each call
   const SESSION = `live-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // the page's state: every view reads and writes it here
+
+  const S = {
+    root: null, gallery: null, familiarity: null, spec: null, messages: null,  // mounted views; served spec, messages
+    data: null,  // the model's caption data on screen (/caption's, or a frozen live frame's)
+    probe: null,  // the typed sentence shown (the page's probe payload), or null
+    view: null, alt: 0, word: 0, photo: null, pixels: {photo: null, sizes: new Map()}, version: 0, token: 0,
+    pending: null,  // a caption handed over before the viewer mounted
+    // compare view: the rows' data, the last rows of kind "caption" (each model's own score), the photo a compare
+    // run was asked for, and whether the visitor just ticked Compare (the rows, once drawn, are scrolled to)
+    compare: {root: null, data: null, captions: null, requested: null, reveal: false},
+    // attention check: /check's answers by checkKey(), the key asked for and not answered yet, the panel's mode
+    check: {on: false, results: new Map(), pending: null, mode: 'gradient'},
+    live: {
+      root: null, video: null, canvas: null, stream: null, running: false, starting: false, generation: 0,
+      data: null, view: null, frame: null, word: 0, pinned: false, timer: null, grabber: null, taken: null, version: 0,
+      stats: [],  // {captured, shown}: performance.now() when a frame was taken and when its caption was painted
+    },
+  };
 
   // ---------------------------------------------------------------------------------------------------------------
   // pure helpers: the heatmap spec, grids, interpolation, colours. Every number comes from the viewer's data-heatmap
@@ -259,7 +280,8 @@
 
   function pressHidden(id) {
     // click one of the page's hidden buttons (#compare-run, #check-run): a request with the page's inputs
-    const run = document.querySelector(id), button = run && (run.tagName === 'BUTTON' ? run : run.querySelector('button'));
+    const run = document.querySelector(id);
+    const button = run && (run.tagName === 'BUTTON' ? run : run.querySelector('button'));
     if (button) button.click();
     return !!button;
   }
@@ -274,27 +296,6 @@
     const w = Math.min(width, S.photo.naturalWidth);
     return [w, Math.max(1, Math.round(w * S.photo.naturalHeight / S.photo.naturalWidth))];
   }
-
-  // ---------------------------------------------------------------------------------------------------------------
-  // the page's state: every view reads and writes it here
-
-  const S = {
-    root: null, gallery: null, familiarity: null, spec: null, messages: null,  // mounted views; served spec, messages
-    data: null,  // the model's caption data on screen (/caption's, or a frozen live frame's)
-    probe: null,  // the typed sentence shown (the page's probe payload), or null
-    view: null, alt: 0, word: 0, photo: null, pixels: {photo: null, sizes: new Map()}, version: 0, token: 0,
-    pending: null,  // a caption handed over before the viewer mounted
-    // compare view: the rows' data, the last rows of kind "caption" (each model's own score), the photo a compare
-    // run was asked for, and whether the visitor just ticked Compare (the rows, once drawn, are scrolled to)
-    compare: {root: null, data: null, captions: null, requested: null, reveal: false},
-    // attention check: /check's answers by checkKey(), the key asked for and not answered yet, the panel's mode
-    check: {on: false, results: new Map(), pending: null, mode: 'gradient'},
-    live: {
-      root: null, video: null, canvas: null, stream: null, running: false, starting: false, generation: 0,
-      data: null, view: null, frame: null, word: 0, pinned: false, timer: null, grabber: null, taken: null, version: 0,
-      stats: [],  // {captured, shown}: performance.now() when a frame was taken and when its caption was painted
-    },
-  };
 
   // ---------------------------------------------------------------------------------------------------------------
   // the viewer
@@ -434,7 +435,7 @@
       box.replaceChildren(swatch, node('span', '', note));
       return;
     }
-    const levels = Array.from({length: 11}, (_, k) => Math.round(k * 25.5));  // 0%, 10%, ... 100% of the heat
+    const levels = Array.from({length: 11}, (_, k) => Math.round(k * 255 / 10));  // 0%, 10%, ... 100% of the heat
     const bar = node('span', 'sat-legend-bar');
     const stops = levels.map((level, k) => `${rgba(level, opacity[level])} ${k * 10}%`);
     bar.style.backgroundImage = `linear-gradient(to right, ${stops.join(', ')}), ${grey}`;
@@ -455,8 +456,9 @@
 
   function markWord() {
     markPressed('#words [data-index]', S.word, 'index');
-    const tiles = [S.gallery, S.compare.root].filter(Boolean).flatMap(root => [...root.querySelectorAll('[data-index]')]);
-    tiles.forEach(tile => tile.classList.toggle('current', Number(tile.dataset.index) === S.word));
+    [S.gallery, S.compare.root].filter(Boolean).forEach(root => root.querySelectorAll('[data-index]').forEach(tile => {
+      tile.classList.toggle('current', Number(tile.dataset.index) === S.word);  // the gallery's and compare's tiles
+    }));
     const last = Math.max(S.view.words.length - 1, 0);
     S.root.querySelectorAll('#word-slider input').forEach(input => {
       input.max = String(last);
@@ -787,7 +789,7 @@
     // attention_check.hidden_picture: the word's cells filled with the preprocessing mean, edges feathered
     const ctx = sizedCanvas(canvas, width, height);
     ctx.drawImage(S.photo, 0, 0, width, height);
-    const picture = ctx.getImageData(0, 0, width, height), grid = check.grid || [14, 14];
+    const picture = ctx.getImageData(0, 0, width, height), grid = check.grid;
     const cells = new Set(check.hidden_cells[i] || []), mask = new Float64Array(width * height);
     for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) {
       const cell = Math.floor(y * grid[0] / height) * grid[1] + Math.floor(x * grid[1] / width);  // nearest
@@ -1189,9 +1191,9 @@
     }
   }
 
-  function onWordClick(within, fn) {
-    // clicks on an element of `within` with data-index (a chip or tile) call fn(index)
-    within.addEventListener('click', event => {
+  function onWord(within, type, fn) {
+    // `type` events on a chip or tile of `within` (an element with data-index) call fn(its index)
+    within.addEventListener(type, event => {
       const chip = event.target instanceof Element ? event.target.closest('[data-index]') : null;
       if (chip && within.contains(chip)) fn(Number(chip.dataset.index));
     });
@@ -1203,11 +1205,8 @@
     S.spec = specOf(viewer.dataset.heatmap);
     S.messages = JSON.parse(viewer.dataset.messages);
     const words = element.querySelector('#words');
-    onWordClick(words, select);
-    words.addEventListener('mouseover', event => {  // hover previews a word; leaving shows the selected one again
-      const chip = event.target instanceof Element ? event.target.closest('[data-index]') : null;
-      if (chip && words.contains(chip) && S.view) drawMain(Number(chip.dataset.index));
-    });
+    onWord(words, 'click', select);
+    onWord(words, 'mouseover', drawMain);  // hover previews a word; leaving shows the selected one again
     words.addEventListener('mouseleave', () => { if (S.view) drawMain(S.word); });
     element.querySelector('#alternatives').addEventListener('click', event => {
       const item = event.target instanceof Element ? event.target.closest('[data-alt]') : null;
@@ -1221,7 +1220,7 @@
     const modes = element.querySelector('#check-panel .sat-check-modes');
     CHECK_MODES.forEach(([mode, label]) => {
       const button = node('button', 'sat-check-mode', label);
-        button.dataset.mode = mode;
+      button.dataset.mode = mode;
       button.addEventListener('click', () => { S.check.mode = mode; drawCheckPanel(); });
       modes.appendChild(button);
     });
@@ -1243,7 +1242,7 @@
 
   function mountGallery(element) {
     S.gallery = element;
-    onWordClick(element, select);
+    onWord(element, 'click', select);
     if (S.view && S.photo) drawGallery();
   }
 
@@ -1253,7 +1252,7 @@
       if (event.target instanceof Element && event.target.matches('#compare input[type=checkbox]'))
         S.compare.reveal = event.target.checked;
     });
-    onWordClick(element, select);
+    onWord(element, 'click', select);
     drawCompare();
   }
 
@@ -1265,7 +1264,7 @@
     element.querySelector('#live-start').addEventListener('click', startLive);
     element.querySelector('#live-stop').addEventListener('click', stopLive);
     element.querySelector('#live-freeze').addEventListener('click', freeze);
-    onWordClick(element.querySelector('#live-caption'), chooseWord);
+    onWord(element.querySelector('#live-caption'), 'click', chooseWord);
   }
 
   window.satDemo = {
