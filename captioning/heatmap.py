@@ -57,6 +57,8 @@ class HeatmapSpec:
     figure_title_gap: int = 8  # a title's baseline sits this far above its panel
     figure_title_font_px: int = 15
     figure_image_title: str = "(image)"  # the first panel's title (the photo itself)
+    figure_background: str = "#ffffff"
+    figure_text_color: str = "#111827"  # the caption (bold) and the panels' titles
 
     @property
     def colors(self) -> np.ndarray:

@@ -877,9 +877,9 @@
     const view = S.view, spec = S.spec, aspect = S.photo.naturalHeight / S.photo.naturalWidth;
     const layout = figureLayout(view.words.length, aspect), canvas = document.createElement('canvas');
     const ctx = sizedCanvas(canvas, layout.width, layout.height), panel = document.createElement('canvas');
-    ctx.fillStyle = '#ffffff';
+    ctx.fillStyle = spec.figure_background;
     ctx.fillRect(0, 0, layout.width, layout.height);
-    ctx.fillStyle = '#111827';
+    ctx.fillStyle = spec.figure_text_color;
     ctx.textAlign = 'center';
     ctx.font = `600 ${spec.figure_caption_font_px}px sans-serif`;
     ctx.fillText(view.caption, layout.width / 2, spec.figure_caption_baseline, layout.width - 2 * spec.figure_margin);
