@@ -100,21 +100,21 @@ def run(
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(120_000)
         page.goto(url)
-        page.wait_for_function("() => !!(window.satLive && window.satLive.state.root)")
+        page.wait_for_function("() => !!(window.satDemo && window.satDemo.state.live.root)")
         page.click("#live-start")
-        page.wait_for_function("() => window.satLive.state.stats.length >= 3")
+        page.wait_for_function("() => window.satDemo.state.live.stats.length >= 3")
         page.wait_for_timeout(warmup * 1000)
         if screenshot:
             page.locator("#live-mode").screenshot(path=str(screenshot))
         first_stat, first_call, rss_before = (
-            page.evaluate("() => window.satLive.state.stats.length"),
+            page.evaluate("() => window.satDemo.state.live.stats.length"),
             len(handler_ms),
             rss_mb(),
         )
         t0 = time.perf_counter()
         page.wait_for_timeout(seconds * 1000)
         elapsed = time.perf_counter() - t0
-        stats = page.evaluate("() => window.satLive.state.stats")
+        stats = page.evaluate("() => window.satDemo.state.live.stats")
         rss_after = rss_mb()
         page.click("#live-stop")
         browser.close()

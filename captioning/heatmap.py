@@ -57,6 +57,8 @@ class HeatmapSpec:
     figure_title_gap: int = 8  # a title's baseline sits this far above its panel
     figure_title_font_px: int = 15
     figure_image_title: str = "(image)"  # the first panel's title (the photo itself)
+    figure_background: str = "#ffffff"
+    figure_text_color: str = "#111827"  # the caption (bold) and the panels' titles
 
     @property
     def colors(self) -> np.ndarray:
@@ -71,9 +73,11 @@ class HeatmapSpec:
         return self.max_opacity * level**self.opacity_gamma  # (256,)
 
     def to_page(self) -> dict:
-        """The spec as JSON-able numbers for the page: every field, and the colour table as one hex string of
-        256 rrggbb triplets."""
-        return {**dataclasses.asdict(self), "colors": self.colors.tobytes().hex()}
+        """The spec as JSON-able numbers for the page: every field, the colour table as one hex string of 256
+        rrggbb triplets and the opacity per heat level of each attention mode (the page draws by these tables and
+        never recomputes the curve)."""
+        opacity = {mode: self.opacity(mode).tolist() for mode in ATTENTION_MODES}
+        return {**dataclasses.asdict(self), "colors": self.colors.tobytes().hex(), "opacity": opacity}
 
 
 HEATMAP = HeatmapSpec()

@@ -85,7 +85,7 @@ def attention_figure(
     titles = [spec.figure_image_title] + [panel_title(w, g) for w, g in zip(caption.words, gates)]
     width, height = layout["width"], layout["height"]
     points = 72.0 / FIGURE_DPI  # font sizes and gaps are pixels in the spec, points in matplotlib
-    figure = Figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI), dpi=FIGURE_DPI, facecolor="white")
+    figure = Figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI), dpi=FIGURE_DPI, facecolor=spec.figure_background)
     FigureCanvasAgg(figure)  # Agg canvas: renders without any GUI backend or pyplot state
     for panel, title, box in zip(panels, titles, layout["panels"]):
         axis = figure.add_axes(
@@ -93,7 +93,10 @@ def attention_figure(
         )
         axis.imshow(panel, interpolation="nearest", aspect="auto")
         axis.set_title(
-            title, fontsize=spec.figure_title_font_px * points, pad=spec.figure_title_gap * points, color="#111827"
+            title,
+            fontsize=spec.figure_title_font_px * points,
+            pad=spec.figure_title_gap * points,
+            color=spec.figure_text_color,
         )
         axis.axis("off")
     figure.text(
@@ -104,6 +107,6 @@ def attention_figure(
         va="baseline",
         fontsize=spec.figure_caption_font_px * points,
         fontweight="bold",
-        color="#111827",
+        color=spec.figure_text_color,
     )
     return figure

@@ -264,7 +264,7 @@ def test_the_page_offers_each_model_by_its_directory_name_and_compares_them(two_
     assert [c[0] for c in both["model-choice"]["choices"]] == ["model", "model_hard"]
     assert both["model-choice"]["visible"] and both["compare"]["visible"] and both["probe-text"]["visible"]
     assert {"probe-text", "probe-button", "compare", "compare-view", "probe-data", "compare-data"} <= set(both)
-    assert "window.satProbe" in page.page_head() and "probe-summary" in page.viewer_html()
+    assert "showProbe" in page.page_head() and "probe-summary" in page.viewer_html()
     alone = components({"tiny": two_models[0]})
     assert alone["compare"]["visible"] is False and alone["model-choice"]["visible"] is False  # nothing to choose
 

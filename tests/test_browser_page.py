@@ -157,7 +157,7 @@ def test_a_typed_sentence_is_shown_as_the_visitors_apart_from_the_beams_captions
     wait_for_word(page, 0, before)
     assert page.locator("#words .sat-prob").count() == len(SENTENCE.split())
     page.click("#probe-back")
-    page.wait_for_function("() => !window.satDemo.state.data.probe")
+    page.wait_for_function("() => !window.satDemo.state.probe")
 
 
 def test_the_score_button_looks_like_a_button_and_the_placeholder_fits(page):

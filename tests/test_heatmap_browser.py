@@ -9,7 +9,6 @@ pixels and any difference is the heatmap's own.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioning.cli.page import viewer_html
 from captioning.heatmap import HEATMAP, word_overlay
 from captioning.model import Captioner
 from captioning.payload import caption_data
@@ -47,12 +47,6 @@ READ_CANVAS_JS = """() => {
     for (let i = 0; i < rgba.length; i += 0x8000) text += String.fromCharCode.apply(null, rgba.subarray(i, i + 0x8000));
     return {width: canvas.width, height: canvas.height, word: canvas.dataset.word, rgba: btoa(text)};
 }"""
-
-
-def viewer_markup() -> str:
-    """The viewer's markup with the spec in data-heatmap, as the demo writes it."""
-    spec = html.escape(json.dumps(HEATMAP.to_page()), quote=True)
-    return (WEB_DIR / "viewer.html").read_text(encoding="utf-8").replace("HEATMAP_SPEC", spec)
 
 
 def png_data_url(image: Image.Image) -> str:
@@ -96,7 +90,7 @@ def page():
             page.set_default_timeout(20_000)
             page.set_content(
                 f"<html><head><style>{css}</style><script>{script}</script></head><body>"
-                f"<div id='viewer'>{viewer_markup()}</div></body></html>"
+                f"<div id='viewer'>{viewer_html()}</div></body></html>"
             )
             page.evaluate("() => window.satDemo.mount(document.querySelector('#viewer'), '')")
             yield page
@@ -114,7 +108,7 @@ def show(page, data: dict, word: int) -> dict:
 
 
 def test_the_page_reads_the_spec_python_draws_by(page):
-    spec = page.evaluate("() => { const {lut, opacity, ...numbers} = window.satDemo.state.spec; return numbers; }")
+    spec = page.evaluate("() => { const {lut, ...served} = window.satDemo.state.spec; return served; }")
     assert spec == json.loads(json.dumps(HEATMAP.to_page()))
     layouts = page.evaluate(
         "() => [[1, 0.75], [6, 0.75], [9, 1.5], [12, 0.5625]].map("

@@ -85,7 +85,7 @@ def live_page(browser, url: str):
     """A demo page in `browser`, live captioning started and its first caption drawn."""
     opened = open_demo_page(browser, url, timeout_ms=60_000)
     page = opened.__enter__()
-    page.wait_for_function("() => !!(window.satLive && window.satLive.state.root)")
+    page.wait_for_function("() => !!(window.satDemo && window.satDemo.state.live.root)")
     page.click("#live-start")
     page.wait_for_function("() => Number(document.querySelector('#live-view').dataset.shown || 0) >= 1")
     return opened, page
@@ -123,7 +123,7 @@ def test_the_live_caption_follows_the_scene_and_its_words_heat_is_drawn_over_the
 
             page.locator("#model-choice").get_by_label("model_hard", exact=True).check()  # hard: the cell read
             page.wait_for_function(
-                "() => window.satLive.state.data && window.satLive.state.data.model === 'model_hard'"
+                "() => window.satDemo.state.live.data && window.satDemo.state.live.data.model === 'model_hard'"
             )
             page.wait_for_function("() => document.querySelector('#live-view canvas').dataset.word !== ''")
             hard = page.evaluate(HEAT_JS)
@@ -141,8 +141,8 @@ def test_freeze_puts_the_frame_and_its_caption_in_the_viewer_without_a_model_cal
                 mock.patch.object(handlers, "encoded_photo", side_effect=AssertionError("a model call")) as encode,
             ):
                 page.keyboard.press("Space")  # Freeze
-                page.wait_for_function("() => !window.satLive.state.running")
-                frozen = page.evaluate("() => window.satLive.state.data")
+                page.wait_for_function("() => !window.satDemo.state.live.running")
+                frozen = page.evaluate("() => window.satDemo.state.live.data")
                 page.wait_for_function(
                     "id => document.querySelector('#heatmap canvas')?.dataset.caption === id", arg=frozen["id"]
                 )
@@ -163,7 +163,7 @@ def test_stop_releases_the_camera(url, clips):
     with camera_browsers(clips["a"]) as (browser,):
         opened, page = live_page(browser, url)
         try:
-            page.evaluate("() => { window.liveTracks = window.satLive.state.stream.getTracks(); }")
+            page.evaluate("() => { window.liveTracks = window.satDemo.state.live.stream.getTracks(); }")
             page.click("#live-stop")
             assert page.evaluate("() => window.liveTracks.length > 0")
             assert page.evaluate("() => window.liveTracks.every(track => track.readyState === 'ended')")
@@ -186,12 +186,11 @@ def test_two_pages_streaming_at_once_each_get_their_own_captions(url, clips):
                 page.wait_for_function(
                     "n => Number(document.querySelector('#live-view').dataset.shown || 0) >= n", arg=start + 2
                 )
-            caption_a = page_a.evaluate("() => window.satLive.state.data.caption")
-            caption_b = page_b.evaluate("() => window.satLive.state.data.caption")
+            caption_a = page_a.evaluate("() => window.satDemo.state.live.data.caption")
+            caption_b = page_b.evaluate("() => window.satDemo.state.live.data.caption")
             assert caption_a != caption_b  # each page its own scene's caption
-            assert page_a.evaluate("() => window.satLive.state.running && window.satLive.state.data.image") != (
-                page_b.evaluate("() => window.satLive.state.data.image")
-            )
+            running_image = "() => window.satDemo.state.live.running && window.satDemo.state.live.data.image"
+            assert page_a.evaluate(running_image) != page_b.evaluate("() => window.satDemo.state.live.data.image")
         finally:
             opened_a.__exit__(None, None, None)
             opened_b.__exit__(None, None, None)
@@ -199,7 +198,7 @@ def test_two_pages_streaming_at_once_each_get_their_own_captions(url, clips):
 
 def test_without_a_camera_the_live_button_says_why_and_the_page_still_works(url, chromium):
     with open_demo_page(chromium, url, timeout_ms=60_000) as page:  # no fake camera: none, or no permission
-        page.wait_for_function("() => !!(window.satLive && window.satLive.state.root)")
+        page.wait_for_function("() => !!(window.satDemo && window.satDemo.state.live.root)")
         page.click("#live-start")
         page.wait_for_function("() => document.querySelector('#live-message').textContent !== ''")
         line = page.locator("#live-message").inner_text()
@@ -214,7 +213,7 @@ def test_without_a_camera_the_live_button_says_why_and_the_page_still_works(url,
     try:  # a page over plain HTTP from another machine has no navigator.mediaDevices
         page = context.new_page()
         page.goto(url)
-        page.wait_for_function("() => !!(window.satLive && window.satLive.state.root)")
+        page.wait_for_function("() => !!(window.satDemo && window.satDemo.state.live.root)")
         page.click("#live-start")
         line = page.locator("#live-message").inner_text()
         assert "--share" in line and "localhost" in line and "\n" not in line

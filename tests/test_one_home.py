@@ -1,13 +1,18 @@
 """Each default and shared name is written once, in its home, and read from there everywhere else: the default beam
 size (search.DEFAULT_BEAM_SIZE), data preparation's settings (prepare.py, data.STORED_IMAGE_SIZE), a training run's
-folder and file names (checkpoint.py), the demo's messages for a request without a photo or a caption
-(handlers.NO_PHOTO, NO_CAPTION, DAMAGED_CAPTION) and its serving defaults (cli/args.py: HOST, PORT, ...).
+folder and file names (checkpoint.py), the messages Python shows and serves to the page (handlers.NO_PHOTO,
+NO_CAPTION, DAMAGED_CAPTION, EMPTY_CAPTION), the demo's serving defaults (cli/args.py: HOST, PORT, ...) and the
+heatmap's opacity curve (heatmap.HeatmapSpec, served to the page as tables).
 Scans the library's code (docstrings aside) and the page's scripts."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
+
+from captioning.handlers import EMPTY_CAPTION
+from captioning.heatmap import HEATMAP
 
 ROOT = Path(__file__).resolve().parents[1]
 # value -> the one file that may write it
@@ -20,7 +25,11 @@ HOMES = {
     "Caption an image first.": "captioning/handlers.py",
     "This caption's word data is damaged or incomplete. Please caption the image again.": "captioning/handlers.py",
     "interrupted during start-up; nothing is being served": "captioning/cli/app.py",
+    EMPTY_CAPTION: "captioning/handlers.py",
 }
+# the opacity curve's parameters: the page reads the curve as served tables (HEATMAP.to_page()["opacity"]), so a
+# script neither names them nor types their values
+CURVE = {name: getattr(HEATMAP, name) for name in ("max_opacity", "opacity_gamma", "hard_opacity")}
 # parameters and flags whose default is a named constant of its home, never a literal
 DEFAULTED_PARAMETERS = {
     "beam",
@@ -85,6 +94,8 @@ def strays(root: Path) -> list[str]:
     for path in sorted((root / "assets" / "web").glob("*.js")):
         text = path.read_text(encoding="utf-8")
         found += [f"{path.name}: {value!r}" for value in HOMES if " " in value and value in text]
+        numbers = {float(n) for n in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", text)}
+        found += [f"{path.name}: {name}" for name, value in CURVE.items() if name in text or value in numbers]
     return found
 
 
@@ -105,7 +116,9 @@ def test_the_scan_finds_a_planted_stray(tmp_path):
         "def prepare(captions_per_image=5, image_size=SIZE):\n"
         "    pass\n"
     )
-    (tmp_path / "assets" / "web" / "page.js").write_text("alert('Please upload an image first.');\n")
+    (tmp_path / "assets" / "web" / "page.js").write_text(
+        "alert('Please upload an image first.');\nconst opacity = k => 0.8 * k ** spec.opacity_gamma;\n"
+    )
     found = strays(tmp_path)
-    assert len(found) == 8, found  # image_size=SIZE reads a constant: not counted
+    assert len(found) == 10, found  # image_size=SIZE reads a constant: not counted
     assert not any(":1:" in line for line in found)  # the docstring is not counted

@@ -75,7 +75,7 @@ def probe_sentence(page, text: str) -> None:
     box = page.locator(PROBE_BOX).first
     box.fill(text)
     box.press("Enter")
-    page.wait_for_function("text => window.satDemo.state.data?.probe?.text === text", arg=text)
+    page.wait_for_function("text => window.satDemo.state.probe?.text === text", arg=text)
 
 
 def compare_rows(page) -> list[dict]:
@@ -135,7 +135,7 @@ def test_a_typed_sentence_shows_each_words_probability_and_steps_without_a_reque
     assert requests == [], f"stepping through the sentence made requests: {requests}"
 
     page.click("#probe-back")  # the model's caption alone again
-    page.wait_for_function("() => !window.satDemo.state.data.probe")
+    page.wait_for_function("() => !window.satDemo.state.probe")
     assert page.locator("#probe-summary").is_hidden() and page.locator("#words .sat-prob").count() == 0
     assert (
         page.locator("#words [role=button] .sat-word-text").all_inner_texts()
@@ -173,7 +173,7 @@ def test_compare_mode_shows_every_model_one_under_the_other_word_aligned(page, c
 
     caption_photo(page, CAT)  # another photo while comparing: every model captions it
     page.wait_for_function(
-        "() => { const c = window.satProbe.state.compare;"
+        "() => { const c = window.satDemo.state.compare.data;"
         " return c && c.kind === 'caption' && c.image === window.satDemo.state.data.image; }"
     )
     cat = client.predict(handle_file(str(CAT)), 3, True, api_name="/compare")["rows"]
@@ -194,9 +194,9 @@ def test_bad_text_gets_a_message_and_leaves_the_page_as_it_was(page):
     page.wait_for_selector("text=only punctuation or symbols")
     box.fill("собака смотрит в окно")  # non-Latin: read as unknown words, with a note
     box.press("Enter")
-    page.wait_for_function("() => window.satDemo.state.data?.probe?.words?.length === 4")
+    page.wait_for_function("() => window.satDemo.state.probe?.words?.length === 4")
     page.wait_for_selector("text=it knows English words only")
     assert page.locator("#words .sat-word.unknown").count() == 4
     page.click("#probe-back")
-    page.wait_for_function("() => !window.satDemo.state.data.probe")
+    page.wait_for_function("() => !window.satDemo.state.probe")
     assert page.locator("#words [role=button] .sat-word-text").all_inner_texts() == words

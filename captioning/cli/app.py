@@ -110,7 +110,7 @@ def build_demo(
                     label="Photo",
                     elem_id="image-input",
                 )
-                page.view("live-mode", page.web_text("live.html"), "window.satLive.mount(element);", head)
+                page.view("live-mode", page.web_text("live.html"), "window.satDemo.mountLive(element);", head)
                 choice, compare_on = page.model_choice(names), page.compare_switch(names)
                 beam, check_on = page.beam_slider(beam_size), page.check_switch()
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
@@ -122,7 +122,7 @@ def build_demo(
                 # through the hidden JSON's change event, in the page.
                 first = json.dumps(first_data) if first_data else ""
                 page.view("viewer", page.viewer_html(), "window.satDemo.mount(element, props.value);", head, first)
-                page.view("compare-view", page.web_text("compare.html"), "window.satProbe.mountCompare(element);", head)
+                page.view("compare-view", page.web_text("compare.html"), "window.satDemo.mountCompare(element);", head)
         page.view("gallery-view", page.web_text("gallery.html"), "window.satDemo.mountGallery(element);", head)
         data = gr.JSON(first_data, visible=False, elem_id="attention-data")
         probe_data = gr.JSON(visible=False, elem_id="probe-data")  # a typed sentence's per-word data
@@ -181,7 +181,7 @@ def build_demo(
         triggers = [probe_button.click, probe_text.submit]
         probing = gr.on(triggers, page_probe, probe_inputs, [probe_data, compare_data], **page_only, **latest)
         probing.success(
-            None, [probe_data], None, js="(data) => { window.satProbe.show(data); }", show_progress="hidden"
+            None, [probe_data], None, js="(data) => { window.satDemo.showProbe(data); }", show_progress="hidden"
         )
         probe = endpoint(handlers.probe, cache=cache)
         gr.Button(visible=False).click(probe, probe_inputs[:3], probe_data, api_name="probe", **model_queue)
@@ -193,7 +193,7 @@ def build_demo(
         rerun = gr.Button(visible="hidden", elem_id="compare-run")
         rerun.click(compare, compare_inputs, compare_data, api_name="compare", **model_queue, **latest)
         compare_data.change(
-            None, [compare_data], None, js="(data) => { window.satProbe.showCompare(data); }", show_progress="hidden"
+            None, [compare_data], None, js="(data) => { window.satDemo.showCompare(data); }", show_progress="hidden"
         )
         # Attention check: while the switch is on, the page asks (the hidden button) once for each caption it shows
         # and keeps the answer, so stepping words makes no request; /check is the same for API clients.
@@ -203,12 +203,14 @@ def build_demo(
         check = endpoint(handlers.check, cache=cache, checks=checks)
         check_inputs = [image, check_text, choice]
         check_run = gr.Button(visible="hidden", elem_id="check-run")
-        ask = "(image, text, model) => window.satCheck.request(image, text, model)"  # the caption on screen
+        ask = "(image, text, model) => window.satDemo.checkInputs(image, text, model)"  # the caption on screen
         check_run.click(check, check_inputs, check_data, js=ask, **page_only, **latest)
-        check_data.change(None, [check_data], None, js="(data) => { window.satCheck.show(data); }")
-        check_on.change(None, [check_on], None, js="(on) => { window.satCheck.toggle(on); }", show_progress="hidden")
+        check_data.change(None, [check_data], None, js="(data) => { window.satDemo.showCheck(data); }")
+        check_on.change(
+            None, [check_on], None, js="(on) => { window.satDemo.toggleCheck(on); }", show_progress="hidden"
+        )
         gr.Button(visible=False).click(check, check_inputs, check_data, api_name="check", **model_queue)
-        # Live mode: the page's script (live.js) posts camera frames to /live one at a time, the next once this
+        # Live mode: the page's script (demo.js) posts camera frames to /live one at a time, the next once this
         # one's caption is back (no backlog), in the model queue like every caption.
         frame, frame_model = gr.Textbox(visible=False, label="frame"), gr.Textbox(visible=False, label="model")
         live = endpoint(handlers.live)

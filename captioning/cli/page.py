@@ -18,12 +18,11 @@ from gradio import processing_utils
 from PIL import Image
 
 from captioning.familiarity import UNFAMILIAR_BELOW, UNFAMILIAR_NOTE
-from captioning.handlers import NO_PHOTO, Noted, RequestError
+from captioning.handlers import EMPTY_CAPTION, NO_PHOTO, Noted, RequestError
 from captioning.heatmap import HEATMAP
 from captioning.payload import BEAM_SIZES
 from captioning.shipped import WEB_DIR
 
-SCRIPTS = ("demo.js", "probe.js", "check.js", "live.js")  # the page's scripts, inlined in this order
 CSV_FIELD_LIMIT = 16 * 2**20  # bytes: an examples-cache field holds a caption's per-word JSON
 
 log = logging.getLogger("app")
@@ -35,14 +34,18 @@ def web_text(name: str) -> str:
 
 
 def page_head() -> str:
-    """The <head> markup of the page's views: its style sheet and scripts, inlined (no extra requests)."""
-    scripts = "".join(f"<script>{web_text(name)}</script>" for name in SCRIPTS)
-    return f"<style>{web_text('demo.css')}</style>{scripts}"
+    """The <head> markup of the page's views: its style sheet and its script, inlined (no extra requests)."""
+    return f"<style>{web_text('demo.css')}</style><script>{web_text('demo.js')}</script>"
 
 
 def viewer_html() -> str:
-    """The viewer's markup with the heatmap specification the page draws by (the one Python draws by too)."""
-    return web_text("viewer.html").replace("HEATMAP_SPEC", html.escape(json.dumps(HEATMAP.to_page()), quote=True))
+    """The viewer's markup with the heatmap specification the page draws by (the one Python draws by too) and the
+    messages the page shows as Python does (in data attributes: the page's script types neither)."""
+    served = {"HEATMAP_SPEC": HEATMAP.to_page(), "PAGE_MESSAGES": {"empty_caption": EMPTY_CAPTION}}
+    markup = web_text("viewer.html")
+    for placeholder, value in served.items():
+        markup = markup.replace(placeholder, html.escape(json.dumps(value), quote=True))
+    return markup
 
 
 def familiarity_html() -> str:
