@@ -15,6 +15,13 @@ from captioning.decoder import DecoderOutput
 from captioning.meters import topk_hits
 from captioning.model import Captioner
 
+# the objectives' weights: TrainConfig's defaults (its flags) and the loss modules' read them from here
+ATTENTION_PENALTY = 1.0 / 196  # lambda of the doubly stochastic attention penalty (one over the grid's cells)
+HARD_REINFORCE_WEIGHT = 1.0  # hard attention: weight of the REINFORCE term (lambda_r)
+HARD_ENTROPY_WEIGHT = 0.01  # hard attention: weight of the entropy bonus on alpha (lambda_e)
+HARD_SOFT_PROBABILITY = 0.5  # hard attention: chance that a training step uses the expected (soft) context
+HARD_BASELINE_DECAY = 0.9  # hard attention: decay of the moving-average REINFORCE baseline
+
 
 def predicted_tokens(output: DecoderOutput, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (n_tokens, V) in fp32 and target words (n_tokens,) of the real steps: step t predicts word t + 1."""
@@ -111,10 +118,10 @@ class HardAttentionLoss(TeacherForcedLoss):
         captioner: Captioner,
         to_features: Callable[[torch.Tensor], torch.Tensor],
         attention_penalty: float,
-        reinforce_weight: float = 1.0,
-        entropy_weight: float = 0.01,
-        soft_context_probability: float = 0.5,
-        baseline_decay: float = 0.9,
+        reinforce_weight: float = HARD_REINFORCE_WEIGHT,
+        entropy_weight: float = HARD_ENTROPY_WEIGHT,
+        soft_context_probability: float = HARD_SOFT_PROBABILITY,
+        baseline_decay: float = HARD_BASELINE_DECAY,
     ):
         super().__init__(captioner, to_features, attention_penalty)
         if captioner.config.decoder.attention != "hard":

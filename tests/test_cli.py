@@ -116,17 +116,6 @@ def test_default_trunk_is_the_offline_lite2_of_the_shipped_model():
     assert b4.encoder == dataclasses.replace(shipped, backbone="efficientnet_b4", weights="timm")
 
 
-def test_train_config_takes_the_encoder_spec_flat(tmp_path):
-    old_run = {
-        "data_name": "x",
-        "backbone": "tf_efficientnet_lite0",
-        "encoder_weights": "random",
-        "input_size": 64,
-        "encoder_bf16": False,
-    }  # a train_config.json written before the nesting
-    assert train_cli.TrainConfig(**old_run).encoder == EncoderSpec("tf_efficientnet_lite0", "random", 64, False)
-
-
 def test_b4_offline_is_one_line_naming_the_offline_trunks(shapes_data, tmp_path, monkeypatch, capsys):
     import captioning.model as model
 

@@ -79,9 +79,10 @@ def test_a_prefix_cache_made_with_other_settings_is_refused_in_one_line(shapes_d
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "other settings" in error and "prefix_stages: cache 1 vs now 2" in error
     config = make_train_config(shapes_data, tmp_path / "run", cache_dir=str(tmp_path / "cache"), **LITE0)
+    wider = config.encoder.with_changes(input_size=96)
     for changes, expected in (
         (dict(finetune_stages=2), "prefix_stages: cache 1 vs model 2"),
-        (dict(finetune_stages=1, input_size=96), "input_size: cache 64 vs model 96"),
+        (dict(finetune_stages=1, encoder=wider), "input_size: cache 64 vs model 96"),
     ):
         args = cli_args(dataclasses.replace(config, finetune_encoder=True, **changes))
         with TorchThreads():
@@ -128,6 +129,7 @@ def finetuned_runs(shapes_data, tmp_path_factory):
     return {"root": root, "straight": root / "straight", "resumed": root / "resumed", "tail_batches": tail_batches}
 
 
+@pytest.mark.slow
 def test_finetuning_from_a_prefix_cache_runs_the_tail_once_per_image_and_resumes_exactly(finetuned_runs):
     images_per_step = 10 // 5  # batch_size captions, 5 captions per image
     trained = [size for size, grad in finetuned_runs["tail_batches"] if grad]
@@ -143,6 +145,7 @@ def test_finetuning_from_a_prefix_cache_runs_the_tail_once_per_image_and_resumes
     assert (straight / "last/model.safetensors").read_bytes() == (resumed / "last/model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_finetuning_trains_and_saves_only_the_tail_beside_the_decoder(finetuned_runs):
     from safetensors.torch import load_file
 
@@ -163,6 +166,7 @@ def test_finetuning_trains_and_saves_only_the_tail_beside_the_decoder(finetuned_
     assert statistics and all(torch.equal(saved[k], source[k[len("encoder.trunk.") :]]) for k in statistics)
 
 
+@pytest.mark.slow
 def test_a_finetuned_model_captions_with_batchnorm_folded_as_without(finetuned_runs):
     model = Captioner.load(finetuned_runs["straight"] / "best")
     pixels = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))

@@ -204,6 +204,7 @@ def test_decoding_uses_the_annotation_vector_at_the_argmax(tiny_config, word_map
         torch.testing.assert_close(logits, decoder.fc(hidden))
 
 
+@pytest.mark.slow
 def test_hard_training_resumes_exactly_with_its_baseline(tiny_train_config, tmp_path):
     from captioning.training import train
 

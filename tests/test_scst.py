@@ -142,6 +142,7 @@ def cross_entropy_start(shapes_data, tmp_path_factory):
     return train_start_model(shapes_data, tmp_path_factory.mktemp("ce_start"))
 
 
+@pytest.mark.slow
 def test_scst_run_starts_from_the_model_and_logs_reward_and_cider(tiny_train_config, cross_entropy_start, tmp_path):
     from captioning.model import Captioner
     from captioning.training import train
@@ -168,6 +169,7 @@ def test_scst_run_starts_from_the_model_and_logs_reward_and_cider(tiny_train_con
     assert (tmp_path / "scst" / "training_curves.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_scst_resume_is_exact(tiny_train_config, cross_entropy_start, tmp_path):
     from captioning.training import train
 
@@ -182,6 +184,7 @@ def test_scst_resume_is_exact(tiny_train_config, cross_entropy_start, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_scst_refuses_a_start_model_of_another_shape(tiny_train_config, cross_entropy_start, tmp_path):
     from captioning.checkpoint import CheckpointError
     from captioning.training import train
@@ -196,6 +199,7 @@ def hard_start(shapes_data, tmp_path_factory):
     return train_start_model(shapes_data, tmp_path_factory.mktemp("hard_start"), attention="hard")
 
 
+@pytest.mark.slow
 def test_scst_on_a_hard_model_trains_the_words_and_leaves_the_attention_as_it_was(
     tiny_train_config, hard_start, tmp_path
 ):
@@ -215,6 +219,7 @@ def test_scst_on_a_hard_model_trains_the_words_and_leaves_the_attention_as_it_wa
     assert not {name for name in moved if name.startswith("attention.")}
 
 
+@pytest.mark.slow
 def test_a_start_model_of_the_other_attention_mode_is_named(tiny_train_config, hard_start, tmp_path, capsys):
     """--init-from a hard model into a soft run (the tensors match) trains it as soft: the run says so."""
     from captioning.training import train
