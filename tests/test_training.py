@@ -19,6 +19,9 @@ import pytest
 import torch
 from conftest import TorchThreads, cli_args, make_train_config, read_log, without_times
 
+from captioning import training
+from captioning.config import EncoderSpec
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -417,3 +420,14 @@ def test_an_optimizer_step_in_a_test_not_marked_slow_fails_naming_it():
     parameter = torch.nn.Parameter(torch.zeros(1))
     with pytest.raises(AssertionError, match="an_optimizer_step.*mark it @pytest.mark.slow"):
         torch.optim.SGD([parameter], lr=0.1).step()
+
+
+def test_a_saved_config_loads_with_its_encoder_spec_nested_or_flat():
+    """train_config.json as train() writes it, and as runs saved before the encoder spec was nested wrote it."""
+    spec = EncoderSpec("tf_efficientnet_lite0", "random", 64, False)
+    nested = dataclasses.asdict(training.TrainConfig(data_name="x", encoder=spec, epochs=3))
+    assert training.TrainConfig.from_dict(nested) == training.TrainConfig(data_name="x", encoder=spec, epochs=3)
+    flat = {"data_name": "x", "backbone": spec.backbone, "encoder_weights": "random", "input_size": 64}
+    assert training.TrainConfig.from_dict({**flat, "encoder_bf16": False}).encoder == spec
+    with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
+        training.TrainConfig.from_dict({**nested, "colour": "red"})
