@@ -27,6 +27,7 @@ from captioning.checkpoint import BEST_DIR, LAST_DIR, TRAIN_CONFIG_FILE, TRAIN_S
 from captioning.cider import CiderD
 from captioning.config import ENCODER_FLAGS, FINETUNED_STAGES, DecoderConfig, EncoderSpec, known_keys_only, option
 from captioning.data import DATA_DIR, ImageCaptions, PreparedData, collate_images
+from captioning.decoder import SOFT_CONTEXT_PROBABILITY
 from captioning.encoder import resolve_spec
 from captioning.familiarity import summarise
 from captioning.features import load_cached_features
@@ -34,7 +35,6 @@ from captioning.loss import (
     ATTENTION_PENALTY,
     HARD_ENTROPY_WEIGHT,
     HARD_REINFORCE_WEIGHT,
-    HARD_SOFT_PROBABILITY,
     BatchLoss,
     HardAttentionLoss,
     TeacherForcedLoss,
@@ -67,7 +67,7 @@ class TrainConfig:
         HARD_ENTROPY_WEIGHT, "hard attention: weight of the entropy bonus on alpha (lambda_e)"
     )
     hard_soft_probability: float = option(
-        HARD_SOFT_PROBABILITY,
+        SOFT_CONTEXT_PROBABILITY,
         "hard attention: chance that a training step uses the expected (soft) context instead of a sampled location",
     )
     finetune_encoder: bool = option(

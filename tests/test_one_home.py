@@ -1,7 +1,8 @@
 """Each default and shared name is written once, in its home, and read from there everywhere else: the default beam
-size (search.DEFAULT_BEAM_SIZE), data preparation's settings (prepare.py, data.STORED_IMAGE_SIZE), a training run's
-folder and file names (checkpoint.py) and the message for a model request without a photo (handlers.NO_PHOTO).
-Scans the library's code (docstrings aside) and the page's scripts."""
+size (search.DEFAULT_BEAM_SIZE), data preparation's settings (prepare.py, data.STORED_IMAGE_SIZE, data.DATA_DIR), a
+training run's folder and file names (checkpoint.py), the objectives' weights (loss.py) and self-critical settings
+(scst.py), the feature cache's batch size (features.CACHE_BATCH_SIZE) and the message for a model request without a
+photo (handlers.NO_PHOTO). Scans the library's code (docstrings aside) and the page's scripts."""
 
 from __future__ import annotations
 
@@ -18,8 +19,20 @@ HOMES = {
     "Please upload an image first.": "captioning/handlers.py",
 }
 # parameters and flags whose default is a named constant of its home, never a literal
-DEFAULTED_PARAMETERS = {"beam", "beam_size", "default_beam", "captions_per_image", "min_word_freq", "image_size"}
-DEFAULTED_FLAGS = {"--beam-size", "--captions-per-image", "--min-word-freq", "--max-len", "--image-size", "--seed"}
+DEFAULTED_PARAMETERS = {
+    *("beam", "beam_size", "default_beam", "captions_per_image", "min_word_freq", "image_size", "vocab_splits"),
+    *("attention_penalty", "reinforce_weight", "entropy_weight", "soft_context_probability", "baseline_decay"),
+    *("samples_per_image", "baseline"),
+}
+DEFAULTED_FLAGS = {
+    *("--beam-size", "--captions-per-image", "--min-word-freq", "--max-len", "--image-size", "--seed"),
+    *("--vocab-splits", "--data-dir"),
+}
+# dataclass fields (name: type = DEFAULT, or = option(DEFAULT, help)) whose default is a named constant of its home
+DEFAULTED_FIELDS = {
+    *("data_dir", "attention_penalty", "hard_reinforce_weight", "hard_entropy_weight", "hard_soft_probability"),
+    *("scst_samples", "scst_baseline", "scst_max_len", "finetune_stages", "encoder_finetuned_stages"),
+}
 
 
 def docstrings(tree: ast.AST) -> set[int]:
@@ -50,6 +63,13 @@ def strays(root: Path) -> list[str]:
                     literal = isinstance(default, ast.Constant) and default.value is not None
                     if arg.arg in DEFAULTED_PARAMETERS and literal:
                         found.append(f"{name}:{default.lineno}: {arg.arg} = {default.value!r}")
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                default = node.value
+                if isinstance(default, ast.Call) and getattr(default.func, "id", "") == "option" and default.args:
+                    default = default.args[0]
+                written = not any(isinstance(n, ast.Name | ast.Attribute | ast.Call) for n in ast.walk(default))
+                if node.target.id in DEFAULTED_FIELDS and written:
+                    found.append(f"{name}:{node.lineno}: field {node.target.id} = {ast.unparse(default)}")
             flags = [a.value for a in node.args if isinstance(a, ast.Constant)] if isinstance(node, ast.Call) else []
             if DEFAULTED_FLAGS.intersection(flags):
                 found += [
@@ -78,8 +98,11 @@ def test_the_scan_finds_a_planted_stray(tmp_path):
         'parser.add_argument("--seed", type=int, default=7)\n'
         "def prepare(captions_per_image=5, image_size=SIZE):\n"
         "    pass\n"
+        "class TrainConfig:\n"
+        '    attention_penalty: float = option(1.0 / 196, "lambda")\n'
+        "    scst_samples: int = SCST_SAMPLES\n"
     )
     (tmp_path / "assets" / "web" / "page.js").write_text("alert('Please upload an image first.');\n")
     found = strays(tmp_path)
-    assert len(found) == 7, found  # image_size=SIZE reads a constant: not counted
+    assert len(found) == 8, found  # image_size=SIZE and scst_samples = SCST_SAMPLES read a constant: not counted
     assert not any(":1:" in line for line in found)  # the docstring is not counted
