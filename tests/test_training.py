@@ -1,5 +1,6 @@
 """Training loop: DDP over 2 gloo processes, exact resume through train.py, run directory contents, LR decay and
-early stopping, HDF5 loading in worker processes, CPU bf16 autocast.
+early stopping, the selection metric, HDF5 loading in worker processes, CPU bf16 autocast; a saved TrainConfig
+loading back; conftest's guard that only tests marked slow train.
 
 Run as a script (by torchrun, from test_ddp_ranks_end_with_identical_weights) it is one DDP rank: it trains with
 the given config and saves this rank's decoder weights and the files it wrote.
@@ -431,3 +432,14 @@ def test_a_saved_config_loads_with_its_encoder_spec_nested_or_flat():
     assert training.TrainConfig.from_dict({**flat, "encoder_bf16": False}).encoder == spec
     with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
         training.TrainConfig.from_dict({**nested, "colour": "red"})
+
+
+def test_selection_metric():
+    many, matched, unmatched = training.SMALL_VAL_IMAGES, {"val_4gram_matches": 12}, {"val_4gram_matches": 0}
+    assert training.selection_metric("auto", many, matched)[0] == "bleu4"
+    assert training.selection_metric("auto", many, unmatched) == (
+        "cider",
+        "val BLEU-4 found no 4-gram match: it is 0 up to rounding, not a signal",
+    )
+    assert training.selection_metric("auto", many - 1, matched)[0] == "cider"
+    assert training.selection_metric("bleu4", 3, unmatched) == ("bleu4", "--select-on bleu4")  # as asked
