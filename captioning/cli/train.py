@@ -120,11 +120,11 @@ def resolve_config(given: dict[str, object]) -> TrainConfig:
     --init-from sets no field from the model it names: it only starts the run's model from its weights."""
     resume = given.get("resume")
     start = saved_config(resume) if resume else TrainConfig()
-    decoder_fields = {f.name for f in dataclasses.fields(DecoderConfig)}
+    fields, decoder_fields = ({f.name for f in dataclasses.fields(c)} for c in (TrainConfig, DecoderConfig))
     config = dataclasses.replace(
         start,
-        **{name: value for name, value in given.items() if name in {f.name for f in dataclasses.fields(start)}},
-        decoder=start.decoder.with_changes(**{k: v for k, v in given.items() if k in decoder_fields}),
+        **{name: value for name, value in given.items() if name in fields},
+        decoder=start.decoder.with_changes(**{name: value for name, value in given.items() if name in decoder_fields}),
     )
     if config.cache_dir and not resume:
         made = read_metadata(config.cache_dir, "TRAIN", config.data_name, prefix=config.finetune_encoder)
