@@ -158,9 +158,9 @@ def make_train_config(shapes_data: dict, output_dir, **overrides):
 
     decoder_names = {f.name for f in dataclasses.fields(DecoderConfig)}
     decoder = TINY_DECODER.with_changes(**{k: overrides.pop(k) for k in list(overrides) if k in decoder_names})
-    encoder = EncoderSpec("test_efficientnet", "random", input_size=64).with_changes(
-        **{field: overrides.pop(flag) for flag, field in ENCODER_FLAGS.items() if flag in overrides}
-    )
+    trunk = dict(backbone="test_efficientnet", encoder_weights="random", input_size=64)
+    trunk.update({flag: overrides.pop(flag) for flag in ENCODER_FLAGS if flag in overrides})
+    encoder = EncoderSpec().with_changes(**{field: trunk.get(flag) for flag, field in ENCODER_FLAGS.items()})
     data = dict(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(output_dir))
     run = dict(epochs=1, batch_size=10, max_steps_per_epoch=3, val_max_images=4, threads=1, seed=28, device="cpu")
     return TrainConfig(**{**data, "encoder": encoder, "decoder": decoder, **run, **overrides})
