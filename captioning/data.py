@@ -28,6 +28,7 @@ class RawSplit:
         return np.stack([resize_square(load_image(p), image_size) for p in self.paths[start:stop]])
 
 
+DATA_DIR = "data"  # the folder prepare_data.py writes and the other tools read, unless told otherwise
 SPLITS = ("TRAIN", "VAL", "TEST")  # the prepared files' splits
 # split labels of the source files -> split; restval (Karpathy's COCO images beyond the 5k val / 5k test) trains
 SPLIT_LABELS = {"train": "TRAIN", "restval": "TRAIN", "val": "VAL", "test": "TEST"}

@@ -12,6 +12,9 @@ from captioning.attention import Attention, RowLayout, hard_context
 from captioning.config import DecoderConfig
 from captioning.step_linear import StepLinear
 
+# hard attention in training: chance that a step reads the expected (soft) context instead of a sampled location
+SOFT_CONTEXT_PROBABILITY = 0.5
+
 
 @dataclass
 class DecoderOutput:
@@ -170,7 +173,7 @@ class Decoder(nn.Module):
         self,
         word_gates: torch.Tensor,
         state: DecoderState,
-        soft_context_probability: float = 0.5,
+        soft_context_probability: float = SOFT_CONTEXT_PROBABILITY,
         sample_locations: bool | None = None,
     ) -> tuple[torch.Tensor, DecoderState]:
         """The recurrence for one step, shared by teacher forcing and search: attend from h_{t-1}, gate the
@@ -210,7 +213,7 @@ class Decoder(nn.Module):
         captions: torch.Tensor,
         lengths: torch.Tensor,
         image_index: torch.Tensor | None = None,
-        soft_context_probability: float = 0.5,
+        soft_context_probability: float = SOFT_CONTEXT_PROBABILITY,
     ) -> DecoderOutput:
         """Teacher forcing. features (N, 196, C); captions (B, T) = <start> w.. <end> <pad>..; lengths (B,) incl.
         <start>/<end>; image_index (B,) maps each caption to its image so an image's captions share its projection.

@@ -20,6 +20,7 @@ from captioning.familiarity import Familiarity, summarise
 from captioning.model import pixels_to_features, pixels_to_prefix
 from captioning.preprocess import Preprocessing
 
+CACHE_BATCH_SIZE = 32  # images per encoder batch unless told (a resumed cache keeps the batch size it began with)
 CACHE_FORMAT = 2  # layout version of the metadata: its "encoder" holds the EncoderSpec, files carry the data name
 
 
@@ -93,7 +94,7 @@ def cache_features(
     cache_dir: str | Path,
     split: str,
     prep: Preprocessing,
-    batch_size: int = 32,
+    batch_size: int = CACHE_BATCH_SIZE,
     bf16: bool = True,
     weights: str = "",
     *,

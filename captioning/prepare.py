@@ -27,7 +27,7 @@ from captioning.vocab import build_word_map, encode_caption, save_word_map
 
 SPLIT_KEYS = tuple(split.lower() for split in SPLITS)  # a CaptionSet's split of an image: train | val | test
 KARPATHY_DATASETS = ("flickr8k", "flickr30k", "coco")
-VOCAB_SPLITS = ("train", "all")
+VOCAB_SPLITS = ("train", "all")  # which splits' words the vocabulary counts; the first is the default
 CSV_SPLIT_SEED = 28
 # prepare_dataset's defaults, which captioning-prepare's flags read
 CAPTIONS_PER_IMAGE, MIN_WORD_FREQ, MAX_CAPTION_WORDS, PREPARE_SEED = 5, 5, 50, 123
@@ -517,7 +517,7 @@ def prepare_dataset(
     min_word_freq: int = MIN_WORD_FREQ,
     max_len: int = MAX_CAPTION_WORDS,
     image_size: int = STORED_IMAGE_SIZE,
-    vocab_splits: str = "train",
+    vocab_splits: str = VOCAB_SPLITS[0],
     seed: int = PREPARE_SEED,
     progress: bool = True,
 ) -> PrepareSummary:

@@ -15,6 +15,12 @@ from captioning.decoder import Decoder
 from captioning.model import Captioner
 from captioning.vocab import special_ids
 
+# self-critical training's defaults: TrainConfig's (its --scst-* flags) and SelfCriticalLoss's read them from here
+SCST_SAMPLES = 5  # captions sampled per image
+SCST_BASELINES = ("mean", "greedy")  # the mean of the image's other samples | the image's greedy caption
+SCST_BASELINE = "mean"
+SCST_MAX_LEN = 20  # longest sampled caption, in words with <end>
+
 
 @dataclass
 class Samples:
@@ -32,7 +38,7 @@ def sample_captions(
     start_id: int,
     end_id: int,
     banned: Sequence[int],
-    max_len: int = 20,
+    max_len: int = SCST_MAX_LEN,
     temperature: float = 1.0,
 ) -> Samples:
     """Multinomial samples; `banned` ids (<pad>, <start>, <unk>) are never drawn, nor <end> first; log_probs are
@@ -145,13 +151,13 @@ class SelfCriticalLoss(nn.Module):
         to_features: Callable[[torch.Tensor], torch.Tensor],
         scorer: CiderD,
         references: Sequence[Sequence[str]],
-        samples_per_image: int = 5,
-        baseline: str = "mean",
-        max_len: int = 20,
+        samples_per_image: int = SCST_SAMPLES,
+        baseline: str = SCST_BASELINE,
+        max_len: int = SCST_MAX_LEN,
         sample_with_dropout: bool = False,
     ):
         super().__init__()
-        if baseline not in ("mean", "greedy"):
+        if baseline not in SCST_BASELINES:
             raise ValueError(f"baseline must be 'mean' or 'greedy', not {baseline!r}")
         if baseline == "mean" and samples_per_image < 2:
             raise ValueError("the 'mean' baseline needs at least 2 samples per image")

@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,45 +25,49 @@ from tqdm import tqdm
 
 from captioning.checkpoint import BEST_DIR, LAST_DIR, TRAIN_CONFIG_FILE, TRAIN_STATE_FILE, atomic_write, read_model_dir
 from captioning.cider import CiderD
-from captioning.config import DecoderConfig, EncoderSpec
-from captioning.data import ImageCaptions, PreparedData, collate_images
+from captioning.config import ENCODER_FLAGS, FINETUNED_STAGES, DecoderConfig, EncoderSpec, known_keys_only, option
+from captioning.data import DATA_DIR, ImageCaptions, PreparedData, collate_images
+from captioning.decoder import SOFT_CONTEXT_PROBABILITY
 from captioning.encoder import resolve_spec
 from captioning.familiarity import summarise
 from captioning.features import load_cached_features
-from captioning.loss import BatchLoss, HardAttentionLoss, TeacherForcedLoss
+from captioning.loss import (
+    ATTENTION_PENALTY,
+    HARD_ENTROPY_WEIGHT,
+    HARD_REINFORCE_WEIGHT,
+    BatchLoss,
+    HardAttentionLoss,
+    TeacherForcedLoss,
+)
 from captioning.meters import PassMeters
 from captioning.metrics import bleu4, cider, ngram_matches
 from captioning.model import Captioner, create_captioner
 from captioning.preprocess import STORED_IMAGE_SIZE, Preprocessing
-from captioning.scst import SelfCriticalLoss
+from captioning.scst import SCST_BASELINE, SCST_MAX_LEN, SCST_SAMPLES, SelfCriticalLoss
 
 SMALL_VAL_IMAGES = 100  # with fewer val images, --select-on auto selects on CIDEr: BLEU-4 is too sparse there
 SELECT_ON = ("auto", "bleu4", "cider")
-
-
-def option(default, help: str, **kwargs):
-    """A TrainConfig field with its --help text (train.py turns every field into a flag)."""
-    return field(default=default, metadata={"help": help}, **kwargs)
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run needs; saved as train_config.json in the run directory."""
 
-    data_dir: str = option("data", "folder prepare_data.py wrote (its --data-dir)")
-    data_name: str = option("", "base name of the prepared files, printed by prepare_data.py")
+    # where the data is: flags shared with the other tools (captioning.cli.args), so no help text here
+    data_dir: str = DATA_DIR
+    data_name: str = ""  # required unless --resume
     output_dir: str = option("runs/default", "run directory: best/, last/, log.csv, training_curves.png")
-    cache_dir: str = option(
-        "",
-        "feature cache of python -m captioning.cli.features (with --finetune-encoder: its prefix cache made "
-        "with --finetune-stages N); empty: encode the HDF5 pixels every epoch",
-    )
-    encoder: EncoderSpec = field(default_factory=EncoderSpec)  # from the feature cache when training on one
+    cache_dir: str = ""  # feature cache (a shared flag); empty: encode the HDF5 pixels every epoch
+    encoder: EncoderSpec = field(default_factory=EncoderSpec)  # its flags are shared: cli.args.add_encoder_flags
     decoder: DecoderConfig = field(default_factory=DecoderConfig)  # its fields are flags (--embed-dim, --attention)
-    hard_reinforce_weight: float = option(1.0, "hard attention: weight of the REINFORCE term (lambda_r)")
-    hard_entropy_weight: float = option(0.01, "hard attention: weight of the entropy bonus on alpha (lambda_e)")
+    hard_reinforce_weight: float = option(
+        HARD_REINFORCE_WEIGHT, "hard attention: weight of the REINFORCE term (lambda_r)"
+    )
+    hard_entropy_weight: float = option(
+        HARD_ENTROPY_WEIGHT, "hard attention: weight of the entropy bonus on alpha (lambda_e)"
+    )
     hard_soft_probability: float = option(
-        0.5,
+        SOFT_CONTEXT_PROBABILITY,
         "hard attention: chance that a training step uses the expected (soft) context instead of a sampled location",
     )
     finetune_encoder: bool = option(
@@ -71,7 +75,9 @@ class TrainConfig:
         "also train the encoder's last --finetune-stages stages: from the prefix cache of --cache-dir if given "
         "(only those stages run), else from pixels",
     )
-    finetune_stages: int = option(3, "fine-tuning: how many of the trunk's last stages train (1-3), head included")
+    finetune_stages: int = option(
+        FINETUNED_STAGES, "fine-tuning: how many of the trunk's last stages train (1-3), head included"
+    )
     finetune_norm_statistics: bool = option(
         True,
         "fine-tuning: the tail's BatchNorm layers update their running statistics (off: they keep the pretrained "
@@ -83,7 +89,7 @@ class TrainConfig:
     decoder_lr: float = option(4e-4, "Adam learning rate of the decoder")
     encoder_lr: float = option(1e-4, "Adam learning rate of the fine-tuned encoder stages")
     grad_clip: float = option(5.0, "clip the gradient norm to this, 0 = off")
-    attention_penalty: float = option(1.0 / 196, "lambda of the doubly stochastic attention penalty")
+    attention_penalty: float = option(ATTENTION_PENALTY, "lambda of the doubly stochastic attention penalty")
     lr_decay_factor: float = option(0.8, "multiply the learning rates by this ...")
     lr_decay_patience: int = option(8, "... after every this many epochs without a better val score (--select-on)")
     early_stop_patience: int = option(20, "stop after this many epochs without a better val score (--select-on)")
@@ -93,7 +99,7 @@ class TrainConfig:
     bf16: bool = option(False, "CPU bf16 autocast for the decoder")
     amp: bool = option(True, "CUDA bf16 autocast when on a GPU")
     num_workers: int = option(0, "data-loader processes")
-    threads: int = option(0, "torch CPU threads, 0 = torch's default")
+    threads: int = 0  # torch CPU threads, 0 = torch's default (a shared flag)
     seed: int = option(28, "random seed (data order, initialisation, dropout)")
     device: str = option("", "cpu | cuda | cuda:N; empty: cuda if available, else cpu")
     init_from: str = option(
@@ -106,11 +112,12 @@ class TrainConfig:
         "self-critical training: sampled captions rewarded by CIDEr-D, instead of "
         "cross-entropy (start it with --init-from)",
     )
-    scst_samples: int = option(5, "self-critical: captions sampled per image")
+    scst_samples: int = option(SCST_SAMPLES, "self-critical: captions sampled per image")
     scst_baseline: str = option(
-        "mean", "self-critical baseline: mean (of the image's other samples) | greedy (the image's greedy caption)"
+        SCST_BASELINE,
+        "self-critical baseline: mean (of the image's other samples) | greedy (the image's greedy caption)",
     )
-    scst_max_len: int = option(20, "self-critical: longest sampled caption, in words with <end>")
+    scst_max_len: int = option(SCST_MAX_LEN, "self-critical: longest sampled caption, in words with <end>")
     scst_dropout: bool = option(
         False, "self-critical: keep dropout on while sampling (off: the policy trained is the one that decodes)"
     )
@@ -125,22 +132,17 @@ class TrainConfig:
         f"when val has fewer than {SMALL_VAL_IMAGES} images or BLEU-4 finds no 4-gram match at the first epoch)",
     )
 
-    # constructor shortcuts for the encoder spec, as the command line spells them (not stored: folded into `encoder`)
-    backbone: InitVar[str | None] = None
-    encoder_weights: InitVar[str | None] = None
-    input_size: InitVar[int | None] = None
-    encoder_bf16: InitVar[bool | None] = None
-
-    def __post_init__(self, backbone, encoder_weights, input_size, encoder_bf16):
-        if isinstance(self.encoder, dict):
-            self.encoder = EncoderSpec.from_dict(self.encoder)
-        if isinstance(self.decoder, dict):
-            self.decoder = DecoderConfig.from_dict(self.decoder)
-        self.encoder = resolve_spec(
-            self.encoder.with_changes(
-                backbone=backbone, weights=encoder_weights, input_size=input_size, bf16=encoder_bf16
-            )
-        )
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Build from a parsed train_config.json (what train() writes). Older files still load: keys they lack
+        keep their defaults, and an encoder spec saved flat (backbone, encoder_weights, ...) is nested; other
+        unknown keys are an error."""
+        data = dict(data)
+        flat = {field: data.pop(key) for key, field in ENCODER_FLAGS.items() if key in data}
+        data = known_keys_only(cls, data, TRAIN_CONFIG_FILE)
+        encoder = EncoderSpec.from_dict(data.pop("encoder", {})).with_changes(**flat)
+        decoder = DecoderConfig.from_dict(data.pop("decoder", {}))
+        return cls(**data, encoder=encoder, decoder=decoder)
 
 
 def is_main_process() -> bool:
@@ -489,9 +491,11 @@ def existing_run(run_dir: str | Path) -> str | None:
 
 
 def train(config: TrainConfig, resume: str | Path | None = None) -> dict:
-    """Run (or continue) training; returns the final state (epoch, best BLEU-4, history)."""
+    """Run (or continue) training; returns the final state (epoch, best BLEU-4, history). The encoder spec may
+    leave weights and input size to the trunk's defaults: the run fills them in and saves the resolved spec."""
     if config.select_on not in SELECT_ON:
         raise ValueError(f"--select-on must be one of {', '.join(SELECT_ON)}, not {config.select_on!r}")
+    config = dataclasses.replace(config, encoder=resolve_spec(config.encoder))  # the trunk's defaults filled in
     device = setup_device(config)
     torch.manual_seed(config.seed)
     run_dir = Path(config.output_dir)

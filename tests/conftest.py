@@ -18,6 +18,32 @@ DEMO_WORDS = "a cat dog sits on the mat red blue cup of coffee man woman rocket 
 TINY_DECODER = DecoderConfig(embed_dim=16, attention_dim=16, decoder_dim=16, dropout=0.5)  # tiny configs' decoder
 
 
+def refuse_to_train(nodeid: str):
+    """An optimizer step pre-hook that fails naming the test: what a test not marked slow meets if it trains."""
+
+    def refused(optimizer, args, kwargs):
+        raise AssertionError(f"{nodeid} trains a model: mark it @pytest.mark.slow (-m 'not slow' trains nothing)")
+
+    return refused
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """-m "not slow" trains nothing, checked: while a test not marked slow runs (its fixtures' setup included, so a
+    module fixture that trains counts), every optimizer step raises: train()'s epochs, self-critical, hard
+    attention and fine-tuning runs, and hand-written loops all step an optimizer."""
+    if item.get_closest_marker("slow") is not None:
+        yield
+        return
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(refuse_to_train(item.nodeid))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @pytest.fixture
 def word_map() -> dict[str, int]:
     """<pad>=0, words from 1, then <start>, <end>, <unk> (the layout of vocab.build_word_map)."""
@@ -131,17 +157,21 @@ def prepare_shapes(caption_set, root: Path, image_size: int):
 def make_train_config(shapes_data: dict, output_dir, **overrides):
     """A TrainConfig that trains in about a second on shapes_data (timm's random `test_efficientnet`, 64 px input,
     16-d decoder, one thread, 3 steps per epoch); keyword arguments override fields, the decoder's ones (embed_dim,
-    attention_dim, decoder_dim, dropout, attention) given flat."""
+    attention_dim, decoder_dim, dropout, attention) and the encoder spec's (as flags name them: backbone,
+    encoder_weights, input_size, encoder_bf16) given flat."""
     import dataclasses
 
+    from captioning.config import ENCODER_FLAGS
     from captioning.training import TrainConfig
 
     decoder_names = {f.name for f in dataclasses.fields(DecoderConfig)}
     decoder = TINY_DECODER.with_changes(**{k: overrides.pop(k) for k in list(overrides) if k in decoder_names})
+    trunk = dict(backbone="test_efficientnet", encoder_weights="random", input_size=64)
+    trunk.update({flag: overrides.pop(flag) for flag in ENCODER_FLAGS if flag in overrides})
+    encoder = EncoderSpec().with_changes(**{field: trunk.get(flag) for flag, field in ENCODER_FLAGS.items()})
     data = dict(data_dir=shapes_data["data_dir"], data_name=shapes_data["data_name"], output_dir=str(output_dir))
-    model = dict(backbone="test_efficientnet", encoder_weights="random", input_size=64, decoder=decoder)
     run = dict(epochs=1, batch_size=10, max_steps_per_epoch=3, val_max_images=4, threads=1, seed=28, device="cpu")
-    return TrainConfig(**{**data, **model, **run, **overrides})
+    return TrainConfig(**{**data, "encoder": encoder, "decoder": decoder, **run, **overrides})
 
 
 @pytest.fixture

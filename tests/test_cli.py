@@ -124,15 +124,23 @@ def test_default_trunk_is_the_offline_lite2_of_the_shipped_model():
     assert b4.encoder == dataclasses.replace(shipped, backbone="efficientnet_b4", weights="timm")
 
 
-def test_train_config_takes_the_encoder_spec_flat(tmp_path):
-    old_run = {
-        "data_name": "x",
-        "backbone": "tf_efficientnet_lite0",
-        "encoder_weights": "random",
-        "input_size": 64,
-        "encoder_bf16": False,
-    }  # a train_config.json written before the nesting
-    assert train_cli.TrainConfig(**old_run).encoder == EncoderSpec("tf_efficientnet_lite0", "random", 64, False)
+def test_train_flags_default_to_train_config_and_override_a_resumed_run_in_order(tmp_path):
+    """train.py: left out, every flag is TrainConfig's default; with --resume the saved config is the start, the
+    flags given replace its fields, the run directory is the resumed one (docs/training.md's table)."""
+    defaults = train_cli.TrainConfig()
+    plain = train_cli.resolve_config(train_cli.given_flags([]))
+    assert plain == dataclasses.replace(defaults, encoder=resolve_spec(defaults.encoder))
+    parsed = vars(train_cli.build_parser().parse_args([]))  # the defaults --help shows; --data-name has none
+    shown = {
+        f.name: value for f, value in train_cli.flag_fields(defaults) if f.name in parsed and f.name != "data_name"
+    }
+    assert {name: parsed[name] for name in shown} == shown
+    saved = dataclasses.replace(plain, data_name="x", epochs=3, decoder=DecoderConfig(attention="hard"))
+    (tmp_path / "train_config.json").write_text(json.dumps(dataclasses.asdict(saved)))
+    resumed = train_cli.resolve_config(train_cli.given_flags(["--resume", str(tmp_path), "--epochs", "9"]))
+    assert resumed == dataclasses.replace(saved, epochs=9, output_dir=str(tmp_path))
+    wider = train_cli.resolve_config(train_cli.given_flags(["--resume", str(tmp_path), "--input-size", "224"]))
+    assert wider.encoder == dataclasses.replace(saved.encoder, input_size=224) and wider.decoder == saved.decoder
 
 
 def test_b4_offline_is_one_line_naming_the_offline_trunks(shapes_data, tmp_path, monkeypatch, capsys):

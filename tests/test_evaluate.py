@@ -12,11 +12,13 @@ import pytest
 from conftest import TorchThreads, data_flags
 
 from captioning.cli import evaluate
-from captioning.config import DecoderConfig
+from captioning.config import DecoderConfig, EncoderSpec
 from captioning.metrics import coco_metrics
 from captioning.model import Captioner
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr")
+
+pytestmark = pytest.mark.slow  # every test reads a model trained for a few seconds (model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def model_dir(shapes_data, tmp_path_factory):
 
     run = tmp_path_factory.mktemp("evaluate") / "run"
     data = {"data_dir": shapes_data["data_dir"], "data_name": shapes_data["data_name"]}
-    trunk = {"backbone": "test_efficientnet", "encoder_weights": "random", "input_size": 64}
+    trunk = {"encoder": EncoderSpec("test_efficientnet", "random", input_size=64)}
     schedule = {"epochs": 4, "batch_size": 10, "decoder_lr": 1e-2, "val_max_images": 4, "seed": 1}
     decoder = DecoderConfig(16, 16, 32, dropout=0.1)
     with TorchThreads(1):

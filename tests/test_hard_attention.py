@@ -12,7 +12,7 @@ import torch
 
 from captioning.attention import hard_context
 from captioning.checkpoint import CheckpointError
-from captioning.loss import HardAttentionLoss, TeacherForcedLoss
+from captioning.loss import ATTENTION_PENALTY, HardAttentionLoss, TeacherForcedLoss
 from captioning.model import Captioner, cached_features
 
 ATTENTION_PARAMS = ("attention.encoder_att", "attention.decoder_att", "attention.full_att")
@@ -95,7 +95,7 @@ def test_forced_soft_context_is_plain_teacher_forcing(tiny_config, word_map):
     data = batch(word_map)
     hard = hard_captioner(tiny_config, word_map, "hard", seed=5)
     soft = hard_captioner(tiny_config, word_map, "soft", seed=5)
-    penalty = 1.0 / 196
+    penalty = ATTENTION_PENALTY
     hard_result = backward(
         HardAttentionLoss(
             hard, cached_features, penalty, reinforce_weight=1.0, entropy_weight=0.0, soft_context_probability=1.0
@@ -204,6 +204,7 @@ def test_decoding_uses_the_annotation_vector_at_the_argmax(tiny_config, word_map
         torch.testing.assert_close(logits, decoder.fc(hidden))
 
 
+@pytest.mark.slow
 def test_hard_training_resumes_exactly_with_its_baseline(tiny_train_config, tmp_path):
     from captioning.training import train
 

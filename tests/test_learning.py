@@ -24,7 +24,7 @@ import pytest
 import torch
 from conftest import TorchThreads, prepare_shapes
 
-from captioning.config import DecoderConfig
+from captioning.config import DecoderConfig, EncoderSpec
 from captioning.encoder import Encoder, preprocessing_for
 from captioning.features import cache_features, load_cached_features
 from captioning.metrics import bleu4
@@ -150,10 +150,7 @@ def learning_config(shapes, run_dir, **overrides) -> TrainConfig:
         data_name=shapes["data_name"],
         output_dir=str(run_dir),
         cache_dir=str(shapes["cache_dir"]),
-        backbone=BACKBONE,
-        encoder_weights="lite-wheel",
-        input_size=INPUT_SIZE,
-        encoder_bf16=BF16,
+        encoder=EncoderSpec(BACKBONE, "lite-wheel", INPUT_SIZE, BF16),
         decoder=DecoderConfig(64, 64, 128, dropout=0.2),
         epochs=EPOCHS,
         batch_size=32,

@@ -1,9 +1,10 @@
 """Each default and shared name is written once, in its home, and read from there everywhere else: the default beam
-size (search.DEFAULT_BEAM_SIZE), data preparation's settings (prepare.py, data.STORED_IMAGE_SIZE), a training run's
-folder and file names (checkpoint.py), the messages Python shows and serves to the page (handlers.NO_PHOTO,
-NO_CAPTION, DAMAGED_CAPTION, EMPTY_CAPTION), the demo's serving defaults (cli/args.py: HOST, PORT, ...) and the
-heatmap's opacity curve (heatmap.HeatmapSpec, served to the page as tables).
-Scans the library's code (docstrings aside) and the page's scripts."""
+size (search.DEFAULT_BEAM_SIZE), data preparation's settings (prepare.py, data.STORED_IMAGE_SIZE, data.DATA_DIR), a
+training run's folder and file names (checkpoint.py), the objectives' weights (loss.py) and self-critical settings
+(scst.py), the feature cache's batch size (features.CACHE_BATCH_SIZE), the messages Python shows and serves to the
+page (handlers.NO_PHOTO, NO_CAPTION, DAMAGED_CAPTION, EMPTY_CAPTION), the demo's serving defaults (cli/args.py: HOST,
+PORT, ...) and the heatmap's opacity curve (heatmap.HeatmapSpec, served to the page as tables). Scans the library's
+code (docstrings aside) and the page's scripts."""
 
 from __future__ import annotations
 
@@ -32,27 +33,19 @@ HOMES = {
 CURVE = {name: getattr(HEATMAP, name) for name in ("max_opacity", "opacity_gamma", "hard_opacity")}
 # parameters and flags whose default is a named constant of its home, never a literal
 DEFAULTED_PARAMETERS = {
-    "beam",
-    "beam_size",
-    "default_beam",
-    "captions_per_image",
-    "min_word_freq",
-    "image_size",
-    "concurrency",
+    *("beam", "beam_size", "default_beam", "captions_per_image", "min_word_freq", "image_size", "vocab_splits"),
+    *("attention_penalty", "reinforce_weight", "entropy_weight", "soft_context_probability", "baseline_decay"),
+    *("samples_per_image", "baseline", "concurrency"),
 }
 DEFAULTED_FLAGS = {
-    "--beam-size",
-    "--captions-per-image",
-    "--min-word-freq",
-    "--max-len",
-    "--image-size",
-    "--seed",
-    "--host",
-    "--port",
-    "--max-file-size",
-    "--concurrency",
-    "--queue-size",
-    "--cache-examples",
+    *("--beam-size", "--captions-per-image", "--min-word-freq", "--max-len", "--image-size", "--seed"),
+    *("--vocab-splits", "--data-dir"),
+    *("--host", "--port", "--max-file-size", "--concurrency", "--queue-size", "--cache-examples"),
+}
+# dataclass fields (name: type = DEFAULT, or = option(DEFAULT, help)) whose default is a named constant of its home
+DEFAULTED_FIELDS = {
+    *("data_dir", "attention_penalty", "hard_reinforce_weight", "hard_entropy_weight", "hard_soft_probability"),
+    *("scst_samples", "scst_baseline", "scst_max_len", "finetune_stages", "encoder_finetuned_stages"),
 }
 
 
@@ -84,6 +77,13 @@ def strays(root: Path) -> list[str]:
                     literal = isinstance(default, ast.Constant) and default.value is not None
                     if arg.arg in DEFAULTED_PARAMETERS and literal:
                         found.append(f"{name}:{default.lineno}: {arg.arg} = {default.value!r}")
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                default = node.value
+                if isinstance(default, ast.Call) and getattr(default.func, "id", "") == "option" and default.args:
+                    default = default.args[0]
+                written = not any(isinstance(n, ast.Name | ast.Attribute | ast.Call) for n in ast.walk(default))
+                if node.target.id in DEFAULTED_FIELDS and written:
+                    found.append(f"{name}:{node.lineno}: field {node.target.id} = {ast.unparse(default)}")
             flags = [a.value for a in node.args if isinstance(a, ast.Constant)] if isinstance(node, ast.Call) else []
             if DEFAULTED_FLAGS.intersection(flags):
                 found += [
@@ -115,10 +115,13 @@ def test_the_scan_finds_a_planted_stray(tmp_path):
         'parser.add_argument("--port", type=int, default=7860)\n'
         "def prepare(captions_per_image=5, image_size=SIZE):\n"
         "    pass\n"
+        "class TrainConfig:\n"
+        '    attention_penalty: float = option(1.0 / 196, "lambda")\n'
+        "    scst_samples: int = SCST_SAMPLES\n"
     )
     (tmp_path / "assets" / "web" / "page.js").write_text(
         "alert('Please upload an image first.');\nconst opacity = k => 0.8 * k ** spec.opacity_gamma;\n"
     )
     found = strays(tmp_path)
-    assert len(found) == 10, found  # image_size=SIZE reads a constant: not counted
+    assert len(found) == 11, found  # image_size=SIZE and scst_samples = SCST_SAMPLES read a constant: not counted
     assert not any(":1:" in line for line in found)  # the docstring is not counted

@@ -1,6 +1,6 @@
-"""Training on a few hundred captions, as the README's own-captions recipe does: model selection on a real signal
-(CIDEr when val is small or BLEU-4 finds no 4-gram match, said in the log), and a run directory that is never
-trained over silently."""
+"""Training on a few hundred captions through train.py, as the README's own-captions recipe does: selection on
+CIDEr when val is small, said in the log, and a run directory that is never trained over silently (the selection
+rule itself: tests/test_training.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from conftest import TorchThreads, read_log, write_captions_csv
 
 from captioning.cli import prepare
 from captioning.cli import train as train_cli
-from captioning.metrics import ngram_matches
-from captioning.training import SMALL_VAL_IMAGES, selection_metric
 
 CSV_NAME = "csv_3_cap_per_img_1_min_word_freq"
 TINY = [
@@ -63,25 +61,6 @@ def test_small_val_selects_on_cider_and_says_why(csv_data, tmp_path, capsys):
     if best["epoch"] == rows[-1]["epoch"]:
         best_bytes = (tmp_path / "run" / "best" / "model.safetensors").read_bytes()
         assert best_bytes == (tmp_path / "run" / "last" / "model.safetensors").read_bytes()
-
-
-def test_selection_metric():
-    many, matched, unmatched = SMALL_VAL_IMAGES, {"val_4gram_matches": 12}, {"val_4gram_matches": 0}
-    assert selection_metric("auto", many, matched)[0] == "bleu4"
-    assert selection_metric("auto", many, unmatched) == (
-        "cider",
-        "val BLEU-4 found no 4-gram match: it is 0 up to rounding, not a signal",
-    )
-    assert selection_metric("auto", many - 1, matched)[0] == "cider"
-    assert selection_metric("bleu4", 3, unmatched) == ("bleu4", "--select-on bleu4")  # as asked
-
-
-def test_ngram_matches_are_clipped_per_image():
-    references = {0: ["a dog runs on the grass", "a dog runs fast"], 1: ["two men talk"]}
-    hypotheses = {0: ["a dog runs on the grass a dog runs on"], 1: ["two men talk loudly"]}
-    # image 0: "a dog runs on" (twice, clipped to once), "dog runs on the", "runs on the grass"; image 1: none
-    assert ngram_matches(references, hypotheses) == 3
-    assert ngram_matches(references, {0: ["the grass is green"], 1: ["men talk"]}) == 0
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Training loop: DDP over 2 gloo processes, exact resume through train.py, run directory contents, LR decay and
-early stopping, HDF5 loading in worker processes, CPU bf16 autocast.
+early stopping, the selection metric, HDF5 loading in worker processes, CPU bf16 autocast; a saved TrainConfig
+loading back; conftest's guard that only tests marked slow train.
 
 Run as a script (by torchrun, from test_ddp_ranks_end_with_identical_weights) it is one DDP rank: it trains with
 the given config and saves this rank's decoder weights and the files it wrote.
@@ -18,6 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TorchThreads, cli_args, make_train_config, read_log, without_times
+
+from captioning import training
+from captioning.config import EncoderSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +61,7 @@ def ddp_rank_main(config_path: str, out_dir: str) -> None:
         counting_save,
         keeping_build,
     )
-    config = training.TrainConfig(**json.loads(Path(config_path).read_text()))
+    config = training.TrainConfig.from_dict(json.loads(Path(config_path).read_text()))
     state = training.train(config)
     rank, world = dist.get_rank(), dist.get_world_size()
     captioner, initial = built[0]
@@ -142,6 +146,7 @@ def two_epoch_runs(shapes_data, tmp_path_factory):
     return {"straight": root / "straight", "resumed": root / "resumed", "first_epoch_log": first_epoch_log}
 
 
+@pytest.mark.slow
 def test_resume_gives_identical_weights_and_log(two_epoch_runs):
     straight, resumed = two_epoch_runs["straight"], two_epoch_runs["resumed"]
     a = torch.load(straight / "last" / "train_state.pt", weights_only=True)
@@ -163,6 +168,7 @@ def test_resume_gives_identical_weights_and_log(two_epoch_runs):
     assert json.loads((resumed / "train_config.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_run_directory_contents(two_epoch_runs):
     from captioning.model import Captioner
 
@@ -210,6 +216,7 @@ def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
 # --- learning-rate decay and early stopping -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("decay_patience", "stop_patience", "epochs_run", "decayed_from"),
     [
@@ -259,6 +266,7 @@ def test_lr_decay_and_early_stop(
     assert len(read_log(tmp_path / "run")) == epochs_run
 
 
+@pytest.mark.slow
 def test_lr_decays_repeatedly_while_no_improvement(tiny_train_config, tmp_path, monkeypatch, one_thread):
     import captioning.training as training
 
@@ -320,6 +328,7 @@ def test_teacher_forced_loss_counts_by_hand(tiny_config, word_map):
     assert captioner.decoder.fc.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_train_one_epoch_runs_any_objective(tiny_train_config, tmp_path):
     """The loop only needs .loss and .log_values() from the objective: another objective (e.g. self-critical)
     plugs in unchanged, and its averages are logged under its own names, weighted as it says."""
@@ -370,6 +379,7 @@ def test_hdf5_loader_with_two_workers_matches_in_process(tiny_train_config, tmp_
     assert serial[0][0].dtype == torch.uint8 and serial[0][0].shape[1:] == (3, 32, 32)
 
 
+@pytest.mark.slow
 def test_training_from_hdf5_with_two_workers(tiny_train_config, tmp_path, one_thread):
     from captioning.training import train
 
@@ -379,6 +389,7 @@ def test_training_from_hdf5_with_two_workers(tiny_train_config, tmp_path, one_th
     assert (tmp_path / "run" / "last" / "train_state.pt").is_file()
 
 
+@pytest.mark.slow
 def test_cpu_bf16_autocast_training(tiny_train_config, tmp_path, monkeypatch, one_thread):
     import captioning.loss
     import captioning.training as training
@@ -403,3 +414,32 @@ def test_cpu_bf16_autocast_training(tiny_train_config, tmp_path, monkeypatch, on
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--ddp-rank"]:
     ddp_rank_main(sys.argv[2], sys.argv[3])
+
+
+def test_an_optimizer_step_in_a_test_not_marked_slow_fails_naming_it():
+    """conftest's guard: with -m "not slow" nothing trains, and a test that would is named, not run silently."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    with pytest.raises(AssertionError, match="an_optimizer_step.*mark it @pytest.mark.slow"):
+        torch.optim.SGD([parameter], lr=0.1).step()
+
+
+def test_a_saved_config_loads_with_its_encoder_spec_nested_or_flat():
+    """train_config.json as train() writes it, and as runs saved before the encoder spec was nested wrote it."""
+    spec = EncoderSpec("tf_efficientnet_lite0", "random", 64, False)
+    nested = dataclasses.asdict(training.TrainConfig(data_name="x", encoder=spec, epochs=3))
+    assert training.TrainConfig.from_dict(nested) == training.TrainConfig(data_name="x", encoder=spec, epochs=3)
+    flat = {"data_name": "x", "backbone": spec.backbone, "encoder_weights": "random", "input_size": 64}
+    assert training.TrainConfig.from_dict({**flat, "encoder_bf16": False}).encoder == spec
+    with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
+        training.TrainConfig.from_dict({**nested, "colour": "red"})
+
+
+def test_selection_metric():
+    many, matched, unmatched = training.SMALL_VAL_IMAGES, {"val_4gram_matches": 12}, {"val_4gram_matches": 0}
+    assert training.selection_metric("auto", many, matched)[0] == "bleu4"
+    assert training.selection_metric("auto", many, unmatched) == (
+        "cider",
+        "val BLEU-4 found no 4-gram match: it is 0 up to rounding, not a signal",
+    )
+    assert training.selection_metric("auto", many - 1, matched)[0] == "cider"
+    assert training.selection_metric("bleu4", 3, unmatched) == ("bleu4", "--select-on bleu4")  # as asked

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from captioning.cli.environment import Repeatable
-from captioning.config import EncoderSpec
+from captioning.config import ENCODER_FLAGS, EncoderSpec
+from captioning.data import DATA_DIR
 from captioning.data import SPLITS as SPLIT_CHOICES
 from captioning.preprocess import STORED_IMAGE_SIZE
 from captioning.search import DEFAULT_BEAM_SIZE
@@ -145,17 +146,14 @@ def encoder_spec(args: argparse.Namespace, base: EncoderSpec | None = None) -> E
     flags applied, and the trunk's own defaults filled in where it leaves weights or input size open."""
     from captioning.encoder import resolve_spec  # imports timm: only once a spec is wanted, not for --help
 
-    return resolve_spec(
-        (base or EncoderSpec()).with_changes(
-            backbone=args.backbone, weights=args.encoder_weights, input_size=args.input_size, bf16=args.encoder_bf16
-        )
-    )
+    given = {field: getattr(args, dest, None) for dest, field in ENCODER_FLAGS.items()}
+    return resolve_spec((base or EncoderSpec()).with_changes(**given))
 
 
 def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
-        default="data",
+        default=DATA_DIR,
         help="folder of the prepared data (prepare_data.py writes it, the other tools read it)",
     )
 

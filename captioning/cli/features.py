@@ -31,7 +31,7 @@ from captioning.cli.args import (
 )
 from captioning.data import PreparedData, read_raw_split
 from captioning.encoder import preprocessing_for
-from captioning.features import cache_features, read_metadata
+from captioning.features import CACHE_BATCH_SIZE, cache_features, read_metadata
 from captioning.model import EncoderUnavailable, create_encoder
 from captioning.precision import emulated_bf16_warning, native_cpu_bf16
 
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=32,
+        default=CACHE_BATCH_SIZE,
         help="images per encoder batch; a resumed cache must keep its batch size",
     )
     parser.add_argument(

@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_size_flag(parser)
     parser.add_argument(
         "--vocab-splits",
-        choices=("train", "all"),
-        default="train",
+        choices=prepare.VOCAB_SPLITS,
+        default=prepare.VOCAB_SPLITS[0],
         help="count words over the train split only, or over every split (train | all)",
     )
     parser.add_argument(

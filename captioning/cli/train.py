@@ -27,12 +27,11 @@ from captioning.cli.args import (
     interrupted,
     make_parser,
 )
+from captioning.config import ENCODER_FLAGS, DecoderConfig
 from captioning.features import CacheIncomplete, read_metadata, spec_of
 from captioning.model import EncoderUnavailable
 from captioning.precision import emulated_bf16_warning
 from captioning.training import SCORES, TrainConfig, existing_run, train
-
-SHARED = {"data_dir", "data_name", "cache_dir", "threads"}  # flags defined once in captioning.cli.args
 
 
 def flag_fields(config: TrainConfig) -> list[tuple[dataclasses.Field, object]]:
@@ -47,24 +46,26 @@ def flag_fields(config: TrainConfig) -> list[tuple[dataclasses.Field, object]]:
     return pairs
 
 
+def add_field_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, default) -> None:
+    """--field-name with the field's default and help text (booleans get --flag / --no-flag)."""
+    flag, help_text = "--" + field.name.replace("_", "-"), field.metadata["help"]
+    if isinstance(default, bool):
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+    else:
+        parser.add_argument(flag, type=type(default), default=default, help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """One flag per TrainConfig field (booleans get --flag / --no-flag), the shared ones from captioning.cli.args."""
+    """A flag per TrainConfig field with a help text; the fields without one (data, cache, threads, encoder spec)
+    take the flags every tool shares, from captioning.cli.args (their defaults are the fields' own)."""
     parser = make_parser("python train.py", __doc__)
     add_data_flags(parser, required=False)  # required unless --resume: checked in main
     add_cache_dir_flag(parser)
     add_threads_flag(parser)
     add_encoder_flags(parser)
-    defaults = TrainConfig()
-    for field, default in flag_fields(defaults):
-        if field.name in SHARED or "help" not in field.metadata:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=field.metadata["help"]
-            )
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=field.metadata["help"])
+    for field, default in flag_fields(TrainConfig()):
+        if "help" in field.metadata:
+            add_field_flag(parser, field, default)
     parser.add_argument("--resume", help=f"run directory to continue (its {TRAIN_CONFIG_FILE}, then the flags given)")
     parser.add_argument(
         "--overwrite",
@@ -75,28 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def given_flags(argv: list[str] | None) -> argparse.Namespace:
-    """Only the flags on the command line (every default suppressed), so a resumed run keeps its saved values."""
+def given_flags(argv: list[str] | None) -> dict[str, object]:
+    """The flags on the command line, {destination: value}; a flag left out is absent, not its default, so a
+    resumed run keeps its saved value. Parsing handles --help and usage errors too."""
     parser = build_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    args = parser.parse_args(argv)
-    for name in ("resume", "backbone", "encoder_weights", "input_size", "encoder_bf16"):
-        setattr(args, name, getattr(args, name, None))
-    args.overwrite = getattr(args, "overwrite", False)
-    return args
+    left_out = object()
+    given = vars(parser.parse_args(argv, argparse.Namespace(**{a.dest: left_out for a in parser._actions})))
+    return {name: value for name, value in given.items() if value is not left_out}
 
 
 def command_line(config: TrainConfig) -> list[str]:
     """The train.py flags that reproduce a TrainConfig (build_parser's inverse; booleans as --x / --no-x)."""
     values = dataclasses.asdict(config)
     spec = values.pop("encoder")
-    values.update(
-        backbone=spec["backbone"],
-        encoder_weights=spec["weights"],
-        input_size=spec["input_size"],
-        encoder_bf16=spec["bf16"],
-    )
+    values.update({flag: spec[field] for flag, field in ENCODER_FLAGS.items()})
     values.update(values.pop("decoder"))
     args = []
     for name, value in values.items():
@@ -108,37 +101,50 @@ def command_line(config: TrainConfig) -> list[str]:
     return args
 
 
-def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the resumed run's saved config, then the flags given on this command line. The encoder spec
-    starts from the feature cache's (when training on one) unless the run being resumed already has one."""
-    values = dataclasses.asdict(TrainConfig())
-    if args.resume:
-        saved = Path(args.resume) / TRAIN_CONFIG_FILE
-        if not saved.exists():
-            raise SystemExit(f"error: {saved} not found: is {args.resume} a training run directory?")
-        values.update(dataclasses.asdict(TrainConfig(**json.loads(saved.read_text()))))
-        values["output_dir"] = str(args.resume)
-    values.update({k: v for k, v in vars(args).items() if k in values and k != "encoder" and v is not None})
-    values["decoder"].update({k: v for k, v in vars(args).items() if k in values["decoder"] and v is not None})
-    config = TrainConfig(**values)
-    if config.cache_dir and not args.resume:
+def saved_config(run_dir: str) -> TrainConfig:
+    """The config a run saved (its train_config.json), continuing in run_dir."""
+    saved = Path(run_dir) / TRAIN_CONFIG_FILE
+    if not saved.exists():
+        raise SystemExit(f"error: {saved} not found: is {run_dir} a training run directory?")
+    return dataclasses.replace(TrainConfig.from_dict(json.loads(saved.read_text())), output_dir=str(run_dir))
+
+
+def resolve_config(given: dict[str, object]) -> TrainConfig:
+    """The run's config from the flags given (given_flags), in this order (docs/training.md tabulates it):
+
+    1. the start: TrainConfig's defaults; with --resume the run's saved config, --output-dir the resumed directory;
+    2. each flag given replaces its field, with --resume too (e.g. --epochs 40 trains a finished run longer);
+    3. the encoder spec: with --resume the saved one; else the feature cache's, when --cache-dir holds one for
+       this data, else EncoderSpec's defaults; then the encoder flags given replace its fields.
+
+    --init-from sets no field from the model it names: it only starts the run's model from its weights."""
+    resume = given.get("resume")
+    start = saved_config(resume) if resume else TrainConfig()
+    fields, decoder_fields = ({f.name for f in dataclasses.fields(c)} for c in (TrainConfig, DecoderConfig))
+    config = dataclasses.replace(
+        start,
+        **{name: value for name, value in given.items() if name in fields},
+        decoder=start.decoder.with_changes(**{name: value for name, value in given.items() if name in decoder_fields}),
+    )
+    if config.cache_dir and not resume:
         made = read_metadata(config.cache_dir, "TRAIN", config.data_name, prefix=config.finetune_encoder)
         if made is not None:
             config = dataclasses.replace(config, encoder=spec_of(made))
-    return dataclasses.replace(config, encoder=encoder_spec(args, config.encoder))
+    encoder_flags = argparse.Namespace(**{dest: given.get(dest) for dest in ENCODER_FLAGS})
+    return dataclasses.replace(config, encoder=encoder_spec(encoder_flags, config.encoder))
 
 
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)  # --help, usage errors
-    args = given_flags(argv)
-    config = resolve_config(args)
+    given = given_flags(argv)
+    resume = given.get("resume")
+    config = resolve_config(given)
     if config.bf16 and config.device in ("", "cpu"):
         if warning := emulated_bf16_warning("--bf16", "--no-bf16 (fp32)"):
             print(warning)  # stdout: stderr is kept for the one-line errors
     if not config.data_name:
         print("error: --data-name is required (the base name printed by prepare_data.py)", file=sys.stderr)
         return 2
-    if not args.resume and not args.overwrite and (held := existing_run(config.output_dir)):
+    if not resume and not given.get("overwrite") and (held := existing_run(config.output_dir)):
         out = config.output_dir
         print(
             f"error: {out} already holds a training run ({held}); continue it with --resume {out}, or start over "
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        state = train(config, resume=args.resume)
+        state = train(config, resume=resume)
     except KeyboardInterrupt:
         return interrupted(
             f"interrupted; python train.py --resume {config.output_dir} continues after the last finished epoch"
