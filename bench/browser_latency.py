@@ -242,6 +242,13 @@ class Instant:
             features = captioner.encode(captioner.image_batch(image))  # (1, 196, C)
             self.answers[self.key(image)] = captioner.caption_pools(features, beam_size=beam)[0]
 
+    training = False  # the encoder runs in eval mode (probe.evaluating): a stand-in has nothing to switch
+
+    def train(self, mode: bool = True):
+        return self
+
+    eval = train
+
     @staticmethod
     def key(image) -> tuple:
         return image.size, image.getpixel((10, 10))

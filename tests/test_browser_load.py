@@ -51,6 +51,13 @@ class SlowCaptioner:
         self.example_seconds, self.example_sizes = example_seconds, {Image.open(p).size for p in EXAMPLES}
         self.photo_size = {}  # id(batch or features) -> (it, its photo's size): the app caches features by photo
 
+    training = False  # the encoder runs in eval mode (probe.evaluating): a stand-in has nothing to switch
+
+    def train(self, mode: bool = True):
+        return self
+
+    eval = train
+
     def image_batch(self, image):
         batch = self.captioner.image_batch(image)
         self.photo_size[id(batch)] = (batch, image.size)

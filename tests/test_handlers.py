@@ -63,7 +63,7 @@ def test_a_request_without_a_beam_gets_the_default():
     class FakeCaptioner:  # records the beam size; a fixed 2-word caption
         config, training = SimpleNamespace(decoder=SimpleNamespace(attention="soft")), False
 
-        def train(self, mode=True):  # eval/train, as nn.Module's
+        def train(self, mode: bool = True):  # the encoder runs in eval mode (probe.evaluating)
             return self
 
         eval = train
