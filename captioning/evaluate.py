@@ -11,6 +11,7 @@ from tqdm import tqdm
 from captioning.data import PreparedData
 from captioning.metrics import broken_ending_share, coco_metrics
 from captioning.model import Caption, Captioner
+from captioning.search import DEFAULT_LENGTH_PENALTY
 
 
 def caption_all(
@@ -19,7 +20,7 @@ def caption_all(
     load_batch: Callable[[int, int], torch.Tensor],
     batch_size: int,
     beam_size: int,
-    length_penalty: float = 0.0,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     to_features: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[Caption]:
     """Caption images [0, count) in batches; load_batch gives what to_features (default: the model's pixel
@@ -49,7 +50,7 @@ def evaluate(
     load_batch,
     batch_size: int,
     beam_size: int,
-    length_penalty: float = 0.0,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     from_features: bool = False,
     meteor: bool = True,
 ):

@@ -18,7 +18,7 @@ from captioning.encoder import Encoder, preprocessing_for, resolve_spec
 from captioning.familiarity import Familiarity
 from captioning.precision import inference_encoder_bf16, inference_precision_note
 from captioning.preprocess import Preprocessing, load_image, preprocess_image, to_model_input
-from captioning.search import DEFAULT_BEAM_SIZE, Hypothesis, decode
+from captioning.search import DEFAULT_BEAM_SIZE, DEFAULT_LENGTH_PENALTY, Hypothesis, decode
 from captioning.shipped import DEFAULT_MODEL, shipped_model_dir
 
 ImageInput = str | Path | Image.Image  # a photo file, or an image already opened
@@ -249,7 +249,7 @@ class Captioner(nn.Module):
         self,
         features: torch.Tensor,
         beam_size: int = DEFAULT_BEAM_SIZE,
-        length_penalty: float = 0.0,
+        length_penalty: float = DEFAULT_LENGTH_PENALTY,
         max_len: int | None = None,
     ) -> list[list[Caption]]:
         """Per image of encoder features (B, 196, C), the search's finished captions (up to beam_size), best first."""
@@ -262,7 +262,7 @@ class Captioner(nn.Module):
         self,
         features: torch.Tensor,
         beam_size: int = DEFAULT_BEAM_SIZE,
-        length_penalty: float = 0.0,
+        length_penalty: float = DEFAULT_LENGTH_PENALTY,
         max_len: int | None = None,
     ) -> list[Caption]:
         """The best caption of each image, from encoder features (B, 196, C)."""
@@ -270,14 +270,20 @@ class Captioner(nn.Module):
 
     @torch.no_grad()
     def caption_alternatives(
-        self, images: ImageInput | list[ImageInput], beam_size: int = DEFAULT_BEAM_SIZE, length_penalty: float = 0.0
+        self,
+        images: ImageInput | list[ImageInput],
+        beam_size: int = DEFAULT_BEAM_SIZE,
+        length_penalty: float = DEFAULT_LENGTH_PENALTY,
     ) -> list[list[Caption]]:
         """Per image (a photo file or PIL image, or a list of them), the search's finished captions (up to
         beam_size), best first."""
         return self.caption_pools(self.encode(self.image_batch(images)), beam_size, length_penalty)
 
     def caption(
-        self, images: ImageInput | list[ImageInput], beam_size: int = DEFAULT_BEAM_SIZE, length_penalty: float = 0.0
+        self,
+        images: ImageInput | list[ImageInput],
+        beam_size: int = DEFAULT_BEAM_SIZE,
+        length_penalty: float = DEFAULT_LENGTH_PENALTY,
     ) -> list[Caption]:
         """The best caption of each image (a photo file or PIL image, or a list of them)."""
         return [pool[0] for pool in self.caption_alternatives(images, beam_size, length_penalty)]

@@ -12,6 +12,7 @@ import torch
 from captioning.decoder import Decoder, DecoderState
 from captioning.vocab import PAD_ID, special_ids
 
+DEFAULT_LENGTH_PENALTY = 0.0  # none: a caption's score is its summed log-probability
 DEFAULT_BEAM_SIZE = 3  # the beam width every tool and the demo use unless told otherwise
 
 
@@ -107,7 +108,7 @@ def beam_search(
     end_id: int,
     beam_size: int = DEFAULT_BEAM_SIZE,
     max_len: int = 50,
-    length_penalty: float = 0.0,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     banned: tuple[int, ...] = (),
 ) -> list[list[Hypothesis]]:
     """Per image, every finished caption of the k beams (up to k), best first by normalised score; the best live
@@ -178,7 +179,7 @@ def decode(
     word_map: dict[str, int],
     beam_size: int = DEFAULT_BEAM_SIZE,
     max_len: int = 50,
-    length_penalty: float = 0.0,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
     allow_unk: bool = False,
 ) -> list[list[Hypothesis]]:
     """Per image, the search's finished captions (up to beam_size), best first. Beam size 1 without a length

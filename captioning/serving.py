@@ -9,7 +9,15 @@ from PIL import UnidentifiedImageError
 from captioning.checkpoint import BEST_DIR, CONFIG_FILE, LAST_DIR, WEIGHTS_FILE, CheckpointError
 from captioning.model import Captioner, EncoderUnavailable
 from captioning.preprocess import ImageTooLargeError
-from captioning.shipped import DEFAULT_MODEL, PHOTO_SUFFIXES, SHIPPED_MODELS, example_photos, is_shipped, photos_in
+from captioning.shipped import (
+    ASSETS_DIR,
+    DEFAULT_MODEL,
+    PHOTO_SUFFIXES,
+    SHIPPED_MODELS,
+    example_photos,
+    is_shipped,
+    photos_in,
+)
 
 LOAD_ERRORS = (CheckpointError, OSError, ImportError, ValueError, EncoderUnavailable)  # a model that cannot load
 RUN_CHECKPOINTS = (BEST_DIR, LAST_DIR)  # the model folders a training run directory holds
@@ -75,7 +83,10 @@ def default_model_dirs() -> tuple[list[Path], str | None]:
     soft, hard = SHIPPED_MODELS["model"], SHIPPED_MODELS["model_hard"]
     if hard.is_dir():
         return [soft, hard], None
-    return [soft], "note: assets/model_hard (the hard-attention model) is not there: serving assets/model only"
+    root = ASSETS_DIR.parent
+    return [
+        soft
+    ], f"note: {hard.relative_to(root)} (the hard-attention model) is not there: serving {soft.relative_to(root)} only"
 
 
 def serves_shipped_models_only(directories: list[Path]) -> bool:

@@ -347,6 +347,7 @@ def _training_batch(word_map: dict[str, int]) -> tuple[torch.Tensor, torch.Tenso
     return captions, torch.tensor([5, 5])
 
 
+@pytest.mark.slow  # one optimiser step per family
 @pytest.mark.parametrize("backbone, dim, native, small, tail", FAMILIES, ids=FAMILY_IDS)
 def test_family_encodes_finetunes_trains_a_step_and_reloads(backbone, dim, native, small, tail, word_map, tmp_path):
     spec = EncoderSpec(backbone=backbone, weights="random", input_size=small, bf16=False)

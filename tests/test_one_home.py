@@ -35,11 +35,11 @@ CURVE = {name: getattr(HEATMAP, name) for name in ("max_opacity", "opacity_gamma
 DEFAULTED_PARAMETERS = {
     *("beam", "beam_size", "default_beam", "captions_per_image", "min_word_freq", "image_size", "vocab_splits"),
     *("attention_penalty", "reinforce_weight", "entropy_weight", "soft_context_probability", "baseline_decay"),
-    *("samples_per_image", "baseline", "concurrency"),
+    *("samples_per_image", "baseline", "concurrency", "length_penalty"),
 }
 DEFAULTED_FLAGS = {
     *("--beam-size", "--captions-per-image", "--min-word-freq", "--max-len", "--image-size", "--seed"),
-    *("--vocab-splits", "--data-dir"),
+    *("--vocab-splits", "--data-dir", "--length-penalty"),
     *("--host", "--port", "--max-file-size", "--concurrency", "--queue-size", "--cache-examples"),
 }
 # dataclass fields (name: type = DEFAULT, or = option(DEFAULT, help)) whose default is a named constant of its home

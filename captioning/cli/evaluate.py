@@ -32,6 +32,7 @@ from captioning.cli.args import (
 from captioning.data import read_raw_split
 from captioning.evaluate import caption_scores, evaluate, prepared_split
 from captioning.features import CacheIncomplete, load_cached_features
+from captioning.search import DEFAULT_LENGTH_PENALTY
 
 
 def format_percentages(metrics: dict) -> str:
@@ -53,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_raw_data_flags(parser)
     add_cache_dir_flag(parser)
     add_beam_size_flag(parser)
-    parser.add_argument("--length-penalty", type=float, default=0.0, help="length penalty of the beam search, 0 = none")
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=DEFAULT_LENGTH_PENALTY,
+        help="length penalty of the beam search, 0 = none (default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images captioned together")
     parser.add_argument(
         "--expected-context",
