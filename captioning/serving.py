@@ -10,13 +10,13 @@ from captioning.checkpoint import BEST_DIR, CONFIG_FILE, LAST_DIR, WEIGHTS_FILE,
 from captioning.model import Captioner, EncoderUnavailable
 from captioning.preprocess import ImageTooLargeError
 from captioning.shipped import (
-    ASSETS_DIR,
     DEFAULT_MODEL,
     PHOTO_SUFFIXES,
     SHIPPED_MODELS,
     example_photos,
     is_shipped,
     photos_in,
+    repo_path,
 )
 
 LOAD_ERRORS = (CheckpointError, OSError, ImportError, ValueError, EncoderUnavailable)  # a model that cannot load
@@ -83,10 +83,8 @@ def default_model_dirs() -> tuple[list[Path], str | None]:
     soft, hard = SHIPPED_MODELS["model"], SHIPPED_MODELS["model_hard"]
     if hard.is_dir():
         return [soft, hard], None
-    root = ASSETS_DIR.parent
-    return [
-        soft
-    ], f"note: {hard.relative_to(root)} (the hard-attention model) is not there: serving {soft.relative_to(root)} only"
+    note = f"note: {repo_path(hard)} (the hard-attention model) is not there: serving {repo_path(soft)} only"
+    return [soft], note
 
 
 def serves_shipped_models_only(directories: list[Path]) -> bool:

@@ -18,6 +18,13 @@ OUT_OF_DOMAIN_EXAMPLE = "cat"  # kept on purpose from outside Flickr8k (assets/w
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # what a folder of example photos may hold (any case)
 
 
+def repo_path(path: Path) -> str:
+    """A shipped file's path as help texts and notes name it: from the repository root, e.g. assets/model (a path
+    elsewhere as it is)."""
+    root = ASSETS_DIR.parent
+    return path.relative_to(root).as_posix() if Path(path).is_relative_to(root) else str(path)
+
+
 def shipped_model_dir(name: str) -> Path | None:
     """The directory of a shipped model named `name` ("model" or "model_hard"); None for any other name."""
     return SHIPPED_MODELS.get(name)

@@ -26,3 +26,10 @@ def test_examples_from_a_folder_none_or_by_default_only_with_the_shipped_models(
     assert serving.served_examples(None, shipped_dirs) == shipped.example_photos()  # the Flickr8k scenes
     assert serving.served_examples(None, shipped_dirs[1:]) == shipped.example_photos()
     assert serving.served_examples(None, mine) == [] and serving.served_examples(None, shipped_dirs + mine) == []
+
+
+def test_a_missing_hard_model_is_named_from_the_repository_root(monkeypatch):
+    monkeypatch.setitem(shipped.SHIPPED_MODELS, "model_hard", shipped.ASSETS_DIR / "model_hard_missing")
+    directories, note = serving.default_model_dirs()
+    assert directories == [shipped.SHIPPED_MODELS["model"]]
+    assert note == "note: assets/model_hard_missing (the hard-attention model) is not there: serving assets/model only"

@@ -13,7 +13,7 @@ from captioning.data import DATA_DIR
 from captioning.data import SPLITS as SPLIT_CHOICES
 from captioning.preprocess import STORED_IMAGE_SIZE
 from captioning.search import DEFAULT_BEAM_SIZE
-from captioning.shipped import ASSETS_DIR, DEFAULT_MODEL, EXAMPLES_DIR, PHOTO_SUFFIXES, SHIPPED_MODELS
+from captioning.shipped import DEFAULT_MODEL, EXAMPLES_DIR, PHOTO_SUFFIXES, SHIPPED_MODELS, repo_path
 
 INTERRUPTED = 130  # the shell's exit status for a process stopped by Ctrl-C (128 + SIGINT)
 # The demo's serving defaults (python app.py)
@@ -99,13 +99,6 @@ def auth_pair(value: str) -> tuple[str, str]:
     if not sep or not user or not password:
         raise argparse.ArgumentTypeError("must look like USER:PASS")
     return user, password
-
-
-def repo_path(path: Path) -> str:
-    """A shipped file's path as the help texts name it: from the repository root, e.g. assets/model (one elsewhere
-    as it is)."""
-    root = ASSETS_DIR.parent
-    return path.relative_to(root).as_posix() if Path(path).is_relative_to(root) else str(path)
 
 
 # --- shared flags ---------------------------------------------------------------------------------------------
