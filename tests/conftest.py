@@ -67,6 +67,54 @@ def tiny_config(word_map) -> ModelConfig:
     )
 
 
+# --- decoder, attention, loss and model tests: a small random decoder, its inputs, a tiny hard captioner ----------
+
+V, C, START, END = 20, 24, 17, 18  # vocabulary, channels; 0 is <pad>, 1..16 words, 19 <unk> where a test needs one
+
+
+def make_decoder(seed: int = 0, dropout: float = 0.5):
+    import torch
+
+    from captioning.decoder import Decoder
+
+    torch.manual_seed(seed)
+    return Decoder(V, C, DecoderConfig(embed_dim=12, attention_dim=10, decoder_dim=14, dropout=dropout))
+
+
+def make_batch(lengths: list[int], seed: int = 0):
+    """captions (B, T) = <start> words <end> <pad>...; lengths include <start> and <end>."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    total = max(lengths) + 2
+    captions = torch.zeros(len(lengths), total, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        captions[b, 0] = START
+        captions[b, 1 : n - 1] = torch.randint(1, 17, (n - 2,), generator=generator)
+        captions[b, n - 1] = END
+    return captions, torch.tensor(lengths)
+
+
+def features(n: int, seed: int = 1):
+    """Random annotation vectors (n, 196, C) for make_decoder's decoder."""
+    import torch
+
+    return torch.randn(n, 196, C, generator=torch.Generator().manual_seed(seed))
+
+
+def hard_captioner(config, word_map, attention="hard", seed=0):
+    """A tiny captioner (random lite0 encoder, 16-d decoder) without dropout, so that only sampling is random."""
+    import dataclasses
+
+    import torch
+
+    from captioning.model import Captioner
+
+    torch.manual_seed(seed)
+    decoder = dataclasses.replace(config.decoder, attention=attention, dropout=0.0)
+    return Captioner(dataclasses.replace(config, decoder=decoder), word_map).train()
+
+
 def peaked(row: int, col: int, grid: int = 14) -> np.ndarray:
     """Attention grid (14, 14) with most of its mass on one cell, summing to 1."""
     alpha = np.full((grid, grid), 0.1 / (grid * grid - 1), dtype=np.float32)  # (14, 14)
@@ -152,6 +200,13 @@ def prepare_shapes(caption_set, root: Path, image_size: int):
 
     options = dict(captions_per_image=5, min_word_freq=0, image_size=image_size, progress=False)
     return prepare_dataset(caption_set, root / "data", "synthetic", **options)
+
+
+def prepare(caption_set, out: Path, name: str, **options):
+    """prepare_dataset without the progress bar."""
+    from captioning.prepare import prepare_dataset
+
+    return prepare_dataset(caption_set, out, name, progress=False, **options)
 
 
 def make_train_config(shapes_data: dict, output_dir, **overrides):

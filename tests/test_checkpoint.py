@@ -1,5 +1,6 @@
 """Model directories: fp16 round trip, what is stored (decoder only unless the encoder was fine-tuned), clear errors,
-and pickles refused without running them (model directory, encoder weights file, training state)."""
+a config without the attention key read as soft, and pickles refused without running them (model directory, encoder
+weights file, training state)."""
 
 from __future__ import annotations
 
@@ -182,6 +183,22 @@ def test_unknown_keys_in_config(saved):
     write_json(saved / "config.json", config)
     with pytest.raises(CheckpointError, match=r"unknown keys.*colour_scheme"):
         Captioner.load(saved)
+
+
+def test_a_model_directory_without_the_attention_key_loads_as_soft(tiny_model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "unstated"
+    shutil.copytree(tiny_model_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    assert config["decoder"].pop("attention") == "soft"
+    (copy / "config.json").write_text(json.dumps(config))
+    model = Captioner.load(copy)
+    assert model.config.decoder.attention == "soft" and not model.decoder.hard
+    config["decoder"]["attention"] = "sharp"
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="attention must be one of"):
+        Captioner.load(copy)
 
 
 def test_config_that_is_not_json(saved):

@@ -1,93 +1,14 @@
-"""Attention and decoder: alpha/context, one image projection per forward, init, teacher forcing == step by step,
-masks and padding, the loss (cross-entropy + doubly stochastic penalty), embeddings, bf16 autocast."""
+"""Decoder: one image projection per forward, init, teacher forcing == step by step and == the plain per-step
+reference, masks and padding, dropout, embeddings, bf16 autocast, and a hard model's step at the argmax location."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import C, V, features, hard_captioner, make_batch, make_decoder
 
-from captioning.attention import Attention, RowLayout, additive_scores, context_by_image
-from captioning.config import DecoderConfig
 from captioning.decoder import Decoder, DecoderOutput
 from captioning.loss import caption_loss
-
-V, C, START, END = 20, 24, 17, 18  # ids 1..16 are words, 0 is <pad>
-
-
-def make_decoder(seed: int = 0, dropout: float = 0.5) -> Decoder:
-    torch.manual_seed(seed)
-    return Decoder(V, C, DecoderConfig(embed_dim=12, attention_dim=10, decoder_dim=14, dropout=dropout))
-
-
-def make_batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """captions (B, T) = <start> words <end> <pad>...; lengths include <start> and <end>."""
-    generator = torch.Generator().manual_seed(seed)
-    total = max(lengths) + 2
-    captions = torch.zeros(len(lengths), total, dtype=torch.long)
-    for b, n in enumerate(lengths):
-        captions[b, 0] = START
-        captions[b, 1 : n - 1] = torch.randint(1, 17, (n - 2,), generator=generator)
-        captions[b, n - 1] = END
-    return captions, torch.tensor(lengths)
-
-
-def features(n: int, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, 196, C, generator=torch.Generator().manual_seed(seed))
-
-
-def test_attention_alpha_sums_to_one_and_context_is_the_weighted_sum():
-    torch.manual_seed(0)
-    attention = Attention(encoder_dim=C, decoder_dim=14, attention_dim=10)
-    feats, hidden = features(3), torch.randn(3, 14)
-    context, alpha = attention(feats, attention.project_image(feats), hidden)
-    assert alpha.shape == (3, 196) and context.shape == (3, C)
-    assert (alpha >= 0).all()
-    assert torch.allclose(alpha.sum(dim=1), torch.ones(3), atol=1e-6)
-    expected = torch.stack([(alpha[b, :, None] * feats[b]).sum(dim=0) for b in range(3)])
-    assert torch.allclose(context, expected, atol=1e-5)
-    assert alpha.std() > 0  # not a uniform average: the scores depend on the image
-
-
-def test_rows_sharing_an_image_get_distinct_slots_and_the_per_row_context():
-    image = torch.tensor([2, 0, 2, 1, 0, 2])  # (B,) e.g. length-sorted captions of 3 images
-    layout = RowLayout.of(image)
-    assert layout.slots == 3
-    assert sorted(zip(image.tolist(), layout.slot.tolist())) == [(0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (2, 2)]
-    feats = features(3)  # (N, 196, C)
-    alpha = torch.softmax(torch.randn(6, 196), dim=1).requires_grad_()  # (B, 196)
-    grouped = context_by_image(alpha, feats, layout)  # (B, C)
-    per_row = torch.bmm(alpha[:, None], feats[image]).squeeze(1)  # (B, C) each row's own copy of its features
-    torch.testing.assert_close(grouped, per_row)
-    weights = torch.randn_like(per_row)
-    (grad_grouped,) = torch.autograd.grad((grouped * weights).sum(), alpha)
-    (grad_per_row,) = torch.autograd.grad((per_row * weights).sum(), alpha)
-    torch.testing.assert_close(grad_grouped, grad_per_row)
-    picked = RowLayout.of(image).select(torch.tensor([0, 0, 2, 3]))  # beams: rows repeated
-    assert picked.image.tolist() == [2, 2, 2, 1] and sorted(picked.slot[:3].tolist()) == [0, 1, 2]
-    assert RowLayout.of(image).first(2).image.tolist() == [2, 0]
-
-
-@pytest.mark.parametrize("attention_dim", [10, 2048])  # 2048: one row per cache-sized chunk, so several chunks
-def test_chunked_attention_scores_and_gradients_equal_autograd_on_the_plain_formula(attention_dim):
-    generator = torch.Generator().manual_seed(3)
-    image = torch.tensor([2, 0, 2, 1, 0, 2, 2])  # (B,) rows share images, in no particular order
-    projection = torch.randn(3, 196, attention_dim, generator=generator, requires_grad=True)  # (N, 196, A)
-    att2 = torch.randn(7, attention_dim, generator=generator, requires_grad=True)  # (B, A)
-    weight = torch.randn(attention_dim, generator=generator, requires_grad=True)  # (A,)
-    bias = torch.randn(1, generator=generator, requires_grad=True)  # (1,)
-    grad_scores = torch.randn(7, 196, generator=generator)  # (B, 196)
-    inputs = (projection, att2, weight, bias)
-    scores = additive_scores(projection, att2, image, weight, bias)  # (B, 196)
-    reference = torch.relu(projection[image] + att2[:, None]) @ weight + bias  # (B, 196)
-    torch.testing.assert_close(scores, reference, rtol=1e-5, atol=1e-4)
-    grads = torch.autograd.grad(scores, inputs, grad_scores)
-    reference_grads = torch.autograd.grad(reference, inputs, grad_scores)
-    for name, grad, expected in zip(("projection", "att2", "weight", "bias"), grads, reference_grads):
-        torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-3, msg=name)
-    assert grads[0].abs().sum() > 0 and grads[1].abs().sum() > 0
-    no_rows = additive_scores(projection, att2[:0], image[:0], weight, bias)  # e.g. every beam finished
-    assert no_rows.shape == (0, 196)
 
 
 def test_image_projection_computed_once_per_forward_and_shared_by_captions():
@@ -182,45 +103,6 @@ def test_teacher_forcing_loss_and_gradients_equal_the_plain_per_step_reference()
     assert all(grad.abs().sum() > 0 for grad in grads)  # every parameter, incl. W_hh and f_beta, is trained
 
 
-def test_caption_loss_cross_entropy_and_penalty_by_hand():
-    decoder = make_decoder().eval()
-    lengths_list = [7, 4, 9, 2, 5]
-    captions, lengths = make_batch(lengths_list)
-    out = decoder(features(5), captions, lengths)
-    total, cross_entropy, penalty = caption_loss(out, captions, attention_penalty=1.5)
-
-    logits = torch.cat([out.logits[b, : n - 1] for b, n in enumerate(lengths_list)])
-    targets = torch.cat([captions[b, 1:n] for b, n in enumerate(lengths_list)])
-    assert torch.allclose(cross_entropy, F.cross_entropy(logits, targets), atol=1e-6)
-
-    by_hand = []
-    for b, n in enumerate(lengths_list):
-        attention_sum = out.alphas[b, : n - 1].sum(dim=0)  # (196,) over this caption's real steps only
-        by_hand.append(((1.0 - attention_sum) ** 2).sum())
-    assert torch.allclose(penalty, 1.5 * torch.stack(by_hand).mean(), atol=1e-5)
-    assert torch.allclose(total, cross_entropy + penalty)
-    assert penalty > 0
-
-    total.backward()
-    assert decoder.fc.weight.grad is not None and decoder.attention.encoder_att.weight.grad.abs().sum() > 0
-
-
-def test_padded_tokens_do_not_change_the_loss():
-    decoder = make_decoder().eval()
-    lengths_list = [7, 4, 9, 2, 5]
-    captions, lengths = make_batch(lengths_list)
-    noisy = captions.clone()
-    for b, n in enumerate(lengths_list):
-        noisy[b, n:] = torch.randint(1, V, (noisy.size(1) - n,), generator=torch.Generator().manual_seed(b))
-    assert not torch.equal(noisy, captions)
-    feats = features(5)
-    with torch.no_grad():
-        clean_loss = caption_loss(decoder(feats, captions, lengths), captions, 1.0)
-        noisy_loss = caption_loss(decoder(feats, noisy, lengths), noisy, 1.0)
-    for a, b in zip(clean_loss, noisy_loss):
-        assert torch.allclose(a, b, atol=1e-6)
-
-
 def test_dropout_is_active_in_train_mode_only():
     decoder = make_decoder(dropout=0.5)
     captions, lengths = make_batch([9, 5])
@@ -267,3 +149,21 @@ def test_bf16_autocast_forward_is_close_to_fp32():
         assert part.item() == pytest.approx(expected.item(), rel=3e-2)
     assert torch.allclose(out.logits.float(), fp32.logits, atol=0.1)
     assert (out.logits.float() - fp32.logits).abs().max() > 0  # it really ran in bf16
+
+
+def test_decoding_uses_the_annotation_vector_at_the_argmax(tiny_config, word_map):
+    """Greedy decoding of the hard model equals a soft model whose context is replaced by the argmax vector."""
+    captioner = hard_captioner(tiny_config, word_map).eval()
+    features = torch.randn(2, 196, 1280)  # (N, 196, C)
+    decoder = captioner.decoder
+    with torch.no_grad():
+        state = decoder.start(features)
+        words = torch.full((2,), word_map["<start>"])  # (N,)
+        logits, alpha, _ = decoder.step(words, state)  # (N, V), (N, 196)
+        att2, gate = state.weights.project_hidden(state.hidden)  # (N, A), (N, C)
+        context = features[torch.arange(2), alpha.argmax(dim=1)]  # (N, C)
+        from captioning.decoder import lstm_cell
+
+        word_gates = state.weights.word_gates(decoder.embedding(words))  # (N, 4D)
+        hidden, _ = lstm_cell(word_gates, torch.sigmoid(gate) * context, state.hidden, state.cell, state.weights)
+        torch.testing.assert_close(logits, decoder.fc(hidden))

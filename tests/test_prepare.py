@@ -1,4 +1,5 @@
-"""Data preparation: readers, vocabulary, caption sampling, HDF5/JSON outputs, bad inputs, determinism, CLI."""
+"""Data preparation: readers, vocabulary, caption sampling, HDF5/JSON outputs (boxes scaled to the stored size), bad
+inputs, determinism, CLI."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import prepare
 from PIL import Image
 
 from captioning.data import PreparedData
@@ -24,10 +26,9 @@ from captioning.prepare import (
     read_csv_captions,
     read_karpathy,
     read_synthetic,
-    split_name,
 )
 from captioning.text import tokenize
-from captioning.vocab import build_word_map, decode, encode_caption, invert_word_map, load_word_map, save_word_map
+from captioning.vocab import decode, encode_caption, invert_word_map, load_word_map
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,11 +44,6 @@ def write_csv(path: Path, rows: list[str]) -> Path:
     return path
 
 
-def prepare(caption_set, out: Path, name: str, **options):
-    """prepare_dataset without the progress bar."""
-    return prepare_dataset(caption_set, out, name, progress=False, **options)
-
-
 def load_outputs(out: Path, split: str, base: str) -> dict:
     """Every JSON output of a split plus the HDF5 images array."""
     outputs = {
@@ -58,29 +54,6 @@ def load_outputs(out: Path, split: str, base: str) -> dict:
         outputs["IMAGES"] = h5["images"][:]  # (N, 3, S, S)
         outputs["cpi"] = int(h5.attrs["captions_per_image"])
     return outputs
-
-
-# --------------------------------------------------------------------------------------------------------------
-# text and vocabulary
-
-
-def test_tokenize_lowercases_strips_punctuation_keeps_non_ascii():
-    assert tokenize("A black dog, running!") == ["a", "black", "dog", "running"]
-    assert tokenize("Un café   noir.") == ["un", "café", "noir"]
-    assert tokenize("A red t-shirt ; child 's toy") == ["a", "red", "t", "shirt", "child", "s", "toy"]
-    assert tokenize("  ...  ") == []
-
-
-def test_word_map_round_trip(tmp_path):
-    word_map = build_word_map(Counter({"b": 3, "a": 2, "rare": 1}), min_word_freq=1)
-    assert list(word_map.items()) == [("<pad>", 0), ("b", 1), ("a", 2), ("<start>", 3), ("<end>", 4), ("<unk>", 5)]
-    ids = encode_caption(["a", "rare", "b"], word_map, max_len=5)
-    assert ids == [3, 2, 5, 1, 4, 0, 0]
-    assert decode(ids, invert_word_map(word_map)) == ["a", "<unk>", "b"]
-    save_word_map(tmp_path / "wm.json", word_map)
-    assert list(load_word_map(tmp_path / "wm.json").items()) == list(word_map.items())
-    with pytest.raises(ValueError):
-        encode_caption(["a"] * 6, word_map, max_len=5)  # never truncated
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -265,6 +238,22 @@ def test_vocabulary_from_train_only_by_default(tmp_path):
     assert list(word_map)[1:4] == ["a", "cat", "zebra"]
 
 
+def test_pipeline_writes_boxes_scaled_to_stored_size(tmp_path):
+    caption_set = read_synthetic(20, tmp_path / "synthetic_images", seed=5, image_size=128)
+    summary = prepare_dataset(
+        caption_set, tmp_path / "out", "synthetic", captions_per_image=3, min_word_freq=0, image_size=64, progress=False
+    )
+    base = summary.base_name
+    for split in ("TRAIN", "VAL", "TEST"):
+        names = json.loads((tmp_path / "out" / f"{split}_NAMES_{base}.json").read_text())
+        boxes = json.loads((tmp_path / "out" / f"{split}_BOXES_{base}.json").read_text())
+        assert len(boxes) == len(names) > 0
+        for name, objects in zip(names, boxes):
+            original = caption_set.boxes[name]
+            assert [o["shape"] for o in objects] == [o["shape"] for o in original]
+            assert [o["box"] for o in objects] == [[v / 2 for v in o["box"]] for o in original]  # 128 -> 64
+
+
 # --------------------------------------------------------------------------------------------------------------
 # caption selection, bad inputs, determinism
 
@@ -436,37 +425,3 @@ def test_cli_missing_karpathy_json_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "nope.json" in result.stderr
     assert not (tmp_path / "out").exists()
-
-
-def test_split_labels_and_restval_are_read_in_one_place():
-    from captioning.data import SPLITS, split_of
-
-    assert SPLITS == ("TRAIN", "VAL", "TEST")
-    assert [split_of(label) for label in ("train", "restval", " Val ", "TEST")] == ["TRAIN", "TRAIN", "VAL", "TEST"]
-    with pytest.raises(ValueError, match="unknown split 'dev' \\(expected one of train, restval, val, test\\)"):
-        split_of("dev")
-    with pytest.raises(DataError, match="rows.csv:3: unknown split 'dev'"):
-        split_name("dev", "rows.csv:3")
-
-
-def test_prepared_data_owns_names_splits_and_says_what_is_missing(tmp_path):
-    """One layout object: tutorial file names, any-case split names, one-line errors for a wrong name or split."""
-    out = tmp_path / "out"
-    summary = prepare(
-        read_synthetic(10, tmp_path / "images", seed=1, image_size=32), out, "synthetic", min_word_freq=0, image_size=32
-    )
-    data = PreparedData(out, summary.base_name)
-    assert data.path("CAPTIONS", "val") == out / f"VAL_CAPTIONS_{summary.base_name}.json"
-    assert data.splits() == ["TRAIN", "VAL", "TEST"] and data.image_size() == 32
-    assert data.load_split("val").num_images == summary.images["val"]
-    with pytest.raises(ValueError, match="unknown split 'dev' \\(expected one of TRAIN, VAL, TEST\\)"):
-        data.path("IMAGES", "dev")
-    with pytest.raises(
-        FileNotFoundError,
-        match=f"no prepared data named 'flickr' in {out} \\(data names there: "
-        f"{summary.base_name}\\); check --data-name",
-    ):
-        PreparedData(out, "flickr").load_split("train")
-    data.images_path("test").unlink()
-    with pytest.raises(FileNotFoundError, match="split TEST was not prepared .* \\(prepared: TRAIN, VAL\\)"):
-        data.load_split("TEST")

@@ -1,23 +1,18 @@
 """Greedy and beam search: beam 1 == greedy, batched == one image at a time, scores are real log-probabilities,
 per-word attention, no <end> within max_len, length normalisation, never <pad>/<start>, each image's pool of finished
-captions best first; Captioner.caption and caption_alternatives on PIL images and photo files."""
+captions best first."""
 
 from __future__ import annotations
-
-from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import END, START, C, V
 
 from captioning.config import DecoderConfig
 from captioning.decoder import Decoder
-from captioning.model import Caption, Captioner
 from captioning.search import Hypothesis, beam_search, decode, greedy_search
-from captioning.vocab import SpecialIds, build_word_map, special_ids
 
-V, C, START, END = 20, 24, 17, 18  # 0 is <pad>, 1..16 words, 19 <unk>
 SEEDS = range(6)
 WORD_MAP = {"<start>": START, "<end>": END}  # what decode reads from a word map (no <unk>: nothing banned)
 
@@ -143,30 +138,6 @@ def test_pad_and_start_are_never_emitted(beam_size):
         assert 0 not in hyp.tokens and START not in hyp.tokens
 
 
-def test_captioner_caption_returns_words_and_14x14_maps(tiny_config, word_map):
-    torch.manual_seed(0)
-    model = Captioner(tiny_config, word_map).eval()
-    torch.nn.init.normal_(model.decoder.fc.weight, std=8.0)
-    rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(2)]
-    captions = model.caption(images[0], beam_size=3)
-    assert len(captions) == 1
-    caption = captions[0]
-    assert isinstance(caption, Caption)
-    n = len(caption.words)
-    assert 0 < n <= tiny_config.max_caption_len
-    assert set(caption.words) <= set(word_map) - {"<pad>", "<start>", "<end>"}
-    assert caption.text == " ".join(caption.words)
-    assert caption.alphas.shape == (n, 14, 14)
-    assert np.allclose(caption.alphas.sum(axis=(1, 2)), 1.0, atol=1e-5)
-    assert np.isfinite(caption.score) and caption.score <= 0
-
-    both = model.caption(images, beam_size=3)  # a list of images is captioned as one batch
-    assert [c.words for c in both] == [caption.words, model.caption(images[1], beam_size=3)[0].words]
-    greedy = model.caption(images[0], beam_size=1)[0]
-    assert greedy.alphas.shape == (len(greedy.words), 14, 14)
-
-
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_unk_is_never_emitted_unless_allowed(beam_size):
     decoder, feats = make_decoder(4), features(3, 4)
@@ -176,14 +147,6 @@ def test_unk_is_never_emitted_unless_allowed(beam_size):
         assert all(19 not in hyp.tokens and len(hyp.tokens) > 0 for hyp in pool)
     allowed = best(decode(decoder, feats, word_map, beam_size=beam_size, max_len=10, allow_unk=True))
     assert all(19 in hyp.tokens for hyp in allowed)
-
-
-def test_special_ids_come_from_the_word_map():
-    word_map = build_word_map(Counter({"a": 5, "dog": 5, "<end>": 9}), min_word_freq=1)
-    ids = special_ids(word_map)
-    assert ids == SpecialIds(start=word_map["<start>"], end=word_map["<end>"], pad=0, unk=word_map["<unk>"])
-    assert len({ids.start, ids.end, ids.pad, ids.unk}) == 4
-    assert special_ids({"<start>": START, "<end>": END}) == SpecialIds(START, END, pad=0, unk=None)
 
 
 def gate_of_each_word(decoder: Decoder, feats: torch.Tensor, tokens: list[int]) -> list[float]:
@@ -219,22 +182,3 @@ def test_each_pool_holds_the_beams_finished_captions_best_first(seed):
             assert hyp.alphas.shape == (len(hyp.tokens), 196) and hyp.gates.shape == (len(hyp.tokens),)
         single = decode(decoder, feats[b : b + 1], WORD_MAP, beam_size=4, max_len=20)[0]
         assert [h.tokens for h in single] == [h.tokens for h in pool]  # the pool does not depend on the batch
-
-
-def test_captioner_takes_photo_files_and_images_alone_or_in_lists(tiny_config, word_map, tmp_path):
-    torch.manual_seed(0)
-    model = Captioner(tiny_config, word_map).eval()
-    torch.nn.init.normal_(model.decoder.fc.weight, std=8.0)
-    rng = np.random.default_rng(1)
-    images = [Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)) for _ in range(2)]
-    paths = [tmp_path / "first.png", tmp_path / "second.png"]
-    for image, path in zip(images, paths):
-        image.save(path)
-    expected = [c.text for c in model.caption(images, beam_size=3)]
-    assert [c.text for c in model.caption([str(paths[0]), images[1]], beam_size=3)] == expected
-    assert [model.caption(paths[0], beam_size=3)[0].text, model.caption(str(paths[1]))[0].text] == expected
-    pools = model.caption_alternatives(paths, beam_size=3)
-    assert [pool[0].text for pool in pools] == expected and all(1 <= len(pool) <= 3 for pool in pools)
-    for pool in pools:
-        assert all(isinstance(c, Caption) and c.gates.shape == (len(c.words),) for c in pool)
-        assert [c.score for c in pool] == sorted((c.score for c in pool), reverse=True)

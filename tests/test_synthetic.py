@@ -1,13 +1,11 @@
-"""Synthetic shapes data: determinism, captions that match the pixels, boxes, speed, and boxes in the pipeline."""
+"""Synthetic shapes data: determinism, captions that match the pixels, boxes, speed."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 
-from captioning.prepare import prepare_dataset, read_synthetic
 from captioning.synthetic import COLORS, SHAPES, make_synthetic, relation
 from captioning.text import tokenize
 
@@ -60,19 +58,3 @@ def test_generation_is_fast():
     samples = make_synthetic(500, image_size=128, seed=2)
     assert len(samples) == 500
     assert time.perf_counter() - start < 10.0
-
-
-def test_pipeline_writes_boxes_scaled_to_stored_size(tmp_path):
-    caption_set = read_synthetic(20, tmp_path / "synthetic_images", seed=5, image_size=128)
-    summary = prepare_dataset(
-        caption_set, tmp_path / "out", "synthetic", captions_per_image=3, min_word_freq=0, image_size=64, progress=False
-    )
-    base = summary.base_name
-    for split in ("TRAIN", "VAL", "TEST"):
-        names = json.loads((tmp_path / "out" / f"{split}_NAMES_{base}.json").read_text())
-        boxes = json.loads((tmp_path / "out" / f"{split}_BOXES_{base}.json").read_text())
-        assert len(boxes) == len(names) > 0
-        for name, objects in zip(names, boxes):
-            original = caption_set.boxes[name]
-            assert [o["shape"] for o in objects] == [o["shape"] for o in original]
-            assert [o["box"] for o in objects] == [[v / 2 for v in o["box"]] for o in original]  # 128 -> 64

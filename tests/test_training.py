@@ -1,6 +1,6 @@
-"""Training loop: DDP over 2 gloo processes, exact resume through train.py, run directory contents, LR decay and
-early stopping, the selection metric, HDF5 loading in worker processes, CPU bf16 autocast; a saved TrainConfig
-loading back; conftest's guard that only tests marked slow train.
+"""Training loop: DDP over 2 gloo processes, exact resume through train.py (a hard-attention run's with its
+baseline), run directory contents, LR decay and early stopping, the selection metric, HDF5 loading in worker
+processes, CPU bf16 autocast; a saved TrainConfig loading back; conftest's guard that only tests marked slow train.
 
 Run as a script (by torchrun, from test_ddp_ranks_end_with_identical_weights) it is one DDP rank: it trains with
 the given config and saves this rank's decoder weights and the files it wrote.
@@ -22,6 +22,7 @@ from conftest import TorchThreads, cli_args, make_train_config, read_log, withou
 
 from captioning import training
 from captioning.config import EncoderSpec
+from captioning.model import Captioner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,6 +214,29 @@ def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
         train_cli.main(["--resume", str(tmp_path / "nothing")])
 
 
+@pytest.mark.slow
+def test_hard_training_resumes_exactly_with_its_baseline(tiny_train_config, tmp_path):
+    from captioning.training import train
+
+    def config(out, epochs=2):
+        return tiny_train_config(out, attention="hard", epochs=epochs, dropout=0.0)
+
+    whole = train(config(tmp_path / "whole"))
+    train(config(tmp_path / "split", epochs=1))
+    resumed = train(config(tmp_path / "split"), resume=tmp_path / "split")
+    timing = {"batch_time", "data_time", "epoch_time", "captions_per_s"}
+    strip = [{k: v for k, v in row.items() if k not in timing} for row in resumed["history"]]
+    assert strip == [{k: v for k, v in row.items() if k not in timing} for row in whole["history"]]
+    assert "train_baseline" in whole["history"][0] and "train_entropy" in whole["history"][0]
+    a = torch.load(tmp_path / "whole" / "last" / "train_state.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last" / "train_state.pt", weights_only=True)
+    assert set(a["objective"]) == {"baseline", "baseline_started"} and bool(a["objective"]["baseline_started"])
+    assert torch.equal(a["objective"]["baseline"], b["objective"]["baseline"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    saved = json.loads((tmp_path / "whole" / "best" / "config.json").read_text())
+    assert saved["decoder"]["attention"] == "hard" and Captioner.load(tmp_path / "whole" / "best").decoder.hard
+
+
 # --- learning-rate decay and early stopping -----------------------------------------------------------------------
 
 
@@ -291,41 +315,6 @@ def test_lr_decays_repeatedly_while_no_improvement(tiny_train_config, tmp_path, 
 
 
 # --- the batch step ----------------------------------------------------------------------------------------------
-
-
-def test_teacher_forced_loss_counts_by_hand(tiny_config, word_map):
-    """One batch of cached features: the loss is caption_loss, and the token / top-5 counts are those of the real
-    steps (step t of caption b predicts word t + 1; padding never counts)."""
-    import torch.nn.functional as F
-
-    from captioning.loss import TeacherForcedLoss, caption_loss
-    from captioning.model import Captioner
-
-    torch.manual_seed(0)
-    captioner = Captioner(tiny_config, word_map).eval()
-    objective = TeacherForcedLoss(captioner, captioner.batch_encoder(cached=True), attention_penalty=0.5)
-    lengths_list = [7, 4, 9, 2, 5, 6]
-    lengths = torch.tensor(lengths_list)  # (B,)
-    captions = torch.randint(1, len(word_map), (len(lengths_list), 9)) * (torch.arange(9) < lengths[:, None])
-    image_index = torch.tensor([0, 0, 0, 1, 1, 1])  # (B,) two images, three captions each
-    features = torch.randn(2, 196, tiny_config.encoder_dim).half()  # (N, 196, C) as the cache stores them
-    result = objective(features, captions, lengths, image_index)
-
-    with torch.no_grad():
-        output = captioner.decoder(features.float(), captions, lengths, image_index)
-    assert torch.equal(result.loss.detach(), caption_loss(output, captions, 0.5)[0])
-    logits = torch.cat([output.logits[b, : n - 1] for b, n in enumerate(lengths_list)])  # (n_tokens, V)
-    targets = torch.cat([captions[b, 1:n] for b, n in enumerate(lengths_list)])  # (n_tokens,)
-    hits = sum(int(t in row.topk(5).indices) for row, t in zip(logits, targets))
-    assert int(result.tokens) == sum(lengths_list) - len(lengths_list) == len(targets)
-    assert int(result.top5_hits) == hits
-    assert float(result.cross_entropy) == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-6)
-    assert result.log_values() == {
-        "loss": (pytest.approx(float(result.cross_entropy)), len(targets)),
-        "top5": (pytest.approx(100.0 * hits / len(targets)), len(targets)),
-    }
-    result.loss.backward()
-    assert captioner.decoder.fc.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.slow
