@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from gradio_client import Client, handle_file
 
+from bench.space_start import free_port, served_url
 from captioning.shipped import example_photos
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,20 +54,10 @@ def serve(port: int, workdir: Path) -> subprocess.Popen:
 
 def record(photos: list[Path], beam: int) -> dict[str, dict]:
     """{"<photo name> <model>": summary} for every photo and shipped model, through a served demo's /caption."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     workdir = Path(tempfile.mkdtemp(prefix="caption-record-"))
-    app = serve(port, workdir)
+    app = serve(free_port(), workdir)
     try:
-        for line in app.stdout:
-            if match := re.search(r"Running on local URL:\s+(\S+)", line):
-                break
-        else:
-            sys.exit(f"the app exited ({app.wait()}) before serving")
-        client = Client(match.group(1), verbose=False, download_files=str(workdir))
+        client = Client(served_url(app), verbose=False, download_files=str(workdir))
         answers, start = {}, time.perf_counter()
         for photo in photos:
             for model in MODELS:

@@ -36,6 +36,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def served_url(app: subprocess.Popen) -> str:
+    """The local URL a started `python app.py` prints once it serves (read from its stdout); exits if it stops first."""
+    for line in app.stdout:
+        if match := re.search(r"Running on local URL:\s+(\S+)", line):
+            return match.group(1)
+    sys.exit(f"the app exited ({app.wait()}) before serving")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10, help="captions timed after the start")
@@ -53,13 +61,9 @@ def main() -> None:
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        for line in app.stdout:
-            if match := re.search(r"Running on local URL:\s+(\S+)", line):
-                break
-        else:
-            sys.exit(f"the app exited ({app.wait()}) before serving")
+        url = served_url(app)
         print(f"start-up until serving: {time.perf_counter() - start:.1f} s")
-        client = Client(match.group(1), verbose=False, auth=LOGIN, download_files=str(workdir))
+        client = Client(url, verbose=False, auth=LOGIN, download_files=str(workdir))
         photos = itertools.cycle(example_photos())
         times = timed(
             lambda i: client.predict(handle_file(next(photos)), args.beam_size, api_name="/caption"), args.calls

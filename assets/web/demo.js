@@ -34,9 +34,9 @@
     OverconstrainedError: `No camera was found: connect one, ${AGAIN}`,
     NotReadableError: `The camera could not be started (another program may be using it): close that, ${AGAIN}`,
   };
-  // every live frame of this page in one Gradio session: Gradio keeps state per session, so a new session per frame
-  // would grow the server by a frame's results at each call
-  const SESSION = `live-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  // one client id for every live frame of this page: Gradio keeps state per client id, so a new id per frame would
+  // grow the server by a frame's results at each call
+  const LIVE_CLIENT = `live-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
 
   // ---------------------------------------------------------------------------------------------------------------
   // the page's state: every view reads and writes it here
@@ -970,7 +970,7 @@
     const posted = await fetch(apiBase(), {
       method: 'POST',
       headers: {'Content-Type': 'application/json'},
-      body: JSON.stringify({data: [frameUrl, model], session_hash: SESSION}),
+      body: JSON.stringify({data: [frameUrl, model], session_hash: LIVE_CLIENT}),
     });
     if (!posted.ok) throw new Error(`the server answered ${posted.status}`);
     const {event_id: id} = await posted.json();
