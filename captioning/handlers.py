@@ -249,10 +249,11 @@ def probe_models(
     path: str | None,
     text,
     cache: FeatureCache | None = None,
+    nested: bool = True,
 ) -> tuple[list[tuple[dict, str]], list[str]]:
     """Each named model's probe of `text` on the photo: ([(its payload: payload.probe_data with model and attention,
     the display photo)], the notes for the visitor: words cut or unknown); a RequestError for no photo or a text
-    with no word."""
+    with no word. nested=False: the payloads without the `alphas` lists (the page's copy)."""
     if not path:
         raise RequestError("Please upload a photo first: your sentence is scored on it.")
     models = as_models(models)
@@ -268,7 +269,10 @@ def probe_models(
         probed = probing.probe(captioner, photo.features, [text])[0]
         notes += [note for note in probe_notes(probed, captioner.config.max_caption_len) if note not in notes]
         results.append(
-            ({**probe_data(probed), "model": name, "attention": captioner.config.decoder.attention}, photo.shown)
+            (
+                {**probe_data(probed, nested), "model": name, "attention": captioner.config.decoder.attention},
+                photo.shown,
+            )
         )
     return results, notes
 
@@ -297,8 +301,8 @@ def page_probe(
     models = as_models(models)
     name = pick_model(models, model)
     names = list(models) if compare else [name]
-    results, notes = probe_models(models, names, path, text, cache)
-    rows = [{k: v for k, v in payload.items() if k != "alphas"} for payload, _ in results]
+    results, notes = probe_models(models, names, path, text, cache, nested=False)
+    rows = [payload for payload, _ in results]
     shown = results[0][1]
     chosen = {**rows[names.index(name)], "image": shown, "text": text}
     compared = {"kind": "probe", "image": shown, "text": text, "rows": rows} if compare else None

@@ -153,10 +153,11 @@ def probe_scores(probe: Probe) -> dict:
     }
 
 
-def probe_data(probe: Probe) -> dict:
+def probe_data(probe: Probe, nested: bool = True) -> dict:
     """What `/probe` returns for a typed sentence: word_payload of its caption (caption, words, alphas, grids, grid,
-    gates, score = total_log_prob), then probe_scores."""
-    return {**word_payload(probe.to_caption()), **probe_scores(probe)}
+    gates, score = total_log_prob), then probe_scores. nested=False leaves out the `alphas` lists (the page draws
+    from `grids`)."""
+    return {**word_payload(probe.to_caption(), nested=nested), **probe_scores(probe)}
 
 
 def check_scores(checked: AttentionCheck) -> dict:
