@@ -50,7 +50,8 @@
     // compare view: the rows' data, the last rows of kind "caption" (each model's own score), the photo a compare
     // run was asked for, and whether the visitor just ticked Compare (the rows, once drawn, are scrolled to)
     compare: {root: null, data: null, captions: null, requested: null, reveal: false},
-    // attention check: /check's answers by checkKey(), the key asked for and not answered yet, the panel's mode
+    // attention check: /check's answers (with their positive gradient grids) by checkKey(), the request asked for
+    // and not answered yet ({key, model, words}), the panel's mode
     check: {on: false, results: new Map(), pending: null, mode: 'gradient'},
     live: {
       root: null, video: null, canvas: null, stream: null, running: false, starting: false, generation: 0,
@@ -442,8 +443,8 @@
     box.replaceChildren(node('span', '', 'little attention (photo untinted)'), bar, node('span', '', 'most attention'));
   }
 
-  function markPressed(selector, current, key) {  // the items of `selector` whose data-<key> is `current` are current
-    S.root.querySelectorAll(selector).forEach(item => {
+  function markPressed(selector, current, key, root = S.root) {  // items of `selector` with data-<key> `current`: current
+    root.querySelectorAll(selector).forEach(item => {
       const on = Number(item.dataset[key]) === current;
       item.classList.toggle('current', on);
       item.setAttribute('aria-pressed', String(on));
@@ -467,16 +468,18 @@
     });
   }
 
+  function tile(view, i, width, height, ...extra) {  // a gallery or compare tile: word i's heat and "i: word"
+    const button = indexButton('sat-tile', i), canvas = document.createElement('canvas');
+    drawWord(canvas, view, i, width, height);
+    button.append(canvas, node('span', 'sat-tile-word', `${i}: ${view.words[i]}`), ...extra);
+    return button;
+  }
+
   function drawGallery() {
     if (!S.gallery || !S.view || !S.photo) return;
     const box = S.gallery.querySelector('#gallery'), [width, height] = tileSize(TILE_WIDTH.gallery);
     box.replaceChildren();
-    S.view.words.forEach((word, i) => {
-      const tile = indexButton('sat-tile', i), canvas = document.createElement('canvas');
-      drawWord(canvas, S.view, i, width, height);
-      tile.append(canvas, node('span', 'sat-tile-word', `${i}: ${word}`), gateBar(S.view.gates[i]));
-      box.appendChild(tile);
-    });
+    S.view.words.forEach((_, i) => box.appendChild(tile(S.view, i, width, height, gateBar(S.view.gates[i]))));
     markWord();
   }
 
@@ -704,13 +707,11 @@
     c.rows.forEach(row => {
       const view = viewOf(row, row.attention);
       box.appendChild(rowHead(row, c.kind));
-      view.words.forEach((word, i) => {
-        const tile = indexButton('sat-tile', i), canvas = document.createElement('canvas');
-        tile.dataset.model = String(row.model);
-        drawWord(canvas, view, i, width, height);
-        tile.append(canvas, node('span', 'sat-tile-word', `${i}: ${word}`));
-        if (c.kind === 'probe') markProbe(tile, row, i);
-        box.appendChild(tile);
+      view.words.forEach((_, i) => {
+        const one = tile(view, i, width, height);
+        one.dataset.model = String(row.model);
+        if (c.kind === 'probe') markProbe(one, row, i);
+        box.appendChild(one);
       });
     });
     panel.dataset.kind = c.kind;
@@ -758,8 +759,8 @@
   function askCheck() {
     // the switch is on and the caption on screen has no answer yet: click the hidden button (one request)
     const key = checkKey(), C = S.check;
-    if (!C.on || !key || C.results.has(key) || C.pending === key) return;
-    if (pressHidden('#check-run')) C.pending = key;
+    if (!C.on || !key || C.results.has(key) || C.pending?.key === key) return;
+    if (pressHidden('#check-run')) C.pending = {key, model: shownData().model, words: S.view.words};
   }
 
   function checkInputs(image, text, model) {
@@ -770,11 +771,10 @@
 
   function showCheck(data) {
     // /check's answer for the caption asked for: kept, then drawn
-    const C = S.check;
-    if (!data || typeof data !== 'object' || !Array.isArray(data.words) || !C.pending) return;
-    const [model, caption] = C.pending.split('\n');
-    if (data.model !== model || data.words.join(' ') !== caption.split(' ').filter(Boolean).join(' ')) return;
-    C.results.set(C.pending, data);
+    const C = S.check, pending = C.pending;
+    if (!data || typeof data !== 'object' || !Array.isArray(data.words) || !pending) return;
+    if (data.model !== pending.model || data.words.join(' ') !== pending.words.join(' ')) return;
+    C.results.set(pending.key, {...data, grids: data.gradient.map(positiveGrid)});
     C.pending = null;
     renderCheck();
   }
@@ -823,10 +823,8 @@
     if (!check || !S.photo) return;
     const i = Math.min(S.word, check.words.length - 1), width = S.photo.naturalWidth, height = S.photo.naturalHeight;
     if (C.mode === 'hidden') drawHidden(canvas, check, i, width, height);
-    else if (C.mode === 'gradient') {
-      const grids = check.gradient.map(positiveGrid);
-      drawWord(canvas, {...S.view, grids, attention: 'soft'}, i, width, height);
-    } else drawWord(canvas, S.view, i, width, height);
+    else if (C.mode === 'gradient') drawWord(canvas, {...S.view, grids: check.grids, attention: 'soft'}, i, width, height);
+    else drawWord(canvas, S.view, i, width, height);
     const share = Array.isArray(check.gradient_share) ? check.gradient_share[i] : null;
     panel.querySelector('.sat-check-share').textContent = `"${check.words[i]}": ${check.hidden_cells[i].length} `
       + `cell(s) hold half its attention; they hold ${finite(share) ? Math.round(100 * share) : '?'}% of its `
@@ -1044,9 +1042,7 @@
     canvas.dataset.word = field ? String(L.word) : '';
     canvas.dataset.caption = L.data.id || '';
     canvas.dataset.version = String(++L.version);
-    L.root.querySelectorAll('#live-caption [data-index]').forEach(chip => {
-      chip.classList.toggle('current', Number(chip.dataset.index) === L.word);
-    });
+    markPressed('#live-caption [data-index]', L.word, 'index', L.root);
   }
 
   function showLive(data, frame) {
@@ -1057,8 +1053,8 @@
     box.dataset.caption = L.view.caption;
     if (!L.view.words.length) box.textContent = S.messages.empty_caption;
     L.view.words.forEach((word, i) => {
-      const chip = node('button', '', word);
-      chip.dataset.index = String(i);
+      const chip = indexButton('', i);
+      chip.textContent = word;
       box.append(chip, ' ');
     });
     drawHeat();
